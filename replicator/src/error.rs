@@ -1,0 +1,83 @@
+use std::time::Duration;
+
+/// Why a flow stopped or restarted.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicatorError {
+    /// A Kafka client call failed; `context` says which call and where.
+    #[error("{context}: {source}")]
+    Kafka {
+        context: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+        /// Whether trying again later can succeed (broker down, timeout, leader moving).
+        retriable: bool,
+    },
+    /// The target refused a record for a reason that retrying cannot fix.
+    #[error(
+        "target refused {source_topic}[{partition}] offset {offset} → {target_topic}: {reason}"
+    )]
+    RecordRefused {
+        source_topic: String,
+        target_topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
+    /// Two flows would write the same target topic.
+    #[error("flow '{flow}' would write {cluster}/{topic}, which flow '{owner}' already writes")]
+    TargetConflict {
+        flow: String,
+        owner: String,
+        cluster: String,
+        topic: String,
+    },
+    /// Something the replicator relies on did not hold.
+    #[error("{0}")]
+    Invariant(String),
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, String),
+}
+
+impl ReplicatorError {
+    pub(crate) fn kafka(context: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {
+        let retriable = is_retriable(&source);
+        Self::Kafka {
+            context: context.into(),
+            source,
+            retriable,
+        }
+    }
+
+    /// Retriable errors restart the flow's pipeline after a backoff; the rest stop the flow.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Kafka { retriable, .. } => *retriable,
+            Self::Timeout(..) => true,
+            Self::RecordRefused { .. } | Self::TargetConflict { .. } | Self::Invariant(_) => false,
+        }
+    }
+}
+
+/// Errors that say "not now" rather than "never".
+fn is_retriable(err: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    let Some(code) = err.rdkafka_error_code() else {
+        // Client-side problems (bad config, bad argument) do not fix themselves.
+        return false;
+    };
+    !matches!(
+        code,
+        C::TopicAuthorizationFailed
+            | C::GroupAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::SaslAuthenticationFailed
+            | C::Authentication
+            | C::MessageSizeTooLarge
+            | C::InvalidRecord
+            | C::InvalidConfig
+            | C::InvalidArgument
+            | C::Fatal
+            | C::UnsupportedVersion
+            | C::InvalidMessage
+    )
+}

@@ -1,0 +1,127 @@
+//! A flow's supervisor: runs the pipeline, restarts it after retriable errors with
+//! exponential backoff, and stops the flow on fatal ones.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::pipeline::{self, SharedProgress};
+use crate::topics::TargetTopics;
+use crate::{FlowSpec, ReplicatorError};
+
+/// A pipeline that ran this long without failing counts as healthy: the backoff resets.
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+
+/// Which flow writes which target topic, shared by every flow in a process, so two flows
+/// never write into the same topic.
+#[derive(Debug, Clone, Default)]
+pub struct TargetClaims(Arc<Mutex<HashMap<(String, String), String>>>);
+
+impl TargetClaims {
+    fn claim(&self, flow: &str, cluster: &str, topic: &str) -> Result<(), ReplicatorError> {
+        let mut claims = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let owner = claims
+            .entry((cluster.to_string(), topic.to_string()))
+            .or_insert_with(|| flow.to_string());
+        if owner == flow {
+            Ok(())
+        } else {
+            Err(ReplicatorError::TargetConflict {
+                flow: flow.to_string(),
+                owner: owner.clone(),
+                cluster: cluster.to_string(),
+                topic: topic.to_string(),
+            })
+        }
+    }
+}
+
+/// Whether a flow is currently replicating, for health endpoints and metrics.
+#[derive(Debug, Default)]
+pub struct FlowStatus {
+    up: AtomicBool,
+}
+
+impl FlowStatus {
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, flow: &str, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+        metrics::gauge!("strait_flow_up", "flow" => flow.to_string()).set(if up {
+            1.0
+        } else {
+            0.0
+        });
+    }
+}
+
+/// Runs one flow until `cancel` fires (returns `Ok`) or a fatal error (returns it).
+/// Blocking: call it from a thread of its own.
+pub fn run_flow(
+    spec: FlowSpec,
+    claims: TargetClaims,
+    status: Arc<FlowStatus>,
+    cancel: CancellationToken,
+) -> Result<(), ReplicatorError> {
+    let progress = SharedProgress::default();
+    let mut backoff = new_backoff();
+    info!(flow = %spec.name, source = %spec.source.name, target = %spec.target.name, "flow started");
+    loop {
+        let started = Instant::now();
+        status.set(&spec.name, true);
+        let result = TargetTopics::new(&spec).and_then(|mut topics| {
+            let mut claim = |names: &[String]| {
+                names.iter().try_for_each(|t| {
+                    let target = spec.naming.target_topic(&spec.source.name, t);
+                    claims.claim(&spec.name, &spec.target.name, &target)
+                })
+            };
+            pipeline::run(&spec, &progress, &mut topics, &cancel, &mut claim)
+        });
+        status.set(&spec.name, false);
+        match result {
+            Ok(()) => {
+                info!(flow = %spec.name, "flow stopped");
+                return Ok(());
+            }
+            Err(err) if err.is_retriable() && !cancel.is_cancelled() => {
+                if started.elapsed() > HEALTHY_AFTER {
+                    backoff = new_backoff();
+                }
+                let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+                metrics::counter!("strait_flow_restarts_total", "flow" => spec.name.clone())
+                    .increment(1);
+                warn!(flow = %spec.name, error = %err, retry_in = ?delay, "flow interrupted; restarting");
+                sleep_unless_cancelled(&cancel, delay);
+            }
+            Err(err) => {
+                error!(flow = %spec.name, error = %err, "flow failed");
+                return Err(err);
+            }
+        }
+    }
+}
+
+fn new_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Sleeps for `delay`, waking early if the flow is cancelled.
+fn sleep_unless_cancelled(cancel: &CancellationToken, delay: Duration) {
+    let until = Instant::now() + delay;
+    while !cancel.is_cancelled() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100).min(until - Instant::now()));
+    }
+}

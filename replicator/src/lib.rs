@@ -1,0 +1,135 @@
+//! Strait's data plane: one *flow* copies the selected topics of a source cluster to a
+//! target cluster, record by record, partition for partition.
+//!
+//! Data moves one way: source consumer → [`pipeline`] → target producer, and the target's
+//! delivery reports feed the per-partition offset maps of `strait-offset-sync`.
+//!
+//! The public surface is small: describe a flow with [`FlowSpec`], then [`run_flow`] it
+//! until its cancellation token fires, or ask [`plan`] what it would replicate.
+
+mod error;
+mod flow;
+mod naming;
+mod pipeline;
+mod provenance;
+mod topics;
+
+pub use error::ReplicatorError;
+pub use flow::{run_flow, FlowStatus, TargetClaims};
+pub use naming::{NamingPolicy, TopicSelector};
+pub use provenance::{Provenance, PROVENANCE_HEADER};
+pub use topics::{plan, TopicPlan};
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Where to start on a source partition that has no progress yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StartFrom {
+    #[default]
+    Earliest,
+    Latest,
+}
+
+/// A named Kafka cluster and the librdkafka properties every client for it gets.
+#[derive(Clone)]
+pub struct ClusterSpec {
+    pub name: String,
+    /// `bootstrap.servers` plus any other librdkafka property (security, SASL, TLS ...).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ClusterSpec {
+    /// Secrets never reach logs: values of secret-looking keys are redacted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let props: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if is_secret_key(k) {
+                        "<redacted>"
+                    } else {
+                        v.as_str()
+                    },
+                )
+            })
+            .collect();
+        f.debug_struct("ClusterSpec")
+            .field("name", &self.name)
+            .field("properties", &props)
+            .finish()
+    }
+}
+
+/// librdkafka properties whose values are credentials.
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "jaas",
+        "token",
+        "key.pem",
+        "certificate.pem",
+        "credential",
+    ]
+    .iter()
+    .any(|needle| key.contains(needle))
+}
+
+/// Client settings that trade latency for throughput; defaults favour throughput.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// How often acknowledged progress is committed to the source cluster.
+    pub commit_interval: Duration,
+    /// Producer `linger.ms`.
+    pub linger: Duration,
+    /// Producer `batch.size` in bytes.
+    pub batch_size: u32,
+    /// Producer `compression.type` on the target.
+    pub compression: String,
+    /// Upper bound on records waiting in the producer (`queue.buffering.max.kbytes`).
+    /// This is the backpressure point: when it is full, consuming pauses.
+    pub producer_queue_kbytes: u32,
+    /// Upper bound on pre-fetched records (`queued.max.messages.kbytes`).
+    pub consumer_queue_kbytes: u32,
+    /// How long shutdown and partition hand-over wait for in-flight deliveries.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            commit_interval: Duration::from_secs(1),
+            linger: Duration::from_millis(10),
+            batch_size: 1_000_000,
+            compression: "none".into(),
+            producer_queue_kbytes: 64 * 1024,
+            consumer_queue_kbytes: 32 * 1024,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything one flow needs, already validated.
+#[derive(Debug, Clone)]
+pub struct FlowSpec {
+    pub name: String,
+    pub source: ClusterSpec,
+    pub target: ClusterSpec,
+    pub selector: TopicSelector,
+    pub naming: NamingPolicy,
+    pub start_from: StartFrom,
+    pub refresh_interval: Duration,
+    /// Consumer group on the source through which instances share partitions.
+    pub group_id: String,
+    /// Replication factor for created target topics; `None` uses the target's default.
+    pub replication_factor: Option<i32>,
+    /// Stamp every copy with a [`PROVENANCE_HEADER`]. It is what makes restarts
+    /// duplicate-free; without it a crash can re-copy up to one commit interval.
+    pub provenance_header: bool,
+    pub tuning: Tuning,
+}

@@ -1,0 +1,808 @@
+//! One run of a flow's data path: source consumer → target producer.
+//!
+//! A single thread drives both clients. It polls the consumer, hands each record to the
+//! producer, and polls the producer for delivery reports. Rebalance and delivery callbacks
+//! therefore run on this thread too, inside those polls, so the shared state's mutex is
+//! never contended.
+//!
+//! Exactly-once across crashes rests on three facts:
+//! 1. The idempotent producer, with no message timeout and the gapless guarantee, writes a
+//!    partition's records in order and never writes a later record after an earlier one
+//!    failed. So the target holds a contiguous prefix of each source partition.
+//! 2. Each copy carries a provenance header naming its source offset.
+//! 3. When a partition is assigned, its start offset is the larger of the committed source
+//!    offset and one past the newest provenance offset found on the target.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::ClientContext;
+use strait_offset_sync::PartitionOffsetMap;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::provenance::{Provenance, TailScanner, PROVENANCE_HEADER};
+use crate::topics::{client_config, discover, TargetTopics};
+use crate::{FlowSpec, ReplicatorError, StartFrom};
+
+/// Commit metadata prefix; the rest is the target offset after the committed prefix.
+const COMMIT_METADATA_PREFIX: &str = "strait:t=";
+/// How long a send may wait on a full producer queue before the pipeline gives up and
+/// restarts. Kept below the consumer's `max.poll.interval.ms` so that we leave the group
+/// ourselves rather than being expelled while records are still queued.
+const MAX_BLOCKED: Duration = Duration::from_secs(120);
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Progress of one source partition, kept across pipeline restarts.
+#[derive(Debug, Default)]
+pub(crate) struct PartitionProgress {
+    pub assigned: bool,
+    /// Source offset after the last record the target acknowledged (contiguous prefix).
+    pub acked_next: Option<i64>,
+    /// Target offset after that record.
+    pub acked_target_next: Option<i64>,
+    /// What was last committed to the source group.
+    pub committed_next: Option<i64>,
+    /// Last stable offset of the source partition, from client statistics.
+    pub source_end: Option<i64>,
+    /// A delivery failed; nothing after it may count as acknowledged.
+    pub broken: bool,
+    pub records: u64,
+    pub bytes: u64,
+    pub offsets: PartitionOffsetMap,
+}
+
+/// Progress of every partition of one source topic.
+#[derive(Debug)]
+pub(crate) struct TopicProgress {
+    pub source_topic: String,
+    pub partitions: Vec<PartitionProgress>,
+}
+
+impl TopicProgress {
+    fn partition(&mut self, partition: i32) -> &mut PartitionProgress {
+        let idx = partition as usize;
+        if self.partitions.len() <= idx {
+            self.partitions
+                .resize_with(idx + 1, PartitionProgress::default);
+        }
+        &mut self.partitions[idx]
+    }
+}
+
+/// The state a flow keeps across pipeline restarts. Keyed by *target* topic, because
+/// that is what delivery reports name.
+#[derive(Debug, Default)]
+pub(crate) struct FlowProgress {
+    pub by_target: HashMap<String, TopicProgress>,
+    /// First error seen inside a callback; the loop picks it up and stops.
+    pub failure: Option<ReplicatorError>,
+}
+
+impl FlowProgress {
+    fn topic(&mut self, target_topic: &str, source_topic: &str) -> &mut TopicProgress {
+        self.by_target
+            .entry(target_topic.to_string())
+            .or_insert_with(|| TopicProgress {
+                source_topic: source_topic.to_string(),
+                partitions: Vec::new(),
+            })
+    }
+
+    fn fail(&mut self, err: ReplicatorError) {
+        if self.failure.is_none() {
+            self.failure = Some(err);
+        }
+    }
+}
+
+pub(crate) type SharedProgress = Arc<Mutex<FlowProgress>>;
+
+pub(crate) fn lock(progress: &SharedProgress) -> MutexGuard<'_, FlowProgress> {
+    // A panic while holding the lock leaves counters, not invariants, half-updated.
+    progress
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Producer callbacks: record acknowledgements in the progress and offset maps.
+struct DeliveryContext {
+    progress: SharedProgress,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    /// The source offset of the record.
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, source_offset: usize) {
+        let source_offset = source_offset as i64;
+        let mut progress = lock(&self.progress);
+        match result {
+            Ok(msg) => {
+                let bytes = msg.key().map_or(0, <[u8]>::len) + msg.payload().map_or(0, <[u8]>::len);
+                let Some(topic) = progress.by_target.get_mut(msg.topic()) else {
+                    return;
+                };
+                let p = topic.partition(msg.partition());
+                if p.broken {
+                    return;
+                }
+                if !p.offsets.record(source_offset, msg.offset()) {
+                    let source_topic = topic.source_topic.clone();
+                    progress.fail(ReplicatorError::Invariant(format!(
+                        "delivery reports out of order for {source_topic}[{}]: source offset \
+                         {source_offset} at target offset {}",
+                        msg.partition(),
+                        msg.offset()
+                    )));
+                    return;
+                }
+                p.acked_next = Some(source_offset + 1);
+                p.acked_target_next = Some(msg.offset() + 1);
+                p.records += 1;
+                p.bytes += bytes as u64;
+            }
+            Err((err, msg)) => {
+                let (target_topic, partition) = (msg.topic().to_string(), msg.partition());
+                let source_topic = match progress.by_target.get_mut(&target_topic) {
+                    Some(topic) => {
+                        topic.partition(partition).broken = true;
+                        topic.source_topic.clone()
+                    }
+                    None => target_topic.clone(),
+                };
+                let code = err
+                    .rdkafka_error_code()
+                    .map_or_else(|| "unknown".to_string(), |c| format!("{c:?}"));
+                metrics::counter!("strait_produce_errors_total", "code" => code).increment(1);
+                let refused = ReplicatorError::RecordRefused {
+                    source_topic,
+                    target_topic,
+                    partition,
+                    offset: source_offset,
+                    reason: err.to_string(),
+                };
+                progress.fail(refused);
+            }
+        }
+    }
+}
+
+/// Consumer callbacks: choose start offsets on assignment, drain and commit on revocation.
+struct RebalanceContext {
+    spec: FlowSpec,
+    progress: SharedProgress,
+    producer: Arc<BaseProducer<DeliveryContext>>,
+    scanner: Option<TailScanner>,
+}
+
+impl ClientContext for RebalanceContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut progress = lock(&self.progress);
+        for (source_topic, topic) in &statistics.topics {
+            let target_topic = self
+                .spec
+                .naming
+                .target_topic(&self.spec.source.name, source_topic);
+            let Some(tp) = progress.by_target.get_mut(&target_topic) else {
+                continue;
+            };
+            for (&partition, stats) in &topic.partitions {
+                // read_committed consumers stop at the last stable offset.
+                let end = if stats.ls_offset >= 0 {
+                    stats.ls_offset
+                } else {
+                    stats.hi_offset
+                };
+                if partition >= 0 && end >= 0 {
+                    tp.partition(partition).source_end = Some(end);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for RebalanceContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let resolved = self.choose_start_offsets(consumer, tpl);
+                if let Err(e) = consumer.incremental_assign(tpl) {
+                    lock(&self.progress).fail(ReplicatorError::kafka("assigning partitions", e));
+                    return;
+                }
+                if let Err(e) = resolved {
+                    // Never consume from a position we could not prove; the loop restarts.
+                    let _ = consumer.pause(tpl);
+                    lock(&self.progress).fail(e);
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.drain_and_commit(consumer, tpl);
+                if let Err(e) = consumer.incremental_unassign(tpl) {
+                    warn!(flow = %self.spec.name, error = %e, "unassigning revoked partitions failed");
+                }
+            }
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                warn!(flow = %self.spec.name, error = %code, "rebalance error");
+            }
+        }
+    }
+}
+
+impl RebalanceContext {
+    fn choose_start_offsets(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &mut TopicPartitionList,
+    ) -> Result<(), ReplicatorError> {
+        let committed = consumer
+            .committed_offsets(tpl.clone(), COMMIT_TIMEOUT)
+            .map_err(|e| ReplicatorError::kafka("reading committed offsets", e))?;
+        for elem in committed.elements() {
+            let (source_topic, partition) = (elem.topic().to_string(), elem.partition());
+            let target_topic = self
+                .spec
+                .naming
+                .target_topic(&self.spec.source.name, &source_topic);
+            let committed_next = match elem.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            let committed_target = elem
+                .metadata()
+                .strip_prefix(COMMIT_METADATA_PREFIX)
+                .and_then(|t| t.parse::<i64>().ok());
+
+            // Copies on the target after the committed position, oldest first.
+            let copied = match &self.scanner {
+                Some(scanner) => scanner.copies_after_commit(
+                    &target_topic,
+                    Provenance {
+                        cluster: &self.spec.source.name,
+                        topic: &source_topic,
+                        partition,
+                        offset: committed_next.unwrap_or(0),
+                    },
+                    committed_target,
+                )?,
+                None => Vec::new(),
+            };
+            let last_copied = copied.last().copied();
+            let start = match (committed_next, last_copied) {
+                (Some(c), Some((s, _))) => Some(c.max(s + 1)),
+                (Some(c), None) => Some(c),
+                (None, Some((s, _))) => Some(s + 1),
+                (None, None) => None,
+            };
+            let offset = start.map_or(Offset::Invalid, Offset::Offset);
+            tpl.set_partition_offset(&source_topic, partition, offset)
+                .map_err(|e| ReplicatorError::kafka("setting start offset", e))?;
+
+            let mut progress = lock(&self.progress);
+            let p = progress
+                .topic(&target_topic, &source_topic)
+                .partition(partition);
+            p.assigned = true;
+            p.broken = false;
+            p.committed_next = committed_next;
+            if let Some(start) = start {
+                p.acked_next = Some(start);
+            }
+            if let Some((_, target)) = last_copied {
+                p.acked_target_next = Some(target + 1);
+            } else if committed_target.is_some() {
+                p.acked_target_next = committed_target;
+            }
+            for &(source, target) in &copied {
+                // Pairs this process already saw acknowledged are refused as not newer.
+                p.offsets.record(source, target);
+            }
+            info!(
+                flow = %self.spec.name, topic = %source_topic, partition,
+                committed = ?committed_next, found_on_target = ?last_copied.map(|(s, _)| s),
+                start = ?start, "partition assigned"
+            );
+        }
+        Ok(())
+    }
+
+    /// Waits for in-flight records and commits what the target acknowledged, so the next
+    /// owner of these partitions starts exactly after them.
+    fn drain_and_commit(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        if let Err(e) = self.producer.flush(self.spec.tuning.drain_timeout) {
+            warn!(flow = %self.spec.name, error = %e, "in-flight records not drained before hand-over");
+        }
+        let revoked: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        if let Err(e) = commit(
+            &self.spec,
+            &self.progress,
+            consumer,
+            CommitMode::Sync,
+            Some(&revoked),
+        ) {
+            warn!(flow = %self.spec.name, error = %e, "commit on hand-over failed");
+        }
+        let mut progress = lock(&self.progress);
+        for (source_topic, partition) in &revoked {
+            let target_topic = self
+                .spec
+                .naming
+                .target_topic(&self.spec.source.name, source_topic);
+            progress
+                .topic(&target_topic, source_topic)
+                .partition(*partition)
+                .assigned = false;
+            info!(flow = %self.spec.name, topic = %source_topic, partition, "partition revoked");
+        }
+    }
+}
+
+/// Commits the acknowledged prefix of assigned partitions (or only of `only`), with the
+/// matching target offset in the commit metadata.
+fn commit<C: ConsumerContext>(
+    spec: &FlowSpec,
+    progress: &SharedProgress,
+    consumer: &BaseConsumer<C>,
+    mode: CommitMode,
+    only: Option<&[(String, i32)]>,
+) -> Result<(), ReplicatorError> {
+    let mut tpl = TopicPartitionList::new();
+    let mut committed = Vec::new();
+    {
+        let progress = lock(progress);
+        for (target_topic, topic) in &progress.by_target {
+            for (partition, p) in topic.partitions.iter().enumerate() {
+                let partition = partition as i32;
+                let wanted = only.is_none_or(|o| {
+                    o.iter()
+                        .any(|(t, q)| *t == topic.source_topic && *q == partition)
+                });
+                let Some(next) = p.acked_next else { continue };
+                if !wanted || !p.assigned || p.committed_next >= Some(next) {
+                    continue;
+                }
+                let mut elem = tpl.add_partition(&topic.source_topic, partition);
+                elem.set_offset(Offset::Offset(next))
+                    .map_err(|e| ReplicatorError::kafka("building commit", e))?;
+                if let Some(t) = p.acked_target_next {
+                    elem.set_metadata(format!("{COMMIT_METADATA_PREFIX}{t}"));
+                }
+                committed.push((target_topic.clone(), partition, next));
+            }
+        }
+    }
+    if tpl.count() == 0 {
+        return Ok(());
+    }
+    consumer.commit(&tpl, mode).map_err(|e| {
+        ReplicatorError::kafka(format!("committing offsets for flow '{}'", spec.name), e)
+    })?;
+    let mut progress = lock(progress);
+    for (target_topic, partition, next) in committed {
+        if let Some(topic) = progress.by_target.get_mut(&target_topic) {
+            topic.partition(partition).committed_next = Some(next);
+        }
+    }
+    Ok(())
+}
+
+/// Runs the data path until cancelled or an error. On the way out it drains the producer
+/// and commits, whatever the reason.
+pub(crate) fn run(
+    spec: &FlowSpec,
+    progress: &SharedProgress,
+    topics: &mut TargetTopics,
+    cancel: &CancellationToken,
+    on_topics: &mut dyn FnMut(&[String]) -> Result<(), ReplicatorError>,
+) -> Result<(), ReplicatorError> {
+    lock(progress).failure = None;
+    let producer = Arc::new(producer(spec, progress)?);
+    let scanner = if spec.provenance_header {
+        Some(TailScanner::new(&spec.target)?)
+    } else {
+        None
+    };
+    let context = RebalanceContext {
+        spec: spec.clone(),
+        progress: progress.clone(),
+        producer: producer.clone(),
+        scanner,
+    };
+    let consumer: BaseConsumer<RebalanceContext> = consumer_config(spec)
+        .create_with_context(context)
+        .map_err(|e| {
+            ReplicatorError::kafka(format!("creating consumer for '{}'", spec.source.name), e)
+        })?;
+
+    let mut pipeline = Pipeline {
+        spec,
+        progress,
+        producer: &producer,
+        consumer: &consumer,
+        routes: HashMap::new(),
+        header_buf: Vec::with_capacity(64),
+    };
+    let result = pipeline.forward_until_cancelled(topics, cancel, on_topics);
+
+    // Drain and commit whatever happened, then leave the group (which revokes, drains and
+    // commits again for the partitions still held).
+    if let Err(e) = producer.flush(spec.tuning.drain_timeout) {
+        warn!(flow = %spec.name, error = %e, "not every in-flight record was acknowledged before stopping");
+    }
+    producer.poll(Duration::ZERO);
+    if let Err(e) = commit(spec, progress, &consumer, CommitMode::Sync, None) {
+        warn!(flow = %spec.name, error = %e, "final commit failed");
+    }
+    consumer.unsubscribe();
+    drop(consumer);
+    publish_metrics(spec, progress);
+    result
+}
+
+struct Pipeline<'a> {
+    spec: &'a FlowSpec,
+    progress: &'a SharedProgress,
+    producer: &'a BaseProducer<DeliveryContext>,
+    consumer: &'a BaseConsumer<RebalanceContext>,
+    /// Source topic → target topic, for the topics currently subscribed.
+    routes: HashMap<String, String>,
+    /// Reused buffer for the provenance header value.
+    header_buf: Vec<u8>,
+}
+
+impl Pipeline<'_> {
+    fn forward_until_cancelled(
+        &mut self,
+        topics: &mut TargetTopics,
+        cancel: &CancellationToken,
+        on_topics: &mut dyn FnMut(&[String]) -> Result<(), ReplicatorError>,
+    ) -> Result<(), ReplicatorError> {
+        let mut subscribed = std::collections::BTreeMap::new();
+        self.refresh_topics(topics, &mut subscribed, on_topics)?;
+        let mut next_refresh = Instant::now() + self.spec.refresh_interval;
+        let mut next_commit = Instant::now() + self.spec.tuning.commit_interval;
+        let mut since_producer_poll = 0u32;
+
+        loop {
+            if cancel.is_cancelled() {
+                return Ok(());
+            }
+            match self.consumer.poll(Duration::from_millis(100)) {
+                None => {
+                    self.producer.poll(Duration::ZERO);
+                    since_producer_poll = 0;
+                }
+                Some(Err(e)) => self.on_consumer_error(e)?,
+                Some(Ok(msg)) => {
+                    if !self.forward(&msg, cancel)? {
+                        return Ok(());
+                    }
+                    since_producer_poll += 1;
+                    // Serving delivery reports every few records keeps them flowing
+                    // without paying for a poll per record.
+                    if since_producer_poll >= 256 {
+                        self.producer.poll(Duration::ZERO);
+                        since_producer_poll = 0;
+                    }
+                }
+            }
+            if let Some(err) = lock(self.progress).failure.take() {
+                return Err(err);
+            }
+            let now = Instant::now();
+            if now >= next_commit {
+                commit(
+                    self.spec,
+                    self.progress,
+                    self.consumer,
+                    CommitMode::Async,
+                    None,
+                )?;
+                publish_metrics(self.spec, self.progress);
+                next_commit = now + self.spec.tuning.commit_interval;
+            }
+            if now >= next_refresh {
+                self.refresh_topics(topics, &mut subscribed, on_topics)?;
+                next_refresh = Instant::now() + self.spec.refresh_interval;
+            }
+        }
+    }
+
+    /// Discovers source topics; creates or grows their targets before subscribing, so a
+    /// record never arrives for a target partition that does not exist.
+    fn refresh_topics(
+        &mut self,
+        topics: &mut TargetTopics,
+        subscribed: &mut std::collections::BTreeMap<String, i32>,
+        on_topics: &mut dyn FnMut(&[String]) -> Result<(), ReplicatorError>,
+    ) -> Result<(), ReplicatorError> {
+        let wanted = discover(self.consumer.client(), self.spec)?;
+        if wanted == *subscribed {
+            return Ok(());
+        }
+        let names: Vec<String> = wanted.keys().cloned().collect();
+        on_topics(&names)?;
+        topics.sync(self.spec, &wanted)?;
+        for (topic, partitions) in &wanted {
+            match subscribed.get(topic) {
+                None => info!(flow = %self.spec.name, topic, partitions, "replicating topic"),
+                Some(old) if old != partitions => {
+                    info!(flow = %self.spec.name, topic, from = old, to = partitions, "source partitions grew");
+                }
+                Some(_) => {}
+            }
+        }
+        self.routes = wanted
+            .keys()
+            .map(|t| {
+                (
+                    t.clone(),
+                    self.spec.naming.target_topic(&self.spec.source.name, t),
+                )
+            })
+            .collect();
+        {
+            let mut progress = lock(self.progress);
+            for (source, target) in &self.routes {
+                progress.topic(target, source);
+            }
+        }
+        if wanted.keys().ne(subscribed.keys()) {
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            if refs.is_empty() {
+                self.consumer.unsubscribe();
+            } else {
+                self.consumer
+                    .subscribe(&refs)
+                    .map_err(|e| ReplicatorError::kafka("subscribing to source topics", e))?;
+            }
+        }
+        *subscribed = wanted;
+        Ok(())
+    }
+
+    fn on_consumer_error(&self, err: KafkaError) -> Result<(), ReplicatorError> {
+        let code = err.rdkafka_error_code();
+        metrics::counter!(
+            "strait_consume_errors_total",
+            "flow" => self.spec.name.clone(),
+            "code" => code.map_or_else(|| "unknown".to_string(), |c| format!("{c:?}"))
+        )
+        .increment(1);
+        match code {
+            // Expelled from the group or lost a fenced assignment: rejoin from scratch.
+            Some(RDKafkaErrorCode::PollExceeded) | Some(RDKafkaErrorCode::Fatal) => {
+                Err(ReplicatorError::kafka("source consumer", err))
+            }
+            Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+            | Some(RDKafkaErrorCode::GroupAuthorizationFailed) => {
+                Err(ReplicatorError::kafka("source consumer", err))
+            }
+            // Everything else (broker down, leader moving) is retried inside librdkafka.
+            _ => {
+                debug!(flow = %self.spec.name, error = %err, "transient consumer error");
+                Ok(())
+            }
+        }
+    }
+
+    /// Hands one record to the producer. Returns `false` if cancelled while waiting for
+    /// room in the producer queue; the record then stays uncommitted.
+    fn forward(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<bool, ReplicatorError> {
+        let Some(target_topic) = self.routes.get(msg.topic()) else {
+            return Err(ReplicatorError::Invariant(format!(
+                "received a record from {}, which this flow does not replicate",
+                msg.topic()
+            )));
+        };
+        let source_offset = msg.offset();
+        let extra = usize::from(self.spec.provenance_header);
+        let mut headers =
+            OwnedHeaders::new_with_capacity(msg.headers().map_or(0, |h| h.count()) + extra);
+        if let Some(source_headers) = msg.headers() {
+            for h in source_headers.iter() {
+                headers = headers.insert(Header {
+                    key: h.key,
+                    value: h.value,
+                });
+            }
+        }
+        if self.spec.provenance_header {
+            Provenance {
+                cluster: &self.spec.source.name,
+                topic: msg.topic(),
+                partition: msg.partition(),
+                offset: source_offset,
+            }
+            .encode_into(&mut self.header_buf);
+            headers = headers.insert(Header {
+                key: PROVENANCE_HEADER,
+                value: Some(self.header_buf.as_slice()),
+            });
+        }
+        let mut record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(target_topic, source_offset as usize)
+                .partition(msg.partition())
+                .headers(headers);
+        if let Some(key) = msg.key() {
+            record = record.key(key);
+        }
+        if let Some(payload) = msg.payload() {
+            record = record.payload(payload);
+        }
+        if let Some(ts) = msg.timestamp().to_millis() {
+            record = record.timestamp(ts);
+        }
+
+        let blocked_since = Instant::now();
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(true),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    // Backpressure: the producer queue is the only buffer, and it is bounded.
+                    record = returned;
+                    self.producer.poll(Duration::from_millis(20));
+                    if cancel.is_cancelled() {
+                        return Ok(false);
+                    }
+                    if let Some(err) = lock(self.progress).failure.take() {
+                        return Err(err);
+                    }
+                    if blocked_since.elapsed() > MAX_BLOCKED {
+                        return Err(ReplicatorError::Timeout(
+                            MAX_BLOCKED,
+                            format!("room in the producer queue for {target_topic}"),
+                        ));
+                    }
+                }
+                Err((err, _)) => {
+                    let code = err.rdkafka_error_code();
+                    return Err(match code {
+                        // The target partition does not exist yet: restart, which grows it.
+                        Some(RDKafkaErrorCode::UnknownPartition) => ReplicatorError::kafka(
+                            format!("producing to {target_topic}[{}]", msg.partition()),
+                            err,
+                        ),
+                        _ => ReplicatorError::RecordRefused {
+                            source_topic: msg.topic().to_string(),
+                            target_topic: target_topic.clone(),
+                            partition: msg.partition(),
+                            offset: source_offset,
+                            reason: err.to_string(),
+                        },
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn consumer_config(spec: &FlowSpec) -> rdkafka::ClientConfig {
+    let t = &spec.tuning;
+    let mut config = rdkafka::ClientConfig::new();
+    config
+        .set(
+            "queued.max.messages.kbytes",
+            t.consumer_queue_kbytes.to_string(),
+        )
+        .set("fetch.wait.max.ms", "100")
+        // Kafka's 45 s default would leave a crashed instance's partitions idle that long.
+        .set("session.timeout.ms", "10000")
+        .set("statistics.interval.ms", "2000")
+        .set(
+            "topic.metadata.refresh.interval.ms",
+            spec.refresh_interval.as_millis().max(1000).to_string(),
+        );
+    for (k, v) in client_config(&spec.source).config_map() {
+        config.set(k, v);
+    }
+    config
+        .set("client.id", format!("strait-{}", spec.name))
+        .set("group.id", &spec.group_id)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("isolation.level", "read_committed")
+        .set(
+            "auto.offset.reset",
+            match spec.start_from {
+                StartFrom::Earliest => "earliest",
+                StartFrom::Latest => "latest",
+            },
+        );
+    config
+}
+
+fn producer(
+    spec: &FlowSpec,
+    progress: &SharedProgress,
+) -> Result<BaseProducer<DeliveryContext>, ReplicatorError> {
+    let t = &spec.tuning;
+    let mut config = rdkafka::ClientConfig::new();
+    config
+        .set("linger.ms", t.linger.as_millis().to_string())
+        .set("batch.size", t.batch_size.to_string())
+        .set("compression.type", &t.compression)
+        .set(
+            "queue.buffering.max.kbytes",
+            t.producer_queue_kbytes.to_string(),
+        )
+        .set("queue.buffering.max.messages", "1000000");
+    for (k, v) in client_config(&spec.target).config_map() {
+        config.set(k, v);
+    }
+    config
+        .set("client.id", format!("strait-{}", spec.name))
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        // Never time a record out: a timed-out record followed by a delivered one would
+        // leave a hole that the provenance tail cannot see. Backpressure handles outages.
+        .set("message.timeout.ms", "0")
+        .set("enable.gapless.guarantee", "true");
+    config
+        .create_with_context(DeliveryContext {
+            progress: progress.clone(),
+        })
+        .map_err(|e| {
+            ReplicatorError::kafka(format!("creating producer for '{}'", spec.target.name), e)
+        })
+}
+
+/// Publishes counters and lag gauges from the progress state. Runs once per commit
+/// interval, never per record.
+pub(crate) fn publish_metrics(spec: &FlowSpec, progress: &SharedProgress) {
+    let progress = lock(progress);
+    for topic in progress.by_target.values() {
+        let (mut records, mut bytes, mut lag) = (0u64, 0u64, 0i64);
+        for (partition, p) in topic.partitions.iter().enumerate() {
+            records += p.records;
+            bytes += p.bytes;
+            if !p.assigned {
+                continue;
+            }
+            if let (Some(end), Some(acked)) = (p.source_end, p.acked_next) {
+                let partition_lag = (end - acked).max(0);
+                lag += partition_lag;
+                metrics::gauge!(
+                    "strait_replication_lag_partition_records",
+                    "flow" => spec.name.clone(), "topic" => topic.source_topic.clone(),
+                    "partition" => partition.to_string()
+                )
+                .set(partition_lag as f64);
+            }
+        }
+        let labels = [
+            ("flow", spec.name.clone()),
+            ("topic", topic.source_topic.clone()),
+        ];
+        metrics::counter!("strait_records_replicated_total", &labels).absolute(records);
+        metrics::counter!("strait_bytes_replicated_total", &labels).absolute(bytes);
+        metrics::gauge!("strait_replication_lag_records", &labels).set(lag as f64);
+    }
+}

@@ -1,0 +1,223 @@
+//! The provenance header: where a copied record came from.
+//!
+//! Every record Strait writes carries `strait.source = <cluster>/<topic>/<partition>/<offset>`
+//! (ASCII). After a crash the replicator reads it back from the target partition's tail
+//! to learn which source records already arrived, so none is written twice. It also
+//! lets later tooling verify a copy and detect loops.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use crate::topics::client_config;
+use crate::{ClusterSpec, ReplicatorError};
+
+/// Header key stamped on every replicated record.
+pub const PROVENANCE_HEADER: &str = "strait.source";
+
+/// A decoded provenance header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance<'a> {
+    pub cluster: &'a str,
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl<'a> Provenance<'a> {
+    /// Writes the header value into `buf` (cleared first), reusing its allocation.
+    pub fn encode_into(&self, buf: &mut Vec<u8>) {
+        use std::io::Write;
+        buf.clear();
+        // Writing to a Vec cannot fail.
+        let _ = write!(
+            buf,
+            "{}/{}/{}/{}",
+            self.cluster, self.topic, self.partition, self.offset
+        );
+    }
+
+    /// Parses a header value. Cluster and topic names cannot contain '/', so the split is
+    /// unambiguous.
+    pub fn decode(value: &'a [u8]) -> Option<Self> {
+        let text = std::str::from_utf8(value).ok()?;
+        let mut parts = text.rsplitn(3, '/');
+        let offset = parts.next()?.parse().ok()?;
+        let partition = parts.next()?.parse().ok()?;
+        let (cluster, topic) = parts.next()?.split_once('/')?;
+        Some(Self {
+            cluster,
+            topic,
+            partition,
+            offset,
+        })
+    }
+}
+
+/// Reads provenance headers back from target partitions.
+pub(crate) struct TailScanner {
+    consumer: BaseConsumer,
+    cluster: String,
+}
+
+/// A scan that makes no progress for this long has lost its broker.
+const SCAN_STALL: Duration = Duration::from_secs(30);
+/// Records read per backwards step when there is no committed target position.
+const FIRST_WINDOW: i64 = 1_000;
+
+impl TailScanner {
+    pub(crate) fn new(target: &ClusterSpec) -> Result<Self, ReplicatorError> {
+        let consumer = client_config(target)
+            .set("client.id", "strait-tail-scan")
+            .set("group.id", "strait-tail-scan-unused")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("fetch.wait.max.ms", "10")
+            .create()
+            .map_err(|e| {
+                ReplicatorError::kafka(format!("creating tail scanner for '{}'", target.name), e)
+            })?;
+        Ok(Self {
+            consumer,
+            cluster: target.name.clone(),
+        })
+    }
+
+    /// The (source offset, target offset) of every copy of `source`'s partition written to
+    /// `target_topic` after the committed position, oldest first.
+    ///
+    /// With `from` (the target offset recorded with the last commit) this reads forward
+    /// from there. Without it, it searches backwards from the end in growing windows
+    /// for the newest copy, because other producers may have written to the partition
+    /// since.
+    pub(crate) fn copies_after_commit(
+        &self,
+        target_topic: &str,
+        source: Provenance<'_>,
+        from: Option<i64>,
+    ) -> Result<Vec<(i64, i64)>, ReplicatorError> {
+        let (low, high) =
+            match self
+                .consumer
+                .fetch_watermarks(target_topic, source.partition, SCAN_STALL)
+            {
+                Ok(w) => w,
+                // The target topic does not exist yet, so nothing was copied.
+                Err(e)
+                    if e.rdkafka_error_code()
+                        == Some(RDKafkaErrorCode::UnknownTopicOrPartition) =>
+                {
+                    return Ok(Vec::new())
+                }
+                Err(e) => {
+                    return Err(ReplicatorError::kafka(
+                        format!(
+                            "reading end offsets of {target_topic}[{}] on '{}'",
+                            source.partition, self.cluster
+                        ),
+                        e,
+                    ))
+                }
+            };
+        if let Some(from) = from {
+            return self.scan(target_topic, &source, from.max(low), high);
+        }
+        let mut end = high;
+        let mut window = FIRST_WINDOW;
+        while end > low {
+            let start = (end - window).max(low);
+            let found = self.scan(target_topic, &source, start, end)?;
+            if !found.is_empty() {
+                return Ok(found);
+            }
+            end = start;
+            window = window.saturating_mul(4);
+        }
+        Ok(Vec::new())
+    }
+
+    /// Copies of `source`'s partition among target offsets [start, end).
+    fn scan(
+        &self,
+        target_topic: &str,
+        source: &Provenance<'_>,
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<(i64, i64)>, ReplicatorError> {
+        let mut found = Vec::new();
+        if start >= end {
+            return Ok(found);
+        }
+        let context = || {
+            format!(
+                "reading the tail of {target_topic}[{}] on '{}'",
+                source.partition, self.cluster
+            )
+        };
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(target_topic, source.partition, Offset::Offset(start))
+            .map_err(|e| ReplicatorError::kafka(context(), e))?;
+        self.consumer
+            .assign(&tpl)
+            .map_err(|e| ReplicatorError::kafka(context(), e))?;
+        let mut last_progress = Instant::now();
+        loop {
+            match self.consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(msg)) => {
+                    if msg.offset() >= end {
+                        break;
+                    }
+                    last_progress = Instant::now();
+                    let header = msg.headers().and_then(|h| {
+                        h.iter()
+                            .filter(|h| h.key == PROVENANCE_HEADER)
+                            .last()
+                            .and_then(|h| h.value.and_then(Provenance::decode))
+                    });
+                    if let Some(p) = header {
+                        if p.cluster == source.cluster
+                            && p.topic == source.topic
+                            && p.partition == source.partition
+                        {
+                            found.push((p.offset, msg.offset()));
+                        }
+                    }
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => return Err(ReplicatorError::kafka(context(), e)),
+                None if last_progress.elapsed() > SCAN_STALL => {
+                    return Err(ReplicatorError::Timeout(SCAN_STALL, context()));
+                }
+                None => {}
+            }
+        }
+        self.consumer
+            .unassign()
+            .map_err(|e| ReplicatorError::kafka(context(), e))?;
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let p = Provenance {
+            cluster: "primary",
+            topic: "orders.eu-1",
+            partition: 7,
+            offset: 123_456_789,
+        };
+        let mut buf = Vec::new();
+        p.encode_into(&mut buf);
+        assert_eq!(buf, b"primary/orders.eu-1/7/123456789");
+        assert_eq!(Provenance::decode(&buf), Some(p));
+        assert_eq!(Provenance::decode(b"garbage"), None);
+        assert_eq!(Provenance::decode(b"a/b/x/1"), None);
+    }
+}

@@ -1,0 +1,287 @@
+//! Topic discovery on the source, and creation and growth of target topics.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use futures::executor::block_on;
+use rdkafka::admin::{
+    AdminClient, AdminOptions, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier,
+    TopicReplication,
+};
+use rdkafka::client::{Client, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::ClientContext;
+use tracing::{info, warn};
+
+use crate::{ClusterSpec, FlowSpec, ReplicatorError};
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Topic configs that describe the data and so travel with it. Everything else
+/// (throttles, `min.insync.replicas`, timestamp type, placement) belongs to a cluster.
+const COPIED_CONFIGS: &[&str] = &[
+    "cleanup.policy",
+    "compression.type",
+    "delete.retention.ms",
+    "max.compaction.lag.ms",
+    "max.message.bytes",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
+    "retention.bytes",
+    "retention.ms",
+    "segment.bytes",
+    "segment.ms",
+];
+
+/// One line of a flow's plan: a source topic and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPlan {
+    pub source_topic: String,
+    pub source_partitions: i32,
+    pub target_topic: String,
+    /// `None` when the target topic does not exist yet and will be created.
+    pub target_partitions: Option<i32>,
+}
+
+/// Base librdkafka settings for any client of `cluster`.
+pub(crate) fn client_config(cluster: &ClusterSpec) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (key, value) in &cluster.properties {
+        config.set(key, value);
+    }
+    config
+}
+
+/// Source topics the flow selects, with their partition counts.
+pub(crate) fn discover<C: ClientContext>(
+    source: &Client<C>,
+    spec: &FlowSpec,
+) -> Result<BTreeMap<String, i32>, ReplicatorError> {
+    let metadata = source.fetch_metadata(None, METADATA_TIMEOUT).map_err(|e| {
+        ReplicatorError::kafka(format!("listing topics on '{}'", spec.source.name), e)
+    })?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none() && spec.selector.selects(t.name()))
+        .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+        .collect())
+}
+
+/// Partition counts of existing topics on a cluster.
+fn partition_counts<C: ClientContext>(
+    client: &Client<C>,
+    cluster: &str,
+) -> Result<BTreeMap<String, i32>, ReplicatorError> {
+    let metadata = client
+        .fetch_metadata(None, METADATA_TIMEOUT)
+        .map_err(|e| ReplicatorError::kafka(format!("listing topics on '{cluster}'"), e))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+        .collect())
+}
+
+/// Connects to both clusters and reports what the flow would replicate, without changing
+/// anything.
+pub fn plan(spec: &FlowSpec) -> Result<Vec<TopicPlan>, ReplicatorError> {
+    let source = admin_client(&spec.source)?;
+    let target = admin_client(&spec.target)?;
+    let wanted = discover(source.inner(), spec)?;
+    let existing = partition_counts(target.inner(), &spec.target.name)?;
+    Ok(wanted
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let target_topic = spec.naming.target_topic(&spec.source.name, &topic);
+            TopicPlan {
+                target_partitions: existing.get(&target_topic).copied(),
+                source_topic: topic,
+                source_partitions: partitions,
+                target_topic,
+            }
+        })
+        .collect())
+}
+
+pub(crate) fn admin_client(
+    cluster: &ClusterSpec,
+) -> Result<AdminClient<DefaultClientContext>, ReplicatorError> {
+    client_config(cluster).create().map_err(|e| {
+        ReplicatorError::kafka(format!("creating admin client for '{}'", cluster.name), e)
+    })
+}
+
+/// Keeps target topics in step with the source: creates missing ones with the source's
+/// partition count and data configs, and grows partition counts. Never deletes or shrinks.
+pub(crate) struct TargetTopics {
+    source_admin: AdminClient<DefaultClientContext>,
+    target_admin: AdminClient<DefaultClientContext>,
+    /// Set once the target (or source) turned out not to support an admin API, so the
+    /// warning is logged once and replication carries on with the topics as they are.
+    admin_unsupported: HashSet<&'static str>,
+}
+
+impl TargetTopics {
+    pub(crate) fn new(spec: &FlowSpec) -> Result<Self, ReplicatorError> {
+        Ok(Self {
+            source_admin: admin_client(&spec.source)?,
+            target_admin: admin_client(&spec.target)?,
+            admin_unsupported: HashSet::new(),
+        })
+    }
+
+    /// Makes every target topic for `wanted` (source topic → partitions) exist with at
+    /// least as many partitions.
+    pub(crate) fn sync(
+        &mut self,
+        spec: &FlowSpec,
+        wanted: &BTreeMap<String, i32>,
+    ) -> Result<(), ReplicatorError> {
+        let existing = partition_counts(self.target_admin.inner(), &spec.target.name)?;
+        for (source_topic, &partitions) in wanted {
+            let target_topic = spec.naming.target_topic(&spec.source.name, source_topic);
+            match existing.get(&target_topic) {
+                None => self.create(spec, source_topic, &target_topic, partitions)?,
+                Some(&have) if have < partitions => {
+                    self.grow(spec, &target_topic, partitions)?;
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn create(
+        &mut self,
+        spec: &FlowSpec,
+        source_topic: &str,
+        target_topic: &str,
+        partitions: i32,
+    ) -> Result<(), ReplicatorError> {
+        let configs = self.data_configs(spec, source_topic);
+        let replication = TopicReplication::Fixed(spec.replication_factor.unwrap_or(-1));
+        let mut new_topic = NewTopic::new(target_topic, partitions, replication);
+        for (key, value) in &configs {
+            new_topic = new_topic.set(key, value);
+        }
+        let result = block_on(
+            self.target_admin
+                .create_topics([&new_topic], &AdminOptions::new()),
+        )
+        .map_err(|e| ReplicatorError::kafka(format!("creating {target_topic}"), e))?;
+        for outcome in result {
+            match outcome {
+                Ok(_) => {
+                    metrics::counter!("strait_target_topics_created_total", "flow" => spec.name.clone())
+                        .increment(1);
+                    info!(flow = %spec.name, topic = target_topic, partitions, configs = ?configs, "created target topic");
+                }
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) if admin_unsupported(code) => {
+                    self.warn_unsupported(spec, "CreateTopics", code, target_topic);
+                }
+                Err((_, code)) => {
+                    return Err(ReplicatorError::kafka(
+                        format!("creating {target_topic} on '{}'", spec.target.name),
+                        rdkafka::error::KafkaError::AdminOp(code),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn grow(
+        &mut self,
+        spec: &FlowSpec,
+        target_topic: &str,
+        partitions: i32,
+    ) -> Result<(), ReplicatorError> {
+        let grow = NewPartitions::new(target_topic, partitions as usize);
+        let result = block_on(
+            self.target_admin
+                .create_partitions([&grow], &AdminOptions::new()),
+        )
+        .map_err(|e| ReplicatorError::kafka(format!("adding partitions to {target_topic}"), e))?;
+        for outcome in result {
+            match outcome {
+                Ok(_) => {
+                    info!(flow = %spec.name, topic = target_topic, partitions, "grew target topic")
+                }
+                Err((_, code)) if admin_unsupported(code) => {
+                    self.warn_unsupported(spec, "CreatePartitions", code, target_topic);
+                }
+                Err((_, code)) => {
+                    return Err(ReplicatorError::kafka(
+                        format!(
+                            "adding partitions to {target_topic} on '{}'",
+                            spec.target.name
+                        ),
+                        rdkafka::error::KafkaError::AdminOp(code),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The source topic's explicitly set data configs. Best effort: a source that cannot
+    /// describe configs still gets its topics created with the target's defaults.
+    fn data_configs(&mut self, spec: &FlowSpec, source_topic: &str) -> Vec<(String, String)> {
+        let described = block_on(self.source_admin.describe_configs(
+            [&ResourceSpecifier::Topic(source_topic)],
+            &AdminOptions::new(),
+        ));
+        let resource = match described.map(|mut r| r.pop()) {
+            Ok(Some(Ok(resource))) => resource,
+            Ok(Some(Err(code))) => {
+                self.warn_unsupported(spec, "DescribeConfigs", code, source_topic);
+                return Vec::new();
+            }
+            Ok(None) => return Vec::new(),
+            Err(e) => {
+                warn!(flow = %spec.name, topic = source_topic, error = %e, "could not read source topic configs; creating target topic with defaults");
+                return Vec::new();
+            }
+        };
+        resource
+            .entries
+            .into_iter()
+            .filter(|e| {
+                matches!(e.source, ConfigSource::DynamicTopic)
+                    && COPIED_CONFIGS.contains(&e.name.as_str())
+            })
+            .filter_map(|e| Some((e.name, e.value?)))
+            .collect()
+    }
+
+    fn warn_unsupported(
+        &mut self,
+        spec: &FlowSpec,
+        api: &'static str,
+        code: RDKafkaErrorCode,
+        topic: &str,
+    ) {
+        if self.admin_unsupported.insert(api) {
+            warn!(
+                flow = %spec.name, api, error = %code, topic,
+                "cluster does not support this admin API; topics must be created by hand, replication carries on"
+            );
+        }
+    }
+}
+
+/// Kafka-compatible services (Event Hubs, the librdkafka mock) answer some admin calls with
+/// these codes.
+fn admin_unsupported(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::UnsupportedVersion
+            | RDKafkaErrorCode::InvalidRequest
+            | RDKafkaErrorCode::UnsupportedForMessageFormat
+            | RDKafkaErrorCode::PolicyViolation
+    )
+}

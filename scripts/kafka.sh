@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Strait's real-Kafka test bed: two single-node KRaft clusters on 127.0.0.1.
+#   primary   client 127.0.0.1:19092  controller 127.0.0.1:19093
+#   secondary client 127.0.0.1:29092  controller 127.0.0.1:29093
+# Usage: scripts/kafka.sh fetch | start [primary|secondary|all] | stop [..] | restart [..] | reset | status | classpath
+# Jars come from Maven Central (testbed/pom.xml) and are cached outside git in $STRAIT_KAFKA_CACHE.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/testbed/pom.xml")"
+CACHE="${STRAIT_KAFKA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/strait/kafka-$KAFKA_VERSION}"
+LIBS="$CACHE/libs"
+STATE="${STRAIT_TESTBED_DIR:-$ROOT/.testbed}"
+HEAP="${STRAIT_KAFKA_HEAP:-512m}"
+
+port_of() { case "$1" in primary) echo 19092 ;; secondary) echo 29092 ;; *) echo "unknown cluster '$1' (primary|secondary)" >&2; exit 2 ;; esac; }
+names() { if [ "${1:-all}" = all ]; then echo primary secondary; else echo "$1"; fi; }
+log() { echo "[kafka.sh] $*" >&2; }
+
+fetch() {
+  if [ -f "$LIBS/.complete" ]; then return; fi
+  command -v java >/dev/null || { log "java not found; install openjdk-17-jre-headless"; exit 1; }
+  command -v mvn >/dev/null || { log "mvn not found; install maven"; exit 1; }
+  log "fetching Apache Kafka $KAFKA_VERSION jars from Maven Central into $LIBS"
+  rm -rf "$LIBS"; mkdir -p "$LIBS"
+  mvn -q -B -f "$ROOT/testbed/pom.xml" dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$LIBS" >&2
+  touch "$LIBS/.complete"
+}
+
+is_up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+write_config() {
+  local name=$1 port=$2 dir=$3
+  mkdir -p "$dir/data"
+  cat > "$dir/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$((port + 1))
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$((port + 1))
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$((port + 1))
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.cleaner.backoff.ms=1000
+log.retention.check.interval.ms=5000
+PROPS
+  cat > "$dir/log4j2.properties" <<PROPS
+rootLogger.level=INFO
+rootLogger.appenderRef.file.ref=file
+appender.file.type=File
+appender.file.name=file
+appender.file.fileName=$dir/server.log
+appender.file.layout.type=PatternLayout
+appender.file.layout.pattern=[%d] %p %m (%c)%n
+logger.kafka.name=kafka
+logger.kafka.level=INFO
+logger.org.name=org.apache
+logger.org.level=WARN
+PROPS
+}
+
+start_one() {
+  local name=$1 port dir
+  port=$(port_of "$name"); dir="$STATE/$name"
+  if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then log "$name already running"; return; fi
+  if is_up "$port"; then log "port $port is taken by another process; refusing to start $name"; exit 1; fi
+  write_config "$name" "$port" "$dir"
+  if [ ! -f "$dir/data/meta.properties" ]; then
+    local id; id=$(java -cp "$LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)
+    java -cp "$LIBS/*" -Dlog4j2.configurationFile="$dir/log4j2.properties" kafka.tools.StorageTool \
+      format --standalone -t "$id" -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
+      || { log "formatting $name failed:"; cat "$dir/format.log" >&2; exit 1; }
+  fi
+  : > "$dir/server.log"
+  nohup java -Xms"$HEAP" -Xmx"$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$LIBS/*" \
+    kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 &
+  echo $! > "$dir/pid"
+}
+
+wait_ready() {
+  local name=$1 port dir deadline
+  port=$(port_of "$name"); dir="$STATE/$name"; deadline=$((SECONDS + 90))
+  until is_up "$port" && grep -q "Kafka Server started" "$dir/server.log" 2>/dev/null; do
+    if ! kill -0 "$(cat "$dir/pid")" 2>/dev/null; then log "$name exited during start-up:"; tail -n 30 "$dir/stdout.log" "$dir/server.log" >&2; exit 1; fi
+    if [ $SECONDS -ge $deadline ]; then log "$name not ready after 90 s"; tail -n 30 "$dir/server.log" >&2; exit 1; fi
+    sleep 0.5
+  done
+  log "$name ready on 127.0.0.1:$port"
+}
+
+stop_one() {
+  local name=$1 dir pid
+  dir="$STATE/$name"
+  [ -f "$dir/pid" ] || return 0
+  pid=$(cat "$dir/pid")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$pid" 2>/dev/null || true
+    log "$name stopped"
+  fi
+  rm -f "$dir/pid"
+}
+
+cmd=${1:-}; shift || true
+case "$cmd" in
+  fetch) fetch ;;
+  start) fetch; for n in $(names "${1:-all}"); do start_one "$n"; done; for n in $(names "${1:-all}"); do wait_ready "$n"; done ;;
+  stop) for n in $(names "${1:-all}"); do stop_one "$n"; done ;;
+  restart) for n in $(names "${1:-all}"); do stop_one "$n"; start_one "$n"; wait_ready "$n"; done ;;
+  reset) for n in primary secondary; do stop_one "$n"; done; rm -rf "$STATE" ;;
+  status) for n in primary secondary; do if is_up "$(port_of $n)"; then echo "$n up"; else echo "$n down"; fi; done ;;
+  classpath) fetch; echo "$LIBS/*" ;;
+  *) sed -n '2,6p' "$0" >&2; exit 2 ;;
+esac

@@ -1,0 +1,425 @@
+//! The configuration file: its schema, loading (TOML or YAML, plus `STRAIT__…` environment
+//! overrides) and validation. Everything here runs before any connection is made.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use strait_replicator::{
+    is_secret_key, ClusterSpec, FlowSpec, NamingPolicy, StartFrom, TopicSelector, Tuning,
+};
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub http: HttpConfig,
+    pub clusters: BTreeMap<String, ClusterConfig>,
+    pub flows: BTreeMap<String, FlowConfig>,
+    #[serde(default)]
+    pub tuning: TuningConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address for `/metrics` and `/healthz`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9644))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub bootstrap_servers: String,
+    /// Any librdkafka client property, e.g. `"security.protocol" = "SASL_SSL"`.
+    /// Environment overrides cannot contain dots, so `_` in a key is read as `.`:
+    /// `STRAIT__CLUSTERS__PRIMARY__PROPERTIES__SASL_PASSWORD` sets `sasl.password`.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let props: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if is_secret_key(k) {
+                        "<redacted>"
+                    } else {
+                        v.as_str()
+                    },
+                )
+            })
+            .collect();
+        f.debug_struct("ClusterConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("properties", &props)
+            .finish()
+    }
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Naming {
+    Identity,
+    Prefix,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowConfig {
+    pub source: String,
+    pub target: String,
+    /// Regexes; a topic is replicated if one matches its whole name.
+    pub topics: Vec<String>,
+    #[serde(default)]
+    pub topics_exclude: Vec<String>,
+    pub naming: Naming,
+    /// Separator for `naming = "prefix"`; default ".".
+    pub prefix_separator: Option<String>,
+    #[serde(default)]
+    pub start_from: StartFrom,
+    #[serde(default = "default_refresh", with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// Source consumer group; default `strait-<flow>`.
+    pub group_id: Option<String>,
+    /// For created target topics; default: the target cluster's default.
+    pub replication_factor: Option<i32>,
+    #[serde(default = "yes")]
+    pub provenance_header: bool,
+}
+
+fn default_refresh() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TuningConfig {
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    pub batch_size: u32,
+    pub compression: String,
+    pub producer_queue_kbytes: u32,
+    pub consumer_queue_kbytes: u32,
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for TuningConfig {
+    fn default() -> Self {
+        let t = Tuning::default();
+        Self {
+            commit_interval: t.commit_interval,
+            linger: t.linger,
+            batch_size: t.batch_size,
+            compression: t.compression,
+            producer_queue_kbytes: t.producer_queue_kbytes,
+            consumer_queue_kbytes: t.consumer_queue_kbytes,
+            drain_timeout: t.drain_timeout,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (format from its extension) with `STRAIT__…` overrides, then validates.
+    pub fn load(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            bail!("config file {} does not exist", path.display());
+        }
+        let raw = config::Config::builder()
+            .add_source(config::File::from(path))
+            .add_source(
+                config::Environment::with_prefix("STRAIT")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .with_context(|| format!("reading {}", path.display()))?;
+        let mut config: Config = raw
+            .try_deserialize()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        config.normalize_property_keys();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Environment overrides arrive with `_` where librdkafka keys have `.`; no librdkafka
+    /// property contains `_`, so the mapping is lossless.
+    fn normalize_property_keys(&mut self) {
+        for cluster in self.clusters.values_mut() {
+            cluster.properties = std::mem::take(&mut cluster.properties)
+                .into_iter()
+                .map(|(k, v)| (k.replace('_', "."), v))
+                .collect();
+        }
+    }
+
+    /// Cross-field rules. Each message names the offending field.
+    pub fn validate(&self) -> Result<()> {
+        if self.clusters.is_empty() {
+            bail!("clusters: at least one cluster is required");
+        }
+        if self.flows.is_empty() {
+            bail!("flows: at least one flow is required");
+        }
+        for (name, cluster) in &self.clusters {
+            check_name(&format!("clusters.{name}"), name)?;
+            if cluster.bootstrap_servers.trim().is_empty() {
+                bail!("clusters.{name}.bootstrap_servers: must not be empty");
+            }
+            if cluster.properties.contains_key("bootstrap.servers") {
+                bail!("clusters.{name}.properties.\"bootstrap.servers\": set bootstrap_servers instead");
+            }
+        }
+        let t = &self.tuning;
+        if t.commit_interval.is_zero() {
+            bail!("tuning.commit_interval: must be greater than zero");
+        }
+        if t.producer_queue_kbytes < 1024 {
+            bail!("tuning.producer_queue_kbytes: at least 1024 (1 MiB) is needed to batch");
+        }
+        if t.consumer_queue_kbytes < 1024 {
+            bail!("tuning.consumer_queue_kbytes: at least 1024 (1 MiB) is needed to fetch");
+        }
+        if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&t.compression.as_str()) {
+            bail!(
+                "tuning.compression: '{}' is not one of none, gzip, snappy, lz4, zstd",
+                t.compression
+            );
+        }
+
+        let mut pairs: HashMap<(&str, &str), &str> = HashMap::new();
+        let mut identity_targets: HashMap<(&str, Vec<&str>), &str> = HashMap::new();
+        for (name, flow) in &self.flows {
+            check_name(&format!("flows.{name}"), name)?;
+            let field = |f: &str| format!("flows.{name}.{f}");
+            let source = self.clusters.get(&flow.source).with_context(|| {
+                format!(
+                    "{}: unknown cluster '{}' (known: {})",
+                    field("source"),
+                    flow.source,
+                    self.cluster_names()
+                )
+            })?;
+            let target = self.clusters.get(&flow.target).with_context(|| {
+                format!(
+                    "{}: unknown cluster '{}' (known: {})",
+                    field("target"),
+                    flow.target,
+                    self.cluster_names()
+                )
+            })?;
+            if flow.topics.is_empty() {
+                bail!(
+                    "{}: at least one regex is required (use \".*\" for all topics)",
+                    field("topics")
+                );
+            }
+            for (key, patterns) in [
+                ("topics", &flow.topics),
+                ("topics_exclude", &flow.topics_exclude),
+            ] {
+                for (i, p) in patterns.iter().enumerate() {
+                    if let Err(e) = regex::Regex::new(p) {
+                        bail!("{}[{i}]: invalid regex '{p}': {e}", field(key));
+                    }
+                }
+            }
+            let same_cluster = flow.source == flow.target
+                || normalize_servers(&source.bootstrap_servers)
+                    == normalize_servers(&target.bootstrap_servers);
+            if flow.naming == Naming::Identity && same_cluster {
+                bail!(
+                    "{}: identity naming from cluster '{}' to '{}', which is the same cluster, \
+                     would copy every record back into itself forever; use naming = \"prefix\"",
+                    field("naming"),
+                    flow.source,
+                    flow.target
+                );
+            }
+            match (&flow.prefix_separator, flow.naming) {
+                (Some(_), Naming::Identity) => {
+                    bail!(
+                        "{}: only valid with naming = \"prefix\"",
+                        field("prefix_separator")
+                    )
+                }
+                (Some(sep), Naming::Prefix)
+                    if sep.is_empty() || !sep.chars().all(is_topic_char) =>
+                {
+                    bail!(
+                        "{}: '{sep}' must be non-empty and use only [A-Za-z0-9._-]",
+                        field("prefix_separator")
+                    )
+                }
+                _ => {}
+            }
+            if flow.refresh_interval < Duration::from_secs(1) {
+                bail!("{}: must be at least 1s", field("refresh_interval"));
+            }
+            if let Some(rf) = flow.replication_factor {
+                if rf < 1 {
+                    bail!("{}: must be at least 1", field("replication_factor"));
+                }
+            }
+            if let Some(other) = pairs.insert((&flow.source, &flow.target), name) {
+                bail!(
+                    "flows.{name}: flows '{other}' and '{name}' both replicate '{}' → '{}' and could \
+                     write the same target topics; merge them into one flow",
+                    flow.source,
+                    flow.target
+                );
+            }
+            if flow.naming == Naming::Identity {
+                let mut topics: Vec<&str> = flow.topics.iter().map(String::as_str).collect();
+                topics.sort_unstable();
+                if let Some(other) = identity_targets.insert((&flow.target, topics), name) {
+                    bail!(
+                        "flows.{name}: flows '{other}' and '{name}' both write the same topics \
+                         (same regexes, identity naming) to cluster '{}'",
+                        flow.target
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn cluster_names(&self) -> String {
+        self.clusters.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+
+    /// Resolved, validated specs for the replicator, one per flow.
+    pub fn flow_specs(&self) -> Result<Vec<FlowSpec>> {
+        self.flows
+            .iter()
+            .map(|(name, flow)| {
+                let source = self.cluster_spec(&flow.source);
+                let target = self.cluster_spec(&flow.target);
+                let naming = match flow.naming {
+                    Naming::Identity => NamingPolicy::Identity,
+                    Naming::Prefix => NamingPolicy::Prefix {
+                        separator: flow.prefix_separator.clone().unwrap_or_else(|| ".".into()),
+                    },
+                };
+                // A topic named `<target><sep>…` on the source is a copy a reverse flow made.
+                let skip_prefix = match &naming {
+                    NamingPolicy::Prefix { separator } => {
+                        Some(format!("{}{separator}", flow.target))
+                    }
+                    NamingPolicy::Identity => None,
+                };
+                let selector = TopicSelector::new(&flow.topics, &flow.topics_exclude, skip_prefix)
+                    .with_context(|| format!("flows.{name}.topics"))?;
+                let t = &self.tuning;
+                Ok(FlowSpec {
+                    name: name.clone(),
+                    source,
+                    target,
+                    selector,
+                    naming,
+                    start_from: flow.start_from,
+                    refresh_interval: flow.refresh_interval,
+                    group_id: flow
+                        .group_id
+                        .clone()
+                        .unwrap_or_else(|| format!("strait-{name}")),
+                    replication_factor: flow.replication_factor,
+                    provenance_header: flow.provenance_header,
+                    tuning: Tuning {
+                        commit_interval: t.commit_interval,
+                        linger: t.linger,
+                        batch_size: t.batch_size,
+                        compression: t.compression.clone(),
+                        producer_queue_kbytes: t.producer_queue_kbytes,
+                        consumer_queue_kbytes: t.consumer_queue_kbytes,
+                        drain_timeout: t.drain_timeout,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    fn cluster_spec(&self, name: &str) -> ClusterSpec {
+        let cluster = &self.clusters[name];
+        let mut properties = cluster.properties.clone();
+        properties.insert(
+            "bootstrap.servers".into(),
+            cluster.bootstrap_servers.clone(),
+        );
+        ClusterSpec {
+            name: name.to_string(),
+            properties,
+        }
+    }
+}
+
+/// Cluster and flow names appear in topic names and provenance headers.
+fn check_name(field: &str, name: &str) -> Result<()> {
+    if name.is_empty() || !name.chars().all(is_topic_char) {
+        bail!("{field}: name '{name}' must use only [A-Za-z0-9._-]");
+    }
+    Ok(())
+}
+
+fn is_topic_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+fn normalize_servers(servers: &str) -> Vec<String> {
+    let mut list: Vec<String> = servers
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .to_ascii_lowercase()
+                .replace("localhost", "127.0.0.1")
+        })
+        .filter(|s| !s.is_empty())
+        .collect();
+    list.sort();
+    list
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let cluster = ClusterConfig {
+            bootstrap_servers: "b:9092".into(),
+            properties: [("sasl.password".to_string(), "hunter2".to_string())].into(),
+        };
+        let shown = format!("{cluster:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+}

@@ -1,0 +1,201 @@
+//! `strait`: cross-cluster replication for Apache Kafka.
+
+mod config;
+mod http;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use strait_replicator::{plan, run_flow, FlowStatus, TargetClaims};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "strait",
+    version,
+    about = "Cross-cluster replication for Apache Kafka"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replicate every flow in the config until SIGINT or SIGTERM.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file, connect to its clusters, and print what each flow would copy.
+    CheckConfig {
+        config: PathBuf,
+        /// Only validate the file; do not connect.
+        #[arg(long)]
+        offline: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Run { config } => run(config),
+        Command::CheckConfig { config, offline } => check_config(config, offline),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn check_config(path: PathBuf, offline: bool) -> Result<()> {
+    let config = Config::load(&path)?;
+    let specs = config.flow_specs()?;
+    println!(
+        "{}: valid ({} clusters, {} flows)",
+        path.display(),
+        config.clusters.len(),
+        specs.len()
+    );
+    if offline {
+        return Ok(());
+    }
+    for spec in &specs {
+        println!(
+            "\nflow {}: {} → {}",
+            spec.name, spec.source.name, spec.target.name
+        );
+        let topics = plan(spec).with_context(|| format!("flows.{}: connecting", spec.name))?;
+        if topics.is_empty() {
+            println!("  (no source topic matches yet)");
+            continue;
+        }
+        let width = topics
+            .iter()
+            .map(|t| t.source_topic.len())
+            .max()
+            .unwrap_or(0);
+        for t in topics {
+            let target = match t.target_partitions {
+                Some(n) => format!("{n} partitions"),
+                None => "to be created".to_string(),
+            };
+            println!(
+                "  {:width$}  {:>4} partitions  →  {}  ({target})",
+                t.source_topic, t.source_partitions, t.target_topic
+            );
+        }
+    }
+    Ok(())
+}
+
+fn run(path: PathBuf) -> Result<()> {
+    let config = Config::load(&path)?;
+    let specs = config.flow_specs()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let metrics = http::install_metrics()?;
+        let shutdown = CancellationToken::new();
+        let statuses: Vec<(String, Arc<FlowStatus>)> = specs
+            .iter()
+            .map(|s| (s.name.clone(), Arc::new(FlowStatus::default())))
+            .collect();
+        let server = http::serve(
+            config.http.listen,
+            metrics,
+            statuses.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+        info!(listen = %config.http.listen, flows = specs.len(), "strait running");
+
+        let claims = TargetClaims::default();
+        let mut flows = Vec::new();
+        for (spec, (_, status)) in specs.into_iter().zip(statuses) {
+            let (claims, cancel, name) = (claims.clone(), shutdown.clone(), spec.name.clone());
+            let handle =
+                tokio::task::spawn_blocking(move || run_flow(spec, claims, status, cancel));
+            flows.push((name, handle));
+        }
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+
+        let mut failed = Vec::new();
+        for (name, handle) in flows {
+            match handle.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failed.push(format!("flow '{name}': {e}")),
+                Err(e) => failed.push(format!("flow '{name}' panicked: {e}")),
+            }
+        }
+        shutdown.cancel();
+        let _ = server.await;
+        if failed.is_empty() {
+            info!("all flows stopped; bye");
+            Ok(())
+        } else {
+            for f in &failed {
+                error!("{f}");
+            }
+            anyhow::bail!("{}", failed.join("; "))
+        }
+    })
+}
+
+/// Cancels `shutdown` on the first SIGINT or SIGTERM.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    #[cfg(unix)]
+    let term = term.recv();
+    #[cfg(not(unix))]
+    let term = std::future::pending::<Option<()>>();
+    tokio::select! {
+        _ = ctrl_c => info!("SIGINT: draining in-flight records and committing"),
+        _ = term => info!("SIGTERM: draining in-flight records and committing"),
+        _ = shutdown.cancelled() => return,
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,530 @@
+//! Shared helpers for the integration tests. They need the real test bed:
+//! primary on 127.0.0.1:19092 and secondary on 127.0.0.1:29092 (`scripts/kafka.sh start`).
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::executor::block_on;
+use rand::Rng;
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+pub const PRIMARY: &str = "127.0.0.1:19092";
+pub const SECONDARY: &str = "127.0.0.1:29092";
+
+/// A record as an application sees it. `headers` keeps order and null-vs-empty values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rec {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    pub timestamp: Option<i64>,
+}
+
+impl Rec {
+    /// The same record without Strait's provenance header, for comparing with the source.
+    pub fn without_provenance(
+        &self,
+    ) -> (
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        Vec<(String, Option<Vec<u8>>)>,
+        Option<i64>,
+    ) {
+        let headers = self
+            .headers
+            .iter()
+            .filter(|(k, _)| k != "strait.source")
+            .cloned()
+            .collect();
+        (
+            self.key.clone(),
+            self.value.clone(),
+            headers,
+            self.timestamp,
+        )
+    }
+
+    pub fn content(
+        &self,
+    ) -> (
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        Vec<(String, Option<Vec<u8>>)>,
+        Option<i64>,
+    ) {
+        (
+            self.key.clone(),
+            self.value.clone(),
+            self.headers.clone(),
+            self.timestamp,
+        )
+    }
+
+    /// Source offset from the provenance header.
+    pub fn provenance_offset(&self) -> Option<i64> {
+        let (_, v) = self
+            .headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "strait.source")?;
+        let text = String::from_utf8(v.clone()?).ok()?;
+        text.rsplit('/').next()?.parse().ok()
+    }
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand::rng().random::<u32>())
+}
+
+pub fn admin(servers: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .create()
+        .unwrap()
+}
+
+pub fn create_topic(servers: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let mut t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        t = t.set(k, v);
+    }
+    let res = block_on(admin(servers).create_topics([&t], &AdminOptions::new())).unwrap();
+    for r in res {
+        r.unwrap_or_else(|(t, e)| panic!("create {t}: {e}"));
+    }
+    // Wait until metadata shows the topic, so producers do not race its creation.
+    wait_until(Duration::from_secs(30), &format!("{topic} visible"), || {
+        partition_count(servers, topic) == Some(partitions)
+    });
+}
+
+pub fn add_partitions(servers: &str, topic: &str, total: usize) {
+    let res = block_on(
+        admin(servers).create_partitions([&NewPartitions::new(topic, total)], &AdminOptions::new()),
+    )
+    .unwrap();
+    for r in res {
+        r.unwrap_or_else(|(t, e)| panic!("grow {t}: {e}"));
+    }
+}
+
+pub fn partition_count(servers: &str, topic: &str) -> Option<i32> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .ok()?;
+    let t = md.topics().first()?;
+    if t.error().is_some() {
+        return None;
+    }
+    Some(t.partitions().len() as i32)
+}
+
+pub fn producer(servers: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap()
+}
+
+/// A record to produce.
+#[derive(Debug, Clone)]
+pub struct Out {
+    pub partition: i32,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    pub timestamp: Option<i64>,
+}
+
+pub fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, out: &Out) {
+    let mut headers = OwnedHeaders::new();
+    for (k, v) in &out.headers {
+        headers = headers.insert(Header {
+            key: k,
+            value: v.as_deref(),
+        });
+    }
+    let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(out.partition);
+    if !out.headers.is_empty() {
+        rec = rec.headers(headers);
+    }
+    if let Some(k) = &out.key {
+        rec = rec.key(k);
+    }
+    if let Some(v) = &out.value {
+        rec = rec.payload(v);
+    }
+    if let Some(ts) = out.timestamp {
+        rec = rec.timestamp(ts);
+    }
+    let mut rec = rec;
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return,
+            Err((e, r)) => {
+                assert!(
+                    matches!(
+                        e,
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull
+                        )
+                    ),
+                    "send: {e}"
+                );
+                rec = r;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+pub fn flush(producer: &ThreadedProducer<DefaultProducerContext>) {
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// Simple values: `count` records spread round-robin over `partitions`.
+pub fn produce_simple(servers: &str, topic: &str, partitions: i32, count: usize, tag: &str) {
+    let p = producer(servers);
+    for i in 0..count {
+        let out = Out {
+            partition: (i % partitions as usize) as i32,
+            key: Some(format!("k{i}").into_bytes()),
+            value: Some(format!("{tag}-{i}").into_bytes()),
+            headers: vec![],
+            timestamp: None,
+        };
+        send(&p, topic, &out);
+    }
+    flush(&p);
+}
+
+pub fn watermarks(servers: &str, topic: &str, partition: i32) -> (i64, i64) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .create()
+        .unwrap();
+    consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .unwrap()
+}
+
+/// Every committed record of every partition of `topic`, by partition, in order.
+pub fn read_all(servers: &str, topic: &str) -> BTreeMap<i32, Vec<Rec>> {
+    let partitions =
+        partition_count(servers, topic).unwrap_or_else(|| panic!("{topic} missing on {servers}"));
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", "strait-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut out = BTreeMap::new();
+    let mut open = 0;
+    for p in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .unwrap();
+        out.insert(p, Vec::new());
+        if high > low {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+            open += 1;
+        }
+    }
+    if open == 0 {
+        return out;
+    }
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut eofs = std::collections::HashSet::new();
+    while eofs.len() < open {
+        assert!(Instant::now() < deadline, "reading {topic} timed out");
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.get_mut(&m.partition()).unwrap().push(Rec {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                    headers,
+                    timestamp: m.timestamp().to_millis(),
+                });
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                eofs.insert(p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+pub fn count_all(servers: &str, topic: &str) -> usize {
+    read_all(servers, topic).values().map(Vec::len).sum()
+}
+
+pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Sum of end offsets minus log starts on `topic`: how many offsets it spans.
+pub fn end_offsets(servers: &str, topic: &str) -> i64 {
+    let n = partition_count(servers, topic).unwrap_or(0);
+    (0..n).map(|p| watermarks(servers, topic, p).1).sum()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `strait run` child process with its own config file and HTTP port.
+pub struct Strait {
+    pub child: Child,
+    pub port: u16,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// A one-flow config between the test clusters. `extra` goes into the flow section.
+pub fn flow_config(flow: &str, topics: &str, naming: &str, extra: &str) -> String {
+    // A fresh group per test run: a killed run's member would otherwise hold partitions
+    // until its session times out.
+    let group = unique(&format!("strait-test-{flow}"));
+    format!(
+        r#"
+[clusters.primary]
+bootstrap_servers = "{PRIMARY}"
+
+[clusters.secondary]
+bootstrap_servers = "{SECONDARY}"
+
+[flows.{flow}]
+source = "primary"
+target = "secondary"
+topics = ["{topics}"]
+naming = "{naming}"
+refresh_interval = "2s"
+group_id = "{group}"
+{extra}
+
+[tuning]
+commit_interval = "500ms"
+"#
+    )
+}
+
+impl Strait {
+    pub fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strait.toml");
+        let port = free_port();
+        let full = format!("[http]\nlisten = \"127.0.0.1:{port}\"\n{config}");
+        std::fs::write(&path, full).unwrap();
+        Self::spawn(dir, path, port)
+    }
+
+    fn spawn(dir: tempfile::TempDir, config: PathBuf, port: u16) -> Self {
+        let (child, log) = spawn_child(&config, dir.path());
+        Self {
+            child,
+            port,
+            config,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Stops the process (SIGKILL if still running) and starts a new one on the same
+    /// config file with a new HTTP port.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port = free_port();
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let text = text.replace(
+            &format!("127.0.0.1:{}", self.port),
+            &format!("127.0.0.1:{port}"),
+        );
+        std::fs::write(&self.config, text).unwrap();
+        let (child, log) = spawn_child(&self.config, self._dir.path());
+        self.child = child;
+        self.log = log;
+        self.port = port;
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "strait did not exit after SIGTERM:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits for the process to exit on its own; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "strait still running:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.port, "/metrics").unwrap_or_default()
+    }
+}
+
+fn spawn_child(config: &std::path::Path, dir: &std::path::Path) -> (Child, PathBuf) {
+    let log = dir.join(format!("strait-{}.log", rand::rng().random::<u32>()));
+    let file = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info,librdkafka=warn")
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    (child, log)
+}
+
+impl Drop for Strait {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let tail: Vec<&str> = logs.lines().rev().take(60).collect();
+            eprintln!("--- strait log (last 60 lines) ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Minimal HTTP/1.0 GET, enough for /metrics and /healthz.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// The value of a metric line that starts with `prefix` (name plus labels).
+pub fn metric_value(metrics: &str, name: &str, label_fragment: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(label_fragment))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .reduce(|a, b| a + b)
+}
+
+/// Asserts the target has each source record exactly once, same partition, same order and
+/// content, with a provenance header naming its source offset.
+pub fn assert_exact_copy(source_topic: &str, target_topic: &str) {
+    let source = read_all(PRIMARY, source_topic);
+    let target = read_all(SECONDARY, target_topic);
+    for (partition, src) in &source {
+        let tgt = target.get(partition).cloned().unwrap_or_default();
+        let src_offsets: Vec<i64> = src.iter().map(|r| r.offset).collect();
+        let tgt_offsets: Vec<Option<i64>> = tgt.iter().map(Rec::provenance_offset).collect();
+        if tgt.len() != src.len() {
+            let dupes = tgt_offsets.len()
+                - tgt_offsets
+                    .iter()
+                    .collect::<std::collections::HashSet<_>>()
+                    .len();
+            panic!(
+                "{source_topic}[{partition}]: {} source records, {} on target ({dupes} duplicated)",
+                src.len(),
+                tgt.len()
+            );
+        }
+        for (i, (s, t)) in src.iter().zip(&tgt).enumerate() {
+            assert_eq!(
+                t.provenance_offset(),
+                Some(s.offset),
+                "{target_topic}[{partition}] record {i}: provenance"
+            );
+            assert_eq!(
+                t.without_provenance(),
+                s.content(),
+                "{target_topic}[{partition}] record {i} (source offset {})",
+                s.offset
+            );
+        }
+        assert_eq!(tgt_offsets.len(), src_offsets.len());
+    }
+}
