@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use rdkafka::producer::Producer;
 
 /// Three topics × 6 partitions, 108k records mixing keys, null keys, tombstones, headers
 /// (with a null-valued one and an empty one) and explicit timestamps. The target equals
@@ -81,4 +82,344 @@ fn records_are_copied_exactly() {
         partition_count(SECONDARY, &format!("primary.{}", topics[0])),
         Some(6)
     );
+}
+
+/// A compacted topic with offset gaps, and a transactional topic with committed and
+/// aborted transactions, under identity naming: only committed records arrive, in order.
+#[test]
+fn compaction_gaps_and_transactions() {
+    let compacted = unique("compacted");
+    let txn = unique("txn");
+    create_topic(
+        PRIMARY,
+        &compacted,
+        2,
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.ms", "100"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("min.compaction.lag.ms", "0"),
+        ],
+    );
+    create_topic(PRIMARY, &txn, 3, &[]);
+
+    // Rounds of overwrites, with pauses so segments roll and the cleaner can work.
+    let p = producer(PRIMARY);
+    for round in 0..8 {
+        for key in 0..200 {
+            let out = Out {
+                partition: key % 2,
+                key: Some(format!("key-{key}").into_bytes()),
+                value: Some(format!("round {round}").into_bytes()),
+                headers: vec![],
+                timestamp: None,
+            };
+            send(&p, &compacted, &out);
+        }
+        flush(&p);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Wait until compaction left gaps, then until it stops changing the log.
+    let mut previous = 0usize;
+    wait_until(
+        Duration::from_secs(90),
+        "compaction to leave offset gaps and settle",
+        || {
+            let records = count_all(PRIMARY, &compacted);
+            let spanned = end_offsets(PRIMARY, &compacted) as usize;
+            let settled = records == previous && records < spanned;
+            previous = records;
+            if !settled {
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            settled
+        },
+    );
+
+    // Committed, aborted, committed, aborted, committed: markers and aborted records
+    // leave gaps that read_committed skips.
+    let tp: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", PRIMARY)
+        .set("transactional.id", unique("strait-test-txn"))
+        .create()
+        .unwrap();
+    tp.init_transactions(Duration::from_secs(30)).unwrap();
+    for batch in 0..5 {
+        tp.begin_transaction().unwrap();
+        for i in 0..150 {
+            let value = format!("batch {batch} record {i}");
+            let rec = rdkafka::producer::BaseRecord::<str, str>::to(&txn)
+                .partition(i % 3)
+                .key("k")
+                .payload(&value);
+            tp.send(rec).map_err(|(e, _)| e).unwrap();
+        }
+        tp.flush(Duration::from_secs(30)).unwrap();
+        if batch % 2 == 0 {
+            tp.commit_transaction(Duration::from_secs(30)).unwrap();
+        } else {
+            tp.abort_transaction(Duration::from_secs(30)).unwrap();
+        }
+    }
+    assert_eq!(
+        count_all(PRIMARY, &txn),
+        450,
+        "three committed transactions of 150"
+    );
+
+    let compacted_records = count_all(PRIMARY, &compacted);
+    let _strait = Strait::start(&flow_config(
+        "gaps",
+        &format!("{compacted}|{txn}"),
+        "identity",
+        "",
+    ));
+    wait_until(Duration::from_secs(60), "both topics copied", || {
+        partition_count(SECONDARY, &txn).is_some()
+            && partition_count(SECONDARY, &compacted).is_some()
+            && count_all(SECONDARY, &txn) >= 450
+            && count_all(SECONDARY, &compacted) >= compacted_records
+    });
+    assert_exact_copy(&compacted, &compacted);
+    assert_exact_copy(&txn, &txn);
+    let target_values: Vec<Vec<u8>> = read_all(SECONDARY, &txn)
+        .into_values()
+        .flatten()
+        .filter_map(|r| r.value)
+        .collect();
+    assert!(
+        target_values
+            .iter()
+            .all(|v| !v.starts_with(b"batch 1") && !v.starts_with(b"batch 3")),
+        "aborted records reached the target"
+    );
+}
+
+/// A topic created while running is replicated, and so are partitions added to one.
+#[test]
+fn discovers_new_topics_and_partitions() {
+    let stem = unique("disc");
+    let first = format!("{stem}-a");
+    let later = format!("{stem}-b");
+    create_topic(PRIMARY, &first, 2, &[]);
+    produce_simple(PRIMARY, &first, 2, 100, "before");
+    let strait = Strait::start(&flow_config("disc", &format!("{stem}-.*"), "prefix", ""));
+    let target_first = format!("primary.{first}");
+    wait_until(Duration::from_secs(60), "first topic copied", || {
+        partition_count(SECONDARY, &target_first).is_some()
+            && count_all(SECONDARY, &target_first) == 100
+    });
+
+    create_topic(PRIMARY, &later, 3, &[("retention.ms", "86400000")]);
+    produce_simple(PRIMARY, &later, 3, 300, "new topic");
+    add_partitions(PRIMARY, &first, 4);
+    wait_until(Duration::from_secs(20), "source partitions visible", || {
+        partition_count(PRIMARY, &first) == Some(4)
+    });
+    produce_simple(PRIMARY, &first, 4, 400, "after growth");
+
+    let target_later = format!("primary.{later}");
+    wait_until(
+        Duration::from_secs(60),
+        "new topic and new partitions copied",
+        || {
+            partition_count(SECONDARY, &target_later).is_some()
+                && count_all(SECONDARY, &target_later) == 300
+                && partition_count(SECONDARY, &target_first) == Some(4)
+                && count_all(SECONDARY, &target_first) == 500
+        },
+    );
+    assert_exact_copy(&first, &target_first);
+    assert_exact_copy(&later, &target_later);
+    // The data config travelled with the topic.
+    let described = futures::executor::block_on(admin(SECONDARY).describe_configs(
+        [&rdkafka::admin::ResourceSpecifier::Topic(&target_later)],
+        &rdkafka::admin::AdminOptions::new(),
+    ))
+    .unwrap();
+    let resource = described.into_iter().next().unwrap().unwrap();
+    let retention = resource
+        .entries
+        .iter()
+        .find(|e| e.name == "retention.ms")
+        .and_then(|e| e.value.clone());
+    assert_eq!(retention.as_deref(), Some("86400000"), "{}", strait.logs());
+}
+
+/// Graceful restarts and `kill -9` at random points while a live producer keeps writing:
+/// every source record is on the target exactly once.
+#[test]
+fn restarts_and_kill9_leave_each_record_exactly_once() {
+    use rand::Rng;
+    const PRELOAD: usize = 50_000;
+    const LIVE: usize = 100_000;
+    let topic = unique("crash");
+    create_topic(PRIMARY, &topic, 6, &[]);
+    produce_simple(PRIMARY, &topic, 6, PRELOAD, "preload");
+    let live = {
+        let topic = topic.clone();
+        // About 2,500 records/s for about 40 s, so every interruption lands mid-stream.
+        std::thread::spawn(move || {
+            let p = producer(PRIMARY);
+            for i in 0..LIVE {
+                let out = Out {
+                    partition: (i % 6) as i32,
+                    key: None,
+                    value: Some(format!("live {i}").into_bytes()),
+                    headers: vec![],
+                    timestamp: None,
+                };
+                send(&p, &topic, &out);
+                if i % 250 == 0 {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            flush(&p);
+        })
+    };
+    let target = format!("primary.{topic}");
+    let mut strait = Strait::start(&flow_config("crash", &topic, "prefix", ""));
+    let mut rng = rand::rng();
+    let copied = |t: &str| {
+        if partition_count(SECONDARY, t).is_some() {
+            end_offsets(SECONDARY, t)
+        } else {
+            0
+        }
+    };
+    let (mut kills, mut graceful) = (0, 0);
+    for round in 0..4 {
+        let before = copied(&target);
+        wait_until(
+            Duration::from_secs(60),
+            "progress before interrupting",
+            || copied(&target) > before,
+        );
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..1500)));
+        let at = copied(&target);
+        if round == 2 {
+            assert_eq!(
+                strait.terminate(),
+                Some(0),
+                "graceful stop exits 0:\n{}",
+                strait.logs()
+            );
+            graceful += 1;
+        } else {
+            strait.kill9();
+            kills += 1;
+        }
+        eprintln!("round {round}: interrupted with {at} records on the target");
+        assert!(
+            !live.is_finished(),
+            "round {round} came after the producer finished; not mid-stream"
+        );
+        strait.restart();
+    }
+    live.join().unwrap();
+    assert_eq!((kills, graceful), (3, 1));
+    let total = (PRELOAD + LIVE) as i64;
+    wait_until(Duration::from_secs(120), "every record copied", || {
+        copied(&target) >= total
+    });
+    // Give a duplicate, if one were coming, the time to show up.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_exact_copy(&topic, &target);
+    assert_eq!(strait.terminate(), Some(0));
+}
+
+/// Two instances share a flow; stopping one hands its partitions to the other, and
+/// nothing is lost or duplicated.
+#[test]
+fn two_instances_share_a_flow() {
+    let topic = unique("shared");
+    create_topic(PRIMARY, &topic, 6, &[]);
+    produce_simple(PRIMARY, &topic, 6, 60_000, "preload");
+    let config = flow_config("shared", &topic, "identity", "");
+    let mut a = Strait::start(&config);
+    wait_until(Duration::from_secs(60), "instance A copying", || {
+        partition_count(SECONDARY, &topic).is_some() && end_offsets(SECONDARY, &topic) > 0
+    });
+    let b = Strait::start(&config);
+    wait_until(
+        Duration::from_secs(60),
+        "instance B receives a share of the partitions",
+        || b.logs().contains("partition assigned"),
+    );
+    produce_simple(PRIMARY, &topic, 6, 30_000, "while shared");
+    assert_eq!(a.terminate(), Some(0), "A exits cleanly:\n{}", a.logs());
+    assert!(
+        a.logs().contains("partition revoked"),
+        "A hands over its partitions:\n{}",
+        a.logs()
+    );
+    produce_simple(PRIMARY, &topic, 6, 10_000, "after hand-over");
+    wait_until(Duration::from_secs(90), "B copies everything", || {
+        end_offsets(SECONDARY, &topic) >= 100_000
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_exact_copy(&topic, &topic);
+    let b_assigned = b.logs().matches("partition assigned").count();
+    assert!(
+        b_assigned >= 6,
+        "B took over all 6 partitions ({b_assigned} assignments):\n{}",
+        b.logs()
+    );
+}
+
+/// A record the target refuses stops the flow with an error naming the record; nothing
+/// is skipped: once the operator raises the limit, a restart copies everything exactly once.
+#[test]
+fn refused_record_stops_the_flow_with_a_clear_error() {
+    let topic = unique("toolarge");
+    create_topic(PRIMARY, &topic, 1, &[]);
+    create_topic(SECONDARY, &topic, 1, &[("max.message.bytes", "4096")]);
+    let p = producer(PRIMARY);
+    for i in 0..12 {
+        let size = if i == 10 { 20_000 } else { 100 };
+        send(
+            &p,
+            &topic,
+            &Out {
+                partition: 0,
+                key: None,
+                value: Some(vec![b'x'; size]),
+                headers: vec![],
+                timestamp: None,
+            },
+        );
+    }
+    flush(&p);
+    let mut strait = Strait::start(&flow_config("toolarge", &topic, "identity", ""));
+    let code = strait.wait_exit(Duration::from_secs(90));
+    assert_eq!(code, Some(1), "{}", strait.logs());
+    let logs = strait.logs();
+    assert!(
+        logs.contains(&format!("{topic}[0] offset 10 (20000 bytes")),
+        "error names the record:\n{logs}"
+    );
+    assert!(
+        logs.contains("max.message.bytes"),
+        "error says what to change:\n{logs}"
+    );
+    assert!(
+        count_all(SECONDARY, &topic) < 11,
+        "nothing at or after the refused record arrived"
+    );
+
+    let alter = rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic(&topic))
+        .set("max.message.bytes", "1048576");
+    let altered = futures::executor::block_on(
+        admin(SECONDARY).alter_configs([&alter], &rdkafka::admin::AdminOptions::new()),
+    )
+    .unwrap();
+    assert!(altered.iter().all(Result::is_ok));
+    strait.restart();
+    wait_until(
+        Duration::from_secs(60),
+        "all 12 records after the fix",
+        || count_all(SECONDARY, &topic) >= 12,
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_exact_copy(&topic, &topic);
 }

@@ -12,9 +12,10 @@ pub enum ReplicatorError {
         /// Whether trying again later can succeed (broker down, timeout, leader moving).
         retriable: bool,
     },
-    /// The target refused a record for a reason that retrying cannot fix.
+    /// The target refused a record for a reason that retrying cannot fix. Everything
+    /// before `offset` is on the target; nothing from `offset` on was skipped.
     #[error(
-        "target refused {source_topic}[{partition}] offset {offset} → {target_topic}: {reason}"
+        "target refused {source_topic}[{partition}] offset {offset} → {target_topic}: {reason}{hint}"
     )]
     RecordRefused {
         source_topic: String,
@@ -22,6 +23,8 @@ pub enum ReplicatorError {
         partition: i32,
         offset: i64,
         reason: String,
+        /// Extra detail, e.g. which record of a refused batch was too large.
+        hint: String,
     },
     /// Two flows would write the same target topic.
     #[error("flow '{flow}' would write {cluster}/{topic}, which flow '{owner}' already writes")]

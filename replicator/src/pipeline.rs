@@ -85,6 +85,22 @@ pub(crate) struct FlowProgress {
     pub by_target: HashMap<String, TopicProgress>,
     /// First error seen inside a callback; the loop picks it up and stops.
     pub failure: Option<ReplicatorError>,
+    /// Size of the largest record in the refused batch behind `failure`.
+    pub largest_refused: usize,
+}
+
+fn is_size_error(err: &KafkaError) -> bool {
+    matches!(
+        err.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge) | Some(RDKafkaErrorCode::InvalidRecord)
+    )
+}
+
+fn size_hint(topic: &str, partition: i32, offset: i64, size: usize) -> String {
+    format!(
+        "; the largest record in the refused batch is {topic}[{partition}] offset {offset} \
+         ({size} bytes of key and value): raise the target topic's max.message.bytes"
+    )
 }
 
 impl FlowProgress {
@@ -165,14 +181,32 @@ impl ProducerContext for DeliveryContext {
                     .rdkafka_error_code()
                     .map_or_else(|| "unknown".to_string(), |c| format!("{c:?}"));
                 metrics::counter!("strait_produce_errors_total", "code" => code).increment(1);
-                let refused = ReplicatorError::RecordRefused {
+                let size = msg.key().map_or(0, <[u8]>::len) + msg.payload().map_or(0, <[u8]>::len);
+                // The broker refuses whole batches; every record of one comes through here
+                // in order. Keep the first (where the copied prefix ends) and, for size
+                // errors, point at the record that is actually too large.
+                let state = &mut *progress;
+                if let Some(ReplicatorError::RecordRefused { hint, .. }) = &mut state.failure {
+                    if is_size_error(err) && size > state.largest_refused {
+                        state.largest_refused = size;
+                        *hint = size_hint(&source_topic, partition, source_offset, size);
+                    }
+                    return;
+                }
+                progress.largest_refused = size;
+                let hint = if is_size_error(err) {
+                    size_hint(&source_topic, partition, source_offset, size)
+                } else {
+                    String::new()
+                };
+                progress.fail(ReplicatorError::RecordRefused {
                     source_topic,
                     target_topic,
                     partition,
                     offset: source_offset,
                     reason: err.to_string(),
-                };
-                progress.fail(refused);
+                    hint,
+                });
             }
         }
     }
@@ -694,6 +728,7 @@ impl Pipeline<'_> {
                             partition: msg.partition(),
                             offset: source_offset,
                             reason: err.to_string(),
+                            hint: String::new(),
                         },
                     });
                 }

@@ -74,7 +74,7 @@ impl TailScanner {
             .set("client.id", "strait-tail-scan")
             .set("group.id", "strait-tail-scan-unused")
             .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
+            .set("enable.partition.eof", "false")
             .set("fetch.wait.max.ms", "10")
             .create()
             .map_err(|e| {
@@ -164,20 +164,20 @@ impl TailScanner {
             .assign(&tpl)
             .map_err(|e| ReplicatorError::kafka(context(), e))?;
         let mut last_progress = Instant::now();
-        loop {
-            match self.consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(msg)) => {
+        let mut position = start;
+        // Done once the fetch position reaches `end`. The position, not the last record,
+        // decides: the range may end in transaction markers, which are never delivered.
+        while position < end {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(msg))
+                    if msg.topic() == target_topic && msg.partition() == source.partition =>
+                {
+                    last_progress = Instant::now();
                     if msg.offset() >= end {
                         break;
                     }
-                    last_progress = Instant::now();
-                    let header = msg.headers().and_then(|h| {
-                        h.iter()
-                            .filter(|h| h.key == PROVENANCE_HEADER)
-                            .last()
-                            .and_then(|h| h.value.and_then(Provenance::decode))
-                    });
-                    if let Some(p) = header {
+                    position = msg.offset() + 1;
+                    if let Some(p) = provenance_of(&msg) {
                         if p.cluster == source.cluster
                             && p.topic == source.topic
                             && p.partition == source.partition
@@ -186,12 +186,19 @@ impl TailScanner {
                         }
                     }
                 }
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+                Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(ReplicatorError::kafka(context(), e)),
-                None if last_progress.elapsed() > SCAN_STALL => {
-                    return Err(ReplicatorError::Timeout(SCAN_STALL, context()));
+                None => {
+                    if let Some(pos) = self.fetch_position(target_topic, source.partition) {
+                        if pos > position {
+                            position = pos;
+                            last_progress = Instant::now();
+                        }
+                    }
+                    if last_progress.elapsed() > SCAN_STALL {
+                        return Err(ReplicatorError::Timeout(SCAN_STALL, context()));
+                    }
                 }
-                None => {}
             }
         }
         self.consumer
@@ -199,6 +206,26 @@ impl TailScanner {
             .map_err(|e| ReplicatorError::kafka(context(), e))?;
         Ok(found)
     }
+}
+
+impl TailScanner {
+    fn fetch_position(&self, topic: &str, partition: i32) -> Option<i64> {
+        let positions = self.consumer.position().ok()?;
+        match positions.find_partition(topic, partition)?.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        }
+    }
+}
+
+/// The newest provenance header of a record (a record copied along a chain of clusters
+/// carries one per hop; the last is ours).
+fn provenance_of<M: Message>(msg: &M) -> Option<Provenance<'_>> {
+    msg.headers()?
+        .iter()
+        .filter(|h| h.key == PROVENANCE_HEADER)
+        .last()
+        .and_then(|h| h.value.and_then(Provenance::decode))
 }
 
 #[cfg(test)]
