@@ -21,6 +21,14 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 pub const PRIMARY: &str = "127.0.0.1:19092";
 pub const SECONDARY: &str = "127.0.0.1:29092";
 
+/// Key, value, headers and timestamp: what must survive a copy.
+pub type Content = (
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Vec<(String, Option<Vec<u8>>)>,
+    Option<i64>,
+);
+
 /// A record as an application sees it. `headers` keeps order and null-vs-empty values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rec {
@@ -34,14 +42,7 @@ pub struct Rec {
 
 impl Rec {
     /// The same record without Strait's provenance header, for comparing with the source.
-    pub fn without_provenance(
-        &self,
-    ) -> (
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        Vec<(String, Option<Vec<u8>>)>,
-        Option<i64>,
-    ) {
+    pub fn without_provenance(&self) -> Content {
         let headers = self
             .headers
             .iter()
@@ -56,14 +57,7 @@ impl Rec {
         )
     }
 
-    pub fn content(
-        &self,
-    ) -> (
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        Vec<(String, Option<Vec<u8>>)>,
-        Option<i64>,
-    ) {
+    pub fn content(&self) -> Content {
         (
             self.key.clone(),
             self.value.clone(),

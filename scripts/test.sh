@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Strait's one test command: installs what is missing, fetches Kafka, starts both test
+# clusters, runs the whole suite against them, and stops everything, pass or fail.
+#   scripts/test.sh [extra cargo test args]
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+need_apt=()
+command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || need_apt+=(maven)
+command -v cc >/dev/null || need_apt+=(build-essential)
+command -v perl >/dev/null || need_apt+=(perl)      # vendored OpenSSL's build
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "[test.sh] installing ${need_apt[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "[test.sh] cargo not found: install Rust (rustup) first"; exit 1; }
+
+cleanup() { scripts/kafka.sh stop || true; }
+trap cleanup EXIT INT TERM
+
+# Fresh clusters every run, so leftovers from a previous run cannot hide a bug.
+scripts/kafka.sh reset
+scripts/kafka.sh start
+
+cargo build --workspace --all-targets
+cargo test --workspace "$@"
