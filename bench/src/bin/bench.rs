@@ -1,0 +1,321 @@
+//! Backlog-copy benchmark on the test bed: Strait versus the ceiling loop, alternating.
+//!
+//! bench [RECORDS] [RECORD_BYTES] [PARTITIONS] [RUNS]   (defaults 1000000 1024 12 3)
+//!
+//! Preloads the primary (127.0.0.1:19092) once, then for each run copies it to the
+//! secondary (127.0.0.1:29092) with `strait run` and with `ceiling`, alternately. Time is
+//! measured until the target's end offsets hold every record; CPU seconds and peak RSS
+//! come from /proc for the copying process only. Prints a Markdown table and medians.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::executor::block_on;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+
+const PRIMARY: &str = "127.0.0.1:19092";
+const SECONDARY: &str = "127.0.0.1:29092";
+const RUN_TIMEOUT: Duration = Duration::from_secs(600);
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+struct Sample {
+    system: &'static str,
+    seconds: f64,
+    cpu_seconds: f64,
+    peak_rss_mb: f64,
+}
+
+fn main() -> Result<()> {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse())
+        .collect::<std::result::Result<_, _>>()?;
+    let records = *args.first().unwrap_or(&1_000_000);
+    let size = *args.get(1).unwrap_or(&1024) as usize;
+    let partitions = *args.get(2).unwrap_or(&12) as i32;
+    let runs = *args.get(3).unwrap_or(&3);
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .ok_or("no exe dir")?
+        .to_path_buf();
+
+    let stamp = std::process::id();
+    let source = format!("bench-{stamp}");
+    create_topic(PRIMARY, &source, partitions)?;
+    eprintln!("preloading {records} records of {size} B into {source} ({partitions} partitions)");
+    preload(&source, records, size, partitions)?;
+
+    let mut samples = Vec::new();
+    for run in 0..runs {
+        for system in ["strait", "ceiling"] {
+            let alias = format!("{}{run}", &system[..1]);
+            let target = format!("{alias}.{source}");
+            create_topic(SECONDARY, &target, partitions)?;
+            let dir = std::env::temp_dir().join(format!("strait-bench-{stamp}-{alias}"));
+            std::fs::create_dir_all(&dir)?;
+            let child = match system {
+                "strait" => spawn_strait(&bin_dir, &dir, &alias, &source)?,
+                _ => Command::new(bin_dir.join("ceiling"))
+                    .args([PRIMARY, SECONDARY, &source, &target])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .spawn()?,
+            };
+            let sample = measure(system, child, &target, partitions, records as i64)?;
+            eprintln!(
+                "run {run} {system:>7}: {:.2} s, {:.0} records/s, {:.1} CPU s, {:.0} MB peak RSS",
+                sample.seconds,
+                records as f64 / sample.seconds,
+                sample.cpu_seconds,
+                sample.peak_rss_mb
+            );
+            samples.push(sample);
+            delete_topic(SECONDARY, &target)?;
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    delete_topic(PRIMARY, &source)?;
+    report(&samples, records, size);
+    Ok(())
+}
+
+fn spawn_strait(
+    bin_dir: &std::path::Path,
+    dir: &std::path::Path,
+    alias: &str,
+    source: &str,
+) -> Result<Child> {
+    let config = dir.join("strait.toml");
+    // The source cluster's alias names the target topic (`<alias>.<topic>`), so each run
+    // writes a fresh topic.
+    std::fs::write(
+        &config,
+        format!(
+            r#"[http]
+listen = "127.0.0.1:0"
+[clusters.{alias}]
+bootstrap_servers = "{PRIMARY}"
+[clusters.secondary]
+bootstrap_servers = "{SECONDARY}"
+[flows.bench]
+source = "{alias}"
+target = "secondary"
+topics = ["{source}"]
+naming = "prefix"
+group_id = "strait-bench-{alias}-{pid}"
+"#,
+            pid = std::process::id()
+        ),
+    )?;
+    let log = std::fs::File::create(dir.join("strait.log"))?;
+    Ok(Command::new(bin_dir.join("strait"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?)
+}
+
+/// Waits until `target` holds `records`, sampling the process's CPU and RSS meanwhile.
+fn measure(
+    system: &'static str,
+    mut child: Child,
+    target: &str,
+    partitions: i32,
+    records: i64,
+) -> Result<Sample> {
+    let started = Instant::now();
+    let watcher: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", SECONDARY)
+        .create()?;
+    let pid = child.id();
+    let (mut cpu, mut rss) = (0.0, 0.0);
+    loop {
+        if let Some((c, r)) = proc_usage(pid) {
+            cpu = c;
+            rss = f64::max(rss, r);
+        }
+        let mut copied = 0;
+        for p in 0..partitions {
+            copied += watcher
+                .fetch_watermarks(target, p, Duration::from_secs(10))
+                .map_or(0, |w| w.1);
+        }
+        if copied >= records {
+            break;
+        }
+        if let Some(status) = child.try_wait()? {
+            if copied < records {
+                return Err(
+                    format!("{system} exited ({status}) with {copied}/{records} copied").into(),
+                );
+            }
+        }
+        if started.elapsed() > RUN_TIMEOUT {
+            let _ = child.kill();
+            return Err(
+                format!("{system} copied only {copied}/{records} in {RUN_TIMEOUT:?}").into(),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some((c, r)) = proc_usage(pid) {
+        cpu = c;
+        rss = f64::max(rss, r);
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait()?.is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(Sample {
+        system,
+        seconds,
+        cpu_seconds: cpu,
+        peak_rss_mb: rss,
+    })
+}
+
+/// (user+system CPU seconds, peak RSS in MB) of a live process, from /proc.
+fn proc_usage(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm_kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((ticks / clock_ticks(), hwm_kb / 1024.0))
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn report(samples: &[Sample], records: u64, size: usize) {
+    let mb = records as f64 * size as f64 / 1e6;
+    println!("\n| system | runs | median s | records/s | MB/s | CPU s | CPU s/GB | peak RSS MB |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut medians = Vec::new();
+    for system in ["strait", "ceiling"] {
+        let of = |f: fn(&Sample) -> f64| {
+            median(
+                samples
+                    .iter()
+                    .filter(|s| s.system == system)
+                    .map(f)
+                    .collect(),
+            )
+        };
+        let (secs, cpu, rss) = (
+            of(|s| s.seconds),
+            of(|s| s.cpu_seconds),
+            of(|s| s.peak_rss_mb),
+        );
+        let n = samples.iter().filter(|s| s.system == system).count();
+        println!(
+            "| {system} | {n} | {secs:.2} | {:.0} | {:.1} | {cpu:.1} | {:.2} | {rss:.0} |",
+            records as f64 / secs,
+            mb / secs,
+            cpu / (mb / 1000.0)
+        );
+        medians.push((secs, cpu, rss));
+    }
+    let (strait, ceiling) = (medians[0], medians[1]);
+    println!(
+        "\nStrait throughput = {:.0}% of the ceiling; CPU = {:.2}x the ceiling's; peak RSS {:.0} MB",
+        100.0 * ceiling.0 / strait.0,
+        strait.1 / ceiling.1,
+        strait.2
+    );
+}
+
+fn admin(servers: &str) -> Result<AdminClient<DefaultClientContext>> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .create()?)
+}
+
+fn create_topic(servers: &str, topic: &str, partitions: i32) -> Result<()> {
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for r in block_on(admin(servers)?.create_topics([&new], &AdminOptions::new()))? {
+        r.map_err(|(t, e)| format!("creating {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn delete_topic(servers: &str, topic: &str) -> Result<()> {
+    for r in block_on(admin(servers)?.delete_topics(&[topic], &AdminOptions::new()))? {
+        r.map_err(|(t, e)| format!("deleting {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn preload(topic: &str, records: u64, size: usize, partitions: i32) -> Result<()> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", PRIMARY)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.kbytes", "262144")
+        .create()?;
+    // Incompressible-looking payload, different per record.
+    let mut payload = vec![0u8; size];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let started = Instant::now();
+    for i in 0..records {
+        for chunk in payload.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let bytes = x.to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
+            .partition((i % partitions as u64) as i32)
+            .payload(&payload);
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    rec = r;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        if i % 1000 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(Duration::from_secs(300))?;
+    eprintln!("preloaded in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}

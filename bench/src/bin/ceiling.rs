@@ -1,0 +1,85 @@
+//! The machine's ceiling: the smallest rdkafka consume→produce loop, with the same client
+//! settings Strait uses (see replicator/src/pipeline.rs), and none of its bookkeeping:
+//! no headers, no progress tracking, no commits.
+//!
+//! ceiling SOURCE_SERVERS TARGET_SERVERS SOURCE_TOPIC TARGET_TOPIC
+//! Exits after copying every record that was in SOURCE_TOPIC when it started.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [source, target, topic, dest] = args.as_slice() else {
+        return Err("usage: ceiling SOURCE TARGET SOURCE_TOPIC TARGET_TOPIC".into());
+    };
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", source)
+        .set("group.id", format!("ceiling-{}", std::process::id()))
+        .set("queued.max.messages.kbytes", "32768")
+        .set("fetch.wait.max.ms", "100")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", target)
+        .set("linger.ms", "10")
+        .set("batch.size", "1000000")
+        .set("compression.type", "none")
+        .set("queue.buffering.max.kbytes", "65536")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "0")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    let mut remaining: i64 = 0;
+    for p in 0..partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        remaining += high - low;
+    }
+    consumer.subscribe(&[topic])?;
+    let mut since_poll = 0u32;
+    while remaining > 0 {
+        let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
+            producer.poll(Duration::ZERO);
+            continue;
+        };
+        let msg = msg?;
+        let mut record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(dest).partition(msg.partition());
+        if let Some(k) = msg.key() {
+            record = record.key(k);
+        }
+        if let Some(v) = msg.payload() {
+            record = record.payload(v);
+        }
+        if let Some(ts) = msg.timestamp().to_millis() {
+            record = record.timestamp(ts);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(20));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        remaining -= 1;
+        since_poll += 1;
+        if since_poll >= 256 {
+            producer.poll(Duration::ZERO);
+            since_poll = 0;
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    Ok(())
+}
