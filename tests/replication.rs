@@ -78,6 +78,24 @@ fn records_are_copied_exactly() {
         &format!("topic=\"{}\"", topics[0]),
     );
     assert_eq!(copied, Some(36_000.0), "metrics:\n{metrics}");
+    // Lag is exported per flow and topic, and reaches 0 once everything is copied.
+    let topic_label = format!("topic=\"{}\"", topics[1]);
+    wait_until(Duration::from_secs(20), "lag gauge at 0", || {
+        metric_value(
+            &strait.metrics(),
+            "strait_replication_lag_records{",
+            &topic_label,
+        ) == Some(0.0)
+    });
+    let bytes = metric_value(
+        &strait.metrics(),
+        "strait_bytes_replicated_total",
+        &topic_label,
+    );
+    assert!(
+        bytes.is_some_and(|b| b > 36_000.0 * 100.0),
+        "bytes counted: {bytes:?}"
+    );
     assert_eq!(
         partition_count(SECONDARY, &format!("primary.{}", topics[0])),
         Some(6)

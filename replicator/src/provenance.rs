@@ -30,14 +30,32 @@ pub struct Provenance<'a> {
 impl<'a> Provenance<'a> {
     /// Writes the header value into `buf` (cleared first), reusing its allocation.
     pub fn encode_into(&self, buf: &mut Vec<u8>) {
-        use std::io::Write;
-        buf.clear();
-        // Writing to a Vec cannot fail.
-        let _ = write!(
+        Self::encode_with_prefix(
+            &Self::prefix(self.cluster, self.topic),
+            self.partition,
+            self.offset,
             buf,
-            "{}/{}/{}/{}",
-            self.cluster, self.topic, self.partition, self.offset
         );
+    }
+
+    /// `<cluster>/<topic>/`, the part of the value that is the same for a whole topic.
+    pub(crate) fn prefix(cluster: &str, topic: &str) -> Vec<u8> {
+        format!("{cluster}/{topic}/").into_bytes()
+    }
+
+    /// The per-record encoding: a cached prefix plus two integers, without `fmt`.
+    pub(crate) fn encode_with_prefix(
+        prefix: &[u8],
+        partition: i32,
+        offset: i64,
+        buf: &mut Vec<u8>,
+    ) {
+        let mut digits = itoa::Buffer::new();
+        buf.clear();
+        buf.extend_from_slice(prefix);
+        buf.extend_from_slice(digits.format(partition).as_bytes());
+        buf.push(b'/');
+        buf.extend_from_slice(digits.format(offset).as_bytes());
     }
 
     /// Parses a header value. Cluster and topic names cannot contain '/', so the split is

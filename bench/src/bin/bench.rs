@@ -6,6 +6,13 @@
 //! secondary (127.0.0.1:29092) with `strait run` and with `ceiling`, alternately. Time is
 //! measured until the target's end offsets hold every record; CPU seconds and peak RSS
 //! come from /proc for the copying process only. Prints a Markdown table and medians.
+//!
+//! For experiments:
+//! - `STRAIT_BENCH_FLOW='provenance_header = false'` appends lines to Strait's flow section
+//!   (`\n` for new lines, so a `[tuning]` section can follow);
+//! - `STRAIT_BENCH_ONLY_STRAIT=1` skips the ceiling runs;
+//! - `STRAIT_BENCH_TRACE=1` prints progress twice a second and Strait's log;
+//! - `CEILING_CONSUMER_EXTRA='key=value;…'` adds consumer settings to the ceiling.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,6 +34,8 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 struct Sample {
     system: &'static str,
     seconds: f64,
+    /// From process start until the first record reached the target.
+    startup: f64,
     cpu_seconds: f64,
     peak_rss_mb: f64,
 }
@@ -53,7 +62,13 @@ fn main() -> Result<()> {
 
     let mut samples = Vec::new();
     for run in 0..runs {
-        for system in ["strait", "ceiling"] {
+        // Alternate which goes first, so neither always meets a cold or a warm broker.
+        let order = if run % 2 == 0 {
+            ["strait", "ceiling"]
+        } else {
+            ["ceiling", "strait"]
+        };
+        for system in order {
             let alias = format!("{}{run}", &system[..1]);
             let target = format!("{alias}.{source}");
             create_topic(SECONDARY, &target, partitions)?;
@@ -61,6 +76,10 @@ fn main() -> Result<()> {
             std::fs::create_dir_all(&dir)?;
             let child = match system {
                 "strait" => spawn_strait(&bin_dir, &dir, &alias, &source)?,
+                "ceiling" if std::env::var_os("STRAIT_BENCH_ONLY_STRAIT").is_some() => {
+                    delete_topic(SECONDARY, &target)?;
+                    continue;
+                }
                 _ => Command::new(bin_dir.join("ceiling"))
                     .args([PRIMARY, SECONDARY, &source, &target])
                     .stdout(Stdio::null())
@@ -69,8 +88,9 @@ fn main() -> Result<()> {
             };
             let sample = measure(system, child, &target, partitions, records as i64)?;
             eprintln!(
-                "run {run} {system:>7}: {:.2} s, {:.0} records/s, {:.1} CPU s, {:.0} MB peak RSS",
+                "run {run} {system:>7}: {:.2} s ({:.2} s to the first record), {:.0} records/s, {:.1} CPU s, {:.0} MB peak RSS",
                 sample.seconds,
+                sample.startup,
                 records as f64 / sample.seconds,
                 sample.cpu_seconds,
                 sample.peak_rss_mb
@@ -109,8 +129,13 @@ target = "secondary"
 topics = ["{source}"]
 naming = "prefix"
 group_id = "strait-bench-{alias}-{pid}"
+{extra}
 "#,
-            pid = std::process::id()
+            pid = std::process::id(),
+            // Extra flow settings for experiments, e.g. STRAIT_BENCH_FLOW='provenance_header = false'.
+            extra = std::env::var("STRAIT_BENCH_FLOW")
+                .unwrap_or_default()
+                .replace("\\n", "\n")
         ),
     )?;
     let log = std::fs::File::create(dir.join("strait.log"))?;
@@ -119,7 +144,11 @@ group_id = "strait-bench-{alias}-{pid}"
         .arg(&config)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(log)
+        .stderr(if std::env::var_os("STRAIT_BENCH_TRACE").is_some() {
+            Stdio::inherit()
+        } else {
+            log.into()
+        })
         .spawn()?)
 }
 
@@ -136,9 +165,14 @@ fn measure(
         .set("bootstrap.servers", SECONDARY)
         .create()?;
     let pid = child.id();
+    let ticks = clock_ticks();
     let (mut cpu, mut rss) = (0.0, 0.0);
+    let mut startup = None;
+    // STRAIT_BENCH_TRACE=1 prints progress twice a second, to see stalls.
+    let trace = std::env::var_os("STRAIT_BENCH_TRACE").is_some();
+    let mut last_trace = Instant::now();
     loop {
-        if let Some((c, r)) = proc_usage(pid) {
+        if let Some((c, r)) = proc_usage(pid, ticks) {
             cpu = c;
             rss = f64::max(rss, r);
         }
@@ -147,6 +181,16 @@ fn measure(
             copied += watcher
                 .fetch_watermarks(target, p, Duration::from_secs(10))
                 .map_or(0, |w| w.1);
+        }
+        if trace && last_trace.elapsed() >= Duration::from_millis(500) {
+            eprintln!(
+                "  {system} t={:.1}s copied={copied}",
+                started.elapsed().as_secs_f64()
+            );
+            last_trace = Instant::now();
+        }
+        if copied > 0 && startup.is_none() {
+            startup = Some(started.elapsed().as_secs_f64());
         }
         if copied >= records {
             break;
@@ -167,7 +211,7 @@ fn measure(
         std::thread::sleep(Duration::from_millis(50));
     }
     let seconds = started.elapsed().as_secs_f64();
-    if let Some((c, r)) = proc_usage(pid) {
+    if let Some((c, r)) = proc_usage(pid, ticks) {
         cpu = c;
         rss = f64::max(rss, r);
     }
@@ -183,13 +227,14 @@ fn measure(
     Ok(Sample {
         system,
         seconds,
+        startup: startup.unwrap_or(seconds),
         cpu_seconds: cpu,
         peak_rss_mb: rss,
     })
 }
 
 /// (user+system CPU seconds, peak RSS in MB) of a live process, from /proc.
-fn proc_usage(pid: u32) -> Option<(f64, f64)> {
+fn proc_usage(pid: u32, clock_ticks: f64) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -203,7 +248,7 @@ fn proc_usage(pid: u32) -> Option<(f64, f64)> {
         .nth(1)?
         .parse()
         .ok()?;
-    Some((ticks / clock_ticks(), hwm_kb / 1024.0))
+    Some((ticks / clock_ticks, hwm_kb / 1024.0))
 }
 
 fn clock_ticks() -> f64 {
@@ -226,6 +271,9 @@ fn report(samples: &[Sample], records: u64, size: usize) {
     println!("|---|---|---|---|---|---|---|---|");
     let mut medians = Vec::new();
     for system in ["strait", "ceiling"] {
+        if !samples.iter().any(|s| s.system == system) {
+            continue;
+        }
         let of = |f: fn(&Sample) -> f64| {
             median(
                 samples
@@ -249,7 +297,9 @@ fn report(samples: &[Sample], records: u64, size: usize) {
         );
         medians.push((secs, cpu, rss));
     }
-    let (strait, ceiling) = (medians[0], medians[1]);
+    let [strait, ceiling] = medians[..] else {
+        return;
+    };
     println!(
         "\nStrait throughput = {:.0}% of the ceiling; CPU = {:.2}x the ceiling's; peak RSS {:.0} MB",
         100.0 * ceiling.0 / strait.0,

@@ -18,14 +18,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let [source, target, topic, dest] = args.as_slice() else {
         return Err("usage: ceiling SOURCE TARGET SOURCE_TOPIC TARGET_TOPIC".into());
     };
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut consumer_config = ClientConfig::new();
+    // CEILING_CONSUMER_EXTRA="key=value;key=value" adds consumer settings, for experiments.
+    for kv in std::env::var("CEILING_CONSUMER_EXTRA")
+        .unwrap_or_default()
+        .split(';')
+        .filter(|s| !s.is_empty())
+    {
+        if let Some((k, v)) = kv.split_once('=') {
+            consumer_config.set(k, v);
+        }
+    }
+    let consumer: BaseConsumer = consumer_config
         .set("bootstrap.servers", source)
         .set("group.id", format!("ceiling-{}", std::process::id()))
         .set("queued.max.messages.kbytes", "32768")
         .set("fetch.wait.max.ms", "100")
+        .set("fetch.queue.backoff.ms", "10")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
+        .set("session.timeout.ms", "10000")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("statistics.interval.ms", "2000")
         .create()?;
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", target)
@@ -36,6 +51,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .set("queue.buffering.max.messages", "1000000")
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", "0")
+        .set("acks", "all")
+        .set("enable.gapless.guarantee", "true")
         .create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions = metadata.topics()[0].partitions().len() as i32;
