@@ -505,9 +505,10 @@ pub fn assert_exact_copy(source_topic: &str, target_topic: &str) {
         assert_eq!(
             tgt.len(),
             src.len(),
-            "{source_topic}[{partition}]: {} source records, {} on target",
+            "{source_topic}[{partition}]: {} source records, {} on target (target watermarks {:?})",
             src.len(),
-            tgt.len()
+            tgt.len(),
+            watermarks(SECONDARY, target_topic, *partition)
         );
         for (i, (s, t)) in src.iter().zip(&tgt).enumerate() {
             assert_eq!(
