@@ -267,42 +267,61 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn report(samples: &[Sample], records: u64, size: usize) {
     let mb = records as f64 * size as f64 / 1e6;
-    println!("\n| system | runs | median s | records/s | MB/s | CPU s | CPU s/GB | peak RSS MB |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "\n| system | runs | median s | records/s | MB/s | records/s after the first record | \
+         s to the first record | CPU s | CPU s/GB | peak RSS MB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut medians = Vec::new();
     for system in ["strait", "ceiling"] {
-        if !samples.iter().any(|s| s.system == system) {
+        let runs: Vec<&Sample> = samples.iter().filter(|s| s.system == system).collect();
+        if runs.is_empty() {
             continue;
         }
-        let of = |f: fn(&Sample) -> f64| {
-            median(
-                samples
-                    .iter()
-                    .filter(|s| s.system == system)
-                    .map(f)
-                    .collect(),
-            )
-        };
-        let (secs, cpu, rss) = (
-            of(|s| s.seconds),
-            of(|s| s.cpu_seconds),
-            of(|s| s.peak_rss_mb),
-        );
-        let n = samples.iter().filter(|s| s.system == system).count();
+        let of = |f: &dyn Fn(&Sample) -> f64| median(runs.iter().map(|s| f(s)).collect());
+        let secs = of(&|s| s.seconds);
+        let cpu = of(&|s| s.cpu_seconds);
+        let rss = of(&|s| s.peak_rss_mb);
+        let startup = of(&|s| s.startup);
+        // The copy rate once records flow. Start-up (group join) is noisy and, on a backlog
+        // that copies in a few seconds, a large share of the total.
+        let copy_rate = of(&|s| records as f64 / (s.seconds - s.startup).max(1e-3));
         println!(
-            "| {system} | {n} | {secs:.2} | {:.0} | {:.1} | {cpu:.1} | {:.2} | {rss:.0} |",
+            "| {system} | {} | {secs:.2} | {:.0} | {:.1} | {copy_rate:.0} | {startup:.2} | {cpu:.1} | {:.2} | {rss:.0} |",
+            runs.len(),
             records as f64 / secs,
             mb / secs,
             cpu / (mb / 1000.0)
         );
-        medians.push((secs, cpu, rss));
+        medians.push((secs, cpu, rss, copy_rate));
     }
     let [strait, ceiling] = medians[..] else {
         return;
     };
+    // Each run's pair ran back to back under the same conditions; the brokers drift over a
+    // session (background deletion of earlier runs' topics), so per-pair ratios are the
+    // fairest comparison.
+    let pairs: Vec<f64> = samples
+        .chunks(2)
+        .filter_map(|pair| match pair {
+            [a, b] => {
+                let (s, c) = if a.system == "strait" { (a, b) } else { (b, a) };
+                Some(c.seconds / s.seconds)
+            }
+            _ => None,
+        })
+        .collect();
+    let listed: Vec<String> = pairs.iter().map(|r| format!("{:.0}%", 100.0 * r)).collect();
     println!(
-        "\nStrait throughput = {:.0}% of the ceiling; CPU = {:.2}x the ceiling's; peak RSS {:.0} MB",
+        "\nPer-run Strait/ceiling throughput: {} (median {:.0}%)",
+        listed.join(", "),
+        100.0 * median(pairs.clone())
+    );
+    println!(
+        "\nStrait throughput = {:.0}% of the ceiling end to end, {:.0}% after the first record; \
+         CPU = {:.2}x the ceiling's; peak RSS {:.0} MB",
         100.0 * ceiling.0 / strait.0,
+        100.0 * strait.3 / ceiling.3,
         strait.1 / ceiling.1,
         strait.2
     );
