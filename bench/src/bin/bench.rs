@@ -11,7 +11,8 @@
 //! - `STRAIT_BENCH_FLOW='provenance_header = false'` appends lines to Strait's flow section
 //!   (`\n` for new lines, so a `[tuning]` section can follow);
 //! - `STRAIT_BENCH_ONLY_STRAIT=1` skips the ceiling runs;
-//! - `STRAIT_BENCH_TRACE=1` prints progress twice a second and Strait's log;
+//! - `STRAIT_BENCH_TRACE=1` prints progress twice a second and Strait's log
+//!   (`STRAIT_BENCH_LOG=info` for more of it);
 //! - `CEILING_CONSUMER_EXTRA='key=value;…'` adds consumer settings to the ceiling.
 
 use std::process::{Child, Command, Stdio};
@@ -142,7 +143,10 @@ group_id = "strait-bench-{alias}-{pid}"
     Ok(Command::new(bin_dir.join("strait"))
         .args(["run", "--config"])
         .arg(&config)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("STRAIT_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(if std::env::var_os("STRAIT_BENCH_TRACE").is_some() {
             Stdio::inherit()
