@@ -60,6 +60,7 @@ fn main() -> Result<()> {
     create_topic(PRIMARY, &source, partitions)?;
     eprintln!("preloading {records} records of {size} B into {source} ({partitions} partitions)");
     preload(&source, records, size, partitions)?;
+    warm_up(&source)?;
 
     let mut samples = Vec::new();
     for run in 0..runs {
@@ -329,6 +330,46 @@ fn report(samples: &[Sample], records: u64, size: usize) {
         strait.1 / ceiling.1,
         strait.2
     );
+}
+
+/// A fresh cluster does some work once: it creates `__consumer_offsets` for the first
+/// consumer group and allocates producer ids for the first idempotent producer. Each costs
+/// about a second. Pay them here, on both clusters, so they do not land on whichever
+/// system happens to run first.
+fn warm_up(topic: &str) -> Result<()> {
+    warm_up_group_coordinator(PRIMARY, topic)?;
+    let scratch = format!("{topic}-warm-up");
+    create_topic(SECONDARY, &scratch, 1)?;
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", SECONDARY)
+        .set("enable.idempotence", "true")
+        .create()?;
+    producer
+        .send(BaseRecord::<[u8], [u8]>::to(&scratch).payload(b"warm-up"))
+        .map_err(|(e, _)| e)?;
+    producer.flush(Duration::from_secs(60))?;
+    warm_up_group_coordinator(SECONDARY, &scratch)?;
+    delete_topic(SECONDARY, &scratch)
+}
+
+fn warm_up_group_coordinator(servers: &str, topic: &str) -> Result<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", "strait-bench-warm-up")
+        .create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("waiting for the group coordinator: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 fn admin(servers: &str) -> Result<AdminClient<DefaultClientContext>> {
