@@ -29,7 +29,7 @@ use strait_offset_sync::PartitionOffsetMap;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::provenance::{Provenance, TailScanner, PROVENANCE_HEADER};
+use crate::provenance::{Provenance, SourcePartition, TailScanner, PROVENANCE_HEADER};
 use crate::topics::{client_config, discover, TargetTopics};
 use crate::{FlowSpec, ReplicatorError, StartFrom};
 
@@ -309,11 +309,10 @@ impl RebalanceContext {
             let copied = match &self.scanner {
                 Some(scanner) => scanner.copies_after_commit(
                     &target_topic,
-                    Provenance {
+                    &SourcePartition {
                         cluster: &self.spec.source.name,
                         topic: &source_topic,
                         partition,
-                        offset: committed_next.unwrap_or(0),
                     },
                     committed_target,
                 )?,

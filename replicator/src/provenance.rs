@@ -75,6 +75,13 @@ impl<'a> Provenance<'a> {
     }
 }
 
+/// A source partition, as named in provenance headers.
+pub(crate) struct SourcePartition<'a> {
+    pub cluster: &'a str,
+    pub topic: &'a str,
+    pub partition: i32,
+}
+
 /// Reads provenance headers back from target partitions.
 pub(crate) struct TailScanner {
     consumer: BaseConsumer,
@@ -114,7 +121,7 @@ impl TailScanner {
     pub(crate) fn copies_after_commit(
         &self,
         target_topic: &str,
-        source: Provenance<'_>,
+        source: &SourcePartition<'_>,
         from: Option<i64>,
     ) -> Result<Vec<(i64, i64)>, ReplicatorError> {
         let (low, high) =
@@ -141,13 +148,13 @@ impl TailScanner {
                 }
             };
         if let Some(from) = from {
-            return self.scan(target_topic, &source, from.max(low), high);
+            return self.scan(target_topic, source, from.max(low), high);
         }
         let mut end = high;
         let mut window = FIRST_WINDOW;
         while end > low {
             let start = (end - window).max(low);
-            let found = self.scan(target_topic, &source, start, end)?;
+            let found = self.scan(target_topic, source, start, end)?;
             if !found.is_empty() {
                 return Ok(found);
             }
@@ -161,7 +168,7 @@ impl TailScanner {
     fn scan(
         &self,
         target_topic: &str,
-        source: &Provenance<'_>,
+        source: &SourcePartition<'_>,
         start: i64,
         end: i64,
     ) -> Result<Vec<(i64, i64)>, ReplicatorError> {
