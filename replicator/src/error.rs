@@ -61,10 +61,21 @@ impl ReplicatorError {
     }
 }
 
+/// The error code, including that of admin operations, which rdkafka's own
+/// `rdkafka_error_code()` leaves out.
+pub(crate) fn error_code(
+    err: &rdkafka::error::KafkaError,
+) -> Option<rdkafka::error::RDKafkaErrorCode> {
+    match err {
+        rdkafka::error::KafkaError::AdminOp(code) => Some(*code),
+        other => other.rdkafka_error_code(),
+    }
+}
+
 /// Errors that say "not now" rather than "never".
 fn is_retriable(err: &rdkafka::error::KafkaError) -> bool {
     use rdkafka::error::RDKafkaErrorCode as C;
-    let Some(code) = err.rdkafka_error_code() else {
+    let Some(code) = error_code(err) else {
         // Client-side problems (bad config, bad argument) do not fix themselves.
         return false;
     };

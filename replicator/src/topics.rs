@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::executor::block_on;
 use rdkafka::admin::{
     AdminClient, AdminOptions, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier,
-    TopicReplication,
+    TopicReplication, TopicResult,
 };
 use rdkafka::client::{Client, DefaultClientContext};
 use rdkafka::config::ClientConfig;
@@ -14,9 +14,20 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use tracing::{info, warn};
 
+use crate::error::error_code;
 use crate::{ClusterSpec, FlowSpec, ReplicatorError};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(15);
+/// Admin requests on a healthy cluster take milliseconds. A cluster that answers metadata
+/// but lets an admin request time out does not serve that API (librdkafka waits for a
+/// broker that supports it), so the wait is kept short.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn admin_options() -> AdminOptions {
+    AdminOptions::new()
+        .request_timeout(Some(ADMIN_TIMEOUT))
+        .operation_timeout(Some(ADMIN_TIMEOUT))
+}
 
 /// Topic configs that describe the data and so travel with it. Everything else
 /// (throttles, `min.insync.replicas`, timestamp type, placement) belongs to a cluster.
@@ -161,6 +172,9 @@ impl TargetTopics {
         target_topic: &str,
         partitions: i32,
     ) -> Result<(), ReplicatorError> {
+        if self.admin_unsupported.contains("CreateTopics") {
+            return Ok(());
+        }
         let configs = self.data_configs(spec, source_topic);
         let replication = TopicReplication::Fixed(spec.replication_factor.unwrap_or(-1));
         let mut new_topic = NewTopic::new(target_topic, partitions, replication);
@@ -169,27 +183,12 @@ impl TargetTopics {
         }
         let result = block_on(
             self.target_admin
-                .create_topics([&new_topic], &AdminOptions::new()),
-        )
-        .map_err(|e| ReplicatorError::kafka(format!("creating {target_topic}"), e))?;
-        for outcome in result {
-            match outcome {
-                Ok(_) => {
-                    metrics::counter!("strait_target_topics_created_total", "flow" => spec.name.clone())
-                        .increment(1);
-                    info!(flow = %spec.name, topic = target_topic, partitions, configs = ?configs, "created target topic");
-                }
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((_, code)) if admin_unsupported(code) => {
-                    self.warn_unsupported(spec, "CreateTopics", code, target_topic);
-                }
-                Err((_, code)) => {
-                    return Err(ReplicatorError::kafka(
-                        format!("creating {target_topic} on '{}'", spec.target.name),
-                        rdkafka::error::KafkaError::AdminOp(code),
-                    ))
-                }
-            }
+                .create_topics([&new_topic], &admin_options()),
+        );
+        if self.settle(spec, "CreateTopics", target_topic, result)? {
+            metrics::counter!("strait_target_topics_created_total", "flow" => spec.name.clone())
+                .increment(1);
+            info!(flow = %spec.name, topic = target_topic, partitions, configs = ?configs, "created target topic");
         }
         Ok(())
     }
@@ -200,41 +199,70 @@ impl TargetTopics {
         target_topic: &str,
         partitions: i32,
     ) -> Result<(), ReplicatorError> {
+        if self.admin_unsupported.contains("CreatePartitions") {
+            return Ok(());
+        }
         let grow = NewPartitions::new(target_topic, partitions as usize);
         let result = block_on(
             self.target_admin
-                .create_partitions([&grow], &AdminOptions::new()),
-        )
-        .map_err(|e| ReplicatorError::kafka(format!("adding partitions to {target_topic}"), e))?;
-        for outcome in result {
-            match outcome {
-                Ok(_) => {
-                    info!(flow = %spec.name, topic = target_topic, partitions, "grew target topic")
+                .create_partitions([&grow], &admin_options()),
+        );
+        if self.settle(spec, "CreatePartitions", target_topic, result)? {
+            info!(flow = %spec.name, topic = target_topic, partitions, "grew target topic");
+        }
+        Ok(())
+    }
+
+    /// Sorts the outcome of one admin request on the target for `topic`: `Ok(true)` when
+    /// it was carried out, `Ok(false)` when there was nothing to do or the target does not
+    /// serve `api` (warned once, and not asked again), `Err` for real failures.
+    fn settle(
+        &mut self,
+        spec: &FlowSpec,
+        api: &'static str,
+        topic: &str,
+        result: rdkafka::error::KafkaResult<Vec<TopicResult>>,
+    ) -> Result<bool, ReplicatorError> {
+        let context = || format!("{api} for {topic} on '{}'", spec.target.name);
+        let outcomes = match result {
+            Ok(outcomes) => outcomes,
+            Err(e) => match error_code(&e) {
+                Some(code) if admin_unsupported(code) => {
+                    self.warn_unsupported(spec, api, code, topic);
+                    return Ok(false);
                 }
+                _ => return Err(ReplicatorError::kafka(context(), e)),
+            },
+        };
+        for outcome in outcomes {
+            match outcome {
+                Ok(_) => {}
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => return Ok(false),
                 Err((_, code)) if admin_unsupported(code) => {
-                    self.warn_unsupported(spec, "CreatePartitions", code, target_topic);
+                    self.warn_unsupported(spec, api, code, topic);
+                    return Ok(false);
                 }
                 Err((_, code)) => {
                     return Err(ReplicatorError::kafka(
-                        format!(
-                            "adding partitions to {target_topic} on '{}'",
-                            spec.target.name
-                        ),
+                        context(),
                         rdkafka::error::KafkaError::AdminOp(code),
                     ))
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The source topic's explicitly set data configs. Best effort: a source that cannot
     /// describe configs still gets its topics created with the target's defaults.
     fn data_configs(&mut self, spec: &FlowSpec, source_topic: &str) -> Vec<(String, String)> {
-        let described = block_on(self.source_admin.describe_configs(
-            [&ResourceSpecifier::Topic(source_topic)],
-            &AdminOptions::new(),
-        ));
+        if self.admin_unsupported.contains("DescribeConfigs") {
+            return Vec::new();
+        }
+        let described = block_on(
+            self.source_admin
+                .describe_configs([&ResourceSpecifier::Topic(source_topic)], &admin_options()),
+        );
         let resource = match described.map(|mut r| r.pop()) {
             Ok(Some(Ok(resource))) => resource,
             Ok(Some(Err(code))) => {
@@ -243,7 +271,14 @@ impl TargetTopics {
             }
             Ok(None) => return Vec::new(),
             Err(e) => {
-                warn!(flow = %spec.name, topic = source_topic, error = %e, "could not read source topic configs; creating target topic with defaults");
+                match error_code(&e) {
+                    Some(code) if admin_unsupported(code) => {
+                        self.warn_unsupported(spec, "DescribeConfigs", code, source_topic)
+                    }
+                    _ => {
+                        warn!(flow = %spec.name, topic = source_topic, error = %e, "could not read source topic configs; creating target topic with defaults")
+                    }
+                }
                 return Vec::new();
             }
         };
@@ -274,14 +309,73 @@ impl TargetTopics {
     }
 }
 
-/// Kafka-compatible services (Event Hubs, the librdkafka mock) answer some admin calls with
-/// these codes.
+/// How a cluster that does not serve an admin API answers it: Kafka-compatible services
+/// reject the request, and where no broker advertises the API at all (the librdkafka mock)
+/// librdkafka waits for one until the request times out. Reaching an admin call means
+/// metadata on the same cluster just succeeded, so a timeout here is not an outage.
 fn admin_unsupported(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
         RDKafkaErrorCode::UnsupportedVersion
+            | RDKafkaErrorCode::UnsupportedFeature
             | RDKafkaErrorCode::InvalidRequest
             | RDKafkaErrorCode::UnsupportedForMessageFormat
             | RDKafkaErrorCode::PolicyViolation
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::RequestTimedOut
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{NamingPolicy, StartFrom, TopicSelector, Tuning};
+    use rdkafka::mocking::MockCluster;
+
+    fn spec(source: &str, target: &str) -> FlowSpec {
+        let cluster = |name: &str, servers: &str| ClusterSpec {
+            name: name.into(),
+            properties: [("bootstrap.servers".to_string(), servers.to_string())].into(),
+        };
+        FlowSpec {
+            name: "mock".into(),
+            source: cluster("src", source),
+            target: cluster("dst", target),
+            selector: TopicSelector::new(&[".*".into()], &[], None).expect("regex"),
+            naming: NamingPolicy::Identity,
+            start_from: StartFrom::Earliest,
+            refresh_interval: Duration::from_secs(1),
+            group_id: "mock".into(),
+            replication_factor: None,
+            provenance_header: true,
+            tuning: Tuning::default(),
+        }
+    }
+
+    /// librdkafka's mock cluster has neither CreateTopics nor DescribeConfigs, like some
+    /// Kafka-compatible services: syncing must warn and carry on, not fail the flow.
+    #[test]
+    fn a_target_without_admin_apis_is_not_fatal() {
+        let source = MockCluster::new(1).expect("mock source");
+        let target = MockCluster::new(1).expect("mock target");
+        source.create_topic("orders", 3, 1).expect("source topic");
+        target.create_topic("orders", 2, 1).expect("target topic");
+        let spec = spec(&source.bootstrap_servers(), &target.bootstrap_servers());
+        let mut topics = TargetTopics::new(&spec).expect("admin clients");
+        let wanted: BTreeMap<String, i32> =
+            [("orders".to_string(), 3), ("new-topic".to_string(), 1)].into();
+        topics.sync(&spec, &wanted).expect("sync carries on");
+        assert!(
+            topics.admin_unsupported.contains("CreateTopics"),
+            "{:?}",
+            topics.admin_unsupported
+        );
+        assert!(
+            topics.admin_unsupported.contains("CreatePartitions"),
+            "{:?}",
+            topics.admin_unsupported
+        );
+        // A second pass warns no more and still succeeds.
+        topics.sync(&spec, &wanted).expect("sync carries on again");
+    }
 }
