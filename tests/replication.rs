@@ -453,3 +453,41 @@ fn refused_record_stops_the_flow_with_a_clear_error() {
     std::thread::sleep(Duration::from_secs(1));
     assert_exact_copy(&topic, &topic);
 }
+
+/// A target topic deleted while replicating stops the flow with an error that says so;
+/// Strait never re-creates it on its own.
+#[test]
+fn deleted_target_topic_stops_the_flow() {
+    let topic = unique("deleted");
+    create_topic(PRIMARY, &topic, 2, &[]);
+    produce_simple(PRIMARY, &topic, 2, 200, "before");
+    let mut strait = Strait::start(&flow_config("deleted", &topic, "identity", ""));
+    wait_until(Duration::from_secs(60), "first records copied", || {
+        partition_count(SECONDARY, &topic).is_some() && count_all(SECONDARY, &topic) == 200
+    });
+    let deleted = futures::executor::block_on(
+        admin(SECONDARY).delete_topics(&[&topic], &rdkafka::admin::AdminOptions::new()),
+    )
+    .unwrap();
+    assert!(deleted.iter().all(Result::is_ok));
+    wait_until(Duration::from_secs(30), "topic gone", || {
+        partition_count(SECONDARY, &topic).is_none()
+    });
+    produce_simple(PRIMARY, &topic, 2, 50, "after");
+    let code = strait.wait_exit(Duration::from_secs(120));
+    let logs = strait.logs();
+    assert_eq!(code, Some(1), "{logs}");
+    assert!(
+        logs.contains("no longer exists on the target"),
+        "error explains:\n{logs}"
+    );
+    assert!(
+        logs.contains(&format!("{topic}[")),
+        "error names the partition:\n{logs}"
+    );
+    assert_eq!(
+        partition_count(SECONDARY, &topic),
+        None,
+        "not re-created behind our back"
+    );
+}

@@ -197,6 +197,19 @@ impl ProducerContext for DeliveryContext {
                 progress.largest_refused = size;
                 let hint = if is_size_error(err) {
                     size_hint(&source_topic, partition, source_offset, size)
+                } else if matches!(
+                    err.rdkafka_error_code(),
+                    // In a delivery report (unlike at send time, where it means "not grown
+                    // yet") an unknown partition has vanished: topics never shrink.
+                    Some(RDKafkaErrorCode::UnknownTopic)
+                        | Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+                        | Some(RDKafkaErrorCode::UnknownPartition)
+                ) {
+                    format!(
+                        "; {target_topic} no longer exists on the target (deleted?). Strait does \
+                         not re-create a topic behind your back: re-create it, or restart to \
+                         have it created, and replication resumes from the last commit"
+                    )
                 } else {
                     String::new()
                 };
