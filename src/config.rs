@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
+use std::sync::Arc;
+use strait_offset_sync::{CheckpointSpec, GroupSelector};
 use strait_replicator::{
-    is_secret_key, ClusterSpec, FlowSpec, NamingPolicy, StartFrom, TopicSelector, Tuning,
+    client_config, is_secret_key, ClusterSpec, FlowSpec, NamingPolicy, StartFrom, TopicSelector,
+    Tuning,
 };
 
 /// The whole file.
@@ -107,6 +110,67 @@ pub struct FlowConfig {
     pub replication_factor: Option<i32>,
     #[serde(default = "yes")]
     pub provenance_header: bool,
+    #[serde(default)]
+    pub offset_sync: OffsetSyncConfig,
+}
+
+/// Exact offset translation for a flow: the persisted offset map, checkpoints and
+/// (optionally) writing translated offsets into the target's consumer groups.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OffsetSyncConfig {
+    pub enabled: bool,
+    /// Compacted topic on the target holding the offset map; default
+    /// `__strait.offsets.<flow>`.
+    pub map_topic: Option<String>,
+    /// Compacted topic on the target holding checkpoints; default
+    /// `__strait.checkpoints.<flow>`.
+    pub checkpoint_topic: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// Consumer groups to translate (regexes matching whole names).
+    pub groups: Vec<String>,
+    pub groups_exclude: Vec<String>,
+    /// Write translated offsets into the same-named groups on the target. Default: on
+    /// for `identity` naming (migrations), off for `prefix` (DR, where it is usually done
+    /// at failover with `strait offsets translate --apply`).
+    pub sync_group_offsets: Option<bool>,
+}
+
+impl Default for OffsetSyncConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            map_topic: None,
+            checkpoint_topic: None,
+            checkpoint_interval: Duration::from_secs(5),
+            groups: vec![".*".into()],
+            groups_exclude: Vec::new(),
+            sync_group_offsets: None,
+        }
+    }
+}
+
+impl FlowConfig {
+    pub fn map_topic(&self, flow: &str) -> String {
+        self.offset_sync
+            .map_topic
+            .clone()
+            .unwrap_or_else(|| format!("__strait.offsets.{flow}"))
+    }
+
+    pub fn checkpoint_topic(&self, flow: &str) -> String {
+        self.offset_sync
+            .checkpoint_topic
+            .clone()
+            .unwrap_or_else(|| format!("__strait.checkpoints.{flow}"))
+    }
+
+    pub fn group_id(&self, flow: &str) -> String {
+        self.group_id
+            .clone()
+            .unwrap_or_else(|| format!("strait-{flow}"))
+    }
 }
 
 fn default_refresh() -> Duration {
@@ -218,6 +282,7 @@ impl Config {
 
         let mut pairs: HashMap<(&str, &str), &str> = HashMap::new();
         let mut identity_targets: HashMap<(&str, Vec<&str>), &str> = HashMap::new();
+        let mut internal: HashMap<(&str, String), &str> = HashMap::new();
         for (name, flow) in &self.flows {
             check_name(&format!("flows.{name}"), name)?;
             let field = |f: &str| format!("flows.{name}.{f}");
@@ -290,6 +355,59 @@ impl Config {
                     bail!("{}: must be at least 1", field("replication_factor"));
                 }
             }
+            let o = &flow.offset_sync;
+            if o.enabled {
+                if !flow.provenance_header {
+                    bail!(
+                        "{}: offset sync needs provenance_header = true (a crash can lose the \
+                         newest offset map entries, and they are rebuilt from the headers); \
+                         set offset_sync.enabled = false to run without both",
+                        field("offset_sync.enabled")
+                    );
+                }
+                for (key, topic) in [
+                    ("offset_sync.map_topic", flow.map_topic(name)),
+                    ("offset_sync.checkpoint_topic", flow.checkpoint_topic(name)),
+                ] {
+                    if topic.is_empty() || topic.len() > 249 || !topic.chars().all(is_topic_char) {
+                        bail!(
+                            "{}: '{topic}' is not a valid topic name ([A-Za-z0-9._-], at most 249)",
+                            field(key)
+                        );
+                    }
+                    if let Some(other) =
+                        internal.insert((flow.target.as_str(), topic.clone()), name)
+                    {
+                        bail!(
+                            "{}: topic '{topic}' on cluster '{}' is already used by flow '{other}'",
+                            field(key),
+                            flow.target
+                        );
+                    }
+                }
+                if o.checkpoint_interval < Duration::from_secs(1) {
+                    bail!(
+                        "{}: must be at least 1s",
+                        field("offset_sync.checkpoint_interval")
+                    );
+                }
+                if o.groups.is_empty() {
+                    bail!(
+                        "{}: at least one regex is required (use \".*\" for all groups)",
+                        field("offset_sync.groups")
+                    );
+                }
+                for (key, patterns) in [
+                    ("offset_sync.groups", &o.groups),
+                    ("offset_sync.groups_exclude", &o.groups_exclude),
+                ] {
+                    for (i, p) in patterns.iter().enumerate() {
+                        if let Err(e) = regex::Regex::new(p) {
+                            bail!("{}[{i}]: invalid regex '{p}': {e}", field(key));
+                        }
+                    }
+                }
+            }
             if let Some(other) = pairs.insert((&flow.source, &flow.target), name) {
                 bail!(
                     "flows.{name}: flows '{other}' and '{name}' both replicate '{}' → '{}' and could \
@@ -311,6 +429,54 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Every compacted topic Strait keeps for itself, across flows.
+    fn internal_topics(&self) -> Vec<String> {
+        self.flows
+            .iter()
+            .filter(|(_, f)| f.offset_sync.enabled)
+            .flat_map(|(name, f)| [f.map_topic(name), f.checkpoint_topic(name)])
+            .collect()
+    }
+
+    /// The checkpointer of each flow with offset sync on.
+    pub fn checkpoint_specs(&self) -> Result<Vec<CheckpointSpec>> {
+        let own_groups: Vec<String> = self
+            .flows
+            .iter()
+            .map(|(name, f)| regex::escape(&f.group_id(name)))
+            .collect();
+        self.flow_specs()?
+            .into_iter()
+            .filter_map(|spec| {
+                let flow = &self.flows[&spec.name];
+                flow.offset_sync.enabled.then_some((spec, flow))
+            })
+            .map(|(spec, flow)| {
+                let o = &flow.offset_sync;
+                let mut exclude = o.groups_exclude.clone();
+                exclude.extend(own_groups.iter().cloned());
+                let groups = GroupSelector::new(&o.groups, &exclude)
+                    .with_context(|| format!("flows.{}.offset_sync.groups", spec.name))?;
+                let naming = spec.naming.clone();
+                let source_name = spec.source.name.clone();
+                Ok(CheckpointSpec {
+                    flow: spec.name.clone(),
+                    source: client_config(&spec.source),
+                    target: client_config(&spec.target),
+                    map_topic: flow.map_topic(&spec.name),
+                    checkpoint_topic: flow.checkpoint_topic(&spec.name),
+                    interval: o.checkpoint_interval,
+                    groups,
+                    sync_group_offsets: o
+                        .sync_group_offsets
+                        .unwrap_or(flow.naming == Naming::Identity),
+                    replication_factor: spec.replication_factor,
+                    rename: Arc::new(move |topic| naming.target_topic(&source_name, topic)),
+                })
+            })
+            .collect()
     }
 
     fn cluster_names(&self) -> String {
@@ -337,7 +503,10 @@ impl Config {
                     }
                     NamingPolicy::Identity => None,
                 };
-                let selector = TopicSelector::new(&flow.topics, &flow.topics_exclude, skip_prefix)
+                // Strait's own topics (of every flow) are never replicated.
+                let mut exclude = flow.topics_exclude.clone();
+                exclude.extend(self.internal_topics().iter().map(|t| regex::escape(t)));
+                let selector = TopicSelector::new(&flow.topics, &exclude, skip_prefix)
                     .with_context(|| format!("flows.{name}.topics"))?;
                 let t = &self.tuning;
                 Ok(FlowSpec {
@@ -348,12 +517,10 @@ impl Config {
                     naming,
                     start_from: flow.start_from,
                     refresh_interval: flow.refresh_interval,
-                    group_id: flow
-                        .group_id
-                        .clone()
-                        .unwrap_or_else(|| format!("strait-{name}")),
+                    group_id: flow.group_id(name),
                     replication_factor: flow.replication_factor,
                     provenance_header: flow.provenance_header,
+                    offset_map_topic: flow.offset_sync.enabled.then(|| flow.map_topic(name)),
                     tuning: Tuning {
                         commit_interval: t.commit_interval,
                         linger: t.linger,

@@ -2,6 +2,7 @@
 
 mod config;
 mod http;
+mod offsets;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use strait_offset_sync::run_checkpoints;
 use strait_replicator::{plan, run_flow, FlowStatus, TargetClaims};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -49,6 +51,38 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Consumer-group offsets on the target.
+    #[command(subcommand)]
+    Offsets(OffsetsCommand),
+}
+
+#[derive(Subcommand)]
+enum OffsetsCommand {
+    /// Translate a group's committed source offsets to the target, exactly, and with
+    /// --apply write them to the same group on the target.
+    Translate {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        flow: String,
+        #[arg(long)]
+        group: String,
+        /// Write the translated offsets to the group on the target (refused while the
+        /// group has members there, and for partitions where it would move backwards).
+        #[arg(long)]
+        apply: bool,
+        /// With --apply: also move partitions backwards.
+        #[arg(long, requires = "apply")]
+        force: bool,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -57,6 +91,25 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(config),
         Command::CheckConfig { config, offline } => check_config(config, offline),
+        Command::Offsets(OffsetsCommand::Translate {
+            config,
+            flow,
+            group,
+            apply,
+            force,
+            output,
+        }) => Config::load(&config).and_then(|config| {
+            offsets::translate(
+                &config,
+                &offsets::TranslateArgs {
+                    flow,
+                    group,
+                    apply,
+                    force,
+                    output,
+                },
+            )
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -124,6 +177,7 @@ fn check_config(path: PathBuf, offline: bool) -> Result<()> {
 fn run(path: PathBuf) -> Result<()> {
     let config = Config::load(&path)?;
     let specs = config.flow_specs()?;
+    let checkpointers = config.checkpoint_specs()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -153,6 +207,13 @@ fn run(path: PathBuf) -> Result<()> {
                 tokio::task::spawn_blocking(move || run_flow(spec, claims, status, cancel));
             flows.push((name, handle));
         }
+        let checkpoint_tasks: Vec<_> = checkpointers
+            .into_iter()
+            .map(|spec| {
+                let cancel = shutdown.clone();
+                tokio::task::spawn_blocking(move || run_checkpoints(spec, cancel))
+            })
+            .collect();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
 
         let mut failed = Vec::new();
@@ -164,6 +225,9 @@ fn run(path: PathBuf) -> Result<()> {
             }
         }
         shutdown.cancel();
+        for task in checkpoint_tasks {
+            let _ = task.await;
+        }
         let _ = server.await;
         if failed.is_empty() {
             info!("all flows stopped; bye");

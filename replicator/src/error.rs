@@ -39,6 +39,10 @@ pub enum ReplicatorError {
     Invariant(String),
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, String),
+    /// Persisting the offset map failed. Retried: a restart reloads the map and rebuilds
+    /// what was lost from the copies on the target.
+    #[error("offset map: {0}")]
+    OffsetMap(#[from] strait_offset_sync::OffsetSyncError),
 }
 
 impl ReplicatorError {
@@ -55,7 +59,7 @@ impl ReplicatorError {
     pub fn is_retriable(&self) -> bool {
         match self {
             Self::Kafka { retriable, .. } => *retriable,
-            Self::Timeout(..) => true,
+            Self::Timeout(..) | Self::OffsetMap(_) => true,
             Self::RecordRefused { .. } | Self::TargetConflict { .. } | Self::Invariant(_) => false,
         }
     }

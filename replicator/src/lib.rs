@@ -17,8 +17,9 @@ mod topics;
 pub use error::ReplicatorError;
 pub use flow::{run_flow, FlowStatus, TargetClaims};
 pub use naming::{NamingPolicy, TopicSelector};
+pub use provenance::copies_on_target;
 pub use provenance::{Provenance, PROVENANCE_HEADER};
-pub use topics::{plan, TopicPlan};
+pub use topics::{client_config, plan, TopicPlan};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -131,5 +132,9 @@ pub struct FlowSpec {
     /// Stamp every copy with a [`PROVENANCE_HEADER`]. It is what makes restarts
     /// duplicate-free; without it a crash can re-copy up to one commit interval.
     pub provenance_header: bool,
+    /// Persist the exact source→target offset map to this compacted topic on the target
+    /// (offset sync). `None` turns it off. Requires the provenance header, from which a
+    /// map that lost its newest entries in a crash is rebuilt.
+    pub offset_map_topic: Option<String>,
     pub tuning: Tuning,
 }

@@ -25,7 +25,9 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
-use strait_offset_sync::PartitionOffsetMap;
+use strait_offset_sync::{
+    ensure_compacted_topic, Coverage, FlowIndex, MapWriter, PartitionOffsetMap,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -49,6 +51,10 @@ pub(crate) struct PartitionProgress {
     pub acked_next: Option<i64>,
     /// Target offset after that record.
     pub acked_target_next: Option<i64>,
+    /// Source offset below which every record was handled: copied and acknowledged, or
+    /// never delivered to a `read_committed` consumer (transaction markers, aborted
+    /// records). Can run ahead of `acked_next` over such trailing gaps.
+    pub handled_next: Option<i64>,
     /// What was last committed to the source group.
     pub committed_next: Option<i64>,
     /// Last stable offset of the source partition, from client statistics.
@@ -88,6 +94,10 @@ pub(crate) struct FlowProgress {
     pub failure: Option<ReplicatorError>,
     /// Size of the largest record in the refused batch behind `failure`.
     pub largest_refused: usize,
+    /// A consumed record was not handed to the producer (shutdown while waiting for
+    /// room). The consumer's position is then ahead of what was copied and must not be
+    /// used as the handled position for the rest of this run.
+    pub position_untrusted: bool,
 }
 
 fn is_size_error(err: &KafkaError) -> bool {
@@ -232,6 +242,9 @@ struct RebalanceContext {
     progress: SharedProgress,
     producer: Arc<BaseProducer<DeliveryContext>>,
     scanner: Option<TailScanner>,
+    /// The persisted offset map (when offset sync is on), to rebuild what it lacks.
+    persisted: Option<Mutex<FlowIndex>>,
+    map_writer: Option<Arc<MapWriter>>,
 }
 
 impl ClientContext for RebalanceContext {
@@ -318,7 +331,19 @@ impl RebalanceContext {
                 .strip_prefix(COMMIT_METADATA_PREFIX)
                 .and_then(|t| t.parse::<i64>().ok());
 
-            // Copies on the target after the committed position, oldest first.
+            let persisted = self.persisted_coverage(&source_topic, partition)?;
+            // Where to read copies back from the target: after the last commit, or
+            // earlier if the persisted offset map ends before it. A partition that has
+            // been replicated but has no map yet is rebuilt from the start of the target.
+            let scan_from = match (&self.persisted, persisted) {
+                (None, _) => committed_target,
+                (Some(_), Some(c)) => {
+                    Some(committed_target.map_or(c.target_next, |t| t.min(c.target_next)))
+                }
+                (Some(_), None) if committed_next.is_some() => Some(0),
+                (Some(_), None) => committed_target,
+            };
+            // Copies on the target after that position, oldest first.
             let copied = match &self.scanner {
                 Some(scanner) => scanner.copies_after_commit(
                     &target_topic,
@@ -327,7 +352,7 @@ impl RebalanceContext {
                         topic: &source_topic,
                         partition,
                     },
-                    committed_target,
+                    scan_from,
                 )?,
                 None => Vec::new(),
             };
@@ -336,7 +361,9 @@ impl RebalanceContext {
                 (Some(c), Some((s, _))) => Some(c.max(s + 1)),
                 (Some(c), None) => Some(c),
                 (None, Some((s, _))) => Some(s + 1),
-                (None, None) => None,
+                // Nothing yet: start explicitly at the log start (or end), so the offset
+                // map knows exactly where it begins.
+                (None, None) => self.fresh_start(consumer, &source_topic, partition)?,
             };
             let offset = start.map_or(Offset::Invalid, Offset::Offset);
             tpl.set_partition_offset(&source_topic, partition, offset)
@@ -351,6 +378,7 @@ impl RebalanceContext {
             p.committed_next = committed_next;
             if let Some(start) = start {
                 p.acked_next = Some(start);
+                p.handled_next = Some(start);
             }
             if let Some((_, target)) = last_copied {
                 p.acked_target_next = Some(target + 1);
@@ -361,6 +389,28 @@ impl RebalanceContext {
                 // Pairs this process already saw acknowledged are refused as not newer.
                 p.offsets.record(source, target);
             }
+            if self.persisted.is_some() {
+                // Where this writer's map begins: the persisted map's start, else the
+                // oldest copy found, else where replication starts now.
+                let from = persisted
+                    .map(|c| c.from)
+                    .or(copied.first().map(|(s, _)| *s))
+                    .or(start);
+                let target_next = persisted
+                    .map(|c| c.target_next)
+                    .or(copied.first().map(|(_, t)| *t))
+                    .or(p.acked_target_next)
+                    .or(self.target_end(&target_topic, partition));
+                if let (Some(from), Some(target_next)) = (from, target_next) {
+                    p.offsets.start_at(from, target_next);
+                    if let Some(c) = persisted {
+                        p.offsets.advance_through(c.through);
+                    }
+                    if let Some(start) = start {
+                        p.offsets.advance_through(start);
+                    }
+                }
+            }
             info!(
                 flow = %self.spec.name, topic = %source_topic, partition,
                 committed = ?committed_next, found_on_target = ?last_copied.map(|(s, _)| s),
@@ -368,6 +418,50 @@ impl RebalanceContext {
             );
         }
         Ok(())
+    }
+
+    /// The persisted map's coverage of a partition, read up to the current end of the map
+    /// topic (another instance may have owned the partition until just now).
+    fn persisted_coverage(
+        &self,
+        source_topic: &str,
+        partition: i32,
+    ) -> Result<Option<Coverage>, ReplicatorError> {
+        let Some(index) = &self.persisted else {
+            return Ok(None);
+        };
+        let mut index = index.lock().unwrap_or_else(|p| p.into_inner());
+        index.catch_up()?;
+        Ok(index.persisted_coverage(source_topic, partition))
+    }
+
+    /// Start offset of a partition with no progress anywhere: its log start (or end, for
+    /// `start_from = "latest"`), read now rather than left to `auto.offset.reset`.
+    fn fresh_start(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        source_topic: &str,
+        partition: i32,
+    ) -> Result<Option<i64>, ReplicatorError> {
+        if self.persisted.is_none() {
+            return Ok(None);
+        }
+        let (low, high) = consumer
+            .fetch_watermarks(source_topic, partition, COMMIT_TIMEOUT)
+            .map_err(|e| {
+                ReplicatorError::kafka(format!("reading offsets of {source_topic}[{partition}]"), e)
+            })?;
+        Ok(Some(match self.spec.start_from {
+            StartFrom::Earliest => low,
+            StartFrom::Latest => high,
+        }))
+    }
+
+    /// End offset of a target partition (where the next copy will land), if readable.
+    fn target_end(&self, target_topic: &str, partition: i32) -> Option<i64> {
+        self.scanner
+            .as_ref()
+            .and_then(|s| s.end_offset(target_topic, partition))
     }
 
     /// Waits for in-flight records and commits what the target acknowledged, so the next
@@ -381,6 +475,15 @@ impl RebalanceContext {
             .iter()
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
+        if let Err(e) = advance_and_persist(
+            &self.progress,
+            consumer,
+            &self.producer,
+            self.map_writer.as_deref(),
+            Some(&revoked),
+        ) {
+            warn!(flow = %self.spec.name, error = %e, "offset map not persisted on hand-over; the next owner rebuilds it");
+        }
         if let Err(e) = commit(
             &self.spec,
             &self.progress,
@@ -405,6 +508,66 @@ impl RebalanceContext {
     }
 }
 
+/// Moves each assigned partition's handled position forward and hands the offset map's
+/// changes to the map writer (when offset sync is on), for every partition or only those
+/// in `only`.
+///
+/// The consumer's position counts as handled only when nothing is in flight: then every
+/// record below it was copied and acknowledged, or was never delivered (transaction
+/// markers, aborted records). Otherwise the acknowledged prefix is all that is known.
+fn advance_and_persist<C: ConsumerContext>(
+    progress: &SharedProgress,
+    consumer: &BaseConsumer<C>,
+    producer: &BaseProducer<DeliveryContext>,
+    writer: Option<&MapWriter>,
+    only: Option<&[(String, i32)]>,
+) -> Result<(), ReplicatorError> {
+    producer.poll(Duration::ZERO);
+    let idle = producer.in_flight_count() == 0 && !lock(progress).position_untrusted;
+    let positions = if idle { consumer.position().ok() } else { None };
+    let mut batches = Vec::new();
+    {
+        let mut progress = lock(progress);
+        for topic in progress.by_target.values_mut() {
+            for (partition, p) in topic.partitions.iter_mut().enumerate() {
+                let partition = partition as i32;
+                let wanted = only.is_none_or(|o| {
+                    o.iter()
+                        .any(|(t, q)| *t == topic.source_topic && *q == partition)
+                });
+                if !wanted || !p.assigned {
+                    continue;
+                }
+                let position = positions
+                    .as_ref()
+                    .filter(|_| !p.broken)
+                    .and_then(|tpl| tpl.find_partition(&topic.source_topic, partition))
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    });
+                let handled = p.acked_next.max(p.handled_next).max(position);
+                p.handled_next = handled;
+                if let Some(h) = handled {
+                    p.offsets.advance_through(h);
+                }
+                // Taken even without a writer, so the in-memory map stays small.
+                let updates = p.offsets.take_updates();
+                if writer.is_some() && !updates.is_empty() {
+                    batches.push((topic.source_topic.clone(), partition, updates));
+                }
+            }
+        }
+    }
+    if let Some(writer) = writer {
+        for (topic, partition, updates) in batches {
+            writer.write(&topic, partition, updates)?;
+        }
+        writer.check()?;
+    }
+    Ok(())
+}
+
 /// Commits the acknowledged prefix of assigned partitions (or only of `only`), with the
 /// matching target offset in the commit metadata.
 fn commit<C: ConsumerContext>(
@@ -425,7 +588,9 @@ fn commit<C: ConsumerContext>(
                     o.iter()
                         .any(|(t, q)| *t == topic.source_topic && *q == partition)
                 });
-                let Some(next) = p.acked_next else { continue };
+                let Some(next) = p.acked_next.max(p.handled_next) else {
+                    continue;
+                };
                 if !wanted || !p.assigned || p.committed_next >= Some(next) {
                     continue;
                 }
@@ -463,18 +628,37 @@ pub(crate) fn run(
     cancel: &CancellationToken,
     on_topics: &mut dyn FnMut(&[String]) -> Result<(), ReplicatorError>,
 ) -> Result<(), ReplicatorError> {
-    lock(progress).failure = None;
+    {
+        let mut p = lock(progress);
+        p.failure = None;
+        p.position_untrusted = false;
+    }
     let producer = Arc::new(producer(spec, progress)?);
     let scanner = if spec.provenance_header {
         Some(TailScanner::new(&spec.target)?)
     } else {
         None
     };
+    let (persisted, map_writer) = match &spec.offset_map_topic {
+        Some(topic) => {
+            let target = client_config(&spec.target);
+            ensure_compacted_topic(&target, topic, spec.replication_factor)?;
+            let index = FlowIndex::load(&target, topic)?;
+            info!(flow = %spec.name, topic, segments = index.segment_count(), "offset map loaded");
+            (
+                Some(Mutex::new(index)),
+                Some(Arc::new(MapWriter::new(&target, topic)?)),
+            )
+        }
+        None => (None, None),
+    };
     let context = RebalanceContext {
         spec: spec.clone(),
         progress: progress.clone(),
         producer: producer.clone(),
         scanner,
+        persisted,
+        map_writer: map_writer.clone(),
     };
     let consumer: BaseConsumer<RebalanceContext> = consumer_config(spec)
         .create_with_context(context)
@@ -489,6 +673,7 @@ pub(crate) fn run(
         consumer: &consumer,
         routes: FxHashMap::default(),
         header_buf: Vec::with_capacity(64),
+        map_writer: map_writer.as_deref(),
     };
     let result = pipeline.forward_until_cancelled(topics, cancel, on_topics);
 
@@ -498,11 +683,20 @@ pub(crate) fn run(
         warn!(flow = %spec.name, error = %e, "not every in-flight record was acknowledged before stopping");
     }
     producer.poll(Duration::ZERO);
+    if let Err(e) = advance_and_persist(progress, &consumer, &producer, map_writer.as_deref(), None)
+    {
+        warn!(flow = %spec.name, error = %e, "offset map not persisted on the way out; it is rebuilt at the next start");
+    }
     if let Err(e) = commit(spec, progress, &consumer, CommitMode::Sync, None) {
         warn!(flow = %spec.name, error = %e, "final commit failed");
     }
     consumer.unsubscribe();
     drop(consumer);
+    if let Some(writer) = &map_writer {
+        if let Err(e) = writer.flush(spec.tuning.drain_timeout) {
+            warn!(flow = %spec.name, error = %e, "offset map not fully written on the way out; it is rebuilt at the next start");
+        }
+    }
     publish_metrics(spec, progress);
     result
 }
@@ -522,6 +716,7 @@ struct Pipeline<'a> {
     routes: FxHashMap<String, Route>,
     /// Reused buffer for the provenance header value.
     header_buf: Vec<u8>,
+    map_writer: Option<&'a MapWriter>,
 }
 
 impl Pipeline<'_> {
@@ -549,6 +744,7 @@ impl Pipeline<'_> {
                 Some(Err(e)) => self.on_consumer_error(e)?,
                 Some(Ok(msg)) => {
                     if !self.forward(&msg, cancel)? {
+                        lock(self.progress).position_untrusted = true;
                         return Ok(());
                     }
                     since_producer_poll += 1;
@@ -564,6 +760,13 @@ impl Pipeline<'_> {
             }
             let now = Instant::now();
             if now >= next_commit {
+                advance_and_persist(
+                    self.progress,
+                    self.consumer,
+                    self.producer,
+                    self.map_writer,
+                    None,
+                )?;
                 commit(
                     self.spec,
                     self.progress,
@@ -846,8 +1049,8 @@ pub(crate) fn publish_metrics(spec: &FlowSpec, progress: &SharedProgress) {
             if !p.assigned {
                 continue;
             }
-            if let (Some(end), Some(acked)) = (p.source_end, p.acked_next) {
-                let partition_lag = (end - acked).max(0);
+            if let (Some(end), Some(handled)) = (p.source_end, p.acked_next.max(p.handled_next)) {
+                let partition_lag = (end - handled).max(0);
                 lag += partition_lag;
                 metrics::gauge!(
                     "strait_replication_lag_partition_records",

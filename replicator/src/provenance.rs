@@ -234,6 +234,14 @@ impl TailScanner {
 }
 
 impl TailScanner {
+    /// The end offset of a target partition, if it can be read.
+    pub(crate) fn end_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.consumer
+            .fetch_watermarks(topic, partition, SCAN_STALL)
+            .ok()
+            .map(|(_, high)| high)
+    }
+
     fn fetch_position(&self, topic: &str, partition: i32) -> Option<i64> {
         let positions = self.consumer.position().ok()?;
         match positions.find_partition(topic, partition)?.offset() {
@@ -241,6 +249,28 @@ impl TailScanner {
             _ => None,
         }
     }
+}
+
+/// Copies of `source_topic`[`partition`] on the target from target offset `from` on, as
+/// (source offset, target offset) pairs, oldest first: what a map that lost its newest
+/// entries is rebuilt from.
+pub fn copies_on_target(
+    target: &ClusterSpec,
+    source_cluster: &str,
+    source_topic: &str,
+    target_topic: &str,
+    partition: i32,
+    from: i64,
+) -> Result<Vec<(i64, i64)>, ReplicatorError> {
+    TailScanner::new(target)?.copies_after_commit(
+        target_topic,
+        &SourcePartition {
+            cluster: source_cluster,
+            topic: source_topic,
+            partition,
+        },
+        Some(from),
+    )
 }
 
 /// The newest provenance header of a record (a record copied along a chain of clusters

@@ -56,7 +56,7 @@ pub struct TopicPlan {
 }
 
 /// Base librdkafka settings for any client of `cluster`.
-pub(crate) fn client_config(cluster: &ClusterSpec) -> ClientConfig {
+pub fn client_config(cluster: &ClusterSpec) -> ClientConfig {
     let mut config = ClientConfig::new();
     for (key, value) in &cluster.properties {
         config.set(key, value);
@@ -348,6 +348,7 @@ mod tests {
             group_id: "mock".into(),
             replication_factor: None,
             provenance_header: true,
+            offset_map_topic: None,
             tuning: Tuning::default(),
         }
     }

@@ -1,0 +1,258 @@
+//! The daemon side of offset sync: every interval, read the committed offsets of the
+//! selected groups on the source, translate them, write checkpoints to the target and,
+//! if enabled, write the translated offsets into the same groups on the target.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::ClientConfig;
+use regex::Regex;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::groups::{self, GroupClient, Outcome};
+use crate::records::Checkpoint;
+use crate::store::{ensure_compacted_topic, FlowIndex};
+use crate::OffsetSyncError;
+
+/// Which consumer groups a flow translates. Regexes match whole names.
+#[derive(Debug, Clone)]
+pub struct GroupSelector {
+    include: Vec<Regex>,
+    exclude: Vec<Regex>,
+}
+
+impl GroupSelector {
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Self, regex::Error> {
+        let anchored = |p: &String| Regex::new(&format!("^(?:{p})$"));
+        Ok(Self {
+            include: include.iter().map(anchored).collect::<Result<_, _>>()?,
+            exclude: exclude.iter().map(anchored).collect::<Result<_, _>>()?,
+        })
+    }
+
+    pub fn selects(&self, group: &str) -> bool {
+        self.include.iter().any(|r| r.is_match(group))
+            && !self.exclude.iter().any(|r| r.is_match(group))
+    }
+}
+
+/// Everything one flow's checkpointer needs.
+#[derive(Clone)]
+pub struct CheckpointSpec {
+    pub flow: String,
+    pub source: ClientConfig,
+    pub target: ClientConfig,
+    pub map_topic: String,
+    pub checkpoint_topic: String,
+    pub interval: Duration,
+    pub groups: GroupSelector,
+    /// Write translated offsets into the same-named groups on the target.
+    pub sync_group_offsets: bool,
+    pub replication_factor: Option<i32>,
+    /// Source topic → target topic.
+    pub rename: Arc<dyn Fn(&str) -> String + Send + Sync>,
+}
+
+/// Runs until `cancel` fires. Errors in a round are logged and retried next round; the
+/// checkpoint age metric shows how long it has been since a round completed.
+pub fn run_checkpoints(spec: CheckpointSpec, cancel: CancellationToken) {
+    let mut state = None;
+    let mut last_round: Option<Instant> = None;
+    while !cancel.is_cancelled() {
+        let started = Instant::now();
+        if state.is_none() {
+            match Checkpointer::new(&spec) {
+                Ok(s) => state = Some(s),
+                Err(e) => {
+                    warn!(flow = %spec.flow, error = %e, "offset sync could not start; retrying")
+                }
+            }
+        }
+        if let Some(s) = &mut state {
+            match s.round(&spec) {
+                Ok(()) => last_round = Some(Instant::now()),
+                Err(e) => warn!(flow = %spec.flow, error = %e, "checkpoint round failed; retrying"),
+            }
+        }
+        if let Some(at) = last_round {
+            metrics::gauge!("strait_checkpoint_age_seconds", "flow" => spec.flow.clone())
+                .set(at.elapsed().as_secs_f64());
+        }
+        let until = started + spec.interval;
+        while !cancel.is_cancelled() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(100).min(until - Instant::now()));
+        }
+    }
+}
+
+struct Checkpointer {
+    index: FlowIndex,
+    writer: groups::CheckpointWriter,
+    /// Last checkpoint written per (group, topic, partition).
+    written: BTreeMap<(String, String, i32), Checkpoint>,
+    source_clients: HashMap<String, GroupClient>,
+    /// Reads source log starts (its group is never used).
+    source_reader: GroupClient,
+    /// Groups whose refusal was logged, with the reason, so it is logged once per change.
+    refused: HashMap<String, Outcome>,
+}
+
+impl Checkpointer {
+    fn new(spec: &CheckpointSpec) -> Result<Self, OffsetSyncError> {
+        ensure_compacted_topic(
+            &spec.target,
+            &spec.checkpoint_topic,
+            spec.replication_factor,
+        )?;
+        let written = groups::load_checkpoints(&spec.target, &spec.checkpoint_topic)?;
+        info!(flow = %spec.flow, checkpoints = written.len(), topic = %spec.checkpoint_topic, "offset sync started");
+        Ok(Self {
+            index: FlowIndex::load(&spec.target, &spec.map_topic)?,
+            writer: groups::CheckpointWriter::new(&spec.target, &spec.checkpoint_topic)?,
+            written,
+            source_clients: HashMap::new(),
+            source_reader: GroupClient::new(&spec.source, "strait-log-start-reader-unused")?,
+            refused: HashMap::new(),
+        })
+    }
+
+    fn round(&mut self, spec: &CheckpointSpec) -> Result<(), OffsetSyncError> {
+        self.index.catch_up()?;
+        let labels = [("flow", spec.flow.clone())];
+        metrics::gauge!("strait_offset_map_segments", &labels)
+            .set(self.index.segment_count() as f64);
+        let partitions: Vec<(String, i32)> = self
+            .index
+            .partitions()
+            .map(|(t, p, _)| (t.to_string(), p))
+            .collect();
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let selected: Vec<String> = groups::list_groups(&spec.source)?
+            .into_iter()
+            .filter(|g| spec.groups.selects(g))
+            .collect();
+        let log_starts = self.source_reader.log_starts(&partitions)?;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let (mut groups_done, mut exact, mut pending) = (0u64, 0u64, 0u64);
+        let mut checkpoints = Vec::new();
+        for group in &selected {
+            let client = match self.source_clients.entry(group.clone()) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(GroupClient::new(&spec.source, group)?)
+                }
+            };
+            let committed = client.committed(&partitions)?;
+            if committed.is_empty() {
+                continue;
+            }
+            let mut results =
+                groups::translate_group(&self.index, &committed, &log_starts, spec.rename.as_ref());
+            groups_done += 1;
+            for r in &results {
+                match r.outcome {
+                    Outcome::Exact => exact += 1,
+                    Outcome::Pending | Outcome::BeforeMap => pending += 1,
+                    _ => continue,
+                }
+                let Some(source_offset) = r.source_offset else {
+                    continue;
+                };
+                let key = (group.clone(), r.topic.clone(), r.partition);
+                let previous = self.written.get(&key);
+                // A checkpoint moves back only when the group itself was rewound on the
+                // source; a translation never does.
+                if previous.is_some_and(|p| {
+                    p.source_offset == source_offset && p.target_offset == r.target_offset
+                }) {
+                    continue;
+                }
+                checkpoints.push(Checkpoint {
+                    group: group.clone(),
+                    topic: r.topic.clone(),
+                    partition: r.partition,
+                    source_offset,
+                    target_topic: r.target_topic.clone(),
+                    target_offset: r.target_offset,
+                    read_at_ms: now_ms,
+                });
+            }
+            if spec.sync_group_offsets {
+                self.sync_group(spec, group, &mut results)?;
+            }
+        }
+        self.writer.write(&checkpoints)?;
+        for c in checkpoints {
+            self.written
+                .insert((c.group.clone(), c.topic.clone(), c.partition), c);
+        }
+        metrics::gauge!("strait_groups_translated", &labels).set(groups_done as f64);
+        metrics::gauge!("strait_group_partitions_translated", &labels).set(exact as f64);
+        metrics::gauge!("strait_group_offsets_pending", &labels).set(pending as f64);
+        Ok(())
+    }
+
+    fn sync_group(
+        &mut self,
+        spec: &CheckpointSpec,
+        group: &str,
+        results: &mut [groups::PartitionResult],
+    ) -> Result<(), OffsetSyncError> {
+        if !results.iter().any(|r| r.outcome == Outcome::Exact) {
+            return Ok(());
+        }
+        let target = GroupClient::new(&spec.target, group)?;
+        if let Err(e) = groups::apply(&target, results, false) {
+            metrics::counter!("strait_group_offset_writes_refused_total",
+                "flow" => spec.flow.clone(), "reason" => "error")
+            .increment(1);
+            warn!(flow = %spec.flow, group, error = %e, "writing translated offsets to the target group failed");
+            return Ok(());
+        }
+        let applied = results
+            .iter()
+            .filter(|r| r.outcome == Outcome::Applied)
+            .count();
+        if applied > 0 {
+            metrics::counter!("strait_group_offset_writes_total", "flow" => spec.flow.clone())
+                .increment(applied as u64);
+            debug!(flow = %spec.flow, group, partitions = applied, "wrote translated offsets to the target group");
+        }
+        let refusal = results
+            .iter()
+            .map(|r| r.outcome)
+            .find(|o| matches!(o, Outcome::GroupActive | Outcome::WouldRewind));
+        match refusal {
+            Some(reason) => {
+                let label = match reason {
+                    Outcome::GroupActive => "group_active",
+                    _ => "would_rewind",
+                };
+                metrics::counter!("strait_group_offset_writes_refused_total",
+                    "flow" => spec.flow.clone(), "reason" => label)
+                .increment(1);
+                if self.refused.get(group) != Some(&reason) {
+                    warn!(
+                        flow = %spec.flow, group, reason = label,
+                        "not writing translated offsets to the target group: {}",
+                        match reason {
+                            Outcome::GroupActive => "it has active members on the target; offsets of an active group are never changed",
+                            _ => "the target group is ahead of the translation; `strait offsets translate --apply --force` moves it back",
+                        }
+                    );
+                    self.refused.insert(group.to_string(), reason);
+                }
+            }
+            None => {
+                self.refused.remove(group);
+            }
+        }
+        Ok(())
+    }
+}

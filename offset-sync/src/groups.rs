@@ -1,0 +1,375 @@
+//! Consumer groups on real clusters: reading committed offsets on the source, translating
+//! them with the offset map, and writing them to the same-named group on the target under
+//! the rules that keep a group safe (never while it has members, never backwards unless
+//! forced).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
+use serde::Serialize;
+
+use crate::map::Translation;
+use crate::records::Checkpoint;
+use crate::store::{FlowIndex, WriterContext};
+use crate::OffsetSyncError;
+
+/// Offset requests to a healthy cluster take milliseconds; an unreachable one is reported
+/// after this long.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// (topic, partition) → offset.
+pub type Offsets = BTreeMap<(String, i32), i64>;
+
+/// A client that acts for one group without joining it: reading and committing offsets
+/// this way never triggers a rebalance of the group's real members.
+pub struct GroupClient {
+    group: String,
+    consumer: BaseConsumer,
+}
+
+impl GroupClient {
+    pub fn new(config: &ClientConfig, group: &str) -> Result<Self, OffsetSyncError> {
+        let consumer = config
+            .clone()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .create()
+            .map_err(|e| {
+                OffsetSyncError::kafka(format!("creating a client for group '{group}'"), e)
+            })?;
+        Ok(Self {
+            group: group.to_string(),
+            consumer,
+        })
+    }
+
+    /// The group's committed offsets on `partitions`; partitions it never committed are
+    /// left out.
+    pub fn committed(&self, partitions: &[(String, i32)]) -> Result<Offsets, OffsetSyncError> {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            tpl.add_partition(topic, *partition);
+        }
+        let committed = self
+            .consumer
+            .committed_offsets(tpl, REQUEST_TIMEOUT)
+            .map_err(|e| {
+                OffsetSyncError::kafka(
+                    format!("reading committed offsets of group '{}'", self.group),
+                    e,
+                )
+            })?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Members the group has right now (0 for an empty or unknown group).
+    pub fn members(&self) -> Result<usize, OffsetSyncError> {
+        let list = self
+            .consumer
+            .fetch_group_list(Some(&self.group), REQUEST_TIMEOUT)
+            .map_err(|e| OffsetSyncError::kafka(format!("describing group '{}'", self.group), e))?;
+        Ok(list
+            .groups()
+            .iter()
+            .filter(|g| g.name() == self.group)
+            .map(|g| g.members().len())
+            .sum())
+    }
+
+    /// Commits `offsets` for the group. The broker itself refuses this while the group
+    /// has members, which closes the race with a consumer joining after [`Self::members`].
+    pub fn commit(&self, offsets: &Offsets) -> Result<(), OffsetSyncError> {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in offsets {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .map_err(|e| OffsetSyncError::kafka("building offsets", e))?;
+        }
+        self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| {
+            OffsetSyncError::kafka(format!("committing offsets of group '{}'", self.group), e)
+        })
+    }
+
+    /// Earliest offsets of `partitions` (their log start).
+    pub fn log_starts(&self, partitions: &[(String, i32)]) -> Result<Offsets, OffsetSyncError> {
+        partitions
+            .iter()
+            .map(|(topic, partition)| {
+                let (low, _) = self
+                    .consumer
+                    .fetch_watermarks(topic, *partition, REQUEST_TIMEOUT)
+                    .map_err(|e| {
+                        OffsetSyncError::kafka(
+                            format!("reading log start of {topic}[{partition}]"),
+                            e,
+                        )
+                    })?;
+                Ok(((topic.clone(), *partition), low))
+            })
+            .collect()
+    }
+}
+
+/// Groups on a cluster.
+pub fn list_groups(config: &ClientConfig) -> Result<Vec<String>, OffsetSyncError> {
+    let consumer: BaseConsumer = config
+        .clone()
+        .create()
+        .map_err(|e| OffsetSyncError::kafka("creating a client to list groups", e))?;
+    let list = consumer
+        .fetch_group_list(None, REQUEST_TIMEOUT)
+        .map_err(|e| OffsetSyncError::kafka("listing consumer groups", e))?;
+    Ok(list.groups().iter().map(|g| g.name().to_string()).collect())
+}
+
+/// What happened to one partition of a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Translated exactly (not written).
+    Exact,
+    /// Not replicated far enough yet.
+    Pending,
+    /// Committed below where the offset map begins.
+    BeforeMap,
+    /// The group never committed on this partition: nothing to translate.
+    NoCommit,
+    /// Not written: the group has active members on the target.
+    GroupActive,
+    /// Not written: the target group is further ahead; `--force` moves it back.
+    WouldRewind,
+    /// The target group already has exactly this offset.
+    Unchanged,
+    /// Written to the target group.
+    Applied,
+}
+
+impl Outcome {
+    /// Whether this partition is in the state the operator asked for.
+    pub fn is_ok(self) -> bool {
+        matches!(
+            self,
+            Self::Exact | Self::NoCommit | Self::Unchanged | Self::Applied
+        )
+    }
+}
+
+/// One partition of a group's translation.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionResult {
+    pub topic: String,
+    pub partition: i32,
+    /// The group's committed source offset.
+    pub source_offset: Option<i64>,
+    /// The source log start, when it is above the committed offset: what the group would
+    /// read next on the source, and what was translated.
+    pub source_log_start: Option<i64>,
+    pub target_topic: String,
+    pub target_offset: Option<i64>,
+    /// The target group's committed offset before any write.
+    pub target_committed: Option<i64>,
+    pub outcome: Outcome,
+}
+
+/// Translates a group's committed offsets with the map. Pure: no I/O.
+///
+/// `log_starts` (when the source is reachable) lifts an offset below the source log start
+/// to the log start, since those records no longer exist on the source either.
+pub fn translate_group(
+    index: &FlowIndex,
+    committed: &Offsets,
+    log_starts: &Offsets,
+    rename: &dyn Fn(&str) -> String,
+) -> Vec<PartitionResult> {
+    index
+        .partitions()
+        .map(|(topic, partition, map)| {
+            let key = (topic.to_string(), partition);
+            let source_offset = committed.get(&key).copied();
+            let log_start = log_starts
+                .get(&key)
+                .copied()
+                .filter(|low| source_offset.is_some_and(|c| c < *low));
+            let (target_offset, outcome) = match source_offset {
+                None => (None, Outcome::NoCommit),
+                Some(c) => match map.translate(log_start.unwrap_or(c)) {
+                    Translation::Exact(t) => (Some(t), Outcome::Exact),
+                    Translation::Pending => (None, Outcome::Pending),
+                    Translation::BeforeMap { .. } => (None, Outcome::BeforeMap),
+                },
+            };
+            PartitionResult {
+                topic: topic.to_string(),
+                partition,
+                source_offset,
+                source_log_start: log_start,
+                target_topic: rename(topic),
+                target_offset,
+                target_committed: None,
+                outcome,
+            }
+        })
+        .collect()
+}
+
+/// Writes the exact translations to the group on the target. Nothing is written while the
+/// group has members there, and no partition moves backwards unless `force`.
+pub fn apply(
+    target: &GroupClient,
+    results: &mut [PartitionResult],
+    force: bool,
+) -> Result<(), OffsetSyncError> {
+    let members = target.members()?;
+    let wanted: Vec<(String, i32)> = results
+        .iter()
+        .map(|r| (r.target_topic.clone(), r.partition))
+        .collect();
+    let current = target.committed(&wanted)?;
+    let mut to_commit = Offsets::new();
+    for r in results.iter_mut() {
+        r.target_committed = current.get(&(r.target_topic.clone(), r.partition)).copied();
+        let Some(t) = r.target_offset.filter(|_| r.outcome == Outcome::Exact) else {
+            continue;
+        };
+        r.outcome = if members > 0 {
+            Outcome::GroupActive
+        } else if r.target_committed == Some(t) {
+            Outcome::Unchanged
+        } else if r.target_committed.is_some_and(|c| c > t) && !force {
+            Outcome::WouldRewind
+        } else {
+            to_commit.insert((r.target_topic.clone(), r.partition), t);
+            Outcome::Applied
+        };
+    }
+    if !to_commit.is_empty() {
+        target.commit(&to_commit)?;
+    }
+    Ok(())
+}
+
+/// Reads every checkpoint of a flow (newest per group and partition).
+pub fn load_checkpoints(
+    config: &ClientConfig,
+    topic: &str,
+) -> Result<BTreeMap<(String, String, i32), Checkpoint>, OffsetSyncError> {
+    let consumer: BaseConsumer = config
+        .clone()
+        .set("group.id", "strait-checkpoint-reader-unused")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .map_err(|e| OffsetSyncError::kafka("creating checkpoint reader", e))?;
+    let (_, high) = match consumer.fetch_watermarks(topic, 0, REQUEST_TIMEOUT) {
+        Ok(w) => w,
+        Err(e)
+            if e.rdkafka_error_code()
+                == Some(rdkafka::error::RDKafkaErrorCode::UnknownTopicOrPartition) =>
+        {
+            return Ok(BTreeMap::new())
+        }
+        Err(e) => return Err(OffsetSyncError::kafka(format!("reading {topic}"), e)),
+    };
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .map_err(|e| OffsetSyncError::kafka("building assignment", e))?;
+    consumer
+        .assign(&tpl)
+        .map_err(|e| OffsetSyncError::kafka(format!("reading {topic}"), e))?;
+    let mut checkpoints = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut position = 0;
+    while position < high {
+        if std::time::Instant::now() > deadline {
+            return Err(OffsetSyncError::Timeout(
+                Duration::from_secs(60),
+                format!("reading checkpoints from {topic}"),
+            ));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(msg)) => {
+                position = msg.offset() + 1;
+                if let Some(c) = Checkpoint::decode(msg.payload()) {
+                    checkpoints.insert((c.group.clone(), c.topic.clone(), c.partition), c);
+                }
+            }
+            Some(Err(e)) => return Err(OffsetSyncError::kafka(format!("reading {topic}"), e)),
+            None => {
+                if let Some(Offset::Offset(p)) = consumer
+                    .position()
+                    .ok()
+                    .and_then(|p| p.find_partition(topic, 0).map(|e| e.offset()))
+                {
+                    position = position.max(p);
+                }
+            }
+        }
+    }
+    Ok(checkpoints)
+}
+
+/// Writes checkpoints to the flow's checkpoint topic.
+pub struct CheckpointWriter {
+    topic: String,
+    producer: BaseProducer<WriterContext>,
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+impl CheckpointWriter {
+    pub fn new(config: &ClientConfig, topic: &str) -> Result<Self, OffsetSyncError> {
+        let failed = Arc::new(Mutex::new(None));
+        let producer = config
+            .clone()
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "20")
+            .create_with_context(WriterContext {
+                failed: failed.clone(),
+            })
+            .map_err(|e| OffsetSyncError::kafka("creating checkpoint writer", e))?;
+        Ok(Self {
+            topic: topic.to_string(),
+            producer,
+            failed,
+        })
+    }
+
+    /// Writes and waits for the acknowledgement, so a round's checkpoints are durable
+    /// before it counts as done.
+    pub fn write(&self, checkpoints: &[Checkpoint]) -> Result<(), OffsetSyncError> {
+        for c in checkpoints {
+            let (key, value) = (c.key(), c.value());
+            self.producer
+                .send(
+                    BaseRecord::<[u8], [u8]>::to(&self.topic)
+                        .key(&key[..])
+                        .payload(&value[..]),
+                )
+                .map_err(|(e, _)| {
+                    OffsetSyncError::kafka(format!("writing to {}", self.topic), e)
+                })?;
+        }
+        self.producer
+            .flush(REQUEST_TIMEOUT)
+            .map_err(|e| OffsetSyncError::kafka(format!("writing to {}", self.topic), e))?;
+        match self.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(reason) => Err(OffsetSyncError::Write {
+                topic: self.topic.clone(),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+}

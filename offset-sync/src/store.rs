@@ -1,0 +1,309 @@
+//! The offset map on the target cluster: one compacted topic per flow, written by the
+//! replicator ([`MapWriter`]) and read back by translators ([`FlowIndex`]).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext};
+use tracing::{info, warn};
+
+use crate::map::{Coverage, MapUpdate, OffsetIndex};
+use crate::records::MapRecord;
+use crate::OffsetSyncError;
+
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// A read that makes no progress for this long has lost its broker.
+const READ_STALL: Duration = Duration::from_secs(30);
+
+/// Creates `topic` on the cluster behind `config` as a single-partition compacted topic if
+/// it does not exist. One partition keeps every update in one order, which is what lets a
+/// coverage record vouch for the segments written before it.
+///
+/// A cluster that does not serve CreateTopics (some Kafka-compatible services) gets a
+/// warning: create the topic by hand there.
+pub fn ensure_compacted_topic(
+    config: &ClientConfig,
+    topic: &str,
+    replication_factor: Option<i32>,
+) -> Result<(), OffsetSyncError> {
+    let admin: AdminClient<DefaultClientContext> = config
+        .create()
+        .map_err(|e| OffsetSyncError::kafka("creating admin client", e))?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), ADMIN_TIMEOUT)
+        .map_err(|e| OffsetSyncError::kafka(format!("looking up topic {topic}"), e))?;
+    if metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+    {
+        return Ok(());
+    }
+    let replication = TopicReplication::Fixed(replication_factor.unwrap_or(-1));
+    let new = NewTopic::new(topic, 1, replication).set("cleanup.policy", "compact");
+    let options = AdminOptions::new()
+        .request_timeout(Some(ADMIN_TIMEOUT))
+        .operation_timeout(Some(ADMIN_TIMEOUT));
+    // Admin futures resolve on librdkafka's own thread; this caller is not async.
+    let results = futures::executor::block_on(admin.create_topics([&new], &options));
+    match results {
+        Ok(results) => {
+            for r in results {
+                match r {
+                    Ok(_) => info!(topic, "created compacted topic"),
+                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((_, code)) => {
+                        warn!(topic, error = %code, "could not create Strait's compacted topic; create it by hand (1 partition, cleanup.policy=compact)");
+                    }
+                }
+            }
+            Ok(())
+        }
+        Err(e) => {
+            warn!(topic, error = %e, "could not create Strait's compacted topic; create it by hand (1 partition, cleanup.policy=compact)");
+            Ok(())
+        }
+    }
+}
+
+/// Every partition's [`OffsetIndex`] for one flow, read from its map topic.
+/// Keyed by (source topic, partition).
+pub struct FlowIndex {
+    topic: String,
+    consumer: BaseConsumer,
+    partitions: BTreeMap<(String, i32), OffsetIndex>,
+}
+
+impl FlowIndex {
+    /// Reads the whole map topic. `config` is the target cluster's client config.
+    pub fn load(config: &ClientConfig, topic: &str) -> Result<Self, OffsetSyncError> {
+        let consumer: BaseConsumer = config
+            .clone()
+            .set("group.id", "strait-offset-map-reader-unused")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", "10")
+            .create()
+            .map_err(|e| OffsetSyncError::kafka("creating offset map reader", e))?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Beginning)
+            .map_err(|e| OffsetSyncError::kafka("building assignment", e))?;
+        consumer
+            .assign(&tpl)
+            .map_err(|e| OffsetSyncError::kafka(format!("reading {topic}"), e))?;
+        let mut index = Self {
+            topic: topic.to_string(),
+            consumer,
+            partitions: BTreeMap::new(),
+        };
+        index.catch_up()?;
+        Ok(index)
+    }
+
+    /// Applies every update written since the last call (up to the current end).
+    pub fn catch_up(&mut self) -> Result<usize, OffsetSyncError> {
+        let context = || format!("reading the offset map {}", self.topic);
+        let high = match self.consumer.fetch_watermarks(&self.topic, 0, READ_STALL) {
+            Ok((_, high)) => high,
+            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
+                return Ok(0)
+            }
+            Err(e) => return Err(OffsetSyncError::kafka(context(), e)),
+        };
+        let mut applied = 0;
+        let mut last_progress = Instant::now();
+        loop {
+            let position = self
+                .consumer
+                .position()
+                .ok()
+                .and_then(|p| p.find_partition(&self.topic, 0).map(|e| e.offset()));
+            if let Some(Offset::Offset(p)) = position {
+                if p >= high {
+                    break;
+                }
+            }
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(msg)) => {
+                    last_progress = Instant::now();
+                    if let Some(record) = MapRecord::decode(msg.key().unwrap_or(b""), msg.payload())
+                    {
+                        self.partitions
+                            .entry((record.topic, record.partition))
+                            .or_default()
+                            .apply(record.update);
+                        applied += 1;
+                    }
+                    if msg.offset() + 1 >= high {
+                        break;
+                    }
+                }
+                Some(Err(e)) => return Err(OffsetSyncError::kafka(context(), e)),
+                None if last_progress.elapsed() > READ_STALL => {
+                    return Err(OffsetSyncError::Timeout(READ_STALL, context()))
+                }
+                None => {}
+            }
+        }
+        Ok(applied)
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&OffsetIndex> {
+        self.partitions.get(&(topic.to_string(), partition))
+    }
+
+    /// Adds copies found on the target beyond the persisted map (provenance scan).
+    pub fn add_copies(&mut self, topic: &str, partition: i32, copies: &[(i64, i64)]) {
+        let index = self
+            .partitions
+            .entry((topic.to_string(), partition))
+            .or_default();
+        for &(source, target) in copies {
+            index.apply(MapUpdate::Segment(crate::Segment {
+                source,
+                target,
+                len: 1,
+            }));
+        }
+    }
+
+    /// (source topic, partition) pairs the map knows about.
+    pub fn partitions(&self) -> impl Iterator<Item = (&str, i32, &OffsetIndex)> {
+        self.partitions
+            .iter()
+            .map(|((t, p), index)| (t.as_str(), *p, index))
+    }
+
+    /// Where the persisted map of a partition ends on the target, if it has coverage.
+    pub fn persisted_coverage(&self, topic: &str, partition: i32) -> Option<Coverage> {
+        self.partition(topic, partition)
+            .and_then(OffsetIndex::coverage)
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.partitions
+            .values()
+            .map(OffsetIndex::segment_count)
+            .sum()
+    }
+}
+
+/// Producer callbacks for the map topic: remember the first failure.
+pub(crate) struct WriterContext {
+    pub(crate) failed: Arc<Mutex<Option<String>>>,
+}
+
+impl ClientContext for WriterContext {}
+
+impl ProducerContext for WriterContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+            failed.get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+/// Writes map updates to the map topic, off the replication hot path: updates are queued
+/// once per commit interval and delivered in the background.
+///
+/// The producer is idempotent with the gapless guarantee, so updates land in the order
+/// they were queued and a failed one is never followed by a later one. A failure is
+/// reported by [`MapWriter::check`]; the replicator then restarts, reloads the map and
+/// rebuilds what was lost from the copies' provenance headers.
+pub struct MapWriter {
+    topic: String,
+    producer: BaseProducer<WriterContext>,
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+impl MapWriter {
+    pub fn new(config: &ClientConfig, topic: &str) -> Result<Self, OffsetSyncError> {
+        let failed = Arc::new(Mutex::new(None));
+        let producer = config
+            .clone()
+            .set("enable.idempotence", "true")
+            .set("enable.gapless.guarantee", "true")
+            .set("message.timeout.ms", "0")
+            .set("linger.ms", "50")
+            .set("compression.type", "lz4")
+            .create_with_context(WriterContext {
+                failed: failed.clone(),
+            })
+            .map_err(|e| OffsetSyncError::kafka("creating offset map writer", e))?;
+        Ok(Self {
+            topic: topic.to_string(),
+            producer,
+            failed,
+        })
+    }
+
+    /// Queues updates of one source partition, in order.
+    pub fn write(
+        &self,
+        source_topic: &str,
+        partition: i32,
+        updates: Vec<MapUpdate>,
+    ) -> Result<(), OffsetSyncError> {
+        for update in updates {
+            let record = MapRecord {
+                topic: source_topic.to_string(),
+                partition,
+                update,
+            };
+            let (key, value) = (record.key(), record.value());
+            let mut pending = BaseRecord::to(&self.topic).key(&key).payload(&value);
+            loop {
+                match self.producer.send(pending) {
+                    Ok(()) => break,
+                    Err((e, returned))
+                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                    {
+                        pending = returned;
+                        self.producer.poll(Duration::from_millis(10));
+                    }
+                    Err((e, _)) => {
+                        return Err(OffsetSyncError::Write {
+                            topic: self.topic.clone(),
+                            reason: e.to_string(),
+                        })
+                    }
+                }
+            }
+        }
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+
+    /// Serves delivery reports; an error if any update failed.
+    pub fn check(&self) -> Result<(), OffsetSyncError> {
+        self.producer.poll(Duration::ZERO);
+        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        match &*failed {
+            Some(reason) => Err(OffsetSyncError::Write {
+                topic: self.topic.clone(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for queued updates, e.g. before shutdown.
+    pub fn flush(&self, timeout: Duration) -> Result<(), OffsetSyncError> {
+        self.producer
+            .flush(timeout)
+            .map_err(|e| OffsetSyncError::kafka(format!("flushing {}", self.topic), e))?;
+        self.check()
+    }
+}

@@ -1,0 +1,234 @@
+//! `strait offsets translate`: a group's committed source offsets, translated exactly to
+//! the target with the flow's offset map, and optionally written to the target group.
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use strait_offset_sync::groups::{self, GroupClient, Offsets, PartitionResult};
+use strait_offset_sync::FlowIndex;
+use strait_replicator::{client_config, copies_on_target};
+
+use crate::config::Config;
+use crate::OutputFormat;
+
+pub struct TranslateArgs {
+    pub flow: String,
+    pub group: String,
+    pub apply: bool,
+    pub force: bool,
+    pub output: OutputFormat,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    flow: &'a str,
+    group: &'a str,
+    /// "source" when the committed offsets were read from the source cluster,
+    /// "checkpoints" when the source was unreachable and the last checkpoints were used.
+    offsets_from: &'static str,
+    applied: bool,
+    partitions: &'a [PartitionResult],
+}
+
+pub fn translate(config: &Config, args: &TranslateArgs) -> Result<()> {
+    let flow = config.flows.get(&args.flow).with_context(|| {
+        format!(
+            "--flow: no flow '{}' in the config (flows: {})",
+            args.flow,
+            config.flows.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    if !flow.offset_sync.enabled {
+        bail!(
+            "flows.{}.offset_sync.enabled is false: this flow keeps no offset map",
+            args.flow
+        );
+    }
+    let spec = config
+        .flow_specs()?
+        .into_iter()
+        .find(|s| s.name == args.flow)
+        .context("flow spec")?;
+    let (source, target) = (client_config(&spec.source), client_config(&spec.target));
+    let map_topic = flow.map_topic(&args.flow);
+
+    let mut index = FlowIndex::load(&target, &map_topic).with_context(|| {
+        format!(
+            "reading the offset map {map_topic} on '{}'",
+            spec.target.name
+        )
+    })?;
+    if index.partitions().next().is_none() {
+        bail!(
+            "the offset map {map_topic} on '{}' is empty: has `strait run` replicated flow '{}' yet?",
+            spec.target.name,
+            args.flow
+        );
+    }
+    // The persisted map may trail the copies by up to a commit interval (or more after a
+    // crash): read the copies after it back from the target, so the answer is never
+    // based on a map that is behind the data.
+    let tails: Vec<(String, i32, i64)> = index
+        .partitions()
+        .filter_map(|(t, p, m)| m.coverage().map(|c| (t.to_string(), p, c.target_next)))
+        .collect();
+    for (topic, partition, from) in tails {
+        let target_topic = spec.naming.target_topic(&spec.source.name, &topic);
+        let copies = copies_on_target(
+            &spec.target,
+            &spec.source.name,
+            &topic,
+            &target_topic,
+            partition,
+            from,
+        )
+        .with_context(|| format!("reading copies of {topic}[{partition}] on the target"))?;
+        index.add_copies(&topic, partition, &copies);
+    }
+
+    let partitions: Vec<(String, i32)> = index
+        .partitions()
+        .map(|(t, p, _)| (t.to_string(), p))
+        .collect();
+    let (committed, log_starts, offsets_from) =
+        match source_offsets(&source, &args.group, &partitions) {
+            Ok((committed, log_starts)) => (committed, log_starts, "source"),
+            Err(e) => {
+                eprintln!(
+                    "source cluster '{}' unreachable ({e:#}); using the last checkpoints on '{}'",
+                    spec.source.name, spec.target.name
+                );
+                let checkpoint_topic = flow.checkpoint_topic(&args.flow);
+                let checkpoints = groups::load_checkpoints(&target, &checkpoint_topic)
+                    .with_context(|| format!("reading checkpoints from {checkpoint_topic}"))?;
+                let committed: Offsets = checkpoints
+                    .into_values()
+                    .filter(|c| c.group == args.group)
+                    .map(|c| ((c.topic, c.partition), c.source_offset))
+                    .collect();
+                (committed, Offsets::new(), "checkpoints")
+            }
+        };
+    if committed.is_empty() {
+        bail!(
+            "group '{}' has no committed offsets on the topics of flow '{}' (read from the {offsets_from})",
+            args.group,
+            args.flow
+        );
+    }
+    let rename = |t: &str| spec.naming.target_topic(&spec.source.name, t);
+    let mut results = groups::translate_group(&index, &committed, &log_starts, &rename);
+    if args.apply {
+        let client = GroupClient::new(&target, &args.group)?;
+        groups::apply(&client, &mut results, args.force).with_context(|| {
+            format!(
+                "writing offsets of group '{}' on '{}'",
+                args.group, spec.target.name
+            )
+        })?;
+    }
+
+    let report = Report {
+        flow: &args.flow,
+        group: &args.group,
+        offsets_from,
+        applied: args.apply,
+        partitions: &results,
+    };
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Text => print_text(&report, &spec.source.name, &spec.target.name),
+    }
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| !r.outcome.is_ok())
+        .map(|r| format!("{}[{}]", r.topic, r.partition))
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "{} partition(s) not {}: {}",
+            failed.len(),
+            if args.apply { "applied" } else { "translated" },
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn source_offsets(
+    source: &rdkafka::ClientConfig,
+    group: &str,
+    partitions: &[(String, i32)],
+) -> Result<(Offsets, Offsets)> {
+    let client = GroupClient::new(source, group)?;
+    let committed = client.committed(partitions)?;
+    let wanted: Vec<(String, i32)> = committed.keys().cloned().collect();
+    let log_starts = client.log_starts(&wanted)?;
+    Ok((committed, log_starts))
+}
+
+fn print_text(report: &Report<'_>, source: &str, target: &str) {
+    println!(
+        "flow {} ({source} → {target}), group {}: committed offsets read from the {}{}",
+        report.flow,
+        report.group,
+        match report.offsets_from {
+            "source" => "source cluster",
+            _ => "last checkpoints (source unreachable)",
+        },
+        if report.applied {
+            ""
+        } else {
+            " (dry run: add --apply to write)"
+        }
+    );
+    let rows: Vec<[String; 5]> = report
+        .partitions
+        .iter()
+        .map(|r| {
+            let source_offset = match (r.source_offset, r.source_log_start) {
+                (Some(c), Some(low)) => format!("{c} (log start {low})"),
+                (Some(c), None) => c.to_string(),
+                (None, _) => "-".into(),
+            };
+            let status = serde_json::to_value(r.outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
+                .unwrap_or_default();
+            let status = match (r.outcome, r.target_committed) {
+                (groups::Outcome::WouldRewind, Some(c)) => {
+                    format!("{status} (target group at {c}; --force)")
+                }
+                _ => status,
+            };
+            [
+                format!("{}[{}]", r.topic, r.partition),
+                source_offset,
+                format!("{}[{}]", r.target_topic, r.partition),
+                r.target_offset.map_or("-".into(), |t| t.to_string()),
+                status,
+            ]
+        })
+        .collect();
+    let header = ["SOURCE", "COMMITTED", "TARGET", "TARGET OFFSET", "STATUS"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 5]| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header);
+    for row in &rows {
+        line([&row[0], &row[1], &row[2], &row[3], &row[4]]);
+    }
+}
