@@ -92,7 +92,6 @@ struct Checkpointer {
     writer: groups::CheckpointWriter,
     /// Last checkpoint written per (group, topic, partition).
     written: BTreeMap<(String, String, i32), Checkpoint>,
-    source_clients: HashMap<String, GroupClient>,
     /// Reads source log starts (its group is never used).
     source_reader: GroupClient,
     /// Groups whose refusal was logged, with the reason, so it is logged once per change.
@@ -112,7 +111,6 @@ impl Checkpointer {
             index: FlowIndex::load(&spec.target, &spec.map_topic)?,
             writer: groups::CheckpointWriter::new(&spec.target, &spec.checkpoint_topic)?,
             written,
-            source_clients: HashMap::new(),
             source_reader: GroupClient::new(&spec.source, "strait-log-start-reader-unused")?,
             refused: HashMap::new(),
         })
@@ -142,13 +140,9 @@ impl Checkpointer {
         let (mut groups_done, mut exact, mut pending) = (0u64, 0u64, 0u64);
         let mut checkpoints = Vec::new();
         for group in &selected {
-            let client = match self.source_clients.entry(group.clone()) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(GroupClient::new(&spec.source, group)?)
-                }
-            };
-            let committed = client.committed(&partitions)?;
+            // A client per group and round: librdkafka reads offsets only for its own
+            // group.id, and keeping one per group would hold threads for every group.
+            let committed = GroupClient::new(&spec.source, group)?.committed(&partitions)?;
             if committed.is_empty() {
                 continue;
             }

@@ -80,6 +80,8 @@ pub fn ensure_compacted_topic(
 pub struct FlowIndex {
     topic: String,
     consumer: BaseConsumer,
+    /// Offset of the map topic up to which updates have been applied.
+    read_to: Option<i64>,
     partitions: BTreeMap<(String, i32), OffsetIndex>,
 }
 
@@ -103,6 +105,7 @@ impl FlowIndex {
         let mut index = Self {
             topic: topic.to_string(),
             consumer,
+            read_to: None,
             partitions: BTreeMap::new(),
         };
         index.catch_up()?;
@@ -112,14 +115,17 @@ impl FlowIndex {
     /// Applies every update written since the last call (up to the current end).
     pub fn catch_up(&mut self) -> Result<usize, OffsetSyncError> {
         let context = || format!("reading the offset map {}", self.topic);
-        let high = match self.consumer.fetch_watermarks(&self.topic, 0, READ_STALL) {
-            Ok((_, high)) => high,
+        let (low, high) = match self.consumer.fetch_watermarks(&self.topic, 0, READ_STALL) {
+            Ok(w) => w,
             Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
                 return Ok(0)
             }
             Err(e) => return Err(OffsetSyncError::kafka(context(), e)),
         };
         let mut applied = 0;
+        if high <= low || self.read_to.is_some_and(|r| r >= high) {
+            return Ok(0);
+        }
         let mut last_progress = Instant::now();
         loop {
             let position = self
@@ -129,6 +135,7 @@ impl FlowIndex {
                 .and_then(|p| p.find_partition(&self.topic, 0).map(|e| e.offset()));
             if let Some(Offset::Offset(p)) = position {
                 if p >= high {
+                    self.read_to = Some(p);
                     break;
                 }
             }
@@ -143,6 +150,7 @@ impl FlowIndex {
                             .apply(record.update);
                         applied += 1;
                     }
+                    self.read_to = Some(msg.offset() + 1);
                     if msg.offset() + 1 >= high {
                         break;
                     }

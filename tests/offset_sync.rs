@@ -1,0 +1,498 @@
+//! Exact consumer-group offset translation, against the real test clusters.
+//!
+//! The check is always the application's view: what a group read on the primary, followed
+//! by what it reads on the secondary after the translated offsets were applied, must be
+//! exactly the primary's records: none missing, none twice.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rand::Rng;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+/// How a group stops: what it commits after reading.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// Commit exactly this offset (an application committing `record.offset + 1`, or
+    /// rewinding, can commit any offset, also one inside a gap).
+    At(i64),
+    /// Read this many records, then commit the consumer's position (which librdkafka and
+    /// the Java client move past transaction markers).
+    AfterReading(usize),
+}
+
+/// Makes `group` commit on `topic`[`partition`] of the primary the way `stop` says;
+/// returns the committed offset.
+fn stop_group(group: &str, topic: &str, partition: i32, stop: Stop) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", PRIMARY)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    match stop {
+        Stop::At(offset) => {
+            tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+                .unwrap();
+            consumer.commit(&tpl, CommitMode::Sync).unwrap();
+            offset
+        }
+        Stop::AfterReading(n) => {
+            tpl.add_partition_offset(topic, partition, Offset::Beginning)
+                .unwrap();
+            consumer.assign(&tpl).unwrap();
+            let mut read = 0;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while read < n {
+                assert!(Instant::now() < deadline, "reading {n} records of {topic}");
+                if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                    m.unwrap();
+                    read += 1;
+                }
+            }
+            // One more poll so librdkafka steps over a marker right after the last record,
+            // as an application polling in a loop would.
+            let _ = consumer.poll(Duration::from_millis(300));
+            let position = consumer.position().unwrap();
+            let offset = match position.find_partition(topic, partition).unwrap().offset() {
+                Offset::Offset(o) => o,
+                other => panic!("no position after reading: {other:?}"),
+            };
+            consumer.commit(&position, CommitMode::Sync).unwrap();
+            offset
+        }
+    }
+}
+
+/// Source offsets a group with committed offset `committed` has not read yet.
+fn unread(source: &[Rec], committed: i64) -> Vec<i64> {
+    source
+        .iter()
+        .map(|r| r.offset)
+        .filter(|o| *o >= committed)
+        .collect()
+}
+
+/// Resumes `group` on the secondary from its committed offset and returns the source
+/// offsets (from provenance headers) of everything it reads up to the end.
+fn resume_on_secondary(group: &str, topic: &str, partition: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", SECONDARY)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        // No committed offset must fail loudly, not silently start somewhere.
+        .set("auto.offset.reset", "error")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Stored)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let (_, high) = watermarks(SECONDARY, topic, partition);
+    // Strait writes the target without transactions, so its offsets have no gaps: the
+    // group is done when the offset after the last record read reaches the end.
+    let mut next = committed_on_secondary(group, topic, partition)
+        .unwrap_or_else(|| panic!("group {group} has no committed offset on {topic}[{partition}]"));
+    let mut read = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while next < high {
+        assert!(
+            Instant::now() < deadline,
+            "group {group} did not reach the end of {topic}[{partition}]"
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                next = m.offset() + 1;
+                let rec = Rec {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: None,
+                    value: None,
+                    headers: rdkafka::message::Headers::iter(m.headers().unwrap())
+                        .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                        .collect(),
+                    timestamp: None,
+                };
+                read.push(rec.provenance_offset().expect("provenance header"));
+            }
+            Some(Err(e)) => panic!("group {group} on the secondary: {e}"),
+            None => {}
+        }
+    }
+    read
+}
+
+/// Runs `strait offsets translate`; returns (exit code, stdout, stderr).
+fn translate(
+    config: &std::path::Path,
+    flow: &str,
+    group: &str,
+    extra: &[&str],
+) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args(["offsets", "translate", "--config"])
+        .arg(config)
+        .args(["--flow", flow, "--group", group])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `translate --apply`, retried while the answer is still pending (the map is persisted
+/// once per commit interval).
+fn apply_until_exact(config: &std::path::Path, flow: &str, group: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, out, err) = translate(config, flow, group, &["--apply"]);
+        if code == 0 {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline && out.contains("pending"),
+            "translate --apply for {group} failed ({code}):\n{out}\n{err}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Committed transactions (with markers), aborted ones, and plain records, ending on a
+/// commit marker, in one partition.
+fn write_transactions(topic: &str) {
+    let tp: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", PRIMARY)
+        .set("transactional.id", unique("strait-test-txn"))
+        .create()
+        .unwrap();
+    tp.init_transactions(Duration::from_secs(30)).unwrap();
+    let plain = producer(PRIMARY);
+    let mut n = 0;
+    for (batch, (size, commit)) in [(40, true), (25, false), (30, true), (15, false), (20, true)]
+        .into_iter()
+        .enumerate()
+    {
+        for _ in 0..10 {
+            let out = Out {
+                partition: 0,
+                key: Some(format!("plain-{n}").into_bytes()),
+                value: Some(b"plain".to_vec()),
+                headers: vec![],
+                timestamp: None,
+            };
+            send(&plain, topic, &out);
+            n += 1;
+        }
+        flush(&plain);
+        tp.begin_transaction().unwrap();
+        for i in 0..size {
+            let value = format!("batch {batch} record {i}");
+            tp.send(
+                BaseRecord::<str, str>::to(topic)
+                    .partition(0)
+                    .key("k")
+                    .payload(&value),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        }
+        tp.flush(Duration::from_secs(30)).unwrap();
+        if commit {
+            tp.commit_transaction(Duration::from_secs(30)).unwrap();
+        } else {
+            tp.abort_transaction(Duration::from_secs(30)).unwrap();
+        }
+    }
+}
+
+/// A single-partition compacted topic whose log has offset gaps.
+fn write_compacted_with_gaps(topic: &str) {
+    create_topic(
+        PRIMARY,
+        topic,
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.ms", "100"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("min.compaction.lag.ms", "0"),
+        ],
+    );
+    let p = producer(PRIMARY);
+    for round in 0..6 {
+        for key in 0..60 {
+            let out = Out {
+                partition: 0,
+                key: Some(format!("key-{key}").into_bytes()),
+                value: Some(format!("round {round}").into_bytes()),
+                headers: vec![],
+                timestamp: None,
+            };
+            send(&p, topic, &out);
+        }
+        flush(&p);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut previous = 0usize;
+    wait_until(
+        Duration::from_secs(90),
+        "compaction to leave gaps and settle",
+        || {
+            let records = count_all(PRIMARY, topic);
+            let spanned = end_offsets(PRIMARY, topic) as usize;
+            let settled = records == previous && records < spanned;
+            previous = records;
+            if !settled {
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            settled
+        },
+    );
+}
+
+/// Offsets where something interesting starts or ends: the first record after each gap,
+/// the gap's own offsets, and the end.
+fn gap_points(records: &[Rec], end: i64) -> Vec<i64> {
+    let mut points = Vec::new();
+    for w in records.windows(2) {
+        let (a, b) = (w[0].offset, w[1].offset);
+        if b > a + 1 {
+            points.extend([a + 1, b, (a + 1 + b) / 2]);
+        }
+    }
+    points.push(end);
+    points
+}
+
+#[test]
+fn cut_over_sweep_is_exact() {
+    let compacted = unique("sweep-compacted");
+    let txn = unique("sweep-txn");
+    create_topic(PRIMARY, &txn, 1, &[]);
+    write_transactions(&txn);
+    write_compacted_with_gaps(&compacted);
+
+    let strait = Strait::start(&flow_config(
+        "sweep",
+        &format!("{compacted}|{txn}"),
+        "identity",
+        "[flows.sweep.offset_sync]\nsync_group_offsets = false\ncheckpoint_interval = \"1s\"",
+    ));
+    let mut sources = BTreeMap::new();
+    for topic in [&compacted, &txn] {
+        let records = read_all(PRIMARY, topic).remove(&0).unwrap_or_default();
+        let want = records.len();
+        wait_until(Duration::from_secs(60), &format!("{topic} copied"), || {
+            partition_count(SECONDARY, topic).is_some() && count_all(SECONDARY, topic) >= want
+        });
+        sources.insert(topic.clone(), records);
+    }
+
+    // Stop points: every gap boundary of both topics (compaction gaps; transaction markers
+    // and aborted ranges), the log start and end, reads of random length, and random
+    // offsets.
+    let mut rng = rand::rng();
+    let mut stops: Vec<(String, Stop)> = Vec::new();
+    for (topic, records) in &sources {
+        let (_, end) = watermarks(PRIMARY, topic, 0);
+        stops.push((topic.clone(), Stop::At(0)));
+        for point in gap_points(records, end) {
+            stops.push((topic.clone(), Stop::At(point)));
+        }
+        for _ in 0..4 {
+            stops.push((
+                topic.clone(),
+                Stop::AfterReading(rng.random_range(1..=records.len())),
+            ));
+            stops.push((topic.clone(), Stop::At(rng.random_range(0..=end))));
+        }
+    }
+    assert!(stops.len() >= 20, "only {} stop points", stops.len());
+
+    let mut checked = 0;
+    for (i, (topic, stop)) in stops.iter().enumerate() {
+        let group = unique(&format!("sweep-app-{i}"));
+        let committed = stop_group(&group, topic, 0, *stop);
+        apply_until_exact(&strait.config, "sweep", &group);
+        let read = resume_on_secondary(&group, topic, 0);
+        let expected = unread(&sources[topic], committed);
+        assert_eq!(
+            read, expected,
+            "{topic} stopped {stop:?} (committed {committed}): the secondary must continue \
+             with exactly the unread source records"
+        );
+        checked += 1;
+    }
+    eprintln!("{checked} stop points exact");
+}
+
+/// The target group's committed offset on one partition, if any.
+fn committed_on_secondary(group: &str, topic: &str, partition: i32) -> Option<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", SECONDARY)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let c = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    match c.find_partition(topic, partition)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
+/// Group states (active, excluded, never committed), idle and empty topics, and an offset
+/// below the source log start; with `prefix` naming and the daemon's group sync.
+#[test]
+fn group_states_and_edge_cases() {
+    let busy = unique("states-busy");
+    let empty = unique("states-empty");
+    create_topic(PRIMARY, &busy, 2, &[]);
+    create_topic(PRIMARY, &empty, 1, &[]);
+    produce_simple(PRIMARY, &busy, 2, 400, "states");
+    let (busy_t, empty_t) = (format!("primary.{busy}"), format!("primary.{empty}"));
+
+    let synced = unique("states-synced");
+    let excluded = unique("states-excluded");
+    let active = unique("states-active");
+    let low = unique("states-below-log-start");
+    let on_empty = unique("states-on-empty");
+    let strait = Strait::start(&flow_config(
+        "states",
+        &format!("{busy}|{empty}"),
+        "prefix",
+        &format!(
+            "[flows.states.offset_sync]\nsync_group_offsets = true\ncheckpoint_interval = \"1s\"\n\
+             groups = [\"states-.*\"]\ngroups_exclude = [\"{excluded}\"]"
+        ),
+    ));
+    wait_until(Duration::from_secs(60), "copied", || {
+        partition_count(SECONDARY, &busy_t).is_some() && count_all(SECONDARY, &busy_t) >= 400
+    });
+    let sources = read_all(PRIMARY, &busy);
+
+    // An idle, fully read topic; a group mid-way; an excluded group.
+    let (_, end0) = watermarks(PRIMARY, &busy, 0);
+    stop_group(&synced, &busy, 0, Stop::At(end0));
+    stop_group(&synced, &busy, 1, Stop::At(37));
+    stop_group(&excluded, &busy, 0, Stop::At(10));
+    stop_group(&on_empty, &empty, 0, Stop::At(0));
+
+    // The daemon writes the translated offsets of included, empty groups on its own.
+    wait_until(
+        Duration::from_secs(30),
+        "the daemon to sync the included group",
+        || {
+            committed_on_secondary(&synced, &busy_t, 1).is_some()
+                && committed_on_secondary(&synced, &busy_t, 0).is_some()
+        },
+    );
+    assert_eq!(
+        resume_on_secondary(&synced, &busy_t, 0),
+        Vec::<i64>::new(),
+        "caught up"
+    );
+    assert_eq!(
+        resume_on_secondary(&synced, &busy_t, 1),
+        unread(&sources[&1], 37)
+    );
+    assert_eq!(
+        committed_on_secondary(&excluded, &busy_t, 0),
+        None,
+        "excluded group written"
+    );
+
+    // An empty topic translates to its start, with the CLI's JSON output.
+    let (code, out, err) = translate(&strait.config, "states", &on_empty, &["--output", "json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let row = report["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["topic"] == empty.as_str())
+        .unwrap_or_else(|| panic!("no row for {empty}: {out}"))
+        .clone();
+    assert_eq!(row["target_topic"], empty_t.as_str());
+    assert_eq!(row["target_offset"], 0);
+    assert_eq!(row["outcome"], "exact");
+
+    // A group that never committed: a clear error, non-zero exit.
+    let (code, out, err) = translate(&strait.config, "states", &unique("states-never"), &[]);
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("no committed offsets"), "{err}");
+
+    // A group with active members on the secondary is refused and left untouched.
+    let member: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", SECONDARY)
+        .set("group.id", &active)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    member.subscribe(&[&busy_t]).unwrap();
+    wait_until(Duration::from_secs(30), "the member to join", || {
+        let _ = member.poll(Duration::from_millis(100));
+        !member.assignment().unwrap().elements().is_empty()
+    });
+    stop_group(&active, &busy, 0, Stop::At(5));
+    let (code, out, err) = translate(&strait.config, "states", &active, &["--apply"]);
+    assert_ne!(code, 0, "an active group must not be written:\n{out}");
+    assert!(out.contains("group active"), "{out}\n{err}");
+    assert_eq!(
+        committed_on_secondary(&active, &busy_t, 0),
+        None,
+        "active group was written"
+    );
+    drop(member);
+
+    // Below the source log start: the group would resume at the log start on the
+    // primary, so it resumes at the copy of the log start on the secondary.
+    stop_group(&low, &busy, 0, Stop::At(3));
+    let mut before = TopicPartitionList::new();
+    before
+        .add_partition_offset(&busy, 0, Offset::Offset(50))
+        .unwrap();
+    futures::executor::block_on(
+        admin(PRIMARY).delete_records(&before, &rdkafka::admin::AdminOptions::new()),
+    )
+    .unwrap();
+    let out = apply_until_exact(&strait.config, "states", &low);
+    assert!(out.contains("log start 50"), "{out}");
+    assert_eq!(
+        resume_on_secondary(&low, &busy_t, 0),
+        unread(&sources[&0], 50),
+        "resumes at the copy of the log start"
+    );
+
+    // Metrics of the checkpointer.
+    let metrics = strait.metrics();
+    for name in [
+        "strait_checkpoint_age_seconds",
+        "strait_groups_translated",
+        "strait_offset_map_segments",
+        "strait_group_offset_writes_total",
+    ] {
+        assert!(
+            metric_value(&metrics, name, "flow=\"states\"").is_some(),
+            "{name} missing:\n{metrics}"
+        );
+    }
+}
