@@ -4,6 +4,8 @@
 //! by what it reads on the secondary after the translated offsets were applied, must be
 //! exactly the primary's records: none missing, none twice.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
