@@ -66,10 +66,12 @@ fn resume(group: &str, topic: &str, partitions: i32) -> Vec<Vec<i64>> {
         .unwrap();
     consumer.assign(&tpl).unwrap();
     let mut next: Vec<i64> = (0..partitions)
-        .map(|p| match committed.find_partition(topic, p).unwrap().offset() {
-            Offset::Offset(o) => o,
-            other => panic!("{group} has no committed offset on {topic}[{p}]: {other:?}"),
-        })
+        .map(
+            |p| match committed.find_partition(topic, p).unwrap().offset() {
+                Offset::Offset(o) => o,
+                other => panic!("{group} has no committed offset on {topic}[{p}]: {other:?}"),
+            },
+        )
         .collect();
     let high: Vec<i64> = (0..partitions)
         .map(|p| watermarks(SECONDARY, topic, p).1)
@@ -123,9 +125,7 @@ fn failover_translates_from_the_secondary_alone() {
         count_all(SECONDARY, &target) >= 6_000
     });
     let sources = read_all(PRIMARY, &topic);
-    let stops: Vec<(i32, i64)> = (0..3)
-        .map(|p| (p, [1, 1_234, 1_999][p as usize]))
-        .collect();
+    let stops: Vec<(i32, i64)> = (0..3).map(|p| (p, [1, 1_234, 1_999][p as usize])).collect();
     commit_on_primary(&group, &topic, &stops);
 
     // Wait for a checkpoint of exactly these offsets, then the disaster: Strait and the
@@ -155,9 +155,18 @@ fn failover_translates_from_the_secondary_alone() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
     );
-    assert!(out.status.success(), "translate --apply failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("last checkpoints"), "not from checkpoints:\n{stdout}");
-    assert!(stdout.contains(&target), "offsets must land on the renamed topic:\n{stdout}");
+    assert!(
+        out.status.success(),
+        "translate --apply failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("last checkpoints"),
+        "not from checkpoints:\n{stdout}"
+    );
+    assert!(
+        stdout.contains(&target),
+        "offsets must land on the renamed topic:\n{stdout}"
+    );
 
     let read = resume(&group, &target, 3);
     for (p, stop) in stops {
