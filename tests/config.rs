@@ -173,3 +173,57 @@ fn every_example_config_is_valid() {
     }
     assert!(seen >= 3, "examples found: {seen}");
 }
+
+#[test]
+fn offset_sync_settings_are_validated() {
+    let base = "topics = [\".*\"]\nnaming = \"prefix\"\n";
+    assert_rejected(
+        &flow(&format!("{base}provenance_header = false")),
+        &["flows.dr.offset_sync.enabled", "provenance_header"],
+    );
+    let (ok, text) = check(
+        &flow(&format!(
+            "{base}provenance_header = false\n[flows.dr.offset_sync]\nenabled = false"
+        )),
+        &[],
+    );
+    assert!(ok, "offset sync off without the header is fine: {text}");
+    assert_rejected(
+        &flow(&format!(
+            "{base}[flows.dr.offset_sync]\ngroups = [\"app(\"]"
+        )),
+        &["flows.dr.offset_sync.groups[0]", "app("],
+    );
+    assert_rejected(
+        &flow(&format!(
+            "{base}[flows.dr.offset_sync]\nmap_topic = \"bad topic\""
+        )),
+        &["flows.dr.offset_sync.map_topic", "bad topic"],
+    );
+    assert_rejected(
+        &flow(&format!(
+            "{base}[flows.dr.offset_sync]\ncheckpoint_interval = \"100ms\""
+        )),
+        &["flows.dr.offset_sync.checkpoint_interval"],
+    );
+    assert_rejected(
+        &flow(&format!("{base}[flows.dr.offset_sync]\ngroup = [\".*\"]")),
+        &["group"],
+    );
+    // Two flows into one cluster cannot share a map topic.
+    let two = format!(
+        "{CLUSTERS}\n[clusters.third]\nbootstrap_servers = \"127.0.0.1:39092\"\n\
+         [flows.a]\nsource = \"primary\"\ntarget = \"secondary\"\ntopics = [\"x\"]\nnaming = \"prefix\"\n\
+         [flows.a.offset_sync]\nmap_topic = \"__strait.shared\"\n\
+         [flows.b]\nsource = \"third\"\ntarget = \"secondary\"\ntopics = [\"y\"]\nnaming = \"prefix\"\n\
+         [flows.b.offset_sync]\nmap_topic = \"__strait.shared\"\n"
+    );
+    assert_rejected(
+        &two,
+        &[
+            "flows.b.offset_sync.map_topic",
+            "__strait.shared",
+            "flow 'a'",
+        ],
+    );
+}

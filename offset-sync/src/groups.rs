@@ -184,7 +184,8 @@ pub struct PartitionResult {
     pub outcome: Outcome,
 }
 
-/// Translates a group's committed offsets with the map. Pure: no I/O.
+/// Translates a group's committed offsets with the map, for every partition of the topics
+/// it committed on. Pure: no I/O.
 ///
 /// `log_starts` (when the source is reachable) lifts an offset below the source log start
 /// to the log start, since those records no longer exist on the source either.
@@ -194,8 +195,13 @@ pub fn translate_group(
     log_starts: &Offsets,
     rename: &dyn Fn(&str) -> String,
 ) -> Vec<PartitionResult> {
+    // Partitions of topics the group never committed on are left out: a flow may copy
+    // hundreds of topics, and a group reads a few.
+    let topics: std::collections::BTreeSet<&str> =
+        committed.keys().map(|(t, _)| t.as_str()).collect();
     index
         .partitions()
+        .filter(|(topic, _, _)| topics.contains(topic))
         .map(|(topic, partition, map)| {
             let key = (topic.to_string(), partition);
             let source_offset = committed.get(&key).copied();
