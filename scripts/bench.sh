@@ -2,7 +2,16 @@
 # Backlog-copy benchmark: Strait versus the minimal rdkafka loop (this machine's ceiling),
 # alternating runs on fresh test clusters. Prints a Markdown table with medians.
 #   scripts/bench.sh [RECORDS] [RECORD_BYTES] [PARTITIONS] [RUNS]   (1000000 1024 12 3)
+#   scripts/bench.sh --offset-sync [same arguments]
+#     Strait with offset sync on versus off instead of versus the ceiling, on a backlog
+#     written in transactions of 1000 records (a commit marker, i.e. an offset gap, in
+#     every partition every ~83 records with 12 partitions); also prints the offset map
+#     topic's size and the checkpoint lag.
 set -euo pipefail
+if [[ "${1:-}" == "--offset-sync" ]]; then
+  shift
+  export STRAIT_BENCH_SYSTEMS="strait,strait-nosync" STRAIT_BENCH_TXN="${STRAIT_BENCH_TXN:-1000}"
+fi
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 cleanup() { scripts/kafka.sh stop || true; }

@@ -117,7 +117,9 @@ impl Checkpointer {
     }
 
     fn round(&mut self, spec: &CheckpointSpec) -> Result<(), OffsetSyncError> {
+        let started = Instant::now();
         self.index.catch_up()?;
+        debug!(flow = %spec.flow, elapsed = ?started.elapsed(), "offset map read");
         let labels = [("flow", spec.flow.clone())];
         metrics::gauge!("strait_offset_map_segments", &labels)
             .set(self.index.segment_count() as f64);
@@ -133,7 +135,6 @@ impl Checkpointer {
             .into_iter()
             .filter(|g| spec.groups.selects(g))
             .collect();
-        let log_starts = self.source_reader.log_starts(&partitions)?;
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
@@ -146,6 +147,8 @@ impl Checkpointer {
             if committed.is_empty() {
                 continue;
             }
+            let wanted: Vec<(String, i32)> = committed.keys().cloned().collect();
+            let log_starts = self.source_reader.log_starts(&wanted);
             let mut results =
                 groups::translate_group(&self.index, &committed, &log_starts, spec.rename.as_ref());
             groups_done += 1;
@@ -181,6 +184,7 @@ impl Checkpointer {
                 self.sync_group(spec, group, &mut results)?;
             }
         }
+        debug!(flow = %spec.flow, groups = groups_done, written = checkpoints.len(), elapsed = ?started.elapsed(), "checkpoint round");
         self.writer.write(&checkpoints)?;
         for c in checkpoints {
             self.written

@@ -103,23 +103,34 @@ impl GroupClient {
         })
     }
 
-    /// Earliest offsets of `partitions` (their log start).
-    pub fn log_starts(&self, partitions: &[(String, i32)]) -> Result<Offsets, OffsetSyncError> {
-        partitions
-            .iter()
-            .map(|(topic, partition)| {
-                let (low, _) = self
-                    .consumer
-                    .fetch_watermarks(topic, *partition, REQUEST_TIMEOUT)
-                    .map_err(|e| {
-                        OffsetSyncError::kafka(
-                            format!("reading log start of {topic}[{partition}]"),
-                            e,
-                        )
-                    })?;
-                Ok(((topic.clone(), *partition), low))
-            })
-            .collect()
+    /// Earliest offsets of `partitions` (their log start), in one request per broker.
+    /// Partitions whose log start cannot be read (a deleted topic, say) are left out.
+    pub fn log_starts(&self, partitions: &[(String, i32)]) -> Offsets {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            // ListOffsets with the "earliest" timestamp answers the log start.
+            if tpl
+                .add_partition_offset(topic, *partition, Offset::Beginning)
+                .is_err()
+            {
+                return Offsets::new();
+            }
+        }
+        match self.consumer.offsets_for_times(tpl, REQUEST_TIMEOUT) {
+            Ok(found) => found
+                .elements()
+                .iter()
+                .filter(|e| e.error().is_ok())
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                    _ => None,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::debug!(group = %self.group, error = %e, "log start offsets not readable");
+                Offsets::new()
+            }
+        }
     }
 }
 

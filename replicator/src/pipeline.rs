@@ -316,6 +316,14 @@ impl RebalanceContext {
         let committed = consumer
             .committed_offsets(tpl.clone(), COMMIT_TIMEOUT)
             .map_err(|e| ReplicatorError::kafka("reading committed offsets", e))?;
+        if let Some(index) = &self.persisted {
+            // Read the map up to its current end once per assignment: another instance
+            // may have owned these partitions until just now.
+            index
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .catch_up()?;
+        }
         for elem in committed.elements() {
             let (source_topic, partition) = (elem.topic().to_string(), elem.partition());
             let target_topic = self
@@ -420,8 +428,7 @@ impl RebalanceContext {
         Ok(())
     }
 
-    /// The persisted map's coverage of a partition, read up to the current end of the map
-    /// topic (another instance may have owned the partition until just now).
+    /// The persisted map's coverage of a partition, as of the last catch-up.
     fn persisted_coverage(
         &self,
         source_topic: &str,
@@ -430,8 +437,7 @@ impl RebalanceContext {
         let Some(index) = &self.persisted else {
             return Ok(None);
         };
-        let mut index = index.lock().unwrap_or_else(|p| p.into_inner());
-        index.catch_up()?;
+        let index = index.lock().unwrap_or_else(|p| p.into_inner());
         Ok(index.persisted_coverage(source_topic, partition))
     }
 
@@ -508,6 +514,21 @@ impl RebalanceContext {
     }
 }
 
+/// Serves every delivery report that has arrived. rdkafka's `poll(Duration::ZERO)`
+/// serves at most one event, which is one produce batch's reports; polled once per tick,
+/// acknowledgements trailed the target by seconds on a backlog (and the unserved reports
+/// count against the producer queue's bound).
+fn serve_delivery_reports(producer: &BaseProducer<DeliveryContext>) {
+    // Bounded, so that a steady stream of reports cannot starve the consumer.
+    for _ in 0..10_000 {
+        let before = producer.in_flight_count();
+        producer.poll(Duration::ZERO);
+        if before == 0 || producer.in_flight_count() >= before {
+            return;
+        }
+    }
+}
+
 /// Moves each assigned partition's handled position forward and hands the offset map's
 /// changes to the map writer (when offset sync is on), for every partition or only those
 /// in `only`.
@@ -522,7 +543,7 @@ fn advance_and_persist<C: ConsumerContext>(
     writer: Option<&MapWriter>,
     only: Option<&[(String, i32)]>,
 ) -> Result<(), ReplicatorError> {
-    producer.poll(Duration::ZERO);
+    serve_delivery_reports(producer);
     let idle = producer.in_flight_count() == 0 && !lock(progress).position_untrusted;
     let positions = if idle { consumer.position().ok() } else { None };
     let mut batches = Vec::new();
@@ -682,7 +703,7 @@ pub(crate) fn run(
     if let Err(e) = producer.flush(spec.tuning.drain_timeout) {
         warn!(flow = %spec.name, error = %e, "not every in-flight record was acknowledged before stopping");
     }
-    producer.poll(Duration::ZERO);
+    serve_delivery_reports(&producer);
     if let Err(e) = advance_and_persist(progress, &consumer, &producer, map_writer.as_deref(), None)
     {
         warn!(flow = %spec.name, error = %e, "offset map not persisted on the way out; it is rebuilt at the next start");
@@ -753,7 +774,7 @@ impl Pipeline<'_> {
                     }
                 }
             }
-            self.producer.poll(Duration::ZERO);
+            serve_delivery_reports(self.producer);
             since_producer_poll = 0;
             if let Some(err) = lock(self.progress).failure.take() {
                 return Err(err);

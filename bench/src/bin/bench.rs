@@ -14,6 +14,16 @@
 //! - `STRAIT_BENCH_TRACE=1` prints progress twice a second and Strait's log
 //!   (`STRAIT_BENCH_LOG=info` for more of it);
 //! - `CEILING_CONSUMER_EXTRA='key=value;…'` adds consumer settings to the ceiling.
+//!
+//! Offset sync (`scripts/bench.sh --offset-sync` sets these):
+//! - `STRAIT_BENCH_SYSTEMS=strait,strait-nosync` alternates Strait with offset sync on and
+//!   off (default `strait,ceiling`);
+//! - `STRAIT_BENCH_TXN=N` preloads in transactions of N records, so every partition gets a
+//!   commit marker (an offset gap the map must record) every N/PARTITIONS records.
+//!
+//! After each run with offset sync on, a consumer group commits the source's end offsets
+//! and the time until its checkpoints appear on the secondary is the *checkpoint lag*; the
+//! offset map topic's size is read then too.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,12 +43,20 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 struct Sample {
-    system: &'static str,
+    system: String,
     seconds: f64,
     /// From process start until the first record reached the target.
     startup: f64,
     cpu_seconds: f64,
     peak_rss_mb: f64,
+}
+
+/// What offset sync cost on the secondary after one run.
+struct SyncSample {
+    map_records: i64,
+    map_bytes: usize,
+    map_keys: usize,
+    checkpoint_lag: f64,
 }
 
 fn main() -> Result<()> {
@@ -59,25 +77,34 @@ fn main() -> Result<()> {
     let source = format!("bench-{stamp}");
     create_topic(PRIMARY, &source, partitions)?;
     eprintln!("preloading {records} records of {size} B into {source} ({partitions} partitions)");
-    preload(&source, records, size, partitions)?;
+    let txn = std::env::var("STRAIT_BENCH_TXN")
+        .ok()
+        .map(|n| n.parse::<u64>())
+        .transpose()?;
+    preload(&source, records, size, partitions, txn)?;
     warm_up(&source)?;
+    let systems: Vec<String> = std::env::var("STRAIT_BENCH_SYSTEMS")
+        .unwrap_or_else(|_| "strait,ceiling".into())
+        .split(',')
+        .map(str::to_string)
+        .collect();
 
     let mut samples = Vec::new();
+    let mut sync_samples = Vec::new();
     for run in 0..runs {
-        // Alternate which goes first, so neither always meets a cold or a warm broker.
-        let order = if run % 2 == 0 {
-            ["strait", "ceiling"]
-        } else {
-            ["ceiling", "strait"]
-        };
+        // Alternate which goes first, so none always meets a cold or a warm broker.
+        let mut order = systems.clone();
+        order.rotate_left(run as usize % systems.len());
         for system in order {
-            let alias = format!("{}{run}", &system[..1]);
+            let system = system.as_str();
+            let alias = format!("{}{run}", system.replace('-', ""));
             let target = format!("{alias}.{source}");
             create_topic(SECONDARY, &target, partitions)?;
             let dir = std::env::temp_dir().join(format!("strait-bench-{stamp}-{alias}"));
             std::fs::create_dir_all(&dir)?;
             let child = match system {
-                "strait" => spawn_strait(&bin_dir, &dir, &alias, &source)?,
+                "strait" => spawn_strait(&bin_dir, &dir, &alias, &source, true)?,
+                "strait-nosync" => spawn_strait(&bin_dir, &dir, &alias, &source, false)?,
                 "ceiling" if std::env::var_os("STRAIT_BENCH_ONLY_STRAIT").is_some() => {
                     delete_topic(SECONDARY, &target)?;
                     continue;
@@ -88,7 +115,16 @@ fn main() -> Result<()> {
                     .stderr(Stdio::inherit())
                     .spawn()?,
             };
-            let sample = measure(system, child, &target, partitions, records as i64)?;
+            let (sample, child) = measure(system, child, &target, partitions, records as i64)?;
+            if system == "strait" && systems.iter().any(|s| s == "strait-nosync") {
+                let s = offset_sync_cost(&alias, &source, partitions)?;
+                eprintln!(
+                    "run {run}  strait: offset map {} records / {} keys / {} B; checkpoint lag {:.2} s",
+                    s.map_records, s.map_keys, s.map_bytes, s.checkpoint_lag
+                );
+                sync_samples.push(s);
+            }
+            stop(child)?;
             eprintln!(
                 "run {run} {system:>7}: {:.2} s ({:.2} s to the first record), {:.0} records/s, {:.1} CPU s, {:.0} MB peak RSS",
                 sample.seconds,
@@ -104,6 +140,9 @@ fn main() -> Result<()> {
     }
     delete_topic(PRIMARY, &source)?;
     report(&samples, records, size);
+    if !sync_samples.is_empty() {
+        report_offset_sync(&samples, &sync_samples, records, partitions, txn);
+    }
     Ok(())
 }
 
@@ -112,7 +151,19 @@ fn spawn_strait(
     dir: &std::path::Path,
     alias: &str,
     source: &str,
+    offset_sync: bool,
 ) -> Result<Child> {
+    // Each run gets its own map and checkpoint topics: runs replicate the same source
+    // topic into different target topics, and one map must describe one target.
+    let sync = if offset_sync {
+        format!(
+            "[flows.bench.offset_sync]\nmap_topic = \"__strait.offsets.{source}.{alias}\"\n\
+             checkpoint_topic = \"__strait.checkpoints.{source}.{alias}\"\n\
+             checkpoint_interval = \"1s\"\ngroups = [\"bench-app-.*\"]\n"
+        )
+    } else {
+        "[flows.bench.offset_sync]\nenabled = false\n".to_string()
+    };
     let config = dir.join("strait.toml");
     // The source cluster's alias names the target topic (`<alias>.<topic>`), so each run
     // writes a fresh topic.
@@ -132,6 +183,7 @@ topics = ["{source}"]
 naming = "prefix"
 group_id = "strait-bench-{alias}-{pid}"
 {extra}
+{sync}
 "#,
             pid = std::process::id(),
             // Extra flow settings for experiments, e.g. STRAIT_BENCH_FLOW='provenance_header = false'.
@@ -159,12 +211,12 @@ group_id = "strait-bench-{alias}-{pid}"
 
 /// Waits until `target` holds `records`, sampling the process's CPU and RSS meanwhile.
 fn measure(
-    system: &'static str,
+    system: &str,
     mut child: Child,
     target: &str,
     partitions: i32,
     records: i64,
-) -> Result<Sample> {
+) -> Result<(Sample, Child)> {
     let started = Instant::now();
     let watcher: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", SECONDARY)
@@ -220,8 +272,22 @@ fn measure(
         cpu = c;
         rss = f64::max(rss, r);
     }
+    Ok((
+        Sample {
+            system: system.to_string(),
+            seconds,
+            startup: startup.unwrap_or(seconds),
+            cpu_seconds: cpu,
+            peak_rss_mb: rss,
+        },
+        child,
+    ))
+}
+
+/// SIGTERM, then SIGKILL after a minute.
+fn stop(mut child: Child) -> Result<()> {
     let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args(["-TERM", &child.id().to_string()])
         .status();
     let deadline = Instant::now() + Duration::from_secs(60);
     while child.try_wait()?.is_none() && Instant::now() < deadline {
@@ -229,13 +295,139 @@ fn measure(
     }
     let _ = child.kill();
     let _ = child.wait();
-    Ok(Sample {
-        system,
-        seconds,
-        startup: startup.unwrap_or(seconds),
-        cpu_seconds: cpu,
-        peak_rss_mb: rss,
+    Ok(())
+}
+
+/// With Strait still running after a copy: commits a group at the source's end offsets,
+/// times how long until the secondary holds exact checkpoints for all of them, and reads
+/// the offset map topic's size.
+fn offset_sync_cost(alias: &str, source: &str, partitions: i32) -> Result<SyncSample> {
+    let group = format!("bench-app-{alias}");
+    let committer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", PRIMARY)
+        .set("group.id", &group)
+        .create()?;
+    let mut ends = std::collections::BTreeMap::new();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        let (_, high) = committer.fetch_watermarks(source, p, Duration::from_secs(10))?;
+        ends.insert(p, high);
+        tpl.add_partition_offset(source, p, rdkafka::Offset::Offset(high))?;
+    }
+    // One long-lived reader of the checkpoint topic, so the lag measured is Strait's, not
+    // a new client's start-up.
+    let checkpoints = format!("__strait.checkpoints.{source}.{alias}");
+    let watcher: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", SECONDARY)
+        .set("group.id", "strait-bench-checkpoint-watcher")
+        .set("fetch.wait.max.ms", "20")
+        .create()?;
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    assignment.add_partition_offset(&checkpoints, 0, rdkafka::Offset::Beginning)?;
+    watcher.assign(&assignment)?;
+    committer.commit(&tpl, rdkafka::consumer::CommitMode::Sync)?;
+    let committed_at = Instant::now();
+    let mut exact = std::collections::BTreeSet::new();
+    let checkpoint_lag = loop {
+        use rdkafka::message::Message;
+        if let Some(Ok(m)) = watcher.poll(Duration::from_millis(50)) {
+            let c: serde_json::Value =
+                serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_default();
+            let partition = c["partition"].as_i64().unwrap_or(-1) as i32;
+            if c["group"] == group.as_str()
+                && c["target_offset"].is_i64()
+                && ends.get(&partition).is_some_and(|end| c["source_offset"] == *end)
+            {
+                exact.insert(partition);
+            }
+        }
+        if exact.len() >= partitions as usize {
+            break committed_at.elapsed().as_secs_f64();
+        }
+        if committed_at.elapsed() > Duration::from_secs(120) {
+            return Err(format!("no exact checkpoints for {group} after 120 s").into());
+        }
+    };
+    let map = read_topic(SECONDARY, &format!("__strait.offsets.{source}.{alias}"))?;
+    let keys: std::collections::BTreeSet<&Vec<u8>> = map.iter().map(|(k, _)| k).collect();
+    Ok(SyncSample {
+        map_records: map.len() as i64,
+        map_bytes: map.iter().map(|(k, v)| k.len() + v.len()).sum(),
+        map_keys: keys.len(),
+        checkpoint_lag,
     })
+}
+
+/// Every (key, value) of a single-partition topic.
+fn read_topic(servers: &str, topic: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", "strait-bench-reader")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let (low, high) = match consumer.fetch_watermarks(topic, 0, Duration::from_secs(10)) {
+        Ok(w) => w,
+        Err(_) => return Ok(Vec::new()),
+    };
+    let mut out = Vec::new();
+    if high <= low {
+        return Ok(out);
+    }
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                out.push((
+                    m.key().unwrap_or_default().to_vec(),
+                    m.payload().unwrap_or_default().to_vec(),
+                ));
+                if m.offset() + 1 >= high {
+                    return Ok(out);
+                }
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => {}
+        }
+    }
+    Err(format!("reading {topic} took over 60 s").into())
+}
+
+fn report_offset_sync(
+    samples: &[Sample],
+    sync: &[SyncSample],
+    records: u64,
+    partitions: i32,
+    txn: Option<u64>,
+) {
+    let secs = |system: &str| {
+        median(
+            samples
+                .iter()
+                .filter(|s| s.system == system)
+                .map(|s| s.seconds)
+                .collect(),
+        )
+    };
+    let (on, off) = (secs("strait"), secs("strait-nosync"));
+    let gaps = txn.map_or(0, |n| records / n) * partitions as u64;
+    println!(
+        "\nOffset sync: {records} records, {} source offset gaps (commit markers); median {on:.2} s \
+         with offset sync, {off:.2} s without: throughput cost {:.1}%",
+        gaps,
+        100.0 * (on - off) / off
+    );
+    println!(
+        "Offset map topic after a run (median): {:.0} records, {:.0} distinct keys, {:.0} KB; \
+         checkpoint lag (group commit → exact checkpoint on the secondary) median {:.2} s",
+        median(sync.iter().map(|s| s.map_records as f64).collect()),
+        median(sync.iter().map(|s| s.map_keys as f64).collect()),
+        median(sync.iter().map(|s| s.map_bytes as f64 / 1e3).collect()),
+        median(sync.iter().map(|s| s.checkpoint_lag).collect()),
+    );
 }
 
 /// (user+system CPU seconds, peak RSS in MB) of a live process, from /proc.
@@ -278,7 +470,7 @@ fn report(samples: &[Sample], records: u64, size: usize) {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut medians = Vec::new();
-    for system in ["strait", "ceiling"] {
+    for system in ["strait", "strait-nosync", "ceiling"] {
         let runs: Vec<&Sample> = samples.iter().filter(|s| s.system == system).collect();
         if runs.is_empty() {
             continue;
@@ -301,8 +493,12 @@ fn report(samples: &[Sample], records: u64, size: usize) {
         medians.push((secs, cpu, rss, copy_rate));
     }
     let [strait, ceiling] = medians[..] else {
+        // Not the Strait-versus-ceiling comparison.
         return;
     };
+    if samples.iter().any(|s| s.system == "strait-nosync") {
+        return;
+    }
     // Each run's pair ran back to back under the same conditions; the brokers drift over a
     // session (background deletion of earlier runs' topics), so per-pair ratios are the
     // fairest comparison.
@@ -393,13 +589,27 @@ fn delete_topic(servers: &str, topic: &str) -> Result<()> {
     Ok(())
 }
 
-fn preload(topic: &str, records: u64, size: usize, partitions: i32) -> Result<()> {
-    let producer: BaseProducer = ClientConfig::new()
+fn preload(
+    topic: &str,
+    records: u64,
+    size: usize,
+    partitions: i32,
+    txn: Option<u64>,
+) -> Result<()> {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", PRIMARY)
         .set("linger.ms", "20")
         .set("batch.size", "1000000")
-        .set("queue.buffering.max.kbytes", "262144")
-        .create()?;
+        .set("queue.buffering.max.kbytes", "262144");
+    if txn.is_some() {
+        config.set("transactional.id", format!("strait-bench-{}", std::process::id()));
+    }
+    let producer: BaseProducer = config.create()?;
+    if txn.is_some() {
+        producer.init_transactions(Duration::from_secs(60))?;
+        producer.begin_transaction()?;
+    }
     // Incompressible-looking payload, different per record.
     let mut payload = vec![0u8; size];
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -428,6 +638,17 @@ fn preload(topic: &str, records: u64, size: usize, partitions: i32) -> Result<()
         if i % 1000 == 0 {
             producer.poll(Duration::ZERO);
         }
+        if let Some(n) = txn {
+            if (i + 1) % n == 0 {
+                producer.commit_transaction(Duration::from_secs(300))?;
+                if i + 1 < records {
+                    producer.begin_transaction()?;
+                }
+            }
+        }
+    }
+    if txn.is_some_and(|n| records % n != 0) {
+        producer.commit_transaction(Duration::from_secs(300))?;
     }
     producer.flush(Duration::from_secs(300))?;
     eprintln!("preloaded in {:.1} s", started.elapsed().as_secs_f64());

@@ -65,7 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut since_poll = 0u32;
     while remaining > 0 {
         let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
-            producer.poll(Duration::ZERO);
+            serve_delivery_reports(&producer);
             continue;
         };
         let msg = msg?;
@@ -93,10 +93,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         remaining -= 1;
         since_poll += 1;
         if since_poll >= 256 {
-            producer.poll(Duration::ZERO);
+            serve_delivery_reports(&producer);
             since_poll = 0;
         }
     }
     producer.flush(Duration::from_secs(120))?;
     Ok(())
+}
+
+/// Serves every delivery report that has arrived: `poll(Duration::ZERO)` serves at most
+/// one event (one produce batch's reports). Same as the replicator's.
+fn serve_delivery_reports<C: rdkafka::producer::ProducerContext>(producer: &BaseProducer<C>) {
+    for _ in 0..10_000 {
+        let before = producer.in_flight_count();
+        producer.poll(Duration::ZERO);
+        if before == 0 || producer.in_flight_count() >= before {
+            return;
+        }
+    }
 }
