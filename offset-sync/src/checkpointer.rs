@@ -92,7 +92,9 @@ struct Checkpointer {
     writer: groups::CheckpointWriter,
     /// Last checkpoint written per (group, topic, partition).
     written: BTreeMap<(String, String, i32), Checkpoint>,
-    /// Reads source log starts (its group is never used).
+    /// One client per selected group on the source (see `round`).
+    source_clients: HashMap<String, GroupClient>,
+    /// Lists groups and reads log starts on the source (its own group is never used).
     source_reader: GroupClient,
     /// Groups whose refusal was logged, with the reason, so it is logged once per change.
     refused: HashMap<String, Outcome>,
@@ -111,6 +113,7 @@ impl Checkpointer {
             index: FlowIndex::load(&spec.target, &spec.map_topic)?,
             writer: groups::CheckpointWriter::new(&spec.target, &spec.checkpoint_topic)?,
             written,
+            source_clients: HashMap::new(),
             source_reader: GroupClient::new(&spec.source, "strait-log-start-reader-unused")?,
             refused: HashMap::new(),
         })
@@ -131,19 +134,27 @@ impl Checkpointer {
         if partitions.is_empty() {
             return Ok(());
         }
-        let selected: Vec<String> = groups::list_groups(&spec.source)?
+        let selected: Vec<String> = self.source_reader.list_groups()?
             .into_iter()
             .filter(|g| spec.groups.selects(g))
             .collect();
+        self.source_clients.retain(|g, _| selected.contains(g));
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let (mut groups_done, mut exact, mut pending) = (0u64, 0u64, 0u64);
         let mut checkpoints = Vec::new();
         for group in &selected {
-            // A client per group and round: librdkafka reads offsets only for its own
-            // group.id, and keeping one per group would hold threads for every group.
-            let committed = GroupClient::new(&spec.source, group)?.committed(&partitions)?;
+            // librdkafka reads committed offsets only for a client's own group.id, so each
+            // group has a client, kept while the group exists: creating one per round
+            // cost measurable CPU next to replication.
+            let client = match self.source_clients.entry(group.clone()) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(GroupClient::new(&spec.source, group)?)
+                }
+            };
+            let committed = client.committed(&partitions)?;
             if committed.is_empty() {
                 continue;
             }

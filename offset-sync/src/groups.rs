@@ -103,6 +103,15 @@ impl GroupClient {
         })
     }
 
+    /// Every group on the cluster.
+    pub fn list_groups(&self) -> Result<Vec<String>, OffsetSyncError> {
+        let list = self
+            .consumer
+            .fetch_group_list(None, REQUEST_TIMEOUT)
+            .map_err(|e| OffsetSyncError::kafka("listing consumer groups", e))?;
+        Ok(list.groups().iter().map(|g| g.name().to_string()).collect())
+    }
+
     /// Earliest offsets of `partitions` (their log start), in one request per broker.
     /// Partitions whose log start cannot be read (a deleted topic, say) are left out.
     pub fn log_starts(&self, partitions: &[(String, i32)]) -> Offsets {
@@ -132,18 +141,6 @@ impl GroupClient {
             }
         }
     }
-}
-
-/// Groups on a cluster.
-pub fn list_groups(config: &ClientConfig) -> Result<Vec<String>, OffsetSyncError> {
-    let consumer: BaseConsumer = config
-        .clone()
-        .create()
-        .map_err(|e| OffsetSyncError::kafka("creating a client to list groups", e))?;
-    let list = consumer
-        .fetch_group_list(None, REQUEST_TIMEOUT)
-        .map_err(|e| OffsetSyncError::kafka("listing consumer groups", e))?;
-    Ok(list.groups().iter().map(|g| g.name().to_string()).collect())
 }
 
 /// What happened to one partition of a group.

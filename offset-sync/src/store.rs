@@ -93,7 +93,6 @@ impl FlowIndex {
             .set("group.id", "strait-offset-map-reader-unused")
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
-            .set("fetch.wait.max.ms", "10")
             .create()
             .map_err(|e| OffsetSyncError::kafka("creating offset map reader", e))?;
         let mut tpl = TopicPartitionList::new();
@@ -101,6 +100,10 @@ impl FlowIndex {
             .map_err(|e| OffsetSyncError::kafka("building assignment", e))?;
         consumer
             .assign(&tpl)
+            .map_err(|e| OffsetSyncError::kafka(format!("reading {topic}"), e))?;
+        // Paused except while catching up (see `catch_up`).
+        consumer
+            .pause(&tpl)
             .map_err(|e| OffsetSyncError::kafka(format!("reading {topic}"), e))?;
         let mut index = Self {
             topic: topic.to_string(),
@@ -126,6 +129,28 @@ impl FlowIndex {
         if high <= low || self.read_to.is_some_and(|r| r >= high) {
             return Ok(0);
         }
+        // Fetch only while catching up: an assigned partition is polled by librdkafka's
+        // own threads all the time, which cost the brokers and this process CPU for
+        // nothing between catch-ups.
+        let assignment = self.assignment()?;
+        self.consumer
+            .resume(&assignment)
+            .map_err(|e| OffsetSyncError::kafka(context(), e))?;
+        let result = self.read_until(high, &mut applied);
+        self.consumer.pause(&assignment).map_err(|e| {
+            OffsetSyncError::kafka(format!("reading the offset map {}", self.topic), e)
+        })?;
+        result.map(|()| applied)
+    }
+
+    fn assignment(&self) -> Result<TopicPartitionList, OffsetSyncError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, 0);
+        Ok(tpl)
+    }
+
+    fn read_until(&mut self, high: i64, applied: &mut usize) -> Result<(), OffsetSyncError> {
+        let context = || format!("reading the offset map {}", self.topic);
         let mut last_progress = Instant::now();
         loop {
             let position = self
@@ -148,7 +173,7 @@ impl FlowIndex {
                             .entry((record.topic, record.partition))
                             .or_default()
                             .apply(record.update);
-                        applied += 1;
+                        *applied += 1;
                     }
                     self.read_to = Some(msg.offset() + 1);
                     if msg.offset() + 1 >= high {
@@ -162,7 +187,7 @@ impl FlowIndex {
                 None => {}
             }
         }
-        Ok(applied)
+        Ok(())
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<&OffsetIndex> {
