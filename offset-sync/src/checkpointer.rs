@@ -134,7 +134,9 @@ impl Checkpointer {
         if partitions.is_empty() {
             return Ok(());
         }
-        let selected: Vec<String> = self.source_reader.list_groups()?
+        let selected: Vec<String> = self
+            .source_reader
+            .list_groups()?
             .into_iter()
             .filter(|g| spec.groups.selects(g))
             .collect();

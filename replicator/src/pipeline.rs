@@ -319,10 +319,7 @@ impl RebalanceContext {
         if let Some(index) = &self.persisted {
             // Read the map up to its current end once per assignment: another instance
             // may have owned these partitions until just now.
-            index
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .catch_up()?;
+            index.lock().unwrap_or_else(|p| p.into_inner()).catch_up()?;
         }
         for elem in committed.elements() {
             let (source_topic, partition) = (elem.topic().to_string(), elem.partition());

@@ -336,7 +336,9 @@ fn offset_sync_cost(alias: &str, source: &str, partitions: i32) -> Result<SyncSa
             let partition = c["partition"].as_i64().unwrap_or(-1) as i32;
             if c["group"] == group.as_str()
                 && c["target_offset"].is_i64()
-                && ends.get(&partition).is_some_and(|end| c["source_offset"] == *end)
+                && ends
+                    .get(&partition)
+                    .is_some_and(|end| c["source_offset"] == *end)
             {
                 exact.insert(partition);
             }
@@ -603,7 +605,10 @@ fn preload(
         .set("batch.size", "1000000")
         .set("queue.buffering.max.kbytes", "262144");
     if txn.is_some() {
-        config.set("transactional.id", format!("strait-bench-{}", std::process::id()));
+        config.set(
+            "transactional.id",
+            format!("strait-bench-{}", std::process::id()),
+        );
     }
     let producer: BaseProducer = config.create()?;
     if txn.is_some() {
