@@ -650,6 +650,13 @@ pub(crate) fn run(
         let mut p = lock(progress);
         p.failure = None;
         p.position_untrusted = false;
+        // Map updates handed to a writer that then failed are lost; start from what the map
+        // topic holds, and let each assignment rebuild the rest from the target.
+        for topic in p.by_target.values_mut() {
+            for partition in &mut topic.partitions {
+                partition.offsets = PartitionOffsetMap::default();
+            }
+        }
     }
     let producer = Arc::new(producer(spec, progress)?);
     let scanner = if spec.provenance_header {
