@@ -135,6 +135,9 @@ fn main() -> Result<()> {
             );
             samples.push(sample);
             delete_topic(SECONDARY, &target)?;
+            // The broker removes the files a second later (scripts/kafka.sh sets
+            // log.segment.delete.delay.ms=1000); let that happen before the next run.
+            std::thread::sleep(Duration::from_secs(5));
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
