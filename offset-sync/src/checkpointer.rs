@@ -73,7 +73,11 @@ pub fn run_checkpoints(spec: CheckpointSpec, cancel: CancellationToken) {
         if let Some(s) = &mut state {
             match s.round(&spec) {
                 Ok(()) => last_round = Some(Instant::now()),
-                Err(e) => warn!(flow = %spec.flow, error = %e, "checkpoint round failed; retrying"),
+                Err(e) => {
+                    // Start over with new clients: a writer that failed once stays failed.
+                    warn!(flow = %spec.flow, error = %e, "checkpoint round failed; retrying");
+                    state = None;
+                }
             }
         }
         if let Some(at) = last_round {

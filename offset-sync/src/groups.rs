@@ -4,19 +4,17 @@
 //! forced).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 use serde::Serialize;
 
 use crate::map::Translation;
 use crate::records::Checkpoint;
-use crate::store::{FlowIndex, WriterContext};
+use crate::store::{FlowIndex, TopicWriter};
 use crate::OffsetSyncError;
 
 /// Offset requests to a healthy cluster take milliseconds; an unreachable one is reported
@@ -336,54 +334,19 @@ pub fn load_checkpoints(
 }
 
 /// Writes checkpoints to the flow's checkpoint topic.
-pub struct CheckpointWriter {
-    topic: String,
-    producer: BaseProducer<WriterContext>,
-    failed: Arc<Mutex<Option<String>>>,
-}
+pub struct CheckpointWriter(TopicWriter);
 
 impl CheckpointWriter {
     pub fn new(config: &ClientConfig, topic: &str) -> Result<Self, OffsetSyncError> {
-        let failed = Arc::new(Mutex::new(None));
-        let producer = config
-            .clone()
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "20")
-            .create_with_context(WriterContext {
-                failed: failed.clone(),
-            })
-            .map_err(|e| OffsetSyncError::kafka("creating checkpoint writer", e))?;
-        Ok(Self {
-            topic: topic.to_string(),
-            producer,
-            failed,
-        })
+        TopicWriter::new(config, topic, 20).map(Self)
     }
 
     /// Writes and waits for the acknowledgement, so a round's checkpoints are durable
     /// before it counts as done.
     pub fn write(&self, checkpoints: &[Checkpoint]) -> Result<(), OffsetSyncError> {
         for c in checkpoints {
-            let (key, value) = (c.key(), c.value());
-            self.producer
-                .send(
-                    BaseRecord::<[u8], [u8]>::to(&self.topic)
-                        .key(&key[..])
-                        .payload(&value[..]),
-                )
-                .map_err(|(e, _)| {
-                    OffsetSyncError::kafka(format!("writing to {}", self.topic), e)
-                })?;
+            self.0.send(&c.key(), &c.value())?;
         }
-        self.producer
-            .flush(REQUEST_TIMEOUT)
-            .map_err(|e| OffsetSyncError::kafka(format!("writing to {}", self.topic), e))?;
-        match self.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            Some(reason) => Err(OffsetSyncError::Write {
-                topic: self.topic.clone(),
-                reason,
-            }),
-            None => Ok(()),
-        }
+        self.0.flush(REQUEST_TIMEOUT)
     }
 }

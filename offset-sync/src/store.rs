@@ -230,9 +230,9 @@ impl FlowIndex {
     }
 }
 
-/// Producer callbacks for the map topic: remember the first failure.
-pub(crate) struct WriterContext {
-    pub(crate) failed: Arc<Mutex<Option<String>>>,
+/// Producer callbacks: remember the first failed delivery.
+struct WriterContext {
+    failed: Arc<Mutex<Option<String>>>,
 }
 
 impl ClientContext for WriterContext {}
@@ -248,38 +248,94 @@ impl ProducerContext for WriterContext {
     }
 }
 
-/// Writes map updates to the map topic, off the replication hot path: updates are queued
-/// once per commit interval and delivered in the background.
-///
-/// The producer is idempotent with the gapless guarantee, so updates land in the order
-/// they were queued and a failed one is never followed by a later one. A failure is
-/// reported by [`MapWriter::check`]; the replicator then restarts, reloads the map and
-/// rebuilds what was lost from the copies' provenance headers.
-pub struct MapWriter {
+/// An idempotent producer for one of Strait's compacted topics, with the gapless
+/// guarantee: records land in the order they were queued, and a failed one is never
+/// followed by a later one. Failures surface through [`TopicWriter::check`].
+pub(crate) struct TopicWriter {
     topic: String,
     producer: BaseProducer<WriterContext>,
     failed: Arc<Mutex<Option<String>>>,
 }
 
-impl MapWriter {
-    pub fn new(config: &ClientConfig, topic: &str) -> Result<Self, OffsetSyncError> {
+impl TopicWriter {
+    pub(crate) fn new(
+        config: &ClientConfig,
+        topic: &str,
+        linger_ms: u32,
+    ) -> Result<Self, OffsetSyncError> {
         let failed = Arc::new(Mutex::new(None));
         let producer = config
             .clone()
             .set("enable.idempotence", "true")
             .set("enable.gapless.guarantee", "true")
             .set("message.timeout.ms", "0")
-            .set("linger.ms", "50")
+            .set("linger.ms", linger_ms.to_string())
             .set("compression.type", "lz4")
             .create_with_context(WriterContext {
                 failed: failed.clone(),
             })
-            .map_err(|e| OffsetSyncError::kafka("creating offset map writer", e))?;
+            .map_err(|e| OffsetSyncError::kafka(format!("creating a writer for {topic}"), e))?;
         Ok(Self {
             topic: topic.to_string(),
             producer,
             failed,
         })
+    }
+
+    /// Queues one record, waiting for room if the queue is full.
+    pub(crate) fn send(&self, key: &[u8], value: &[u8]) -> Result<(), OffsetSyncError> {
+        let mut pending = BaseRecord::<[u8], [u8]>::to(&self.topic)
+            .key(key)
+            .payload(value);
+        loop {
+            match self.producer.send(pending) {
+                Ok(()) => return Ok(()),
+                Err((e, returned))
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                {
+                    pending = returned;
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => {
+                    return Err(OffsetSyncError::Write {
+                        topic: self.topic.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Serves delivery reports; an error if any record failed.
+    pub(crate) fn check(&self) -> Result<(), OffsetSyncError> {
+        self.producer.poll(Duration::ZERO);
+        match &*self.failed.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(reason) => Err(OffsetSyncError::Write {
+                topic: self.topic.clone(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for everything queued, then [`Self::check`]s.
+    pub(crate) fn flush(&self, timeout: Duration) -> Result<(), OffsetSyncError> {
+        self.producer
+            .flush(timeout)
+            .map_err(|e| OffsetSyncError::kafka(format!("flushing {}", self.topic), e))?;
+        self.check()
+    }
+}
+
+/// Writes map updates to the map topic, off the replication hot path: updates are queued
+/// once per commit interval and delivered in the background. A failure is reported by
+/// [`MapWriter::check`]; the replicator then restarts, reloads the map and rebuilds what
+/// was lost from the copies' provenance headers.
+pub struct MapWriter(TopicWriter);
+
+impl MapWriter {
+    pub fn new(config: &ClientConfig, topic: &str) -> Result<Self, OffsetSyncError> {
+        TopicWriter::new(config, topic, 50).map(Self)
     }
 
     /// Queues updates of one source partition, in order.
@@ -295,48 +351,18 @@ impl MapWriter {
                 partition,
                 update,
             };
-            let (key, value) = (record.key(), record.value());
-            let mut pending = BaseRecord::to(&self.topic).key(&key).payload(&value);
-            loop {
-                match self.producer.send(pending) {
-                    Ok(()) => break,
-                    Err((e, returned))
-                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
-                    {
-                        pending = returned;
-                        self.producer.poll(Duration::from_millis(10));
-                    }
-                    Err((e, _)) => {
-                        return Err(OffsetSyncError::Write {
-                            topic: self.topic.clone(),
-                            reason: e.to_string(),
-                        })
-                    }
-                }
-            }
+            self.0.send(record.key().as_bytes(), &record.value())?;
         }
-        self.producer.poll(Duration::ZERO);
         Ok(())
     }
 
     /// Serves delivery reports; an error if any update failed.
     pub fn check(&self) -> Result<(), OffsetSyncError> {
-        self.producer.poll(Duration::ZERO);
-        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-        match &*failed {
-            Some(reason) => Err(OffsetSyncError::Write {
-                topic: self.topic.clone(),
-                reason: reason.clone(),
-            }),
-            None => Ok(()),
-        }
+        self.0.check()
     }
 
     /// Waits for queued updates, e.g. before shutdown.
     pub fn flush(&self, timeout: Duration) -> Result<(), OffsetSyncError> {
-        self.producer
-            .flush(timeout)
-            .map_err(|e| OffsetSyncError::kafka(format!("flushing {}", self.topic), e))?;
-        self.check()
+        self.0.flush(timeout)
     }
 }
