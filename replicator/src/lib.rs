@@ -138,3 +138,18 @@ pub struct FlowSpec {
     pub offset_map_topic: Option<String>,
     pub tuning: Tuning,
 }
+
+/// The offsets in a list, by (topic, partition); partitions with an error or without an
+/// offset are left out.
+pub(crate) fn offsets_of(
+    tpl: &rdkafka::TopicPartitionList,
+) -> std::collections::HashMap<(String, i32), i64> {
+    tpl.elements()
+        .iter()
+        .filter(|e| e.error().is_ok())
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+            _ => None,
+        })
+        .collect()
+}

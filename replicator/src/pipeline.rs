@@ -14,6 +14,7 @@
 //!    offset and one past the newest provenance offset found on the target.
 
 use rustc_hash::FxHashMap;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -33,7 +34,7 @@ use tracing::{debug, info, warn};
 
 use crate::provenance::{Provenance, SourcePartition, TailScanner, PROVENANCE_HEADER};
 use crate::topics::{client_config, discover, TargetTopics};
-use crate::{FlowSpec, ReplicatorError, StartFrom};
+use crate::{offsets_of, FlowSpec, ReplicatorError, StartFrom};
 
 /// Commit metadata prefix; the rest is the target offset after the committed prefix.
 const COMMIT_METADATA_PREFIX: &str = "strait:t=";
@@ -236,6 +237,13 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
+/// Start offsets of partitions without progress, and where their copies will land.
+#[derive(Default)]
+struct FreshStarts {
+    source: HashMap<(String, i32), i64>,
+    target: HashMap<(String, i32), i64>,
+}
+
 /// Consumer callbacks: choose start offsets on assignment, drain and commit on revocation.
 struct RebalanceContext {
     spec: FlowSpec,
@@ -321,6 +329,7 @@ impl RebalanceContext {
             // may have owned these partitions until just now.
             index.lock().unwrap_or_else(|p| p.into_inner()).catch_up()?;
         }
+        let fresh = self.fresh_starts(consumer, &committed)?;
         for elem in committed.elements() {
             let (source_topic, partition) = (elem.topic().to_string(), elem.partition());
             let target_topic = self
@@ -368,7 +377,10 @@ impl RebalanceContext {
                 (None, Some((s, _))) => Some(s + 1),
                 // Nothing yet: start explicitly at the log start (or end), so the offset
                 // map knows exactly where it begins.
-                (None, None) => self.fresh_start(consumer, &source_topic, partition)?,
+                (None, None) => fresh
+                    .source
+                    .get(&(source_topic.clone(), partition))
+                    .copied(),
             };
             let offset = start.map_or(Offset::Invalid, Offset::Offset);
             tpl.set_partition_offset(&source_topic, partition, offset)
@@ -405,7 +417,10 @@ impl RebalanceContext {
                     .map(|c| c.target_next)
                     .or(copied.first().map(|(_, t)| *t))
                     .or(p.acked_target_next)
-                    .or(self.target_end(&target_topic, partition));
+                    .or(fresh
+                        .target
+                        .get(&(target_topic.clone(), partition))
+                        .copied());
                 if let (Some(from), Some(target_next)) = (from, target_next) {
                     p.offsets.start_at(from, target_next);
                     if let Some(c) = persisted {
@@ -438,33 +453,50 @@ impl RebalanceContext {
         Ok(index.persisted_coverage(source_topic, partition))
     }
 
-    /// Start offset of a partition with no progress anywhere: its log start (or end, for
-    /// `start_from = "latest"`), read now rather than left to `auto.offset.reset`.
-    fn fresh_start(
+    /// For partitions without a committed offset (when offset sync is on): the source
+    /// log start (or end, for `start_from = "latest"`), so that the offset map knows
+    /// exactly where it begins instead of leaving it to `auto.offset.reset`; and the
+    /// target end, where the first copy will land. One request per cluster and broker,
+    /// not one per partition.
+    fn fresh_starts(
         &self,
         consumer: &BaseConsumer<Self>,
-        source_topic: &str,
-        partition: i32,
-    ) -> Result<Option<i64>, ReplicatorError> {
-        if self.persisted.is_none() {
-            return Ok(None);
+        committed: &TopicPartitionList,
+    ) -> Result<FreshStarts, ReplicatorError> {
+        let mut fresh = FreshStarts::default();
+        let (Some(_), Some(scanner)) = (&self.persisted, &self.scanner) else {
+            return Ok(fresh);
+        };
+        let mut source = TopicPartitionList::new();
+        let mut target = TopicPartitionList::new();
+        let wanted = match self.spec.start_from {
+            StartFrom::Earliest => Offset::Beginning,
+            StartFrom::Latest => Offset::End,
+        };
+        for elem in committed.elements() {
+            if matches!(elem.offset(), Offset::Offset(_)) {
+                continue;
+            }
+            let target_topic = self
+                .spec
+                .naming
+                .target_topic(&self.spec.source.name, elem.topic());
+            source
+                .add_partition_offset(elem.topic(), elem.partition(), wanted)
+                .map_err(|e| ReplicatorError::kafka("building offset request", e))?;
+            target
+                .add_partition_offset(&target_topic, elem.partition(), Offset::End)
+                .map_err(|e| ReplicatorError::kafka("building offset request", e))?;
         }
-        let (low, high) = consumer
-            .fetch_watermarks(source_topic, partition, COMMIT_TIMEOUT)
-            .map_err(|e| {
-                ReplicatorError::kafka(format!("reading offsets of {source_topic}[{partition}]"), e)
-            })?;
-        Ok(Some(match self.spec.start_from {
-            StartFrom::Earliest => low,
-            StartFrom::Latest => high,
-        }))
-    }
-
-    /// End offset of a target partition (where the next copy will land), if readable.
-    fn target_end(&self, target_topic: &str, partition: i32) -> Option<i64> {
-        self.scanner
-            .as_ref()
-            .and_then(|s| s.end_offset(target_topic, partition))
+        if source.count() == 0 {
+            return Ok(fresh);
+        }
+        let found = consumer
+            .offsets_for_times(source, COMMIT_TIMEOUT)
+            .map_err(|e| ReplicatorError::kafka("reading start offsets of new partitions", e))?;
+        fresh.source = offsets_of(&found);
+        fresh.target = scanner.end_offsets(target);
+        Ok(fresh)
     }
 
     /// Waits for in-flight records and commits what the target acknowledged, so the next

@@ -234,12 +234,16 @@ impl TailScanner {
 }
 
 impl TailScanner {
-    /// The end offset of a target partition, if it can be read.
-    pub(crate) fn end_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+    /// End offsets of target partitions, in one request per broker; partitions that
+    /// cannot be read are left out.
+    pub(crate) fn end_offsets(
+        &self,
+        tpl: TopicPartitionList,
+    ) -> std::collections::HashMap<(String, i32), i64> {
         self.consumer
-            .fetch_watermarks(topic, partition, SCAN_STALL)
-            .ok()
-            .map(|(_, high)| high)
+            .offsets_for_times(tpl, SCAN_STALL)
+            .map(|found| crate::offsets_of(&found))
+            .unwrap_or_default()
     }
 
     fn fetch_position(&self, topic: &str, partition: i32) -> Option<i64> {
