@@ -308,16 +308,8 @@ impl Config {
                     field("topics")
                 );
             }
-            for (key, patterns) in [
-                ("topics", &flow.topics),
-                ("topics_exclude", &flow.topics_exclude),
-            ] {
-                for (i, p) in patterns.iter().enumerate() {
-                    if let Err(e) = regex::Regex::new(p) {
-                        bail!("{}[{i}]: invalid regex '{p}': {e}", field(key));
-                    }
-                }
-            }
+            check_regexes(&field("topics"), &flow.topics)?;
+            check_regexes(&field("topics_exclude"), &flow.topics_exclude)?;
             let same_cluster = flow.source == flow.target
                 || normalize_servers(&source.bootstrap_servers)
                     == normalize_servers(&target.bootstrap_servers);
@@ -397,16 +389,8 @@ impl Config {
                         field("offset_sync.groups")
                     );
                 }
-                for (key, patterns) in [
-                    ("offset_sync.groups", &o.groups),
-                    ("offset_sync.groups_exclude", &o.groups_exclude),
-                ] {
-                    for (i, p) in patterns.iter().enumerate() {
-                        if let Err(e) = regex::Regex::new(p) {
-                            bail!("{}[{i}]: invalid regex '{p}': {e}", field(key));
-                        }
-                    }
-                }
+                check_regexes(&field("offset_sync.groups"), &o.groups)?;
+                check_regexes(&field("offset_sync.groups_exclude"), &o.groups_exclude)?;
             }
             if let Some(other) = pairs.insert((&flow.source, &flow.target), name) {
                 bail!(
@@ -547,6 +531,17 @@ impl Config {
             properties,
         }
     }
+}
+
+/// Every pattern must compile; the message names the field and index of the first that
+/// does not.
+fn check_regexes(field: &str, patterns: &[String]) -> Result<()> {
+    for (i, p) in patterns.iter().enumerate() {
+        if let Err(e) = regex::Regex::new(p) {
+            bail!("{field}[{i}]: invalid regex '{p}': {e}");
+        }
+    }
+    Ok(())
 }
 
 /// Cluster and flow names appear in topic names and provenance headers.

@@ -190,10 +190,7 @@ fn print_text(report: &Report<'_>, source: &str, target: &str) {
                 (Some(c), None) => c.to_string(),
                 (None, _) => "-".into(),
             };
-            let status = serde_json::to_value(r.outcome)
-                .ok()
-                .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
-                .unwrap_or_default();
+            let status = r.outcome.label().replace('_', " ");
             let status = match (r.outcome, r.target_committed) {
                 (groups::Outcome::WouldRewind, Some(c)) => {
                     format!("{status} (target group at {c}; --force)")

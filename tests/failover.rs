@@ -12,10 +12,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 fn kafka_sh(args: &[&str]) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh");
@@ -31,71 +27,6 @@ impl Drop for PrimaryBack {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh");
         let _ = Command::new(script).args(["start", "primary"]).status();
     }
-}
-
-fn commit_on_primary(group: &str, topic: &str, offsets: &[(i32, i64)]) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", PRIMARY)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for (p, o) in offsets {
-        tpl.add_partition_offset(topic, *p, Offset::Offset(*o))
-            .unwrap();
-    }
-    consumer.commit(&tpl, CommitMode::Sync).unwrap();
-}
-
-/// Reads `group` on the secondary from its committed offsets to the end of each
-/// partition; returns the source offsets (from provenance) per partition.
-fn resume(group: &str, topic: &str, partitions: i32) -> Vec<Vec<i64>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", SECONDARY)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "error")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Stored).unwrap();
-    }
-    let committed = consumer
-        .committed_offsets(tpl.clone(), Duration::from_secs(10))
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut next: Vec<i64> = (0..partitions)
-        .map(
-            |p| match committed.find_partition(topic, p).unwrap().offset() {
-                Offset::Offset(o) => o,
-                other => panic!("{group} has no committed offset on {topic}[{p}]: {other:?}"),
-            },
-        )
-        .collect();
-    let high: Vec<i64> = (0..partitions)
-        .map(|p| watermarks(SECONDARY, topic, p).1)
-        .collect();
-    let mut read = vec![Vec::new(); partitions as usize];
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while (0..partitions as usize).any(|p| next[p] < high[p]) {
-        assert!(std::time::Instant::now() < deadline, "resuming {group}");
-        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            let m = m.unwrap();
-            let p = m.partition() as usize;
-            next[p] = m.offset() + 1;
-            let header = m
-                .headers()
-                .unwrap()
-                .iter()
-                .filter(|h| h.key == "strait.source")
-                .last()
-                .unwrap();
-            let text = String::from_utf8(header.value.unwrap().to_vec()).unwrap();
-            read[p].push(text.rsplit('/').next().unwrap().parse().unwrap());
-        }
-    }
-    read
 }
 
 #[test]
@@ -126,7 +57,7 @@ fn failover_translates_from_the_secondary_alone() {
     });
     let sources = read_all(PRIMARY, &topic);
     let stops: Vec<(i32, i64)> = (0..3).map(|p| (p, [1, 1_234, 1_999][p as usize])).collect();
-    commit_on_primary(&group, &topic, &stops);
+    commit_offsets(PRIMARY, &group, &topic, &stops);
 
     // Wait for a checkpoint of exactly these offsets, then the disaster: Strait and the
     // primary are gone.
@@ -168,7 +99,7 @@ fn failover_translates_from_the_secondary_alone() {
         "offsets must land on the renamed topic:\n{stdout}"
     );
 
-    let read = resume(&group, &target, 3);
+    let read = resume_on_secondary(&group, &target, &[0, 1, 2]);
     for (p, stop) in stops {
         let expected: Vec<i64> = sources[&p]
             .iter()
@@ -176,7 +107,7 @@ fn failover_translates_from_the_secondary_alone() {
             .filter(|o| *o >= stop)
             .collect();
         assert_eq!(
-            read[p as usize], expected,
+            read[&p], expected,
             "partition {p}: after failover the group must read exactly the records after {stop}"
         );
     }

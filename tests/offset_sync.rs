@@ -16,7 +16,6 @@ use common::*;
 use rand::Rng;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
@@ -44,9 +43,7 @@ fn stop_group(group: &str, topic: &str, partition: i32, stop: Stop) -> i64 {
     let mut tpl = TopicPartitionList::new();
     match stop {
         Stop::At(offset) => {
-            tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
-                .unwrap();
-            consumer.commit(&tpl, CommitMode::Sync).unwrap();
+            commit_offsets(PRIMARY, group, topic, &[(partition, offset)]);
             offset
         }
         Stop::AfterReading(n) => {
@@ -83,55 +80,6 @@ fn unread(source: &[Rec], committed: i64) -> Vec<i64> {
         .map(|r| r.offset)
         .filter(|o| *o >= committed)
         .collect()
-}
-
-/// Resumes `group` on the secondary from its committed offset and returns the source
-/// offsets (from provenance headers) of everything it reads up to the end.
-fn resume_on_secondary(group: &str, topic: &str, partition: i32) -> Vec<i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", SECONDARY)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        // No committed offset must fail loudly, not silently start somewhere.
-        .set("auto.offset.reset", "error")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Stored)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
-    let (_, high) = watermarks(SECONDARY, topic, partition);
-    // Strait writes the target without transactions, so its offsets have no gaps: the
-    // group is done when the offset after the last record read reaches the end.
-    let mut next = committed_on_secondary(group, topic, partition)
-        .unwrap_or_else(|| panic!("group {group} has no committed offset on {topic}[{partition}]"));
-    let mut read = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while next < high {
-        assert!(
-            Instant::now() < deadline,
-            "group {group} did not reach the end of {topic}[{partition}]"
-        );
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                next = m.offset() + 1;
-                let rec = Rec {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: None,
-                    value: None,
-                    headers: rdkafka::message::Headers::iter(m.headers().unwrap())
-                        .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                        .collect(),
-                    timestamp: None,
-                };
-                read.push(rec.provenance_offset().expect("provenance header"));
-            }
-            Some(Err(e)) => panic!("group {group} on the secondary: {e}"),
-            None => {}
-        }
-    }
-    read
 }
 
 /// Runs `strait offsets translate`; returns (exit code, stdout, stderr).
@@ -330,7 +278,9 @@ fn cut_over_sweep_is_exact() {
         let group = unique(&format!("sweep-app-{i}"));
         let committed = stop_group(&group, topic, 0, *stop);
         apply_until_exact(&strait.config, "sweep", &group);
-        let read = resume_on_secondary(&group, topic, 0);
+        let read = resume_on_secondary(&group, topic, &[0])
+            .remove(&0)
+            .expect("partition read");
         let expected = unread(&sources[topic], committed);
         assert_eq!(
             read, expected,
@@ -340,24 +290,6 @@ fn cut_over_sweep_is_exact() {
         checked += 1;
     }
     eprintln!("{checked} stop points exact");
-}
-
-/// The target group's committed offset on one partition, if any.
-fn committed_on_secondary(group: &str, topic: &str, partition: i32) -> Option<i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", SECONDARY)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, partition);
-    let c = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap();
-    match c.find_partition(topic, partition)?.offset() {
-        Offset::Offset(o) => Some(o),
-        _ => None,
-    }
 }
 
 /// Group states (active, excluded, never committed), idle and empty topics, and an offset
@@ -402,21 +334,25 @@ fn group_states_and_edge_cases() {
         Duration::from_secs(30),
         "the daemon to sync the included group",
         || {
-            committed_on_secondary(&synced, &busy_t, 1).is_some()
-                && committed_on_secondary(&synced, &busy_t, 0).is_some()
+            committed_offset(SECONDARY, &synced, &busy_t, 1).is_some()
+                && committed_offset(SECONDARY, &synced, &busy_t, 0).is_some()
         },
     );
     assert_eq!(
-        resume_on_secondary(&synced, &busy_t, 0),
+        resume_on_secondary(&synced, &busy_t, &[0])
+            .remove(&0)
+            .expect("partition read"),
         Vec::<i64>::new(),
         "caught up"
     );
     assert_eq!(
-        resume_on_secondary(&synced, &busy_t, 1),
+        resume_on_secondary(&synced, &busy_t, &[1])
+            .remove(&1)
+            .expect("partition read"),
         unread(&sources[&1], 37)
     );
     assert_eq!(
-        committed_on_secondary(&excluded, &busy_t, 0),
+        committed_offset(SECONDARY, &excluded, &busy_t, 0),
         None,
         "excluded group written"
     );
@@ -459,7 +395,7 @@ fn group_states_and_edge_cases() {
     assert_ne!(code, 0, "an active group must not be written:\n{out}");
     assert!(out.contains("group active"), "{out}\n{err}");
     assert_eq!(
-        committed_on_secondary(&active, &busy_t, 0),
+        committed_offset(SECONDARY, &active, &busy_t, 0),
         None,
         "active group was written"
     );
@@ -479,7 +415,9 @@ fn group_states_and_edge_cases() {
     let out = apply_until_exact(&strait.config, "states", &low);
     assert!(out.contains("log start 50"), "{out}");
     assert_eq!(
-        resume_on_secondary(&low, &busy_t, 0),
+        resume_on_secondary(&low, &busy_t, &[0])
+            .remove(&0)
+            .expect("partition read"),
         unread(&sources[&0], 50),
         "resumes at the copy of the log start"
     );

@@ -245,10 +245,7 @@ impl Checkpointer {
             .find(|o| matches!(o, Outcome::GroupActive | Outcome::WouldRewind));
         match refusal {
             Some(reason) => {
-                let label = match reason {
-                    Outcome::GroupActive => "group_active",
-                    _ => "would_rewind",
-                };
+                let label = reason.label();
                 metrics::counter!("strait_group_offset_writes_refused_total",
                     "flow" => spec.flow.clone(), "reason" => label)
                 .increment(1);

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 
 /// Everything that can go wrong while persisting or translating offsets.
 #[derive(Debug, thiserror::Error)]
@@ -22,14 +22,6 @@ impl OffsetSyncError {
         Self::Kafka {
             context: context.into(),
             source,
-        }
-    }
-
-    /// The Kafka error code behind this error, if any (for metrics labels).
-    pub fn error_code(&self) -> Option<RDKafkaErrorCode> {
-        match self {
-            Self::Kafka { source, .. } => source.rdkafka_error_code(),
-            _ => None,
         }
     }
 }

@@ -7,14 +7,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 use serde::Serialize;
 
 use crate::map::Translation;
 use crate::records::Checkpoint;
-use crate::store::{FlowIndex, TopicWriter};
+use crate::store::{FlowIndex, TopicReader, TopicWriter};
 use crate::OffsetSyncError;
 
 /// Offset requests to a healthy cluster take milliseconds; an unreachable one is reported
@@ -171,6 +170,20 @@ impl Outcome {
             Self::Exact | Self::NoCommit | Self::Unchanged | Self::Applied
         )
     }
+
+    /// The name used in JSON output and metric labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::Pending => "pending",
+            Self::BeforeMap => "before_map",
+            Self::NoCommit => "no_commit",
+            Self::GroupActive => "group_active",
+            Self::WouldRewind => "would_rewind",
+            Self::Unchanged => "unchanged",
+            Self::Applied => "applied",
+        }
+    }
 }
 
 /// One partition of a group's translation.
@@ -278,58 +291,12 @@ pub fn load_checkpoints(
     config: &ClientConfig,
     topic: &str,
 ) -> Result<BTreeMap<(String, String, i32), Checkpoint>, OffsetSyncError> {
-    let consumer: BaseConsumer = config
-        .clone()
-        .set("group.id", "strait-checkpoint-reader-unused")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
-        .create()
-        .map_err(|e| OffsetSyncError::kafka("creating checkpoint reader", e))?;
-    let (_, high) = match consumer.fetch_watermarks(topic, 0, REQUEST_TIMEOUT) {
-        Ok(w) => w,
-        Err(e)
-            if e.rdkafka_error_code()
-                == Some(rdkafka::error::RDKafkaErrorCode::UnknownTopicOrPartition) =>
-        {
-            return Ok(BTreeMap::new())
-        }
-        Err(e) => return Err(OffsetSyncError::kafka(format!("reading {topic}"), e)),
-    };
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .map_err(|e| OffsetSyncError::kafka("building assignment", e))?;
-    consumer
-        .assign(&tpl)
-        .map_err(|e| OffsetSyncError::kafka(format!("reading {topic}"), e))?;
     let mut checkpoints = BTreeMap::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut position = 0;
-    while position < high {
-        if std::time::Instant::now() > deadline {
-            return Err(OffsetSyncError::Timeout(
-                Duration::from_secs(60),
-                format!("reading checkpoints from {topic}"),
-            ));
+    TopicReader::new(config, topic)?.read_new(|_, value| {
+        if let Some(c) = Checkpoint::decode(value) {
+            checkpoints.insert((c.group.clone(), c.topic.clone(), c.partition), c);
         }
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(msg)) => {
-                position = msg.offset() + 1;
-                if let Some(c) = Checkpoint::decode(msg.payload()) {
-                    checkpoints.insert((c.group.clone(), c.topic.clone(), c.partition), c);
-                }
-            }
-            Some(Err(e)) => return Err(OffsetSyncError::kafka(format!("reading {topic}"), e)),
-            None => {
-                if let Some(Offset::Offset(p)) = consumer
-                    .position()
-                    .ok()
-                    .and_then(|p| p.find_partition(topic, 0).map(|e| e.offset()))
-                {
-                    position = position.max(p);
-                }
-            }
-        }
-    }
+    })?;
     Ok(checkpoints)
 }
 
@@ -348,5 +315,26 @@ impl CheckpointWriter {
             self.0.send(&c.key(), &c.value())?;
         }
         self.0.flush(REQUEST_TIMEOUT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Outcome;
+
+    #[test]
+    fn labels_match_the_json_names() {
+        for o in [
+            Outcome::Exact,
+            Outcome::Pending,
+            Outcome::BeforeMap,
+            Outcome::NoCommit,
+            Outcome::GroupActive,
+            Outcome::WouldRewind,
+            Outcome::Unchanged,
+            Outcome::Applied,
+        ] {
+            assert_eq!(serde_json::to_value(o).ok(), Some(o.label().into()));
+        }
     }
 }

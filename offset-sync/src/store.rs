@@ -75,84 +75,82 @@ pub fn ensure_compacted_topic(
     }
 }
 
-/// Every partition's [`OffsetIndex`] for one flow, read from its map topic.
-/// Keyed by (source topic, partition).
-pub struct FlowIndex {
+/// Reads one of Strait's single-partition topics incrementally: each
+/// [`TopicReader::read_new`] hands over the records written since the previous one.
+pub(crate) struct TopicReader {
     topic: String,
     consumer: BaseConsumer,
-    /// Offset of the map topic up to which updates have been applied.
+    /// Offset up to which records have been handed over.
     read_to: Option<i64>,
-    partitions: BTreeMap<(String, i32), OffsetIndex>,
 }
 
-impl FlowIndex {
-    /// Reads the whole map topic. `config` is the target cluster's client config.
-    pub fn load(config: &ClientConfig, topic: &str) -> Result<Self, OffsetSyncError> {
+impl TopicReader {
+    pub(crate) fn new(config: &ClientConfig, topic: &str) -> Result<Self, OffsetSyncError> {
+        let context = || format!("reading {topic}");
         let consumer: BaseConsumer = config
             .clone()
-            .set("group.id", "strait-offset-map-reader-unused")
+            .set("group.id", "strait-internal-reader-unused")
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .create()
-            .map_err(|e| OffsetSyncError::kafka("creating offset map reader", e))?;
+            .map_err(|e| OffsetSyncError::kafka(context(), e))?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, 0, Offset::Beginning)
-            .map_err(|e| OffsetSyncError::kafka("building assignment", e))?;
+            .map_err(|e| OffsetSyncError::kafka(context(), e))?;
         consumer
             .assign(&tpl)
-            .map_err(|e| OffsetSyncError::kafka(format!("reading {topic}"), e))?;
-        // Paused except while catching up (see `catch_up`).
+            .map_err(|e| OffsetSyncError::kafka(context(), e))?;
+        // Paused except inside `read_new`: an assigned partition is polled by librdkafka's
+        // own threads all the time, which costs the broker and this process CPU for
+        // nothing between reads.
         consumer
             .pause(&tpl)
-            .map_err(|e| OffsetSyncError::kafka(format!("reading {topic}"), e))?;
-        let mut index = Self {
+            .map_err(|e| OffsetSyncError::kafka(context(), e))?;
+        Ok(Self {
             topic: topic.to_string(),
             consumer,
             read_to: None,
-            partitions: BTreeMap::new(),
-        };
-        index.catch_up()?;
-        Ok(index)
+        })
     }
 
-    /// Applies every update written since the last call (up to the current end).
-    pub fn catch_up(&mut self) -> Result<usize, OffsetSyncError> {
-        let context = || format!("reading the offset map {}", self.topic);
+    /// Calls `f(key, value)` for every record written since the last call, up to the end
+    /// the topic has now. A topic that does not exist yet has no records.
+    pub(crate) fn read_new(
+        &mut self,
+        mut f: impl FnMut(&[u8], Option<&[u8]>),
+    ) -> Result<(), OffsetSyncError> {
+        let context = || format!("reading {}", self.topic);
         let (low, high) = match self.consumer.fetch_watermarks(&self.topic, 0, READ_STALL) {
             Ok(w) => w,
             Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
-                return Ok(0)
+                return Ok(())
             }
             Err(e) => return Err(OffsetSyncError::kafka(context(), e)),
         };
-        let mut applied = 0;
         if high <= low || self.read_to.is_some_and(|r| r >= high) {
-            return Ok(0);
+            return Ok(());
         }
-        // Fetch only while catching up: an assigned partition is polled by librdkafka's
-        // own threads all the time, which cost the brokers and this process CPU for
-        // nothing between catch-ups.
-        let assignment = self.assignment()?;
-        self.consumer
-            .resume(&assignment)
-            .map_err(|e| OffsetSyncError::kafka(context(), e))?;
-        let result = self.read_until(high, &mut applied);
-        self.consumer.pause(&assignment).map_err(|e| {
-            OffsetSyncError::kafka(format!("reading the offset map {}", self.topic), e)
-        })?;
-        result.map(|()| applied)
-    }
-
-    fn assignment(&self) -> Result<TopicPartitionList, OffsetSyncError> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&self.topic, 0);
-        Ok(tpl)
+        self.consumer
+            .resume(&tpl)
+            .map_err(|e| OffsetSyncError::kafka(context(), e))?;
+        let result = self.read_until(high, &mut f);
+        self.consumer
+            .pause(&tpl)
+            .map_err(|e| OffsetSyncError::kafka(format!("reading {}", self.topic), e))?;
+        result
     }
 
-    fn read_until(&mut self, high: i64, applied: &mut usize) -> Result<(), OffsetSyncError> {
-        let context = || format!("reading the offset map {}", self.topic);
+    fn read_until(
+        &mut self,
+        high: i64,
+        f: &mut impl FnMut(&[u8], Option<&[u8]>),
+    ) -> Result<(), OffsetSyncError> {
+        let context = || format!("reading {}", self.topic);
         let mut last_progress = Instant::now();
         loop {
+            // The position, not the last record, decides: compaction leaves gaps.
             let position = self
                 .consumer
                 .position()
@@ -161,23 +159,16 @@ impl FlowIndex {
             if let Some(Offset::Offset(p)) = position {
                 if p >= high {
                     self.read_to = Some(p);
-                    break;
+                    return Ok(());
                 }
             }
             match self.consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(msg)) => {
                     last_progress = Instant::now();
-                    if let Some(record) = MapRecord::decode(msg.key().unwrap_or(b""), msg.payload())
-                    {
-                        self.partitions
-                            .entry((record.topic, record.partition))
-                            .or_default()
-                            .apply(record.update);
-                        *applied += 1;
-                    }
+                    f(msg.key().unwrap_or_default(), msg.payload());
                     self.read_to = Some(msg.offset() + 1);
                     if msg.offset() + 1 >= high {
-                        break;
+                        return Ok(());
                     }
                 }
                 Some(Err(e)) => return Err(OffsetSyncError::kafka(context(), e)),
@@ -187,7 +178,41 @@ impl FlowIndex {
                 None => {}
             }
         }
-        Ok(())
+    }
+}
+
+/// Every partition's [`OffsetIndex`] for one flow, read from its map topic.
+/// Keyed by (source topic, partition).
+pub struct FlowIndex {
+    reader: TopicReader,
+    partitions: BTreeMap<(String, i32), OffsetIndex>,
+}
+
+impl FlowIndex {
+    /// Reads the whole map topic. `config` is the target cluster's client config.
+    pub fn load(config: &ClientConfig, topic: &str) -> Result<Self, OffsetSyncError> {
+        let mut index = Self {
+            reader: TopicReader::new(config, topic)?,
+            partitions: BTreeMap::new(),
+        };
+        index.catch_up()?;
+        Ok(index)
+    }
+
+    /// Applies every update written since the last call (up to the current end).
+    pub fn catch_up(&mut self) -> Result<usize, OffsetSyncError> {
+        let partitions = &mut self.partitions;
+        let mut applied = 0;
+        self.reader.read_new(|key, value| {
+            if let Some(record) = MapRecord::decode(key, value) {
+                partitions
+                    .entry((record.topic, record.partition))
+                    .or_default()
+                    .apply(record.update);
+                applied += 1;
+            }
+        })?;
+        Ok(applied)
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<&OffsetIndex> {

@@ -73,9 +73,107 @@ impl Rec {
             .iter()
             .rev()
             .find(|(k, _)| k == "strait.source")?;
-        let text = String::from_utf8(v.clone()?).ok()?;
-        text.rsplit('/').next()?.parse().ok()
+        parse_provenance_offset(v.as_deref()?)
     }
+}
+
+/// The source offset in a provenance header value (`<cluster>/<topic>/<partition>/<offset>`).
+fn parse_provenance_offset(value: &[u8]) -> Option<i64> {
+    std::str::from_utf8(value)
+        .ok()?
+        .rsplit('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Commits `offsets` ((partition, offset) pairs of `topic`) for `group`, as an application
+/// does, without joining the group.
+pub fn commit_offsets(servers: &str, group: &str, topic: &str, offsets: &[(i32, i64)]) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in offsets {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*o))
+            .unwrap();
+    }
+    consumer
+        .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
+}
+
+/// `group`'s committed offset on one partition, if any.
+pub fn committed_offset(servers: &str, group: &str, topic: &str, partition: i32) -> Option<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let c = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    match c.find_partition(topic, partition)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
+/// Resumes `group` on the secondary from its committed offsets on `partitions` of
+/// `topic`, reads each to its end, and returns per partition the source offsets (from the
+/// provenance headers) of what it read. A partition without a committed offset panics:
+/// it must never silently start somewhere.
+pub fn resume_on_secondary(
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> BTreeMap<i32, Vec<i64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", SECONDARY)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "error")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    // Strait writes the target without transactions, so its offsets have no gaps: a
+    // partition is done when the offset after the last record read reaches the end.
+    let mut next = BTreeMap::new();
+    let mut high = BTreeMap::new();
+    for &p in partitions {
+        tpl.add_partition_offset(topic, p, Offset::Stored).unwrap();
+        let committed = committed_offset(SECONDARY, group, topic, p)
+            .unwrap_or_else(|| panic!("group {group} has no committed offset on {topic}[{p}]"));
+        next.insert(p, committed);
+        high.insert(p, watermarks(SECONDARY, topic, p).1);
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut read: BTreeMap<i32, Vec<i64>> = partitions.iter().map(|p| (*p, Vec::new())).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while partitions.iter().any(|p| next[p] < high[p]) {
+        assert!(
+            Instant::now() < deadline,
+            "group {group} did not reach the end of {topic}"
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                next.insert(m.partition(), m.offset() + 1);
+                let source_offset = m
+                    .headers()
+                    .and_then(|h| h.iter().filter(|h| h.key == "strait.source").last())
+                    .and_then(|h| parse_provenance_offset(h.value?))
+                    .expect("provenance header");
+                read.entry(m.partition()).or_default().push(source_offset);
+            }
+            Some(Err(e)) => panic!("group {group} on the secondary: {e}"),
+            None => {}
+        }
+    }
+    read
 }
 
 pub fn unique(prefix: &str) -> String {
