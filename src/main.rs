@@ -3,6 +3,7 @@
 mod config;
 mod http;
 mod offsets;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +55,20 @@ enum Command {
     /// Consumer-group offsets on the target.
     #[command(subcommand)]
     Offsets(OffsetsCommand),
+    /// Compare each flow's copy with its source record by record (key, value, headers,
+    /// timestamp, order), through the exact offset map. Exits non-zero on a difference.
+    Verify {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this flow (default: every flow with offset sync).
+        #[arg(long)]
+        flow: Option<String>,
+        /// Only source topics matching this regex (whole name).
+        #[arg(long)]
+        topics: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
 }
 
 #[derive(Subcommand)]
@@ -91,6 +106,21 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(config),
         Command::CheckConfig { config, offline } => check_config(config, offline),
+        Command::Verify {
+            config,
+            flow,
+            topics,
+            output,
+        } => Config::load(&config).and_then(|config| {
+            verify::run(
+                &config,
+                &verify::VerifyArgs {
+                    flow,
+                    topics,
+                    output,
+                },
+            )
+        }),
         Command::Offsets(OffsetsCommand::Translate {
             config,
             flow,

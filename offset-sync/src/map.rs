@@ -265,6 +265,21 @@ impl OffsetIndex {
         self.segments.len()
     }
 
+    /// The target offset of the copy of the source record at `source`, if the map says it
+    /// was copied (`None` in a source gap or outside the map).
+    pub fn copy_of(&self, source: i64) -> Option<i64> {
+        let (_, seg) = self.segments.range(..=source).next_back()?;
+        (source < seg.source_end()).then(|| seg.target + (source - seg.source))
+    }
+
+    /// Source offset below which the replicator has handled everything: the larger of
+    /// the persisted coverage and the end of the newest copy.
+    pub fn handled_through(&self) -> Option<i64> {
+        let coverage = self.coverage?;
+        let last = self.segments.values().next_back();
+        Some(last.map_or(coverage.through, |s| s.source_end().max(coverage.through)))
+    }
+
     /// The target offset at which a consumer reads exactly the copies of the source
     /// records at or after `committed` (the next offset the group would read).
     ///
@@ -338,6 +353,10 @@ mod tests {
         assert_eq!(index.translate(999), Translation::Exact(1049));
         assert_eq!(index.translate(1000), Translation::Exact(1050), "caught up");
         assert_eq!(index.translate(1001), Translation::Pending);
+        assert_eq!(index.copy_of(0), Some(50));
+        assert_eq!(index.copy_of(999), Some(1049));
+        assert_eq!(index.copy_of(1000), None, "not copied (yet)");
+        assert_eq!(index.handled_through(), Some(1000));
     }
 
     #[test]

@@ -1,0 +1,227 @@
+//! `strait verify`: compares each flow's copy with its source, record by record.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use regex::Regex;
+use strait_verify::{verify_flow, Progress, Status, VerifyReport, VerifySpec};
+
+use crate::config::Config;
+use crate::OutputFormat;
+
+pub struct VerifyArgs {
+    pub flow: Option<String>,
+    pub topics: Option<String>,
+    pub output: OutputFormat,
+}
+
+/// The flows to verify: the named one, or every flow that keeps an offset map.
+pub fn specs(config: &Config, flow: Option<&str>, topics: Option<&str>) -> Result<Vec<VerifySpec>> {
+    let topics = topics
+        .map(|t| Regex::new(&format!("^(?:{t})$")))
+        .transpose()
+        .context("--topics: invalid regex")?;
+    if let Some(name) = flow {
+        if !config.flows.contains_key(name) {
+            bail!(
+                "--flow: no flow '{name}' in the config (flows: {})",
+                config.flows.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+        if !config.flows[name].offset_sync.enabled {
+            bail!("flows.{name}.offset_sync.enabled is false: verification needs the flow's offset map");
+        }
+    }
+    let specs: Vec<VerifySpec> = config
+        .flow_specs()?
+        .into_iter()
+        .filter(|s| flow.is_none_or(|f| f == s.name))
+        .filter(|s| config.flows[&s.name].offset_sync.enabled)
+        .map(|s| VerifySpec {
+            map_topic: config.flows[&s.name].map_topic(&s.name),
+            flow: s.name,
+            source: s.source,
+            target: s.target,
+            naming: s.naming,
+            selector: s.selector,
+            topics: topics.clone(),
+        })
+        .collect();
+    if specs.is_empty() {
+        bail!("no flow keeps an offset map (offset_sync.enabled): nothing to verify");
+    }
+    Ok(specs)
+}
+
+pub fn run(config: &Config, args: &VerifyArgs) -> Result<()> {
+    let mut reports = Vec::new();
+    for spec in specs(config, args.flow.as_deref(), args.topics.as_deref())? {
+        let progress = Reporter::new(&spec.flow);
+        let started = Instant::now();
+        let report = verify_flow(&spec, &progress)
+            .with_context(|| format!("verifying flow '{}'", spec.flow))?;
+        progress.finish(&report, started.elapsed());
+        reports.push(report);
+    }
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
+        OutputFormat::Text => reports.iter().for_each(print_text),
+    }
+    let failed: Vec<&str> = reports
+        .iter()
+        .filter(|r| !r.is_ok())
+        .map(|r| r.flow.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!("verification failed for flow(s) {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+pub fn print_text(report: &VerifyReport) {
+    println!("flow {}:", report.flow);
+    for p in &report.partitions {
+        let state = match p.status {
+            Status::Verified => "ok",
+            Status::Mismatch => "MISMATCH",
+            Status::NotReplicated => "NOT REPLICATED",
+        };
+        let unverified = (p.source_end - p.source_to).max(0);
+        println!(
+            "  {}/{} → {}/{}: {state}, {} records identical, source [{}, {}) ↔ target [{}, {}){}",
+            p.topic,
+            p.partition,
+            p.target_topic,
+            p.partition,
+            p.records,
+            p.source_from,
+            p.source_to,
+            p.target_from,
+            p.target_to,
+            if unverified > 0 {
+                format!(", {unverified} newer source offsets not replicated yet")
+            } else {
+                String::new()
+            }
+        );
+        if let Some(m) = &p.mismatch {
+            println!(
+                "    first difference: source offset {}, target offset {}: {}",
+                m.source_offset,
+                m.target_offset
+                    .map_or_else(|| "-".to_string(), |t| t.to_string()),
+                m.kind.describe()
+            );
+            match &m.source_record {
+                Some(r) => println!("      source: {r}"),
+                None => println!("      source: (not readable)"),
+            }
+            match &m.target_record {
+                Some(r) => println!("      target: {r}"),
+                None => println!("      target: (no record)"),
+            }
+        }
+    }
+    let mismatched = report.mismatches().count();
+    println!(
+        "  {} partitions, {} records identical, {} with differences{}",
+        report.partitions.len(),
+        report.records(),
+        mismatched,
+        if report.is_complete() {
+            ", source fully replicated"
+        } else {
+            ""
+        }
+    );
+}
+
+/// A progress bar on a terminal; plain lines every 5 s otherwise (logs, CI).
+struct Reporter {
+    flow: String,
+    bar: Option<ProgressBar>,
+    plain: Mutex<PlainProgress>,
+}
+
+#[derive(Default)]
+struct PlainProgress {
+    total: u64,
+    done: u64,
+    last_line: Option<Instant>,
+}
+
+impl Reporter {
+    fn new(flow: &str) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix} [{bar:40}] {pos}/{len} source offsets ({per_sec}, eta {eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("verify {flow}"));
+            bar
+        });
+        Self {
+            flow: flow.to_string(),
+            bar,
+            plain: Mutex::new(PlainProgress::default()),
+        }
+    }
+
+    fn finish(&self, report: &VerifyReport, took: Duration) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        eprintln!(
+            "verify {}: {} records compared in {:.1} s",
+            self.flow,
+            report.records(),
+            took.as_secs_f64()
+        );
+    }
+}
+
+impl Progress for Reporter {
+    fn begin(&self, partitions: usize, source_offsets: u64) {
+        match &self.bar {
+            Some(bar) => bar.set_length(source_offsets),
+            None => {
+                eprintln!(
+                    "verify {}: {partitions} partitions, {source_offsets} source offsets",
+                    self.flow
+                );
+                if let Ok(mut p) = self.plain.lock() {
+                    p.total = source_offsets;
+                    p.last_line = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    fn advance(&self, source_offsets: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(source_offsets);
+            return;
+        }
+        let Ok(mut p) = self.plain.lock() else { return };
+        p.done += source_offsets;
+        if p.last_line
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(5))
+        {
+            p.last_line = Some(Instant::now());
+            eprintln!(
+                "verify {}: {}/{} source offsets ({:.0}%)",
+                self.flow,
+                p.done,
+                p.total,
+                100.0 * p.done as f64 / p.total.max(1) as f64
+            );
+        }
+    }
+}

@@ -1,0 +1,734 @@
+//! Proof that a copy matches its source: every source record in the replicated range is
+//! compared with its copy on the target, found through the flow's exact offset map, so
+//! source gaps (compaction, transaction markers, aborted records) need no guessing.
+//!
+//! Both sides are read in parallel, one consumer per cluster, each partition paired
+//! through a small queue per side; a side that runs ahead is paused, so memory stays
+//! bounded however large the partitions are. A record matches when its timestamp, key,
+//! value and headers (in order) hash the same; order is implied by pairing offset by
+//! offset. The first difference per partition is reported with both records summarised.
+
+mod error;
+mod record;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
+use regex::Regex;
+use serde::Serialize;
+use strait_offset_sync::{FlowIndex, OffsetIndex, Translation};
+use strait_replicator::{client_config, ClusterSpec, NamingPolicy, TopicSelector};
+use xxhash_rust::xxh3::Xxh3;
+
+pub use error::VerifyError;
+pub use record::RecordSummary;
+
+/// How long both clusters may deliver nothing before verification gives up.
+const STALL: Duration = Duration::from_secs(30);
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// Queued digests (24 bytes each) across all partitions of one side before the busiest
+/// partitions are paused.
+const QUEUE_BUDGET: usize = 400_000;
+
+/// What to verify: one flow's copy, optionally narrowed to some source topics.
+#[derive(Debug, Clone)]
+pub struct VerifySpec {
+    pub flow: String,
+    pub source: ClusterSpec,
+    pub target: ClusterSpec,
+    pub naming: NamingPolicy,
+    pub selector: TopicSelector,
+    /// The flow's offset map topic on the target.
+    pub map_topic: String,
+    /// Only source topics matching this (whole name) as well as the flow's selection.
+    pub topics: Option<Regex>,
+}
+
+/// Told how far verification has come, in source offsets.
+pub trait Progress {
+    fn begin(&self, partitions: usize, source_offsets: u64);
+    fn advance(&self, source_offsets: u64);
+}
+
+/// No progress output.
+pub struct Silent;
+impl Progress for Silent {
+    fn begin(&self, _: usize, _: u64) {}
+    fn advance(&self, _: u64) {}
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub flow: String,
+    pub partitions: Vec<PartitionReport>,
+}
+
+impl VerifyReport {
+    /// Every partition verified without a difference.
+    pub fn is_ok(&self) -> bool {
+        self.partitions.iter().all(|p| p.status == Status::Verified)
+    }
+    /// Every partition verified, and up to the source end offset seen when it started:
+    /// nothing on the source is left unverified.
+    pub fn is_complete(&self) -> bool {
+        self.is_ok() && self.partitions.iter().all(|p| p.source_to >= p.source_end)
+    }
+    pub fn records(&self) -> u64 {
+        self.partitions.iter().map(|p| p.records).sum()
+    }
+    pub fn mismatches(&self) -> impl Iterator<Item = (&PartitionReport, &Mismatch)> {
+        self.partitions
+            .iter()
+            .filter_map(|p| p.mismatch.as_ref().map(|m| (p, m)))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Every source record in the range has an identical copy at its mapped offset.
+    Verified,
+    /// See [`PartitionReport::mismatch`].
+    Mismatch,
+    /// The source partition has records but the offset map has nothing for it yet.
+    NotReplicated,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionReport {
+    pub topic: String,
+    pub partition: i32,
+    pub target_topic: String,
+    pub status: Status,
+    /// Verified source range `[source_from, source_to)`: what the map says was handled,
+    /// clipped to what the source still holds.
+    pub source_from: i64,
+    pub source_to: i64,
+    /// Source end offset when verification started.
+    pub source_end: i64,
+    /// Target range `[target_from, target_to)` holding the copies of that range.
+    pub target_from: i64,
+    pub target_to: i64,
+    /// Source records compared and found identical to their copies.
+    pub records: u64,
+    /// Target records in the range that are copies of source records no longer there
+    /// (compacted or deleted on the source after they were copied): not comparable.
+    pub target_only: u64,
+    /// Source records whose copies the target's retention has already deleted.
+    pub expired_on_target: u64,
+    /// xxh3-128 over the digests of the identical records, in order.
+    pub digest: String,
+    pub mismatch: Option<Mismatch>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Mismatch {
+    pub kind: MismatchKind,
+    pub source_offset: i64,
+    /// Where the copy should be.
+    pub target_offset: Option<i64>,
+    pub source_record: Option<RecordSummary>,
+    pub target_record: Option<RecordSummary>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MismatchKind {
+    /// The record at the mapped target offset differs from the source record.
+    ContentDiffers,
+    /// No record at the mapped target offset (the target partition ends before it).
+    MissingOnTarget,
+    /// The source record lies in a range the map says holds nothing to copy.
+    NotInMap,
+}
+
+impl MismatchKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::ContentDiffers => "the copy differs from the source record",
+            Self::MissingOnTarget => "the copy is missing on the target",
+            Self::NotInMap => "the offset map has no copy of this source record",
+        }
+    }
+}
+
+/// Compares the copy of every selected partition with its source.
+pub fn verify_flow(
+    spec: &VerifySpec,
+    progress: &dyn Progress,
+) -> Result<VerifyReport, VerifyError> {
+    let (source_config, target_config) = (client_config(&spec.source), client_config(&spec.target));
+    let index = FlowIndex::load(&target_config, &spec.map_topic)?;
+    let source = Side::new(&source_config, SideKind::Source, &spec.flow)?;
+    let target = Side::new(&target_config, SideKind::Target, &spec.flow)?;
+
+    let mut partitions = Vec::new();
+    for (topic, count) in source.topics(|t| {
+        spec.selector.selects(t) && spec.topics.as_ref().is_none_or(|r| r.is_match(t))
+    })? {
+        let target_topic = spec.naming.target_topic(&spec.source.name, &topic);
+        for partition in 0..count {
+            let (low, high) = source.watermarks(&topic, partition)?;
+            let map = index.partition(&topic, partition).cloned();
+            let target_marks = match map {
+                Some(_) => Some(target.watermarks(&target_topic, partition)?),
+                None => None,
+            };
+            partitions.push(PartitionRun::plan(
+                &topic,
+                partition,
+                target_topic.clone(),
+                map,
+                (low, high),
+                target_marks,
+            ));
+        }
+    }
+    let total: u64 = partitions.iter().map(PartitionRun::span).sum();
+    progress.begin(partitions.len(), total);
+    compare(&mut partitions, &source, &target, progress)?;
+    for p in &mut partitions {
+        p.summarise_mismatch(&source_config, &target_config);
+    }
+    Ok(VerifyReport {
+        flow: spec.flow.clone(),
+        partitions: partitions.into_iter().map(|p| p.report).collect(),
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum SideKind {
+    Source,
+    Target,
+}
+
+/// One cluster's consumer, assigned every partition to read on that cluster.
+struct Side {
+    kind: SideKind,
+    consumer: BaseConsumer,
+}
+
+impl Side {
+    fn new(config: &ClientConfig, kind: SideKind, flow: &str) -> Result<Self, VerifyError> {
+        let consumer = config
+            .clone()
+            .set("client.id", format!("strait-verify-{flow}"))
+            .set("group.id", "strait-verify-unused")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("isolation.level", "read_committed")
+            .set("fetch.queue.backoff.ms", "10")
+            .set("queued.max.messages.kbytes", "32768")
+            .create()
+            .map_err(|e| VerifyError::kafka(format!("connecting to the {}", kind.name()), e))?;
+        Ok(Self { kind, consumer })
+    }
+
+    fn topics(&self, wanted: impl Fn(&str) -> bool) -> Result<Vec<(String, i32)>, VerifyError> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(None, METADATA_TIMEOUT)
+            .map_err(|e| VerifyError::kafka("listing source topics", e))?;
+        let mut topics: Vec<(String, i32)> = metadata
+            .topics()
+            .iter()
+            .filter(|t| wanted(t.name()))
+            .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+            .collect();
+        topics.sort();
+        Ok(topics)
+    }
+
+    /// (log start, end); (0, 0) for a partition that does not exist.
+    fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), VerifyError> {
+        match self
+            .consumer
+            .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+        {
+            Ok(marks) => Ok(marks),
+            Err(e)
+                if e.rdkafka_error_code()
+                    == Some(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition) =>
+            {
+                Ok((0, 0))
+            }
+            Err(e) => Err(VerifyError::kafka(
+                format!(
+                    "reading offsets of {topic}/{partition} on the {}",
+                    self.kind.name()
+                ),
+                e,
+            )),
+        }
+    }
+
+    fn set_paused(&self, topic: &str, partition: i32, paused: bool) -> Result<(), VerifyError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        let result = if paused {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        result.map_err(|e| VerifyError::kafka(format!("pausing {topic}/{partition}"), e))
+    }
+}
+
+impl SideKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Source => "source",
+            Self::Target => "target",
+        }
+    }
+}
+
+/// One side of one partition: where to read, what has been read, and its queue.
+#[derive(Default)]
+struct Reading {
+    from: i64,
+    to: i64,
+    done: bool,
+    paused: bool,
+    /// (offset, digest) read but not yet paired.
+    queue: VecDeque<(i64, u128)>,
+}
+
+impl Reading {
+    fn new(from: i64, to: i64) -> Self {
+        Self {
+            from,
+            to,
+            done: from >= to,
+            ..Self::default()
+        }
+    }
+}
+
+struct PartitionRun {
+    map: Option<OffsetIndex>,
+    source: Reading,
+    target: Reading,
+    /// Target log start: copies below it were deleted by the target's retention.
+    target_log_start: i64,
+    finished: bool,
+    /// Source offsets handed to the progress bar so far.
+    progressed: i64,
+    digest: Xxh3,
+    report: PartitionReport,
+}
+
+impl PartitionRun {
+    fn plan(
+        topic: &str,
+        partition: i32,
+        target_topic: String,
+        map: Option<OffsetIndex>,
+        (source_low, source_high): (i64, i64),
+        target_marks: Option<(i64, i64)>,
+    ) -> Self {
+        let mut report = PartitionReport {
+            topic: topic.to_string(),
+            partition,
+            target_topic,
+            status: Status::Verified,
+            source_from: source_low,
+            source_to: source_low,
+            source_end: source_high,
+            target_from: 0,
+            target_to: 0,
+            records: 0,
+            target_only: 0,
+            expired_on_target: 0,
+            digest: String::new(),
+            mismatch: None,
+        };
+        let covered = map.as_ref().and_then(|m| {
+            let coverage = m.coverage()?;
+            Some((coverage.from, m.handled_through()?))
+        });
+        let (mut source, mut target, mut target_log_start) =
+            (Reading::default(), Reading::default(), 0);
+        if let (Some(index), Some((map_from, handled)), Some((target_low, target_high))) =
+            (&map, covered, target_marks)
+        {
+            let from = map_from.max(source_low);
+            let to = handled.min(source_high).max(from);
+            let target_at = |offset| match index.translate(offset) {
+                Translation::Exact(t) => t,
+                // Unreachable for offsets inside the coverage; an empty range is safe.
+                Translation::Pending | Translation::BeforeMap { .. } => 0,
+            };
+            let (target_from, target_to) = (target_at(from), target_at(to));
+            report.source_from = from;
+            report.source_to = to;
+            report.target_from = target_from;
+            report.target_to = target_to;
+            source = Reading::new(from, to);
+            target = Reading::new(target_from.max(target_low), target_to.min(target_high));
+            target_log_start = target_low;
+        } else {
+            source.done = true;
+            target.done = true;
+            if source_high > source_low {
+                report.status = Status::NotReplicated;
+            }
+        }
+        let mut run = Self {
+            map,
+            source,
+            target,
+            target_log_start,
+            finished: false,
+            progressed: 0,
+            digest: Xxh3::new(),
+            report,
+        };
+        run.pair();
+        run
+    }
+
+    fn span(&self) -> u64 {
+        (self.report.source_to - self.report.source_from).max(0) as u64
+    }
+
+    fn reading(&mut self, side: SideKind) -> &mut Reading {
+        match side {
+            SideKind::Source => &mut self.source,
+            SideKind::Target => &mut self.target,
+        }
+    }
+
+    /// Pairs queued source records with their copies until one side runs dry, a
+    /// difference is found, or the source range is done.
+    fn pair(&mut self) {
+        if self.finished {
+            return;
+        }
+        let Some(map) = &self.map else {
+            self.finish();
+            return;
+        };
+        while let Some(&(source_offset, source_digest)) = self.source.queue.front() {
+            let Some(target_offset) = map.copy_of(source_offset) else {
+                self.report.mismatch =
+                    Some(Mismatch::new(MismatchKind::NotInMap, source_offset, None));
+                break;
+            };
+            if target_offset < self.target_log_start {
+                self.report.expired_on_target += 1;
+                self.source.queue.pop_front();
+                continue;
+            }
+            // Copies of source records that are gone from the source now.
+            while self
+                .target
+                .queue
+                .front()
+                .is_some_and(|&(t, _)| t < target_offset)
+            {
+                self.target.queue.pop_front();
+                self.report.target_only += 1;
+            }
+            match self.target.queue.front() {
+                Some(&(t, target_digest)) if t == target_offset => {
+                    if target_digest != source_digest {
+                        self.report.mismatch = Some(Mismatch::new(
+                            MismatchKind::ContentDiffers,
+                            source_offset,
+                            Some(target_offset),
+                        ));
+                        break;
+                    }
+                    self.digest.update(&source_digest.to_le_bytes());
+                    self.report.records += 1;
+                    self.source.queue.pop_front();
+                    self.target.queue.pop_front();
+                }
+                Some(_) => {
+                    self.report.mismatch = Some(Mismatch::new(
+                        MismatchKind::MissingOnTarget,
+                        source_offset,
+                        Some(target_offset),
+                    ));
+                    break;
+                }
+                None if self.target.done => {
+                    self.report.mismatch = Some(Mismatch::new(
+                        MismatchKind::MissingOnTarget,
+                        source_offset,
+                        Some(target_offset),
+                    ));
+                    break;
+                }
+                None => return,
+            }
+        }
+        if self.report.mismatch.is_some() || (self.source.done && self.source.queue.is_empty()) {
+            self.finish();
+        }
+    }
+
+    fn finish(&mut self) {
+        self.finished = true;
+        self.source.queue = VecDeque::new();
+        self.target.queue = VecDeque::new();
+        if self.report.mismatch.is_some() {
+            self.report.status = Status::Mismatch;
+        }
+        self.report.digest = format!("{:032x}", self.digest.digest128());
+    }
+
+    /// Source offsets newly handled since the last call (for the progress bar).
+    fn take_progress(&mut self) -> u64 {
+        let position = if self.finished {
+            self.report.source_to
+        } else {
+            self.source
+                .queue
+                .front()
+                .map_or(self.source.from, |&(o, _)| o)
+        };
+        let done = (position - self.report.source_from).max(0);
+        let delta = (done - self.progressed).max(0);
+        self.progressed = done;
+        delta as u64
+    }
+
+    fn summarise_mismatch(&mut self, source: &ClientConfig, target: &ClientConfig) {
+        let (topic, target_topic, partition) = (
+            self.report.topic.clone(),
+            self.report.target_topic.clone(),
+            self.report.partition,
+        );
+        if let Some(m) = &mut self.report.mismatch {
+            m.source_record = fetch_one(source, &topic, partition, m.source_offset);
+            m.target_record = m
+                .target_offset
+                .and_then(|t| fetch_one(target, &target_topic, partition, t));
+            // A target record that is the copy of a *later* source record means this
+            // one's copy was lost, not altered.
+            if m.kind == MismatchKind::ContentDiffers
+                && m.target_record
+                    .as_ref()
+                    .and_then(|r| r.copy_of_source_offset)
+                    .is_some_and(|s| s > m.source_offset)
+            {
+                m.kind = MismatchKind::MissingOnTarget;
+            }
+        }
+    }
+}
+
+impl Mismatch {
+    fn new(kind: MismatchKind, source_offset: i64, target_offset: Option<i64>) -> Self {
+        Self {
+            kind,
+            source_offset,
+            target_offset,
+            source_record: None,
+            target_record: None,
+        }
+    }
+}
+
+/// Reads both sides until every partition is finished.
+fn compare(
+    runs: &mut [PartitionRun],
+    source: &Side,
+    target: &Side,
+    progress: &dyn Progress,
+) -> Result<(), VerifyError> {
+    let mut lookup: HashMap<(SideKind, String, i32), usize> = HashMap::new();
+    for side in [source, target] {
+        let mut tpl = TopicPartitionList::new();
+        for (i, run) in runs.iter_mut().enumerate() {
+            let topic = match side.kind {
+                SideKind::Source => run.report.topic.clone(),
+                SideKind::Target => run.report.target_topic.clone(),
+            };
+            let partition = run.report.partition;
+            let finished = run.finished;
+            let reading = run.reading(side.kind);
+            if !finished && !reading.done {
+                let from = reading.from;
+                tpl.add_partition_offset(&topic, partition, Offset::Offset(from))
+                    .map_err(|e| VerifyError::kafka("assigning partitions", e))?;
+            }
+            lookup.insert((side.kind, topic, partition), i);
+        }
+        side.consumer
+            .assign(&tpl)
+            .map_err(|e| VerifyError::kafka(format!("reading the {}", side.kind.name()), e))?;
+    }
+    let active = runs.iter().filter(|r| !r.finished).count().max(1);
+    let queue_limit = (QUEUE_BUDGET / active).max(1000);
+
+    let mut hasher = Xxh3::new();
+    let mut last_progress = Instant::now();
+    let mut last_position_check = Instant::now();
+    while runs.iter().any(|r| !r.finished) {
+        let mut received = 0;
+        for side in [source, target] {
+            let is_copy = side.kind == SideKind::Target;
+            let mut batch = 0;
+            while batch < 4096 {
+                let msg = match side.consumer.poll(Duration::ZERO) {
+                    None => break,
+                    Some(Err(e)) => {
+                        return Err(VerifyError::kafka(
+                            format!("reading the {}", side.kind.name()),
+                            e,
+                        ))
+                    }
+                    Some(Ok(msg)) => msg,
+                };
+                batch += 1;
+                let key = (side.kind, msg.topic().to_string(), msg.partition());
+                let Some(&i) = lookup.get(&key) else { continue };
+                let run = &mut runs[i];
+                let finished = run.finished;
+                let reading = run.reading(side.kind);
+                if finished || reading.done || msg.offset() < reading.from {
+                    continue;
+                }
+                if msg.offset() >= reading.to {
+                    reading.done = true;
+                } else {
+                    let d = record::digest(&msg, is_copy, &mut hasher);
+                    reading.queue.push_back((msg.offset(), d));
+                    reading.done = msg.offset() + 1 >= reading.to;
+                }
+                run.pair();
+                throttle(run, side, queue_limit, &key.1, key.2)?;
+            }
+            received += batch;
+        }
+        if received > 0 {
+            last_progress = Instant::now();
+        }
+        // Positions pass gaps (transaction markers, compaction) that deliver no record.
+        if received == 0 || last_position_check.elapsed() > Duration::from_millis(200) {
+            last_position_check = Instant::now();
+            for side in [source, target] {
+                mark_done_by_position(runs, side, &lookup, queue_limit)?;
+            }
+            let advanced: u64 = runs.iter_mut().map(PartitionRun::take_progress).sum();
+            if advanced > 0 {
+                progress.advance(advanced);
+                last_progress = Instant::now();
+            }
+        }
+        if received == 0 {
+            if last_progress.elapsed() > STALL {
+                let waiting: Vec<String> = runs
+                    .iter()
+                    .filter(|r| !r.finished)
+                    .take(5)
+                    .map(|r| format!("{}/{}", r.report.topic, r.report.partition))
+                    .collect();
+                return Err(VerifyError::Stalled(STALL, waiting.join(", ")));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let rest: u64 = runs.iter_mut().map(PartitionRun::take_progress).sum();
+    progress.advance(rest);
+    Ok(())
+}
+
+/// Pauses a side of a partition that is far ahead of the other (or done), resumes it
+/// when the other side has caught up.
+fn throttle(
+    run: &mut PartitionRun,
+    side: &Side,
+    limit: usize,
+    topic: &str,
+    partition: i32,
+) -> Result<(), VerifyError> {
+    let finished = run.finished;
+    let reading = run.reading(side.kind);
+    let want_paused = finished || reading.done || reading.queue.len() >= limit;
+    if want_paused != reading.paused {
+        side.set_paused(topic, partition, want_paused)?;
+        reading.paused = want_paused;
+    }
+    if finished {
+        // The other side may be paused for backpressure and never resumed: stop both.
+        let other = match side.kind {
+            SideKind::Source => &mut run.target,
+            SideKind::Target => &mut run.source,
+        };
+        other.done = true;
+    }
+    Ok(())
+}
+
+fn mark_done_by_position(
+    runs: &mut [PartitionRun],
+    side: &Side,
+    lookup: &HashMap<(SideKind, String, i32), usize>,
+    queue_limit: usize,
+) -> Result<(), VerifyError> {
+    let positions = side
+        .consumer
+        .position()
+        .map_err(|e| VerifyError::kafka(format!("reading the {}", side.kind.name()), e))?;
+    for element in positions.elements() {
+        let Offset::Offset(position) = element.offset() else {
+            continue;
+        };
+        let key = (side.kind, element.topic().to_string(), element.partition());
+        let Some(&i) = lookup.get(&key) else { continue };
+        let run = &mut runs[i];
+        let reading = run.reading(side.kind);
+        if !reading.done && position >= reading.to {
+            reading.done = true;
+            run.pair();
+        }
+        // Resume a side paused for backpressure once its queue has drained.
+        let finished = run.finished;
+        let reading = run.reading(side.kind);
+        if reading.paused && !reading.done && !finished && reading.queue.len() < queue_limit / 2 {
+            side.set_paused(&key.1, key.2, false)?;
+            run.reading(side.kind).paused = false;
+        }
+        if run.finished || run.reading(side.kind).done {
+            throttle(run, side, usize::MAX, &key.1, key.2)?;
+        }
+    }
+    Ok(())
+}
+
+/// One record, read for a report. `None` if it is not there (any more).
+fn fetch_one(
+    config: &ClientConfig,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Option<RecordSummary> {
+    let consumer: BaseConsumer = config
+        .clone()
+        .set("group.id", "strait-verify-unused")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .ok()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+        .ok()?;
+    consumer.assign(&tpl).ok()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(msg)) if msg.offset() == offset => return Some(RecordSummary::of(&msg)),
+            Some(Ok(_)) => return None,
+            Some(Err(_)) | None => {}
+        }
+    }
+    None
+}

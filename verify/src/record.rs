@@ -1,0 +1,165 @@
+//! What verification compares about a record: a digest over its content, and a short
+//! human summary for reports.
+
+use rdkafka::message::{Headers, Message};
+use serde::Serialize;
+use strait_replicator::{Provenance, PROVENANCE_HEADER};
+use xxhash_rust::xxh3::Xxh3;
+
+/// xxh3-128 over timestamp, key, value and headers (in order), with null kept distinct
+/// from empty everywhere. On a target record the last provenance header is Strait's own
+/// stamp, not part of the copied content, and is left out.
+pub(crate) fn digest<M: Message>(msg: &M, is_copy: bool, hasher: &mut Xxh3) -> u128 {
+    hasher.reset();
+    hasher.update(&msg.timestamp().to_millis().unwrap_or(-1).to_le_bytes());
+    hash_optional(hasher, msg.key());
+    hash_optional(hasher, msg.payload());
+    if let Some(headers) = msg.headers() {
+        let mut count = headers.count();
+        if is_copy && count > 0 && headers.get(count - 1).key == PROVENANCE_HEADER {
+            count -= 1;
+        }
+        hasher.update(&(count as u64).to_le_bytes());
+        for i in 0..count {
+            let header = headers.get(i);
+            hash_optional(hasher, Some(header.key.as_bytes()));
+            hash_optional(hasher, header.value);
+        }
+    } else {
+        hasher.update(&0u64.to_le_bytes());
+    }
+    hasher.digest128()
+}
+
+fn hash_optional(hasher: &mut Xxh3, bytes: Option<&[u8]>) {
+    match bytes {
+        None => hasher.update(&[0]),
+        Some(b) => {
+            hasher.update(&[1]);
+            hasher.update(&(b.len() as u64).to_le_bytes());
+            hasher.update(b);
+        }
+    }
+}
+
+/// A record as a mismatch report shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RecordSummary {
+    pub offset: i64,
+    /// Milliseconds since the epoch.
+    pub timestamp: Option<i64>,
+    /// UTF-8 (lossy), cut to 64 characters; `None` for a null key.
+    pub key: Option<String>,
+    /// `None` for a null value (a tombstone).
+    pub value_bytes: Option<usize>,
+    /// The start of the value, UTF-8 (lossy), cut to 64 characters.
+    pub value_preview: Option<String>,
+    pub headers: usize,
+    /// On a target record: the source offset its provenance header names.
+    pub copy_of_source_offset: Option<i64>,
+}
+
+impl RecordSummary {
+    pub(crate) fn of<M: Message>(msg: &M) -> Self {
+        let provenance = msg.headers().and_then(|h| {
+            h.iter()
+                .filter(|h| h.key == PROVENANCE_HEADER)
+                .last()
+                .and_then(|h| h.value.and_then(Provenance::decode))
+                .map(|p| p.offset)
+        });
+        Self {
+            offset: msg.offset(),
+            timestamp: msg.timestamp().to_millis(),
+            key: msg.key().map(preview),
+            value_bytes: msg.payload().map(<[u8]>::len),
+            value_preview: msg.payload().map(preview),
+            headers: msg.headers().map_or(0, |h| h.count()),
+            copy_of_source_offset: provenance,
+        }
+    }
+}
+
+impl std::fmt::Display for RecordSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "offset {}", self.offset)?;
+        match self.timestamp {
+            Some(ts) => write!(f, ", timestamp {ts}")?,
+            None => write!(f, ", no timestamp")?,
+        }
+        match &self.key {
+            Some(k) => write!(f, ", key {k:?}")?,
+            None => write!(f, ", null key")?,
+        }
+        match (&self.value_bytes, &self.value_preview) {
+            (Some(n), Some(p)) => write!(f, ", value {n} bytes {p:?}")?,
+            _ => write!(f, ", null value")?,
+        }
+        write!(f, ", {} headers", self.headers)?;
+        if let Some(s) = self.copy_of_source_offset {
+            write!(f, ", copy of source offset {s}")?;
+        }
+        Ok(())
+    }
+}
+
+fn preview(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut cut: String = text.chars().take(64).collect();
+    if text.chars().nth(64).is_some() {
+        cut.push('…');
+    }
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
+
+    fn message(value: Option<&[u8]>, headers: OwnedHeaders) -> OwnedMessage {
+        OwnedMessage::new(
+            value.map(<[u8]>::to_vec),
+            Some(b"k".to_vec()),
+            "t".into(),
+            Timestamp::CreateTime(42),
+            0,
+            7,
+            Some(headers),
+        )
+    }
+
+    #[test]
+    fn null_and_empty_differ_and_our_stamp_is_ignored_on_copies() {
+        let mut h = Xxh3::new();
+        let plain = OwnedHeaders::new().insert(Header {
+            key: "a",
+            value: Some(b""),
+        });
+        let null_header = OwnedHeaders::new().insert(Header::<&[u8]> {
+            key: "a",
+            value: None,
+        });
+        let original = digest(&message(Some(b"v"), plain.clone()), false, &mut h);
+        assert_ne!(
+            original,
+            digest(&message(Some(b"v"), null_header), false, &mut h)
+        );
+        assert_ne!(
+            original,
+            digest(&message(None, plain.clone()), false, &mut h)
+        );
+        assert_ne!(
+            original,
+            digest(&message(Some(b""), plain.clone()), false, &mut h)
+        );
+        let stamped = plain.insert(Header {
+            key: PROVENANCE_HEADER,
+            value: Some(b"a/t/0/7"),
+        });
+        let copy = message(Some(b"v"), stamped);
+        assert_eq!(original, digest(&copy, true, &mut h));
+        assert_ne!(original, digest(&copy, false, &mut h));
+        assert_eq!(RecordSummary::of(&copy).copy_of_source_offset, Some(7));
+    }
+}
