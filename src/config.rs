@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use strait_offset_sync::{CheckpointSpec, GroupSelector};
 use strait_replicator::{
@@ -25,6 +25,111 @@ pub struct Config {
     pub flows: BTreeMap<String, FlowConfig>,
     #[serde(default)]
     pub tuning: TuningConfig,
+    /// A staged migration of one flow (`strait migrate run`).
+    pub migration: Option<MigrationConfig>,
+}
+
+/// `[migration]`: which flow and groups to move, and the gate of each stage.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationConfig {
+    pub flow: String,
+    /// Consumer groups to move (exact names).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Compacted topic on the target holding the migration's state; default
+    /// `__strait.migration.<flow>`.
+    pub state_topic: Option<String>,
+    #[serde(default)]
+    pub gates: Gates,
+}
+
+/// The gate of each stage: what must hold before the migration leaves it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Gates {
+    pub mirror: Gate,
+    pub move_producers: Gate,
+    pub drain: Gate,
+    pub stop_consumers: Gate,
+    pub translate_offsets: Gate,
+    pub verify: Gate,
+    pub start_consumers: Gate,
+}
+
+impl Default for Gates {
+    fn default() -> Self {
+        Self {
+            // Starting to move producers is the operator's decision.
+            mirror: Gate::manual(),
+            move_producers: Gate {
+                producers_idle_for: Some(Duration::from_secs(10)),
+                ..Gate::auto()
+            },
+            drain: Gate::auto(),
+            stop_consumers: Gate::auto(),
+            translate_offsets: Gate::auto(),
+            verify: Gate::auto(),
+            start_consumers: Gate::auto(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Gate {
+    pub approval: Approval,
+    /// `move_producers` only: the source end offsets of every migrated topic must not
+    /// have changed for this long.
+    #[serde(default, with = "humantime_serde")]
+    pub producers_idle_for: Option<Duration>,
+    /// How long the stage may take before `on_timeout` applies.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub on_timeout: OnTimeout,
+}
+
+impl Gate {
+    fn manual() -> Self {
+        Self {
+            approval: Approval::Manual,
+            producers_idle_for: None,
+            timeout: None,
+            on_timeout: OnTimeout::Wait,
+        }
+    }
+    fn auto() -> Self {
+        Self {
+            approval: Approval::Auto,
+            ..Self::manual()
+        }
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::auto()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Approval {
+    /// Wait for `strait migrate approve`.
+    Manual,
+    /// Advance when the stage's condition holds.
+    Auto,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTimeout {
+    /// Keep waiting, with a warning.
+    #[default]
+    Wait,
+    /// Abort the migration (back to plain mirroring).
+    Abort,
 }
 
 #[derive(Debug, Deserialize)]
@@ -412,7 +517,105 @@ impl Config {
                 }
             }
         }
+        if let Some(m) = &self.migration {
+            self.validate_migration(m)?;
+        }
         Ok(())
+    }
+
+    fn validate_migration(&self, m: &MigrationConfig) -> Result<()> {
+        let flow = self.flows.get(&m.flow).with_context(|| {
+            format!(
+                "migration.flow: no flow '{}' (flows: {})",
+                m.flow,
+                self.flows.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        if !flow.offset_sync.enabled {
+            bail!(
+                "migration.flow: flow '{}' has offset_sync.enabled = false; the translate_offsets \
+                 and verify stages need its offset map, so they could never pass",
+                m.flow
+            );
+        }
+        let own = flow.group_id(&m.flow);
+        for (i, group) in m.groups.iter().enumerate() {
+            if group.trim().is_empty() {
+                bail!("migration.groups[{i}]: must not be empty");
+            }
+            if *group == own {
+                bail!("migration.groups[{i}]: '{group}' is the flow's own replication group");
+            }
+            if m.groups[..i].contains(group) {
+                bail!("migration.groups[{i}]: '{group}' is listed twice");
+            }
+        }
+        let topic = self.migration_state_topic().unwrap_or_default();
+        if topic.is_empty() || topic.len() > 249 || !topic.chars().all(is_topic_char) {
+            bail!("migration.state_topic: '{topic}' is not a valid topic name ([A-Za-z0-9._-], at most 249)");
+        }
+        if self.internal_topics().contains(&topic) {
+            bail!(
+                "migration.state_topic: '{topic}' is already one of the flows' offset-sync topics"
+            );
+        }
+        let g = &m.gates;
+        for (stage, gate) in [
+            ("mirror", &g.mirror),
+            ("move_producers", &g.move_producers),
+            ("drain", &g.drain),
+            ("stop_consumers", &g.stop_consumers),
+            ("translate_offsets", &g.translate_offsets),
+            ("verify", &g.verify),
+            ("start_consumers", &g.start_consumers),
+        ] {
+            let field = |f: &str| format!("migration.gates.{stage}.{f}");
+            if stage != "move_producers" && gate.producers_idle_for.is_some() {
+                bail!(
+                    "{}: only applies to the move_producers gate",
+                    field("producers_idle_for")
+                );
+            }
+            if gate.timeout.is_some_and(|t| t.is_zero()) {
+                bail!("{}: must be greater than zero", field("timeout"));
+            }
+            if stage == "start_consumers" && gate.on_timeout == OnTimeout::Abort {
+                bail!(
+                    "{}: a migration cannot be aborted once consumers are moving to the target",
+                    field("on_timeout")
+                );
+            }
+        }
+        let mp = &g.move_producers;
+        if mp.approval == Approval::Auto {
+            let idle = mp.producers_idle_for.with_context(|| {
+                "migration.gates.move_producers.producers_idle_for: required with approval = \"auto\""
+            })?;
+            if idle < Duration::from_secs(1) {
+                bail!("migration.gates.move_producers.producers_idle_for: must be at least 1s");
+            }
+            if let (Some(timeout), OnTimeout::Abort) = (mp.timeout, mp.on_timeout) {
+                if timeout <= idle {
+                    bail!(
+                        "migration.gates.move_producers.timeout: {} is not longer than \
+                         producers_idle_for ({}), so the gate could never pass before the abort",
+                        humantime::format_duration(timeout),
+                        humantime::format_duration(idle)
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The migration's state topic on the target, if there is a migration.
+    pub fn migration_state_topic(&self) -> Option<String> {
+        let m = self.migration.as_ref()?;
+        Some(
+            m.state_topic
+                .clone()
+                .unwrap_or_else(|| format!("__strait.migration.{}", m.flow)),
+        )
     }
 
     /// Every compacted topic Strait keeps for itself, across flows.

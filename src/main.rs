@@ -2,6 +2,7 @@
 
 mod config;
 mod http;
+mod migrate;
 mod offsets;
 mod verify;
 
@@ -55,6 +56,9 @@ enum Command {
     /// Consumer-group offsets on the target.
     #[command(subcommand)]
     Offsets(OffsetsCommand),
+    /// A staged migration driven by the config's [migration] section.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
     /// Compare each flow's copy with its source record by record (key, value, headers,
     /// timestamp, order), through the exact offset map. Exits non-zero on a difference.
     Verify {
@@ -94,6 +98,35 @@ enum OffsetsCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum MigrateCommand {
+    /// Replicate every flow and walk the migration's stages; exits when it is done.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Current stage, what it waits for, lag per topic, groups on both clusters, and
+    /// the verification result.
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Approve the current stage's manual gate.
+    Approve {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(value_enum)]
+        stage: migrate::Stage,
+    },
+    /// Abort (until consumers move to the target): back to plain mirroring.
+    Abort {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum OutputFormat {
     Text,
@@ -104,7 +137,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
-        Command::Run { config } => run(config),
+        Command::Run { config } => run(config, false),
+        Command::Migrate(MigrateCommand::Run { config }) => run(config, true),
+        Command::Migrate(MigrateCommand::Status { config, output }) => {
+            Config::load(&config).and_then(|c| migrate::status(&c, output))
+        }
+        Command::Migrate(MigrateCommand::Approve { config, stage }) => {
+            Config::load(&config).and_then(|c| migrate::approve(&c, stage))
+        }
+        Command::Migrate(MigrateCommand::Abort { config }) => {
+            Config::load(&config).and_then(|c| migrate::abort(&c))
+        }
         Command::CheckConfig { config, offline } => check_config(config, offline),
         Command::Verify {
             config,
@@ -204,10 +247,27 @@ fn check_config(path: PathBuf, offline: bool) -> Result<()> {
     Ok(())
 }
 
-fn run(path: PathBuf) -> Result<()> {
+/// `strait run`, and with `migrating` `strait migrate run`: the same replication plus the
+/// migration controller, which stops everything when the migration is done.
+fn run(path: PathBuf, migrating: bool) -> Result<()> {
     let config = Config::load(&path)?;
     let specs = config.flow_specs()?;
-    let checkpointers = config.checkpoint_specs()?;
+    let mut checkpointers = config.checkpoint_specs()?;
+    let controller = if migrating {
+        let flow = config
+            .migration
+            .as_ref()
+            .map(|m| m.flow.clone())
+            .context("migrate run: the config has no [migration] section")?;
+        // The migration writes the groups' offsets once, at its translate_offsets
+        // stage; a periodic sync would write them before that.
+        for c in checkpointers.iter_mut().filter(|c| c.flow == flow) {
+            c.sync_group_offsets = false;
+        }
+        Some(migrate::Controller::start(Config::load(&path)?)?)
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -245,6 +305,10 @@ fn run(path: PathBuf) -> Result<()> {
             })
             .collect();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
+        let migration = controller.map(|c| {
+            let shutdown = shutdown.clone();
+            tokio::task::spawn_blocking(move || c.run(shutdown))
+        });
 
         let mut failed = Vec::new();
         for (name, handle) in flows {
@@ -255,6 +319,13 @@ fn run(path: PathBuf) -> Result<()> {
             }
         }
         shutdown.cancel();
+        if let Some(task) = migration {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failed.push(format!("migration: {e:#}")),
+                Err(e) => failed.push(format!("migration panicked: {e}")),
+            }
+        }
         for task in checkpoint_tasks {
             let _ = task.await;
         }

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use strait_offset_sync::groups::{self, GroupClient, Offsets, PartitionResult};
 use strait_offset_sync::FlowIndex;
-use strait_replicator::{client_config, copies_on_target};
+use strait_replicator::{client_config, copies_on_target, FlowSpec};
 
 use crate::config::Config;
 use crate::OutputFormat;
@@ -30,101 +30,18 @@ struct Report<'a> {
 }
 
 pub fn translate(config: &Config, args: &TranslateArgs) -> Result<()> {
-    let flow = config.flows.get(&args.flow).with_context(|| {
-        format!(
-            "--flow: no flow '{}' in the config (flows: {})",
-            args.flow,
-            config.flows.keys().cloned().collect::<Vec<_>>().join(", ")
-        )
-    })?;
-    if !flow.offset_sync.enabled {
-        bail!(
-            "flows.{}.offset_sync.enabled is false: this flow keeps no offset map",
-            args.flow
-        );
-    }
-    let spec = config
-        .flow_specs()?
-        .into_iter()
-        .find(|s| s.name == args.flow)
-        .context("flow spec")?;
-    let (source, target) = (client_config(&spec.source), client_config(&spec.target));
-    let map_topic = flow.map_topic(&args.flow);
-
-    let mut index = FlowIndex::load(&target, &map_topic).with_context(|| {
-        format!(
-            "reading the offset map {map_topic} on '{}'",
-            spec.target.name
-        )
-    })?;
-    if index.partitions().next().is_none() {
-        bail!(
-            "the offset map {map_topic} on '{}' is empty: has `strait run` replicated flow '{}' yet?",
-            spec.target.name,
-            args.flow
-        );
-    }
-    // The persisted map may trail the copies by up to a commit interval (or more after a
-    // crash): read the copies after it back from the target, so the answer is never
-    // based on a map that is behind the data.
-    let tails: Vec<(String, i32, i64)> = index
-        .partitions()
-        .filter_map(|(t, p, m)| m.coverage().map(|c| (t.to_string(), p, c.target_next)))
-        .collect();
-    for (topic, partition, from) in tails {
-        let target_topic = spec.naming.target_topic(&spec.source.name, &topic);
-        let copies = copies_on_target(
-            &spec.target,
-            &spec.source.name,
-            &topic,
-            &target_topic,
-            partition,
-            from,
-        )
-        .with_context(|| format!("reading copies of {topic}[{partition}] on the target"))?;
-        index.add_copies(&topic, partition, &copies);
-    }
-
-    let partitions: Vec<(String, i32)> = index
-        .partitions()
-        .map(|(t, p, _)| (t.to_string(), p))
-        .collect();
-    let (committed, log_starts, offsets_from) =
-        match source_offsets(&source, &args.group, &partitions) {
-            Ok((committed, log_starts)) => (committed, log_starts, "source"),
-            Err(e) => {
-                eprintln!(
-                    "source cluster '{}' unreachable ({e:#}); using the last checkpoints on '{}'",
-                    spec.source.name, spec.target.name
-                );
-                let checkpoint_topic = flow.checkpoint_topic(&args.flow);
-                let checkpoints = groups::load_checkpoints(&target, &checkpoint_topic)
-                    .with_context(|| format!("reading checkpoints from {checkpoint_topic}"))?;
-                let committed: Offsets = checkpoints
-                    .into_values()
-                    .filter(|c| c.group == args.group)
-                    .map(|c| ((c.topic, c.partition), c.source_offset))
-                    .collect();
-                (committed, Offsets::new(), "checkpoints")
-            }
-        };
-    if committed.is_empty() {
+    let translated = translate_group(config, &args.flow, &args.group, true)?;
+    let (spec, offsets_from) = (&translated.spec, translated.offsets_from);
+    if translated.committed_anywhere == 0 {
         bail!(
             "group '{}' has no committed offsets on the topics of flow '{}' (read from the {offsets_from})",
             args.group,
             args.flow
         );
     }
-    let rename = |t: &str| spec.naming.target_topic(&spec.source.name, t);
-    let mut results = groups::translate_group(&index, &committed, &log_starts, &rename);
+    let mut results = translated.results;
     if args.apply {
-        let client = GroupClient::new(&target, &args.group)?;
-        groups::apply(&client, &mut results, args.force).with_context(|| {
-            format!(
-                "writing offsets of group '{}' on '{}'",
-                args.group, spec.target.name
-            )
-        })?;
+        apply(spec, &args.group, &mut results, args.force)?;
     }
 
     let report = Report {
@@ -152,6 +69,124 @@ pub fn translate(config: &Config, args: &TranslateArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A group's committed source offsets, translated with the flow's offset map.
+pub struct Translated {
+    pub spec: FlowSpec,
+    /// "source", or "checkpoints" when the source was unreachable.
+    pub offsets_from: &'static str,
+    /// Partitions with a commit.
+    pub committed_anywhere: usize,
+    pub results: Vec<PartitionResult>,
+}
+
+/// Translates `group`'s committed offsets for `flow` exactly. With `allow_checkpoints`,
+/// an unreachable source falls back to the flow's last checkpoints.
+pub fn translate_group(
+    config: &Config,
+    flow_name: &str,
+    group: &str,
+    allow_checkpoints: bool,
+) -> Result<Translated> {
+    let flow = config.flows.get(flow_name).with_context(|| {
+        format!(
+            "--flow: no flow '{flow_name}' in the config (flows: {})",
+            config.flows.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    if !flow.offset_sync.enabled {
+        bail!("flows.{flow_name}.offset_sync.enabled is false: this flow keeps no offset map");
+    }
+    let spec = config
+        .flow_specs()?
+        .into_iter()
+        .find(|s| s.name == flow_name)
+        .context("flow spec")?;
+    let (source, target) = (client_config(&spec.source), client_config(&spec.target));
+    let map_topic = flow.map_topic(flow_name);
+
+    let mut index = FlowIndex::load(&target, &map_topic).with_context(|| {
+        format!(
+            "reading the offset map {map_topic} on '{}'",
+            spec.target.name
+        )
+    })?;
+    if index.partitions().next().is_none() {
+        bail!(
+            "the offset map {map_topic} on '{}' is empty: has `strait run` replicated flow '{flow_name}' yet?",
+            spec.target.name,
+        );
+    }
+    // The persisted map may trail the copies by up to a commit interval (or more after a
+    // crash): read the copies after it back from the target, so the answer is never
+    // based on a map that is behind the data.
+    let tails: Vec<(String, i32, i64)> = index
+        .partitions()
+        .filter_map(|(t, p, m)| m.coverage().map(|c| (t.to_string(), p, c.target_next)))
+        .collect();
+    for (topic, partition, from) in tails {
+        let target_topic = spec.naming.target_topic(&spec.source.name, &topic);
+        let copies = copies_on_target(
+            &spec.target,
+            &spec.source.name,
+            &topic,
+            &target_topic,
+            partition,
+            from,
+        )
+        .with_context(|| format!("reading copies of {topic}[{partition}] on the target"))?;
+        index.add_copies(&topic, partition, &copies);
+    }
+
+    let partitions: Vec<(String, i32)> = index
+        .partitions()
+        .map(|(t, p, _)| (t.to_string(), p))
+        .collect();
+    let (committed, log_starts, offsets_from) = match source_offsets(&source, group, &partitions) {
+        Ok((committed, log_starts)) => (committed, log_starts, "source"),
+        Err(e) if allow_checkpoints => {
+            eprintln!(
+                "source cluster '{}' unreachable ({e:#}); using the last checkpoints on '{}'",
+                spec.source.name, spec.target.name
+            );
+            let checkpoint_topic = flow.checkpoint_topic(flow_name);
+            let checkpoints = groups::load_checkpoints(&target, &checkpoint_topic)
+                .with_context(|| format!("reading checkpoints from {checkpoint_topic}"))?;
+            let committed: Offsets = checkpoints
+                .into_values()
+                .filter(|c| c.group == group)
+                .map(|c| ((c.topic, c.partition), c.source_offset))
+                .collect();
+            (committed, Offsets::new(), "checkpoints")
+        }
+        Err(e) => return Err(e),
+    };
+    let rename = |t: &str| spec.naming.target_topic(&spec.source.name, t);
+    let results = groups::translate_group(&index, &committed, &log_starts, &rename);
+    Ok(Translated {
+        committed_anywhere: committed.len(),
+        spec,
+        offsets_from,
+        results,
+    })
+}
+
+/// Writes exact translations to the same-named group on the target (see
+/// [`groups::apply`] for what is refused).
+pub fn apply(
+    spec: &FlowSpec,
+    group: &str,
+    results: &mut [PartitionResult],
+    force: bool,
+) -> Result<()> {
+    let client = GroupClient::new(&client_config(&spec.target), group)?;
+    groups::apply(&client, results, force).with_context(|| {
+        format!(
+            "writing offsets of group '{group}' on '{}'",
+            spec.target.name
+        )
+    })
 }
 
 fn source_offsets(

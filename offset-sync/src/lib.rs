@@ -18,4 +18,4 @@ pub use checkpointer::{run_checkpoints, CheckpointSpec, GroupSelector};
 pub use error::OffsetSyncError;
 pub use map::{Coverage, MapUpdate, OffsetIndex, PartitionOffsetMap, Segment, Translation};
 pub use records::{Checkpoint, MapRecord};
-pub use store::{ensure_compacted_topic, FlowIndex, MapWriter};
+pub use store::{ensure_compacted_topic, FlowIndex, MapWriter, TopicReader, TopicWriter};

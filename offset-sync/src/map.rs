@@ -280,6 +280,25 @@ impl OffsetIndex {
         Some(last.map_or(coverage.through, |s| s.source_end().max(coverage.through)))
     }
 
+    /// Target offsets below `target` that lie between copies but are not copies: records
+    /// written to the target partition by someone else while the replicator was copying.
+    /// A consumer starting at a translated offset would skip those, so a migration must
+    /// not translate over them.
+    pub fn foreign_below(&self, target: i64) -> i64 {
+        let mut foreign = 0;
+        let mut previous_end: Option<i64> = None;
+        for seg in self.segments.values() {
+            if let Some(end) = previous_end {
+                if end >= target {
+                    break;
+                }
+                foreign += (seg.target.min(target) - end).max(0);
+            }
+            previous_end = Some(seg.target_end());
+        }
+        foreign
+    }
+
     /// The target offset at which a consumer reads exactly the copies of the source
     /// records at or after `committed` (the next offset the group would read).
     ///
@@ -357,6 +376,7 @@ mod tests {
         assert_eq!(index.copy_of(999), Some(1049));
         assert_eq!(index.copy_of(1000), None, "not copied (yet)");
         assert_eq!(index.handled_through(), Some(1000));
+        assert_eq!(index.foreign_below(2000), 0);
     }
 
     #[test]
@@ -382,6 +402,26 @@ mod tests {
             "after the marker"
         );
         assert_eq!(index.translate(17), Translation::Pending);
+    }
+
+    #[test]
+    fn foreign_writes_between_copies_are_counted() {
+        let mut m = PartitionOffsetMap::default();
+        m.start_at(0, 0);
+        // Copies at target 0..5, someone else's records at 5..8, copies at 8..10.
+        for s in 0..5 {
+            m.record(s, s);
+        }
+        for s in 5..7 {
+            m.record(s, s + 3);
+        }
+        m.advance_through(7);
+        let index = index_of(&mut m);
+        assert_eq!(index.foreign_below(5), 0);
+        assert_eq!(index.foreign_below(6), 1);
+        assert_eq!(index.foreign_below(8), 3);
+        assert_eq!(index.foreign_below(10), 3);
+        assert_eq!(index.translate(7), Translation::Exact(10));
     }
 
     #[test]

@@ -77,7 +77,7 @@ pub fn ensure_compacted_topic(
 
 /// Reads one of Strait's single-partition topics incrementally: each
 /// [`TopicReader::read_new`] hands over the records written since the previous one.
-pub(crate) struct TopicReader {
+pub struct TopicReader {
     topic: String,
     consumer: BaseConsumer,
     /// Offset up to which records have been handed over.
@@ -85,7 +85,7 @@ pub(crate) struct TopicReader {
 }
 
 impl TopicReader {
-    pub(crate) fn new(config: &ClientConfig, topic: &str) -> Result<Self, OffsetSyncError> {
+    pub fn new(config: &ClientConfig, topic: &str) -> Result<Self, OffsetSyncError> {
         let context = || format!("reading {topic}");
         let consumer: BaseConsumer = config
             .clone()
@@ -115,7 +115,7 @@ impl TopicReader {
 
     /// Calls `f(key, value)` for every record written since the last call, up to the end
     /// the topic has now. A topic that does not exist yet has no records.
-    pub(crate) fn read_new(
+    pub fn read_new(
         &mut self,
         mut f: impl FnMut(&[u8], Option<&[u8]>),
     ) -> Result<(), OffsetSyncError> {
@@ -276,14 +276,14 @@ impl ProducerContext for WriterContext {
 /// An idempotent producer for one of Strait's compacted topics, with the gapless
 /// guarantee: records land in the order they were queued, and a failed one is never
 /// followed by a later one. Failures surface through [`TopicWriter::check`].
-pub(crate) struct TopicWriter {
+pub struct TopicWriter {
     topic: String,
     producer: BaseProducer<WriterContext>,
     failed: Arc<Mutex<Option<String>>>,
 }
 
 impl TopicWriter {
-    pub(crate) fn new(
+    pub fn new(
         config: &ClientConfig,
         topic: &str,
         linger_ms: u32,
@@ -308,7 +308,7 @@ impl TopicWriter {
     }
 
     /// Queues one record, waiting for room if the queue is full.
-    pub(crate) fn send(&self, key: &[u8], value: &[u8]) -> Result<(), OffsetSyncError> {
+    pub fn send(&self, key: &[u8], value: &[u8]) -> Result<(), OffsetSyncError> {
         let mut pending = BaseRecord::<[u8], [u8]>::to(&self.topic)
             .key(key)
             .payload(value);
@@ -332,7 +332,7 @@ impl TopicWriter {
     }
 
     /// Serves delivery reports; an error if any record failed.
-    pub(crate) fn check(&self) -> Result<(), OffsetSyncError> {
+    pub fn check(&self) -> Result<(), OffsetSyncError> {
         self.producer.poll(Duration::ZERO);
         match &*self.failed.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(reason) => Err(OffsetSyncError::Write {
@@ -344,7 +344,7 @@ impl TopicWriter {
     }
 
     /// Waits for everything queued, then [`Self::check`]s.
-    pub(crate) fn flush(&self, timeout: Duration) -> Result<(), OffsetSyncError> {
+    pub fn flush(&self, timeout: Duration) -> Result<(), OffsetSyncError> {
         self.producer
             .flush(timeout)
             .map_err(|e| OffsetSyncError::kafka(format!("flushing {}", self.topic), e))?;

@@ -506,10 +506,10 @@ impl PartitionRun {
             self.report.partition,
         );
         if let Some(m) = &mut self.report.mismatch {
-            m.source_record = fetch_one(source, &topic, partition, m.source_offset);
+            m.source_record = read_record(source, &topic, partition, m.source_offset);
             m.target_record = m
                 .target_offset
-                .and_then(|t| fetch_one(target, &target_topic, partition, t));
+                .and_then(|t| read_record(target, &target_topic, partition, t));
             // A target record that is the copy of a *later* source record means this
             // one's copy was lost, not altered.
             if m.kind == MismatchKind::ContentDiffers
@@ -704,8 +704,8 @@ fn mark_done_by_position(
     Ok(())
 }
 
-/// One record, read for a report. `None` if it is not there (any more).
-fn fetch_one(
+/// One record, read for a report (`read_committed`). `None` if it is not there (any more).
+pub fn read_record(
     config: &ClientConfig,
     topic: &str,
     partition: i32,
