@@ -423,6 +423,14 @@ impl Controller {
     /// refused if a target topic already holds records Strait did not write.
     pub fn start(config: Config) -> Result<Self> {
         let mut store = Store::open(&config, true)?;
+        // The flow creates its map topic too, but the controller reads it first.
+        let (m, spec) = migration(&config)?;
+        let map_topic = config.flows[&m.flow].map_topic(&m.flow);
+        ensure_compacted_topic(
+            &client_config(&spec.target),
+            &map_topic,
+            spec.replication_factor,
+        )?;
         let probe = Probe::new(&config)?;
         let flow = migration(&config)?.0.flow.clone();
         let state = match store.state.clone() {

@@ -122,7 +122,15 @@ impl TopicReader {
         let context = || format!("reading {}", self.topic);
         let (low, high) = match self.consumer.fetch_watermarks(&self.topic, 0, READ_STALL) {
             Ok(w) => w,
-            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::UnknownTopicOrPartition
+                            | RDKafkaErrorCode::UnknownPartition
+                    )
+                ) =>
+            {
                 return Ok(())
             }
             Err(e) => return Err(OffsetSyncError::kafka(context(), e)),

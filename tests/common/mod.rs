@@ -426,6 +426,8 @@ pub struct Strait {
     pub port: u16,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// The subcommand: `run`, or e.g. `migrate run`.
+    command: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -459,21 +461,24 @@ commit_interval = "500ms"
 
 impl Strait {
     pub fn start(config: &str) -> Self {
+        Self::spawn_command(config, &["run"])
+    }
+
+    /// Like [`Strait::start`], for another long-running subcommand (`migrate run`).
+    pub fn spawn_command(config: &str, command: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("strait.toml");
         let port = free_port();
         let full = format!("[http]\nlisten = \"127.0.0.1:{port}\"\n{config}");
         std::fs::write(&path, full).unwrap();
-        Self::spawn(dir, path, port)
-    }
-
-    fn spawn(dir: tempfile::TempDir, config: PathBuf, port: u16) -> Self {
-        let (child, log) = spawn_child(&config, dir.path());
+        let command: Vec<String> = command.iter().map(|c| c.to_string()).collect();
+        let (child, log) = spawn_child(&path, dir.path(), &command);
         Self {
             child,
             port,
-            config,
+            config: path,
             log,
+            command,
             _dir: dir,
         }
     }
@@ -490,7 +495,7 @@ impl Strait {
             &format!("127.0.0.1:{port}"),
         );
         std::fs::write(&self.config, text).unwrap();
-        let (child, log) = spawn_child(&self.config, self._dir.path());
+        let (child, log) = spawn_child(&self.config, self._dir.path(), &self.command);
         self.child = child;
         self.log = log;
         self.port = port;
@@ -544,11 +549,16 @@ impl Strait {
     }
 }
 
-fn spawn_child(config: &std::path::Path, dir: &std::path::Path) -> (Child, PathBuf) {
+fn spawn_child(
+    config: &std::path::Path,
+    dir: &std::path::Path,
+    command: &[String],
+) -> (Child, PathBuf) {
     let log = dir.join(format!("strait-{}.log", rand::rng().random::<u32>()));
     let file = std::fs::File::create(&log).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_strait"))
-        .args(["run", "--config"])
+        .args(command)
+        .arg("--config")
         .arg(config)
         .env("RUST_LOG", "info,librdkafka=warn")
         .stdout(Stdio::null())
