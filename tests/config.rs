@@ -227,3 +227,67 @@ fn offset_sync_settings_are_validated() {
         ],
     );
 }
+
+#[test]
+fn migration_settings_are_validated() {
+    let base = flow("topics = [\".*\"]\nnaming = \"identity\"");
+    let (ok, text) = check(
+        &format!(
+            "{base}\n[migration]\nflow = \"dr\"\ngroups = [\"app\"]\n\
+             [migration.gates.drain]\napproval = \"manual\"\ntimeout = \"10m\"\non_timeout = \"abort\"\n"
+        ),
+        &[],
+    );
+    assert!(ok, "{text}");
+    assert_rejected(
+        &format!("{base}\n[migration]\nflow = \"nope\""),
+        &["migration.flow", "nope"],
+    );
+    assert_rejected(
+        &format!(
+            "{base}\n[migration]\nflow = \"dr\"\n[migration.gates.drain]\napproval = \"sometimes\""
+        ),
+        &["sometimes"],
+    );
+    assert_rejected(
+        &format!("{base}\n[migration]\nflow = \"dr\"\n[migration.gates.dran]\napproval = \"auto\""),
+        &["dran"],
+    );
+    // Gates that can never pass.
+    assert_rejected(
+        &format!(
+            "{base}\n[migration]\nflow = \"dr\"\n[migration.gates.move_producers]\napproval = \"auto\"\n\
+             producers_idle_for = \"5m\"\ntimeout = \"1m\"\non_timeout = \"abort\""
+        ),
+        &["migration.gates.move_producers.timeout", "could never pass"],
+    );
+    assert_rejected(
+        &format!(
+            "{base}\n[migration]\nflow = \"dr\"\n[migration.gates.drain]\napproval = \"auto\"\n\
+             producers_idle_for = \"5s\""
+        ),
+        &["migration.gates.drain.producers_idle_for", "only applies"],
+    );
+    assert_rejected(
+        &format!(
+            "{}\n[flows.dr.offset_sync]\nenabled = false\n[migration]\nflow = \"dr\"",
+            flow("topics = [\".*\"]\nnaming = \"identity\"")
+        ),
+        &[
+            "migration.flow",
+            "offset_sync.enabled = false",
+            "never pass",
+        ],
+    );
+    assert_rejected(
+        &format!(
+            "{base}\n[migration]\nflow = \"dr\"\n[migration.gates.start_consumers]\napproval = \"auto\"\n\
+             timeout = \"1m\"\non_timeout = \"abort\""
+        ),
+        &["migration.gates.start_consumers.on_timeout"],
+    );
+    assert_rejected(
+        &format!("{base}\n[migration]\nflow = \"dr\"\ngroups = [\"a\", \"a\"]"),
+        &["migration.groups[1]", "twice"],
+    );
+}
