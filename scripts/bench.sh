@@ -7,10 +7,16 @@
 #     written in transactions of 1000 records (a commit marker, i.e. an offset gap, in
 #     every partition every ~83 records with 12 partitions); also prints the offset map
 #     topic's size and the checkpoint lag.
+#   scripts/bench.sh --verify [same arguments]
+#     After each Strait run, `strait verify` compares the whole copy with the source;
+#     prints its rate in MB/s next to the replication rate of the same run.
 set -euo pipefail
 if [[ "${1:-}" == "--offset-sync" ]]; then
   shift
   export STRAIT_BENCH_SYSTEMS="strait,strait-nosync" STRAIT_BENCH_TXN="${STRAIT_BENCH_TXN:-1000}"
+elif [[ "${1:-}" == "--verify" ]]; then
+  shift
+  export STRAIT_BENCH_VERIFY=1
 fi
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

@@ -135,7 +135,12 @@ pub enum OutputFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Daemons log what they do; one-shot commands print results and log only problems.
+    let daemon = matches!(
+        cli.command,
+        Command::Run { .. } | Command::Migrate(MigrateCommand::Run { .. })
+    );
+    init_logging(cli.log_format, daemon);
     let result = match cli.command {
         Command::Run { config } => run(config, false),
         Command::Migrate(MigrateCommand::Run { config }) => run(config, true),
@@ -193,9 +198,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, daemon: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")
+        tracing_subscriber::EnvFilter::new(if daemon {
+            "info,librdkafka=warn,rdkafka=warn"
+        } else {
+            "warn,librdkafka=error,rdkafka=error"
+        })
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -521,7 +521,7 @@ impl Controller {
         };
         match check {
             Check::Pass(how) => {
-                let how = if approved {
+                let how = if approved && how != "approved" {
                     format!("approved; {how}")
                 } else {
                     how
@@ -1047,10 +1047,10 @@ fn print_status(r: &StatusReport, spec: &FlowSpec) {
                 g.source_members,
                 spec.target.name,
                 g.target_members,
-                if r.translated.contains_key(&g.group) {
-                    ", offsets written to the target"
-                } else {
-                    ""
+                match r.translated.get(&g.group) {
+                    Some(p) if p.is_empty() => ", no commits on the migrated topics to translate",
+                    Some(_) => ", offsets written to the target",
+                    None => "",
                 }
             );
         }

@@ -21,6 +21,10 @@
 //! - `STRAIT_BENCH_TXN=N` preloads in transactions of N records, so every partition gets a
 //!   commit marker (an offset gap the map must record) every N/PARTITIONS records.
 //!
+//! Verification (`scripts/bench.sh --verify` sets `STRAIT_BENCH_VERIFY=1`): after each
+//! Strait run, `strait verify` compares the whole copy with the source, and its rate in
+//! MB/s is printed next to the replication rate of the same run.
+//!
 //! After each run with offset sync on, a consumer group commits the source's end offsets
 //! and the time until its checkpoints appear on the secondary is the *checkpoint lag*; the
 //! offset map topic's size is read then too.
@@ -91,6 +95,8 @@ fn main() -> Result<()> {
 
     let mut samples = Vec::new();
     let mut sync_samples = Vec::new();
+    let mut verify_samples = Vec::new();
+    let verify = std::env::var_os("STRAIT_BENCH_VERIFY").is_some();
     for run in 0..runs {
         // Alternate which goes first, so none always meets a cold or a warm broker.
         let mut order = systems.clone();
@@ -125,6 +131,15 @@ fn main() -> Result<()> {
                 sync_samples.push(s);
             }
             stop(child)?;
+            if verify && system == "strait" {
+                let seconds = time_verify(&bin_dir, &dir.join("strait.toml"), records)?;
+                eprintln!(
+                    "run {run}  verify: {seconds:.2} s, {:.0} MB/s (replication {:.0} MB/s)",
+                    mb(records, size) / seconds,
+                    mb(records, size) / sample.seconds
+                );
+                verify_samples.push((sample.seconds, seconds));
+            }
             eprintln!(
                 "run {run} {system:>7}: {:.2} s ({:.2} s to the first record), {:.0} records/s, {:.1} CPU s, {:.0} MB peak RSS",
                 sample.seconds,
@@ -143,10 +158,68 @@ fn main() -> Result<()> {
     }
     delete_topic(PRIMARY, &source)?;
     report(&samples, records, size);
+    if !verify_samples.is_empty() {
+        report_verify(&verify_samples, records, size);
+    }
     if !sync_samples.is_empty() {
         report_offset_sync(&samples, &sync_samples, records, partitions, txn);
     }
     Ok(())
+}
+
+fn mb(records: u64, size: usize) -> f64 {
+    records as f64 * size as f64 / 1e6
+}
+
+/// Runs `strait verify` on a finished run's config; fails unless every record matched.
+fn time_verify(bin_dir: &std::path::Path, config: &std::path::Path, records: u64) -> Result<f64> {
+    let started = Instant::now();
+    let out = Command::new(bin_dir.join("strait"))
+        .args(["verify", "--output", "json", "--config"])
+        .arg(config)
+        .stderr(Stdio::inherit())
+        .output()?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        return Err(format!(
+            "strait verify failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+        .into());
+    }
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let compared: u64 = report[0]["partitions"]
+        .as_array()
+        .ok_or("verify printed no partitions")?
+        .iter()
+        .filter_map(|p| p["records"].as_u64())
+        .sum();
+    if compared != records {
+        return Err(format!("verify compared {compared} records, expected {records}").into());
+    }
+    Ok(seconds)
+}
+
+fn report_verify(samples: &[(f64, f64)], records: u64, size: usize) {
+    println!("\n| run | replication MB/s | verify MB/s | verify / replication |");
+    println!("|---|---|---|---|");
+    for (i, (copy, verify)) in samples.iter().enumerate() {
+        println!(
+            "| {i} | {:.0} | {:.0} | {:.2} |",
+            mb(records, size) / copy,
+            mb(records, size) / verify,
+            copy / verify
+        );
+    }
+    let mut ratios: Vec<f64> = samples.iter().map(|(c, v)| c / v).collect();
+    ratios.sort_by(f64::total_cmp);
+    let mut verify: Vec<f64> = samples.iter().map(|(_, v)| mb(records, size) / v).collect();
+    verify.sort_by(f64::total_cmp);
+    println!(
+        "\nverify: median {:.0} MB/s; median verify/replication rate ratio {:.2} (goal: >= 1)",
+        verify[verify.len() / 2],
+        ratios[ratios.len() / 2]
+    );
 }
 
 fn spawn_strait(
