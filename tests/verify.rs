@@ -200,6 +200,7 @@ fn verify_passes_on_a_faithful_copy_and_names_a_corrupted_and_a_missing_record()
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
     assert!(!out.status.success());
     assert!(
         text.contains(&format!(
