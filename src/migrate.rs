@@ -476,6 +476,7 @@ impl Controller {
     /// aborted (returns; mirroring goes on), or `shutdown` fires.
     pub fn run(mut self, shutdown: CancellationToken) -> Result<()> {
         while !shutdown.is_cancelled() {
+            let before = self.state.stage;
             match self.step() {
                 Ok(Stage::Done) => {
                     info!(flow = %self.state.flow, "migration done; stopping");
@@ -486,6 +487,8 @@ impl Controller {
                     info!(flow = %self.state.flow, "migration aborted; mirroring goes on");
                     return Ok(());
                 }
+                // Look at the new stage's gate at once, so status says what it waits for.
+                Ok(stage) if stage != before => continue,
                 Ok(_) => {}
                 Err(e) => warn!(error = %format!("{e:#}"), "migration step failed; retrying"),
             }
