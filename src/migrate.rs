@@ -513,6 +513,12 @@ impl Controller {
             return Ok(stage);
         };
         let approved = self.store.approvals.contains(&(self.state.attempt, stage));
+        if approved && self.state.waiting_for.contains("then approve") {
+            // The check below can take seconds (translation, verification): say that the
+            // approval arrived rather than keep asking for it.
+            self.state.waiting_for = format!("approved; checking: {}", self.instruction(stage));
+            self.store.save(&self.state.clone())?;
+        }
         let check = match (gate.approval, approved) {
             (Approval::Manual, false) => Check::Wait(format!(
                 "{}; then approve: strait migrate approve --config FILE {}",
