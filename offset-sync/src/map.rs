@@ -555,5 +555,47 @@ mod tests {
                 .filter(|w| w[1].0 != w[0].0 + 1 || w[1].1 != w[0].1 + 1).count();
             prop_assert_eq!(index.segment_count(), gaps + 1);
         }
+
+        /// Checkpoints never go backwards unless the group does: translation is
+        /// monotonic in the committed offset, also while the map grows between the two
+        /// translations (a later checkpoint round sees more of the map).
+        #[test]
+        fn translation_never_goes_backwards(
+            (pairs, trailing) in pairs_strategy(),
+            split in 0usize..200,
+            first in 0i64..1000,
+            step in 0i64..100,
+        ) {
+            let mut m = PartitionOffsetMap::default();
+            m.start_at(1, 1);
+            let split = split.min(pairs.len());
+            let mut early = OffsetIndex::default();
+            for (s, t) in &pairs[..split] {
+                prop_assert!(m.record(*s, *t));
+            }
+            if let Some((s, _)) = pairs[..split].last() {
+                m.advance_through(s + 1);
+            }
+            let updates = m.take_updates();
+            updates.iter().for_each(|u| early.apply(*u));
+            let mut late = early.clone();
+            for (s, t) in &pairs[split..] {
+                prop_assert!(m.record(*s, *t));
+            }
+            let (last_s, _) = *pairs.last().expect("non-empty");
+            m.advance_through(last_s + 1 + trailing);
+            m.take_updates().into_iter().for_each(|u| late.apply(u));
+            let second = first + step;
+            let exact = |t: Translation| match t {
+                Translation::Exact(o) => Some(o),
+                _ => None,
+            };
+            if let (Some(a), Some(b)) = (exact(early.translate(first)), exact(late.translate(second))) {
+                prop_assert!(b >= a, "commit {first} -> {a}, later commit {second} -> {b}");
+            }
+            if let (Some(a), Some(b)) = (exact(late.translate(first)), exact(late.translate(second))) {
+                prop_assert!(b >= a);
+            }
+        }
     }
 }
