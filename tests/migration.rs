@@ -393,3 +393,25 @@ fn abort_returns_to_mirroring_and_a_new_run_starts_over() {
     assert_eq!(again["attempt"], 2, "{again:#}");
     assert_exact_copy(&topic, &topic);
 }
+
+#[test]
+fn a_new_migration_refuses_target_topics_with_foreign_records() {
+    let topic = unique("migrate-foreign");
+    create_topic(PRIMARY, &topic, 1, &[]);
+    produce_simple(PRIMARY, &topic, 1, 10, "source");
+    // Someone else's records already sit in the same-named topic on the new cluster.
+    create_topic(SECONDARY, &topic, 1, &[]);
+    produce_simple(SECONDARY, &topic, 1, 3, "foreign");
+    let config = migration_config(&unique("foreign"), &topic, &unique("app"), "");
+    let mut strait = Strait::spawn_command(&config, &["migrate", "run"]);
+    let code = strait.wait_exit(Duration::from_secs(60));
+    assert_ne!(code, Some(0));
+    let logs = strait.logs();
+    assert!(
+        logs.contains(&format!("target topic {topic} (partition 0)"))
+            && logs.contains("already holds 3 records that Strait did not copy"),
+        "{logs}"
+    );
+    // Nothing was copied into it.
+    assert_eq!(count_all(SECONDARY, &topic), 3);
+}
