@@ -15,7 +15,8 @@
 
 use rustc_hash::FxHashMap;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -26,9 +27,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
-use strait_offset_sync::{
-    ensure_compacted_topic, Coverage, FlowIndex, MapWriter, PartitionOffsetMap,
-};
+use strait_offset_sync::{ensure_compacted_topic, FlowIndex, MapWriter, PartitionOffsetMap};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -251,8 +250,60 @@ struct RebalanceContext {
     producer: Arc<BaseProducer<DeliveryContext>>,
     scanner: Option<TailScanner>,
     /// The persisted offset map (when offset sync is on), to rebuild what it lacks.
-    persisted: Option<Mutex<FlowIndex>>,
-    map_writer: Option<Arc<MapWriter>>,
+    map: Option<Arc<PersistedMap>>,
+}
+
+/// The persisted offset map and its writer. Creating the map topic and reading it takes
+/// a few hundred milliseconds, so it happens on a thread of its own while the consumer
+/// joins its group; the first user (normally the first assignment) waits for it.
+struct PersistedMap {
+    pending: Mutex<Option<JoinHandle<Result<LoadedMap, ReplicatorError>>>>,
+    ready: OnceLock<LoadedMap>,
+}
+
+struct LoadedMap {
+    index: Mutex<FlowIndex>,
+    writer: MapWriter,
+}
+
+impl PersistedMap {
+    fn start(spec: &FlowSpec, topic: &str) -> Self {
+        let (target, topic) = (client_config(&spec.target), topic.to_string());
+        let (flow, replication_factor) = (spec.name.clone(), spec.replication_factor);
+        let load = std::thread::spawn(move || {
+            ensure_compacted_topic(&target, &topic, replication_factor)?;
+            let index = FlowIndex::load(&target, &topic)?;
+            info!(flow = %flow, topic, segments = index.segment_count(), "offset map loaded");
+            Ok(LoadedMap {
+                index: Mutex::new(index),
+                writer: MapWriter::new(&target, &topic)?,
+            })
+        });
+        Self {
+            pending: Mutex::new(Some(load)),
+            ready: OnceLock::new(),
+        }
+    }
+
+    /// The loaded map, waiting for the load if it is still running.
+    fn get(&self) -> Result<&LoadedMap, ReplicatorError> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(load) = pending.take() {
+            let loaded = load.join().map_err(|_| {
+                ReplicatorError::Invariant("the thread loading the offset map panicked".into())
+            })??;
+            let _ = self.ready.set(loaded);
+        }
+        self.ready.get().ok_or_else(|| {
+            ReplicatorError::Invariant(
+                "the offset map is unavailable: loading it failed (see the earlier error)".into(),
+            )
+        })
+    }
+
+    fn writer(map: Option<&Self>) -> Result<Option<&MapWriter>, ReplicatorError> {
+        Ok(map.map(Self::get).transpose()?.map(|m| &m.writer))
+    }
 }
 
 impl ClientContext for RebalanceContext {
@@ -324,7 +375,11 @@ impl RebalanceContext {
         let committed = consumer
             .committed_offsets(tpl.clone(), COMMIT_TIMEOUT)
             .map_err(|e| ReplicatorError::kafka("reading committed offsets", e))?;
-        if let Some(index) = &self.persisted {
+        let index = match &self.map {
+            Some(map) => Some(&map.get()?.index),
+            None => None,
+        };
+        if let Some(index) = index {
             // Read the map up to its current end once per assignment: another instance
             // may have owned these partitions until just now.
             index.lock().unwrap_or_else(|p| p.into_inner()).catch_up()?;
@@ -345,11 +400,14 @@ impl RebalanceContext {
                 .strip_prefix(COMMIT_METADATA_PREFIX)
                 .and_then(|t| t.parse::<i64>().ok());
 
-            let persisted = self.persisted_coverage(&source_topic, partition)?;
+            let persisted = index.and_then(|index| {
+                let index = index.lock().unwrap_or_else(|p| p.into_inner());
+                index.persisted_coverage(&source_topic, partition)
+            });
             // Where to read copies back from the target: after the last commit, or
             // earlier if the persisted offset map ends before it. A partition that has
             // been replicated but has no map yet is rebuilt from the start of the target.
-            let scan_from = match (&self.persisted, persisted) {
+            let scan_from = match (index, persisted) {
                 (None, _) => committed_target,
                 (Some(_), Some(c)) => {
                     Some(committed_target.map_or(c.target_next, |t| t.min(c.target_next)))
@@ -406,7 +464,7 @@ impl RebalanceContext {
                 // Pairs this process already saw acknowledged are refused as not newer.
                 p.offsets.record(source, target);
             }
-            if self.persisted.is_some() {
+            if index.is_some() {
                 // Where this writer's map begins: the persisted map's start, else the
                 // oldest copy found, else where replication starts now.
                 let from = persisted
@@ -440,19 +498,6 @@ impl RebalanceContext {
         Ok(())
     }
 
-    /// The persisted map's coverage of a partition, as of the last catch-up.
-    fn persisted_coverage(
-        &self,
-        source_topic: &str,
-        partition: i32,
-    ) -> Result<Option<Coverage>, ReplicatorError> {
-        let Some(index) = &self.persisted else {
-            return Ok(None);
-        };
-        let index = index.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(index.persisted_coverage(source_topic, partition))
-    }
-
     /// For partitions without a committed offset (when offset sync is on): the source
     /// log start (or end, for `start_from = "latest"`), so that the offset map knows
     /// exactly where it begins instead of leaving it to `auto.offset.reset`; and the
@@ -464,7 +509,7 @@ impl RebalanceContext {
         committed: &TopicPartitionList,
     ) -> Result<FreshStarts, ReplicatorError> {
         let mut fresh = FreshStarts::default();
-        let (Some(_), Some(scanner)) = (&self.persisted, &self.scanner) else {
+        let (Some(_), Some(scanner)) = (&self.map, &self.scanner) else {
             return Ok(fresh);
         };
         let mut source = TopicPartitionList::new();
@@ -514,7 +559,7 @@ impl RebalanceContext {
             &self.progress,
             consumer,
             &self.producer,
-            self.map_writer.as_deref(),
+            self.map.as_deref(),
             Some(&revoked),
         ) {
             warn!(flow = %self.spec.name, error = %e, "offset map not persisted on hand-over; the next owner rebuilds it");
@@ -569,9 +614,10 @@ fn advance_and_persist<C: ConsumerContext>(
     progress: &SharedProgress,
     consumer: &BaseConsumer<C>,
     producer: &BaseProducer<DeliveryContext>,
-    writer: Option<&MapWriter>,
+    map: Option<&PersistedMap>,
     only: Option<&[(String, i32)]>,
 ) -> Result<(), ReplicatorError> {
+    let writer = PersistedMap::writer(map)?;
     serve_delivery_reports(producer);
     let idle = producer.in_flight_count() == 0 && !lock(progress).position_untrusted;
     let positions = if idle { consumer.position().ok() } else { None };
@@ -696,26 +742,16 @@ pub(crate) fn run(
     } else {
         None
     };
-    let (persisted, map_writer) = match &spec.offset_map_topic {
-        Some(topic) => {
-            let target = client_config(&spec.target);
-            ensure_compacted_topic(&target, topic, spec.replication_factor)?;
-            let index = FlowIndex::load(&target, topic)?;
-            info!(flow = %spec.name, topic, segments = index.segment_count(), "offset map loaded");
-            (
-                Some(Mutex::new(index)),
-                Some(Arc::new(MapWriter::new(&target, topic)?)),
-            )
-        }
-        None => (None, None),
-    };
+    let map = spec
+        .offset_map_topic
+        .as_deref()
+        .map(|topic| Arc::new(PersistedMap::start(spec, topic)));
     let context = RebalanceContext {
         spec: spec.clone(),
         progress: progress.clone(),
         producer: producer.clone(),
         scanner,
-        persisted,
-        map_writer: map_writer.clone(),
+        map: map.clone(),
     };
     let consumer: BaseConsumer<RebalanceContext> = consumer_config(spec)
         .create_with_context(context)
@@ -730,7 +766,7 @@ pub(crate) fn run(
         consumer: &consumer,
         routes: FxHashMap::default(),
         header_buf: Vec::with_capacity(64),
-        map_writer: map_writer.as_deref(),
+        map: map.as_deref(),
     };
     let result = pipeline.forward_until_cancelled(topics, cancel, on_topics);
 
@@ -740,8 +776,7 @@ pub(crate) fn run(
         warn!(flow = %spec.name, error = %e, "not every in-flight record was acknowledged before stopping");
     }
     serve_delivery_reports(&producer);
-    if let Err(e) = advance_and_persist(progress, &consumer, &producer, map_writer.as_deref(), None)
-    {
+    if let Err(e) = advance_and_persist(progress, &consumer, &producer, map.as_deref(), None) {
         warn!(flow = %spec.name, error = %e, "offset map not persisted on the way out; it is rebuilt at the next start");
     }
     if let Err(e) = commit(spec, progress, &consumer, CommitMode::Sync, None) {
@@ -749,7 +784,7 @@ pub(crate) fn run(
     }
     consumer.unsubscribe();
     drop(consumer);
-    if let Some(writer) = &map_writer {
+    if let Ok(Some(writer)) = PersistedMap::writer(map.as_deref()) {
         if let Err(e) = writer.flush(spec.tuning.drain_timeout) {
             warn!(flow = %spec.name, error = %e, "offset map not fully written on the way out; it is rebuilt at the next start");
         }
@@ -773,7 +808,7 @@ struct Pipeline<'a> {
     routes: FxHashMap<String, Route>,
     /// Reused buffer for the provenance header value.
     header_buf: Vec<u8>,
-    map_writer: Option<&'a MapWriter>,
+    map: Option<&'a PersistedMap>,
 }
 
 impl Pipeline<'_> {
@@ -817,13 +852,7 @@ impl Pipeline<'_> {
             }
             let now = Instant::now();
             if now >= next_commit {
-                advance_and_persist(
-                    self.progress,
-                    self.consumer,
-                    self.producer,
-                    self.map_writer,
-                    None,
-                )?;
+                advance_and_persist(self.progress, self.consumer, self.producer, self.map, None)?;
                 commit(
                     self.spec,
                     self.progress,
