@@ -135,15 +135,20 @@ pub enum OnTimeout {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Address for `/metrics` and `/healthz`.
+    /// Address for `/metrics`, `/healthz`, `/readyz` and `/status`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Publish per-partition lag gauges. Turn off for thousands of partitions: the
+    /// per-topic gauges and `/status` still cover every partition.
+    #[serde(default = "yes")]
+    pub per_partition_metrics: bool,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            per_partition_metrics: true,
         }
     }
 }
@@ -708,6 +713,7 @@ impl Config {
                     replication_factor: flow.replication_factor,
                     provenance_header: flow.provenance_header,
                     offset_map_topic: flow.offset_sync.enabled.then(|| flow.map_topic(name)),
+                    partition_metrics: self.http.per_partition_metrics,
                     tuning: Tuning {
                         commit_interval: t.commit_interval,
                         linger: t.linger,

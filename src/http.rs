@@ -1,47 +1,82 @@
-//! `/metrics` (Prometheus text format) and `/healthz`.
+//! The HTTP endpoints: `/metrics` (Prometheus text format), `/healthz` (liveness),
+//! `/readyz` (every flow running and connected to both clusters) and `/status` (JSON).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use strait_replicator::FlowStatus;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+use strait_offset_sync::{CheckpointSnapshot, CheckpointStatus};
+use strait_replicator::{FlowStatus, TopicStatus};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::migrate::MigrationState;
+
+/// Buckets of the end-to-end latency histogram, in seconds: from a busy local pair of
+/// clusters (milliseconds) to a replicator that is catching up (minutes).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
 
 /// Installs the global metrics recorder and publishes build info.
 pub fn install_metrics() -> Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("strait_replication_latency_seconds".into()),
+            LATENCY_BUCKETS,
+        )
+        .context("configuring histogram buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
     metrics::gauge!("strait_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
 }
 
+/// What the endpoints report on, shared with the flows, checkpointers and migration.
+#[derive(Clone, Default)]
+pub struct Observed {
+    pub flows: Vec<ObservedFlow>,
+    pub migration: Option<Arc<Mutex<Option<MigrationState>>>>,
+}
+
+#[derive(Clone)]
+pub struct ObservedFlow {
+    pub name: String,
+    pub source: String,
+    pub target: String,
+    pub status: Arc<FlowStatus>,
+    pub checkpoints: Option<Arc<CheckpointStatus>>,
+}
+
 #[derive(Clone)]
 struct AppState {
     metrics: PrometheusHandle,
-    flows: Arc<Vec<(String, Arc<FlowStatus>)>>,
+    observed: Arc<Observed>,
 }
 
 /// Binds `listen` (failing clearly if it is taken) and serves until `shutdown`.
 pub async fn serve(
     listen: SocketAddr,
     metrics: PrometheusHandle,
-    flows: Vec<(String, Arc<FlowStatus>)>,
+    observed: Observed,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>> {
     let state = AppState {
         metrics,
-        flows: Arc::new(flows),
+        observed: Arc::new(observed),
     };
     let app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -54,19 +89,123 @@ pub async fn serve(
 }
 
 async fn metrics_text(State(state): State<AppState>) -> String {
+    // Histograms keep raw samples until upkeep folds them into buckets.
+    state.metrics.run_upkeep();
     state.metrics.render()
 }
 
 /// Liveness: the process serves requests. Lists each flow's state for people reading it.
 async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {
     let mut body = String::from("ok\n");
-    for (name, status) in state.flows.iter() {
-        let state = if status.is_up() {
+    for flow in &state.observed.flows {
+        let running = if flow.status.is_up() {
             "running"
         } else {
             "restarting or stopped"
         };
-        body.push_str(&format!("flow {name}: {state}\n"));
+        body.push_str(&format!("flow {}: {running}\n", flow.name));
     }
     (StatusCode::OK, body)
+}
+
+/// Readiness: 200 when every flow is running and both of its clients hold a connection
+/// to their cluster (from librdkafka's statistics, refreshed every 2 s); 503 otherwise,
+/// saying what is missing.
+async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
+    let mut ready = true;
+    let mut body = String::new();
+    for flow in &state.observed.flows {
+        let s = &flow.status;
+        let mut missing = Vec::new();
+        if !s.is_up() {
+            missing.push("not running".to_string());
+        }
+        if !s.is_source_connected() {
+            missing.push(format!("not connected to source '{}'", flow.source));
+        }
+        if !s.is_target_connected() {
+            missing.push(format!("not connected to target '{}'", flow.target));
+        }
+        if missing.is_empty() {
+            body.push_str(&format!("flow {}: ready\n", flow.name));
+        } else {
+            ready = false;
+            body.push_str(&format!("flow {}: {}\n", flow.name, missing.join(", ")));
+        }
+    }
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, body)
+}
+
+#[derive(Serialize)]
+struct StatusBody {
+    version: &'static str,
+    ready: bool,
+    flows: Vec<FlowBody>,
+    migration: Option<MigrationState>,
+}
+
+#[derive(Serialize)]
+struct FlowBody {
+    name: String,
+    running: bool,
+    ready: bool,
+    source: ClusterBody,
+    target: ClusterBody,
+    lag_records: i64,
+    lag_seconds: Option<f64>,
+    topics: Vec<TopicStatus>,
+    offset_sync: Option<CheckpointSnapshot>,
+}
+
+#[derive(Serialize)]
+struct ClusterBody {
+    cluster: String,
+    connected: bool,
+}
+
+async fn status(
+    State(state): State<AppState>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let observed = &state.observed;
+    let flows: Vec<FlowBody> = observed
+        .flows
+        .iter()
+        .map(|f| {
+            let topics = f.status.topics();
+            FlowBody {
+                name: f.name.clone(),
+                running: f.status.is_up(),
+                ready: f.status.is_ready(),
+                source: ClusterBody {
+                    cluster: f.source.clone(),
+                    connected: f.status.is_source_connected(),
+                },
+                target: ClusterBody {
+                    cluster: f.target.clone(),
+                    connected: f.status.is_target_connected(),
+                },
+                lag_records: topics.iter().map(|t| t.lag_records).sum(),
+                lag_seconds: topics.iter().filter_map(|t| t.lag_seconds).reduce(f64::max),
+                topics,
+                offset_sync: f.checkpoints.as_ref().map(|c| c.snapshot()),
+            }
+        })
+        .collect();
+    let body = StatusBody {
+        version: env!("CARGO_PKG_VERSION"),
+        ready: flows.iter().all(|f| f.ready),
+        flows,
+        migration: observed
+            .migration
+            .as_ref()
+            .and_then(|m| m.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+    };
+    let json =
+        serde_json::to_string_pretty(&body).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    ([(CONTENT_TYPE, "application/json")], json)
 }

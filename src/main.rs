@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use strait_offset_sync::run_checkpoints;
+use strait_offset_sync::{run_checkpoints, CheckpointSpec, CheckpointStatus};
 use strait_replicator::{plan, run_flow, FlowStatus, TargetClaims};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -285,32 +285,44 @@ fn run(path: PathBuf, migrating: bool) -> Result<()> {
     runtime.block_on(async move {
         let metrics = http::install_metrics()?;
         let shutdown = CancellationToken::new();
-        let statuses: Vec<(String, Arc<FlowStatus>)> = specs
-            .iter()
-            .map(|s| (s.name.clone(), Arc::new(FlowStatus::default())))
+        let checkpoints: Vec<(CheckpointSpec, Arc<CheckpointStatus>)> = checkpointers
+            .into_iter()
+            .map(|c| (c, Arc::new(CheckpointStatus::default())))
             .collect();
-        let server = http::serve(
-            config.http.listen,
-            metrics,
-            statuses.clone(),
-            shutdown.clone(),
-        )
-        .await?;
+        let observed = http::Observed {
+            flows: specs
+                .iter()
+                .map(|s| http::ObservedFlow {
+                    name: s.name.clone(),
+                    source: s.source.name.clone(),
+                    target: s.target.name.clone(),
+                    status: Arc::new(FlowStatus::default()),
+                    checkpoints: checkpoints
+                        .iter()
+                        .find(|(c, _)| c.flow == s.name)
+                        .map(|(_, status)| status.clone()),
+                })
+                .collect(),
+            migration: controller.as_ref().map(migrate::Controller::status),
+        };
+        let statuses: Vec<Arc<FlowStatus>> =
+            observed.flows.iter().map(|f| f.status.clone()).collect();
+        let server = http::serve(config.http.listen, metrics, observed, shutdown.clone()).await?;
         info!(listen = %config.http.listen, flows = specs.len(), "strait running");
 
         let claims = TargetClaims::default();
         let mut flows = Vec::new();
-        for (spec, (_, status)) in specs.into_iter().zip(statuses) {
+        for (spec, status) in specs.into_iter().zip(statuses) {
             let (claims, cancel, name) = (claims.clone(), shutdown.clone(), spec.name.clone());
             let handle =
                 tokio::task::spawn_blocking(move || run_flow(spec, claims, status, cancel));
             flows.push((name, handle));
         }
-        let checkpoint_tasks: Vec<_> = checkpointers
+        let checkpoint_tasks: Vec<_> = checkpoints
             .into_iter()
-            .map(|spec| {
+            .map(|(spec, status)| {
                 let cancel = shutdown.clone();
-                tokio::task::spawn_blocking(move || run_checkpoints(spec, cancel))
+                tokio::task::spawn_blocking(move || run_checkpoints(spec, status, cancel))
             })
             .collect();
         tokio::spawn(cancel_on_signal(shutdown.clone()));

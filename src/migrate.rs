@@ -12,6 +12,7 @@
 //! record. A restarted daemon resumes at the stage it was in.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
@@ -416,6 +417,8 @@ pub struct Controller {
     ends_changed: Instant,
     warned_overdue: bool,
     last_verify: Option<Instant>,
+    /// The state as of the last step, for `/status`.
+    shown: Arc<Mutex<Option<MigrationState>>>,
 }
 
 impl Controller {
@@ -460,11 +463,13 @@ impl Controller {
             }
         };
         warn_unknown(&config, &probe);
+        let shown = Arc::new(Mutex::new(Some(state.clone())));
         Ok(Self {
             config,
             store,
             probe,
             state,
+            shown,
             ends: BTreeMap::new(),
             ends_changed: Instant::now(),
             warned_overdue: false,
@@ -474,10 +479,17 @@ impl Controller {
 
     /// Runs until the migration is done (cancels `shutdown`: nothing left to mirror),
     /// aborted (returns; mirroring goes on), or `shutdown` fires.
+    /// Where `/status` reads the migration's state; updated after every step.
+    pub fn status(&self) -> Arc<Mutex<Option<MigrationState>>> {
+        self.shown.clone()
+    }
+
     pub fn run(mut self, shutdown: CancellationToken) -> Result<()> {
         while !shutdown.is_cancelled() {
             let before = self.state.stage;
-            match self.step() {
+            let result = self.step();
+            *self.shown.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.state.clone());
+            match result {
                 Ok(Stage::Done) => {
                     info!(flow = %self.state.flow, "migration done; stopping");
                     shutdown.cancel();

@@ -13,22 +13,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn kafka_sh(args: &[&str]) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh");
-    let status = Command::new(script).args(args).status().unwrap();
-    assert!(status.success(), "scripts/kafka.sh {args:?} failed");
-}
-
-/// Brings the primary back whatever happens in the test.
-struct PrimaryBack;
-
-impl Drop for PrimaryBack {
-    fn drop(&mut self) {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh");
-        let _ = Command::new(script).args(["start", "primary"]).status();
-    }
-}
-
 #[test]
 fn failover_translates_from_the_secondary_alone() {
     let topic = unique("dr-orders");
@@ -73,7 +57,7 @@ fn failover_translates_from_the_secondary_alone() {
     });
     std::thread::sleep(Duration::from_secs(3));
     strait.terminate();
-    let _primary_back = PrimaryBack;
+    let _primary_back = ClusterBack("primary");
     kafka_sh(&["stop", "primary"]);
 
     let out = Command::new(env!("CARGO_BIN_EXE_strait"))

@@ -3,11 +3,12 @@
 //! if enabled, write the translated offsets into the same groups on the target.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::ClientConfig;
 use regex::Regex;
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -55,9 +56,42 @@ pub struct CheckpointSpec {
     pub rename: Arc<dyn Fn(&str) -> String + Send + Sync>,
 }
 
+/// What a flow's checkpointer last did, for `/status`.
+#[derive(Debug, Default)]
+pub struct CheckpointStatus(Mutex<CheckpointSnapshot>);
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckpointSnapshot {
+    /// When the last round completed (Unix ms).
+    pub last_round_unix_ms: Option<i64>,
+    pub map_segments: u64,
+    pub groups_translated: u64,
+    pub partitions_translated: u64,
+    /// Partitions whose translation waits for replication to copy far enough.
+    pub partitions_pending: u64,
+    /// Groups whose translated offsets were not written to the target, with the reason.
+    pub refused_groups: BTreeMap<String, String>,
+    /// The last round's error, cleared by a successful round.
+    pub last_error: Option<String>,
+}
+
+impl CheckpointStatus {
+    pub fn snapshot(&self) -> CheckpointSnapshot {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut CheckpointSnapshot)) {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
 /// Runs until `cancel` fires. Errors in a round are logged and retried next round; the
 /// checkpoint age metric shows how long it has been since a round completed.
-pub fn run_checkpoints(spec: CheckpointSpec, cancel: CancellationToken) {
+pub fn run_checkpoints(
+    spec: CheckpointSpec,
+    status: Arc<CheckpointStatus>,
+    cancel: CancellationToken,
+) {
     let mut state = None;
     let mut last_round: Option<Instant> = None;
     while !cancel.is_cancelled() {
@@ -66,14 +100,31 @@ pub fn run_checkpoints(spec: CheckpointSpec, cancel: CancellationToken) {
             match Checkpointer::new(&spec) {
                 Ok(s) => state = Some(s),
                 Err(e) => {
-                    warn!(flow = %spec.flow, error = %e, "offset sync could not start; retrying")
+                    warn!(flow = %spec.flow, error = %e, "offset sync could not start; retrying");
+                    status.update(|s| s.last_error = Some(e.to_string()));
                 }
             }
         }
         if let Some(s) = &mut state {
             match s.round(&spec) {
-                Ok(()) => last_round = Some(Instant::now()),
+                Ok(summary) => {
+                    last_round = Some(Instant::now());
+                    let refused = s
+                        .refused
+                        .iter()
+                        .map(|(g, o)| (g.clone(), o.label().to_string()))
+                        .collect();
+                    status.update(|st| {
+                        *st = CheckpointSnapshot {
+                            last_round_unix_ms: Some(unix_ms()),
+                            refused_groups: refused,
+                            last_error: None,
+                            ..summary
+                        }
+                    });
+                }
                 Err(e) => {
+                    status.update(|st| st.last_error = Some(e.to_string()));
                     // Start over with new clients: a writer that failed once stays failed.
                     warn!(flow = %spec.flow, error = %e, "checkpoint round failed; retrying");
                     state = None;
@@ -123,7 +174,8 @@ impl Checkpointer {
         })
     }
 
-    fn round(&mut self, spec: &CheckpointSpec) -> Result<(), OffsetSyncError> {
+    /// One round; returns its counts (the caller fills in the rest of the snapshot).
+    fn round(&mut self, spec: &CheckpointSpec) -> Result<CheckpointSnapshot, OffsetSyncError> {
         let started = Instant::now();
         self.index.catch_up()?;
         debug!(flow = %spec.flow, elapsed = ?started.elapsed(), "offset map read");
@@ -135,8 +187,12 @@ impl Checkpointer {
             .partitions()
             .map(|(t, p, _)| (t.to_string(), p))
             .collect();
+        let mut summary = CheckpointSnapshot {
+            map_segments: self.index.segment_count() as u64,
+            ..CheckpointSnapshot::default()
+        };
         if partitions.is_empty() {
-            return Ok(());
+            return Ok(summary);
         }
         let selected: Vec<String> = self
             .source_reader
@@ -145,9 +201,7 @@ impl Checkpointer {
             .filter(|g| spec.groups.selects(g))
             .collect();
         self.source_clients.retain(|g, _| selected.contains(g));
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = unix_ms();
         let (mut groups_done, mut exact, mut pending) = (0u64, 0u64, 0u64);
         let mut checkpoints = Vec::new();
         for group in &selected {
@@ -210,7 +264,10 @@ impl Checkpointer {
         metrics::gauge!("strait_groups_translated", &labels).set(groups_done as f64);
         metrics::gauge!("strait_group_partitions_translated", &labels).set(exact as f64);
         metrics::gauge!("strait_group_offsets_pending", &labels).set(pending as f64);
-        Ok(())
+        summary.groups_translated = groups_done;
+        summary.partitions_translated = exact;
+        summary.partitions_pending = pending;
+        Ok(summary)
     }
 
     fn sync_group(
@@ -267,4 +324,10 @@ impl Checkpointer {
         }
         Ok(())
     }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

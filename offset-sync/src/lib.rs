@@ -14,7 +14,9 @@ pub mod map;
 pub mod records;
 pub mod store;
 
-pub use checkpointer::{run_checkpoints, CheckpointSpec, GroupSelector};
+pub use checkpointer::{
+    run_checkpoints, CheckpointSnapshot, CheckpointSpec, CheckpointStatus, GroupSelector,
+};
 pub use error::OffsetSyncError;
 pub use map::{Coverage, MapUpdate, OffsetIndex, PartitionOffsetMap, Segment, Translation};
 pub use records::{Checkpoint, MapRecord};

@@ -2,7 +2,6 @@
 //! exponential backoff, and stops the flow on fatal ones.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::pipeline::{self, SharedProgress};
+use crate::status::FlowStatus;
 use crate::topics::TargetTopics;
 use crate::{FlowSpec, ReplicatorError};
 
@@ -41,27 +41,6 @@ impl TargetClaims {
     }
 }
 
-/// Whether a flow is currently replicating, for health endpoints and metrics.
-#[derive(Debug, Default)]
-pub struct FlowStatus {
-    up: AtomicBool,
-}
-
-impl FlowStatus {
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
-    }
-
-    fn set(&self, flow: &str, up: bool) {
-        self.up.store(up, Ordering::Relaxed);
-        metrics::gauge!("strait_flow_up", "flow" => flow.to_string()).set(if up {
-            1.0
-        } else {
-            0.0
-        });
-    }
-}
-
 /// Runs one flow until `cancel` fires (returns `Ok`) or a fatal error (returns it).
 /// Blocking: call it from a thread of its own.
 pub fn run_flow(
@@ -75,7 +54,7 @@ pub fn run_flow(
     info!(flow = %spec.name, source = %spec.source.name, target = %spec.target.name, "flow started");
     loop {
         let started = Instant::now();
-        status.set(&spec.name, true);
+        status.set_up(&spec.name, true);
         let result = TargetTopics::new(&spec).and_then(|mut topics| {
             let mut claim = |names: &[String]| {
                 names.iter().try_for_each(|t| {
@@ -83,9 +62,9 @@ pub fn run_flow(
                     claims.claim(&spec.name, &spec.target.name, &target)
                 })
             };
-            pipeline::run(&spec, &progress, &mut topics, &cancel, &mut claim)
+            pipeline::run(&spec, &progress, &status, &mut topics, &cancel, &mut claim)
         });
-        status.set(&spec.name, false);
+        status.set_up(&spec.name, false);
         match result {
             Ok(()) => {
                 info!(flow = %spec.name, "flow stopped");

@@ -12,13 +12,15 @@ mod flow;
 mod naming;
 mod pipeline;
 mod provenance;
+mod status;
 mod topics;
 
 pub use error::ReplicatorError;
-pub use flow::{run_flow, FlowStatus, TargetClaims};
+pub use flow::{run_flow, TargetClaims};
 pub use naming::{NamingPolicy, TopicSelector};
 pub use provenance::copies_on_target;
 pub use provenance::{Provenance, PROVENANCE_HEADER};
+pub use status::{FlowStatus, PartitionStatus, TopicStatus};
 pub use topics::{client_config, plan, TopicPlan};
 
 use std::collections::BTreeMap;
@@ -136,6 +138,9 @@ pub struct FlowSpec {
     /// (offset sync). `None` turns it off. Requires the provenance header, from which a
     /// map that lost its newest entries in a crash is rebuilt.
     pub offset_map_topic: Option<String>,
+    /// Publish per-partition lag gauges (off for clusters with thousands of partitions:
+    /// per-topic gauges and `/status` still cover them).
+    pub partition_metrics: bool,
     pub tuning: Tuning,
 }
 

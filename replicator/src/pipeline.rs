@@ -14,10 +14,11 @@
 //!    offset and one past the newest provenance offset found on the target.
 
 use rustc_hash::FxHashMap;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::provenance::{Provenance, SourcePartition, TailScanner, PROVENANCE_HEADER};
+use crate::status::{FlowStatus, PartitionStatus, TopicStatus};
 use crate::topics::{client_config, discover, TargetTopics};
 use crate::{offsets_of, FlowSpec, ReplicatorError, StartFrom};
 
@@ -61,6 +63,8 @@ pub(crate) struct PartitionProgress {
     pub source_end: Option<i64>,
     /// A delivery failed; nothing after it may count as acknowledged.
     pub broken: bool,
+    /// Timestamp (ms) of the last acknowledged copy.
+    pub acked_timestamp: Option<i64>,
     pub records: u64,
     pub bytes: u64,
     pub offsets: PartitionOffsetMap,
@@ -143,9 +147,19 @@ pub(crate) fn lock(progress: &SharedProgress) -> MutexGuard<'_, FlowProgress> {
 /// Producer callbacks: record acknowledgements in the progress and offset maps.
 struct DeliveryContext {
     progress: SharedProgress,
+    status: Arc<FlowStatus>,
+    /// Set before each round of delivery reports: the first acknowledgement of the round
+    /// records its end-to-end latency. Sampling keeps a clock read and a histogram update
+    /// off the per-record path.
+    sample_latency: AtomicBool,
+    latency: metrics::Histogram,
 }
 
-impl ClientContext for DeliveryContext {}
+impl ClientContext for DeliveryContext {
+    fn stats(&self, statistics: Statistics) {
+        self.status.observe_target(&statistics);
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     /// The source offset of the record.
@@ -176,6 +190,13 @@ impl ProducerContext for DeliveryContext {
                 }
                 p.acked_next = Some(source_offset + 1);
                 p.acked_target_next = Some(msg.offset() + 1);
+                let timestamp = msg.timestamp().to_millis();
+                p.acked_timestamp = timestamp;
+                if let Some(ts) = timestamp {
+                    if self.sample_latency.swap(false, Ordering::Relaxed) {
+                        self.latency.record((now_ms() - ts).max(0) as f64 / 1000.0);
+                    }
+                }
                 p.records += 1;
                 p.bytes += bytes as u64;
             }
@@ -246,6 +267,7 @@ struct FreshStarts {
 /// Consumer callbacks: choose start offsets on assignment, drain and commit on revocation.
 struct RebalanceContext {
     spec: FlowSpec,
+    status: Arc<FlowStatus>,
     progress: SharedProgress,
     producer: Arc<BaseProducer<DeliveryContext>>,
     scanner: Option<TailScanner>,
@@ -308,6 +330,7 @@ impl PersistedMap {
 
 impl ClientContext for RebalanceContext {
     fn stats(&self, statistics: Statistics) {
+        self.status.observe_source(&statistics);
         let mut progress = lock(&self.progress);
         for (source_topic, topic) in &statistics.topics {
             let target_topic = self
@@ -593,6 +616,10 @@ impl RebalanceContext {
 /// acknowledgements trailed the target by seconds on a backlog (and the unserved reports
 /// count against the producer queue's bound).
 fn serve_delivery_reports(producer: &BaseProducer<DeliveryContext>) {
+    producer
+        .context()
+        .sample_latency
+        .store(true, Ordering::Relaxed);
     // Bounded, so that a steady stream of reports cannot starve the consumer.
     for _ in 0..10_000 {
         let before = producer.in_flight_count();
@@ -720,6 +747,7 @@ fn commit<C: ConsumerContext>(
 pub(crate) fn run(
     spec: &FlowSpec,
     progress: &SharedProgress,
+    status: &Arc<FlowStatus>,
     topics: &mut TargetTopics,
     cancel: &CancellationToken,
     on_topics: &mut dyn FnMut(&[String]) -> Result<(), ReplicatorError>,
@@ -736,7 +764,7 @@ pub(crate) fn run(
             }
         }
     }
-    let producer = Arc::new(producer(spec, progress)?);
+    let producer = Arc::new(producer(spec, progress, status)?);
     let scanner = if spec.provenance_header {
         Some(TailScanner::new(&spec.target)?)
     } else {
@@ -748,6 +776,7 @@ pub(crate) fn run(
         .map(|topic| Arc::new(PersistedMap::start(spec, topic)));
     let context = RebalanceContext {
         spec: spec.clone(),
+        status: status.clone(),
         progress: progress.clone(),
         producer: producer.clone(),
         scanner,
@@ -767,6 +796,7 @@ pub(crate) fn run(
         routes: FxHashMap::default(),
         header_buf: Vec::with_capacity(64),
         map: map.as_deref(),
+        status,
     };
     let result = pipeline.forward_until_cancelled(topics, cancel, on_topics);
 
@@ -782,6 +812,8 @@ pub(crate) fn run(
     if let Err(e) = commit(spec, progress, &consumer, CommitMode::Sync, None) {
         warn!(flow = %spec.name, error = %e, "final commit failed");
     }
+    // Everything was flushed above, so these figures are final.
+    pipeline.publish_status();
     consumer.unsubscribe();
     drop(consumer);
     if let Ok(Some(writer)) = PersistedMap::writer(map.as_deref()) {
@@ -789,7 +821,6 @@ pub(crate) fn run(
             warn!(flow = %spec.name, error = %e, "offset map not fully written on the way out; it is rebuilt at the next start");
         }
     }
-    publish_metrics(spec, progress);
     result
 }
 
@@ -797,6 +828,39 @@ struct Route {
     target_topic: String,
     /// `<cluster>/<topic>/`: the constant start of this topic's provenance headers.
     header_prefix: Vec<u8>,
+    /// Per partition: timestamps of the records handed to the producer, for lag in
+    /// seconds.
+    sent: Vec<SentTimes>,
+}
+
+/// Timestamps of the records in flight on one partition, run-length encoded: one entry
+/// per change of timestamp, so a backlog written in the same millisecond costs one entry.
+#[derive(Default)]
+struct SentTimes {
+    /// (first source offset, timestamp ms) of each run, oldest first.
+    runs: VecDeque<(i64, i64)>,
+    last_sent: Option<i64>,
+}
+
+impl SentTimes {
+    fn note(&mut self, offset: i64, timestamp: i64) {
+        if self.runs.back().is_none_or(|&(_, t)| t != timestamp) {
+            self.runs.push_back((offset, timestamp));
+        }
+        self.last_sent = Some(offset);
+    }
+
+    /// The timestamp of the record at `offset` if it is in flight, forgetting the runs
+    /// entirely below it.
+    fn in_flight_at(&mut self, offset: i64) -> Option<i64> {
+        while self.runs.len() > 1 && self.runs[1].0 <= offset {
+            self.runs.pop_front();
+        }
+        match (self.runs.front(), self.last_sent) {
+            (Some(&(first, ts)), Some(last)) if first <= offset && offset <= last => Some(ts),
+            _ => None,
+        }
+    }
 }
 
 struct Pipeline<'a> {
@@ -809,9 +873,102 @@ struct Pipeline<'a> {
     /// Reused buffer for the provenance header value.
     header_buf: Vec<u8>,
     map: Option<&'a PersistedMap>,
+    status: &'a FlowStatus,
 }
 
 impl Pipeline<'_> {
+    /// Publishes counters, lag gauges and the `/status` snapshot from the progress state.
+    /// Runs once per commit interval, never per record.
+    fn publish_status(&mut self) {
+        let spec = self.spec;
+        let now = now_ms();
+        let progress = lock(self.progress);
+        let mut topics = Vec::with_capacity(progress.by_target.len());
+        for (target_topic, topic) in &progress.by_target {
+            let mut sent = self
+                .routes
+                .get_mut(&topic.source_topic)
+                .map(|r| &mut r.sent);
+            let mut status = TopicStatus {
+                source_topic: topic.source_topic.clone(),
+                target_topic: target_topic.clone(),
+                records_replicated: 0,
+                bytes_replicated: 0,
+                lag_records: 0,
+                lag_seconds: None,
+                partitions: Vec::with_capacity(topic.partitions.len()),
+            };
+            for (partition, p) in topic.partitions.iter().enumerate() {
+                status.records_replicated += p.records;
+                status.bytes_replicated += p.bytes;
+                let replicated = p.acked_next.max(p.handled_next);
+                let times = sent.as_mut().and_then(|s| s.get_mut(partition));
+                let (lag, lag_seconds) = match (p.assigned, p.source_end, replicated) {
+                    (true, Some(end), Some(replicated)) if end <= replicated => {
+                        (Some(0), Some(0.0))
+                    }
+                    (true, Some(end), Some(replicated)) => {
+                        // The oldest record not yet on the target is in flight, or else
+                        // not fetched yet: then the last acknowledged record's age is an
+                        // upper bound.
+                        let oldest = times
+                            .and_then(|t| t.in_flight_at(replicated))
+                            .or(p.acked_timestamp);
+                        let seconds = oldest.map(|ts| (now - ts).max(0) as f64 / 1000.0);
+                        (Some(end - replicated), seconds)
+                    }
+                    _ => (None, None),
+                };
+                if let Some(lag) = lag {
+                    status.lag_records += lag;
+                }
+                if let Some(s) = lag_seconds {
+                    status.lag_seconds = Some(status.lag_seconds.map_or(s, |m: f64| m.max(s)));
+                }
+                if spec.partition_metrics && p.assigned {
+                    let labels = [
+                        ("flow", spec.name.clone()),
+                        ("topic", topic.source_topic.clone()),
+                        ("partition", partition.to_string()),
+                    ];
+                    if let Some(lag) = lag {
+                        metrics::gauge!("strait_replication_lag_partition_records", &labels)
+                            .set(lag as f64);
+                    }
+                    if let Some(s) = lag_seconds {
+                        metrics::gauge!("strait_replication_lag_partition_seconds", &labels).set(s);
+                    }
+                }
+                status.partitions.push(PartitionStatus {
+                    partition: partition as i32,
+                    assigned: p.assigned,
+                    source_end: p.source_end,
+                    replicated_next: replicated,
+                    target_next: p.acked_target_next,
+                    committed_next: p.committed_next,
+                    lag_records: lag,
+                    lag_seconds,
+                });
+            }
+            let labels = [
+                ("flow", spec.name.clone()),
+                ("topic", topic.source_topic.clone()),
+            ];
+            metrics::counter!("strait_records_replicated_total", &labels)
+                .absolute(status.records_replicated);
+            metrics::counter!("strait_bytes_replicated_total", &labels)
+                .absolute(status.bytes_replicated);
+            metrics::gauge!("strait_replication_lag_records", &labels)
+                .set(status.lag_records as f64);
+            if let Some(s) = status.lag_seconds {
+                metrics::gauge!("strait_replication_lag_seconds", &labels).set(s);
+            }
+            topics.push(status);
+        }
+        drop(progress);
+        self.status.set_topics(topics);
+    }
+
     fn forward_until_cancelled(
         &mut self,
         topics: &mut TargetTopics,
@@ -860,7 +1017,7 @@ impl Pipeline<'_> {
                     CommitMode::Async,
                     None,
                 )?;
-                publish_metrics(self.spec, self.progress);
+                self.publish_status();
                 next_commit = now + self.spec.tuning.commit_interval;
             }
             if now >= next_refresh {
@@ -894,12 +1051,14 @@ impl Pipeline<'_> {
                 Some(_) => {}
             }
         }
+        let mut old_routes = std::mem::take(&mut self.routes);
         self.routes = wanted
             .keys()
             .map(|t| {
                 let route = Route {
                     target_topic: self.spec.naming.target_topic(&self.spec.source.name, t),
                     header_prefix: Provenance::prefix(&self.spec.source.name, t),
+                    sent: old_routes.remove(t).map(|r| r.sent).unwrap_or_default(),
                 };
                 (t.clone(), route)
             })
@@ -956,14 +1115,23 @@ impl Pipeline<'_> {
         msg: &BorrowedMessage<'_>,
         cancel: &CancellationToken,
     ) -> Result<bool, ReplicatorError> {
-        let Some(route) = self.routes.get(msg.topic()) else {
+        let Some(route) = self.routes.get_mut(msg.topic()) else {
             return Err(ReplicatorError::Invariant(format!(
                 "received a record from {}, which this flow does not replicate",
                 msg.topic()
             )));
         };
-        let target_topic = &route.target_topic;
         let source_offset = msg.offset();
+        let timestamp = msg.timestamp().to_millis();
+        if let Some(ts) = timestamp {
+            let idx = msg.partition() as usize;
+            if route.sent.len() <= idx {
+                route.sent.resize_with(idx + 1, SentTimes::default);
+            }
+            route.sent[idx].note(source_offset, ts);
+        }
+        let route = &*route;
+        let target_topic = &route.target_topic;
         let source_headers = msg.headers();
         let count =
             source_headers.map_or(0, |h| h.count()) + usize::from(self.spec.provenance_header);
@@ -999,7 +1167,7 @@ impl Pipeline<'_> {
         if let Some(payload) = msg.payload() {
             record = record.payload(payload);
         }
-        if let Some(ts) = msg.timestamp().to_millis() {
+        if let Some(ts) = timestamp {
             record = record.timestamp(ts);
         }
 
@@ -1091,6 +1259,7 @@ fn consumer_config(spec: &FlowSpec) -> rdkafka::ClientConfig {
 fn producer(
     spec: &FlowSpec,
     progress: &SharedProgress,
+    status: &Arc<FlowStatus>,
 ) -> Result<BaseProducer<DeliveryContext>, ReplicatorError> {
     let t = &spec.tuning;
     let mut config = rdkafka::ClientConfig::new();
@@ -1102,7 +1271,9 @@ fn producer(
             "queue.buffering.max.kbytes",
             t.producer_queue_kbytes.to_string(),
         )
-        .set("queue.buffering.max.messages", "1000000");
+        .set("queue.buffering.max.messages", "1000000")
+        // Connection state for /readyz.
+        .set("statistics.interval.ms", "2000");
     for (k, v) in client_config(&spec.target).config_map() {
         config.set(k, v);
     }
@@ -1117,41 +1288,19 @@ fn producer(
     config
         .create_with_context(DeliveryContext {
             progress: progress.clone(),
+            status: status.clone(),
+            sample_latency: AtomicBool::new(false),
+            latency: metrics::histogram!(
+                "strait_replication_latency_seconds", "flow" => spec.name.clone()
+            ),
         })
         .map_err(|e| {
             ReplicatorError::kafka(format!("creating producer for '{}'", spec.target.name), e)
         })
 }
 
-/// Publishes counters and lag gauges from the progress state. Runs once per commit
-/// interval, never per record.
-pub(crate) fn publish_metrics(spec: &FlowSpec, progress: &SharedProgress) {
-    let progress = lock(progress);
-    for topic in progress.by_target.values() {
-        let (mut records, mut bytes, mut lag) = (0u64, 0u64, 0i64);
-        for (partition, p) in topic.partitions.iter().enumerate() {
-            records += p.records;
-            bytes += p.bytes;
-            if !p.assigned {
-                continue;
-            }
-            if let (Some(end), Some(handled)) = (p.source_end, p.acked_next.max(p.handled_next)) {
-                let partition_lag = (end - handled).max(0);
-                lag += partition_lag;
-                metrics::gauge!(
-                    "strait_replication_lag_partition_records",
-                    "flow" => spec.name.clone(), "topic" => topic.source_topic.clone(),
-                    "partition" => partition.to_string()
-                )
-                .set(partition_lag as f64);
-            }
-        }
-        let labels = [
-            ("flow", spec.name.clone()),
-            ("topic", topic.source_topic.clone()),
-        ];
-        metrics::counter!("strait_records_replicated_total", &labels).absolute(records);
-        metrics::counter!("strait_bytes_replicated_total", &labels).absolute(bytes);
-        metrics::gauge!("strait_replication_lag_records", &labels).set(lag as f64);
-    }
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -349,6 +349,7 @@ mod tests {
             replication_factor: None,
             provenance_header: true,
             offset_map_topic: None,
+            partition_metrics: true,
             tuning: Tuning::default(),
         }
     }

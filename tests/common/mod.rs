@@ -583,6 +583,24 @@ impl Drop for Strait {
     }
 }
 
+/// Runs `scripts/kafka.sh` (e.g. `stop secondary`), failing the test if it fails.
+pub fn kafka_sh(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh");
+    let status = Command::new(script).args(args).status().unwrap();
+    assert!(status.success(), "scripts/kafka.sh {args:?} failed");
+}
+
+/// Starts a test cluster (`primary` or `secondary`) again when dropped, whatever happens
+/// in a test that stopped it.
+pub struct ClusterBack(pub &'static str);
+
+impl Drop for ClusterBack {
+    fn drop(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh");
+        let _ = Command::new(script).args(["start", self.0]).status();
+    }
+}
+
 /// Minimal HTTP/1.0 GET, enough for /metrics and /healthz.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
     use std::io::Read;

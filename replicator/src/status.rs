@@ -1,0 +1,112 @@
+//! What a flow is doing right now, for `/readyz`, `/status` and the `strait_flow_up`
+//! gauge. The pipeline updates it once per commit interval and from client statistics,
+//! never per record.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use rdkafka::statistics::Statistics;
+use serde::Serialize;
+
+/// A flow's live state, shared between its pipeline and the HTTP endpoints.
+#[derive(Debug, Default)]
+pub struct FlowStatus {
+    up: AtomicBool,
+    source_connected: AtomicBool,
+    target_connected: AtomicBool,
+    snapshot: Mutex<Vec<TopicStatus>>,
+}
+
+/// Replication state of one source topic.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicStatus {
+    pub source_topic: String,
+    pub target_topic: String,
+    pub records_replicated: u64,
+    pub bytes_replicated: u64,
+    /// Sum over this instance's assigned partitions.
+    pub lag_records: i64,
+    /// The largest partition lag in seconds; `None` when no partition's is known.
+    pub lag_seconds: Option<f64>,
+    pub partitions: Vec<PartitionStatus>,
+}
+
+/// Replication state of one source partition.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionStatus {
+    pub partition: i32,
+    /// Whether this instance currently replicates the partition.
+    pub assigned: bool,
+    /// The source's last stable offset (what a `read_committed` reader can reach).
+    pub source_end: Option<i64>,
+    /// Every source record below this offset is on the target (or was never delivered:
+    /// transaction markers, aborted records).
+    pub replicated_next: Option<i64>,
+    /// The target offset after the last acknowledged copy.
+    pub target_next: Option<i64>,
+    /// The offset last committed to the source group.
+    pub committed_next: Option<i64>,
+    pub lag_records: Option<i64>,
+    /// How old the oldest record not yet on the target is; 0 when caught up.
+    pub lag_seconds: Option<f64>,
+}
+
+impl FlowStatus {
+    /// The pipeline is running (it may still be connecting).
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Running, and both clients report a connection to a broker of their cluster.
+    pub fn is_ready(&self) -> bool {
+        self.is_up() && self.is_source_connected() && self.is_target_connected()
+    }
+
+    pub fn is_source_connected(&self) -> bool {
+        self.source_connected.load(Ordering::Relaxed)
+    }
+
+    pub fn is_target_connected(&self) -> bool {
+        self.target_connected.load(Ordering::Relaxed)
+    }
+
+    /// The topics as of the last commit interval, sorted by source topic.
+    pub fn topics(&self) -> Vec<TopicStatus> {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_up(&self, flow: &str, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+        if !up {
+            // The next pipeline run proves its connections afresh.
+            self.source_connected.store(false, Ordering::Relaxed);
+            self.target_connected.store(false, Ordering::Relaxed);
+        }
+        metrics::gauge!("strait_flow_up", "flow" => flow.to_string()).set(f64::from(u8::from(up)));
+    }
+
+    pub(crate) fn observe_source(&self, statistics: &Statistics) {
+        self.source_connected
+            .store(any_broker_up(statistics), Ordering::Relaxed);
+    }
+
+    pub(crate) fn observe_target(&self, statistics: &Statistics) {
+        self.target_connected
+            .store(any_broker_up(statistics), Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_topics(&self, mut topics: Vec<TopicStatus>) {
+        topics.sort_by(|a, b| a.source_topic.cmp(&b.source_topic));
+        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = topics;
+    }
+}
+
+/// Whether the client holds an open connection to at least one broker. librdkafka's
+/// statistics list every broker it knows with its connection state; "UP" means
+/// connected (and authenticated, when SASL is on).
+fn any_broker_up(statistics: &Statistics) -> bool {
+    statistics.brokers.values().any(|b| b.state == "UP")
+}

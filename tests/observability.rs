@@ -1,0 +1,143 @@
+//! `/readyz`, `/status` and the replication metrics against the real test clusters:
+//! ready only while both clusters are reachable, lag in records and seconds that grows
+//! while the target is down and returns to 0 after it comes back.
+//!
+//! This stops the secondary broker, so it lives in a test binary of its own (cargo runs
+//! test binaries one after another) and restarts it when done, even on failure.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn status(strait: &Strait) -> Value {
+    let raw = http_get(strait.port, "/status").unwrap_or_default();
+    let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+fn ready_code(strait: &Strait) -> Option<u16> {
+    let raw = http_get(strait.port, "/readyz")?;
+    raw.split(' ').nth(1)?.parse().ok()
+}
+
+fn topic_status<'a>(status: &'a Value, topic: &str) -> Option<&'a Value> {
+    status["flows"][0]["topics"]
+        .as_array()?
+        .iter()
+        .find(|t| t["source_topic"] == topic)
+}
+
+#[test]
+fn readiness_status_and_lag_follow_the_clusters() {
+    let topic = unique("observed");
+    let target = format!("primary.{topic}");
+    create_topic(PRIMARY, &topic, 3, &[]);
+    produce_simple(PRIMARY, &topic, 3, 3_000, "first");
+
+    let strait = Strait::start(&flow_config("obs", &topic, "prefix", ""));
+    wait_until(Duration::from_secs(60), "the first batch copied", || {
+        end_offsets(SECONDARY, &target) == 3_000
+    });
+    wait_until(Duration::from_secs(20), "/readyz 200", || {
+        ready_code(&strait) == Some(200)
+    });
+
+    // Caught up: lag 0 in records and seconds, and every partition accounted for.
+    wait_until(Duration::from_secs(10), "/status shows the copy", || {
+        let s = status(&strait);
+        topic_status(&s, &topic).is_some_and(|t| {
+            t["records_replicated"] == 3_000 && t["lag_records"] == 0 && t["lag_seconds"] == 0.0
+        })
+    });
+    let s = status(&strait);
+    assert_eq!(s["ready"], true, "{s:#}");
+    assert_eq!(s["flows"][0]["source"]["connected"], true);
+    assert_eq!(s["flows"][0]["target"]["connected"], true);
+    let t = topic_status(&s, &topic).unwrap();
+    assert_eq!(t["target_topic"], target.as_str());
+    let partitions = t["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 3, "{t:#}");
+    for p in partitions {
+        assert_eq!(p["assigned"], true, "{p:#}");
+        assert_eq!(p["replicated_next"], 1_000, "{p:#}");
+        assert_eq!(p["source_end"], 1_000, "{p:#}");
+        assert_eq!(p["target_next"], 1_000, "{p:#}");
+    }
+    let metrics = strait.metrics();
+    let labels = format!("flow=\"obs\",topic=\"{topic}\"");
+    assert_eq!(
+        metric_value(&metrics, "strait_records_replicated_total", &labels),
+        Some(3_000.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(&metrics, "strait_replication_lag_seconds", &labels),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "strait_replication_lag_partition_records",
+            &labels
+        ),
+        Some(0.0)
+    );
+    let sampled = metric_value(
+        &metrics,
+        "strait_replication_latency_seconds_count",
+        "flow=\"obs\"",
+    );
+    assert!(sampled.is_some_and(|n| n >= 1.0), "{metrics}");
+    assert!(metrics.contains("strait_replication_latency_seconds_bucket{flow=\"obs\",le=\"0.1\"}"));
+    assert_eq!(
+        metric_value(&metrics, "strait_flow_up", "flow=\"obs\""),
+        Some(1.0)
+    );
+
+    // The target goes away: not ready, naming the target; new records wait, and their
+    // lag in seconds grows with their age.
+    let _secondary_back = ClusterBack("secondary");
+    kafka_sh(&["stop", "secondary"]);
+    wait_until(Duration::from_secs(30), "/readyz 503", || {
+        ready_code(&strait) == Some(503)
+    });
+    let body = http_get(strait.port, "/readyz").unwrap();
+    assert!(
+        body.contains("not connected to target 'secondary'") && !body.contains("source"),
+        "{body}"
+    );
+    produce_simple(PRIMARY, &topic, 3, 300, "second");
+    wait_until(Duration::from_secs(20), "lag of 300 records", || {
+        let s = status(&strait);
+        topic_status(&s, &topic).is_some_and(|t| t["lag_records"] == 300)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let s = status(&strait);
+    let t = topic_status(&s, &topic).unwrap();
+    let lag_seconds = t["lag_seconds"].as_f64().unwrap();
+    assert!((3.0..60.0).contains(&lag_seconds), "{t:#}");
+    assert_eq!(s["ready"], false);
+    assert_eq!(s["flows"][0]["target"]["connected"], false);
+    assert_eq!(s["flows"][0]["source"]["connected"], true);
+    let metrics = strait.metrics();
+    let seconds = metric_value(&metrics, "strait_replication_lag_seconds", &labels).unwrap();
+    assert!(seconds >= 3.0, "{metrics}");
+
+    // Back: ready again, everything copied once, lag 0.
+    kafka_sh(&["start", "secondary"]);
+    wait_until(Duration::from_secs(90), "the second batch copied", || {
+        end_offsets(SECONDARY, &target) == 3_300
+    });
+    wait_until(Duration::from_secs(30), "/readyz 200 again", || {
+        ready_code(&strait) == Some(200)
+    });
+    wait_until(Duration::from_secs(10), "lag back to 0", || {
+        let s = status(&strait);
+        topic_status(&s, &topic).is_some_and(|t| t["lag_records"] == 0 && t["lag_seconds"] == 0.0)
+    });
+    assert_exact_copy(&topic, &target);
+}
