@@ -11,11 +11,12 @@ command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v perl >/dev/null || need_apt+=(perl)      # vendored OpenSSL's build
+command -v prometheus >/dev/null || need_apt+=(prometheus)  # tests/dashboards.rs
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "[test.sh] installing ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "[test.sh] cargo not found: install Rust (rustup) first"; exit 1; }
 

@@ -412,7 +412,7 @@ pub fn end_offsets(servers: &str, topic: &str) -> i64 {
     (0..n).map(|p| watermarks(servers, topic, p).1).sum()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
