@@ -942,7 +942,11 @@ impl Pipeline<'_> {
                 status.partitions.push(PartitionStatus {
                     partition: partition as i32,
                     assigned: p.assigned,
-                    source_end: p.source_end,
+                    // The end comes from statistics every 2 s; copies can be ahead of it.
+                    source_end: match (p.source_end, replicated) {
+                        (Some(end), Some(r)) => Some(end.max(r)),
+                        (end, _) => end,
+                    },
                     replicated_next: replicated,
                     target_next: p.acked_target_next,
                     committed_next: p.committed_next,

@@ -37,7 +37,9 @@ pub struct PartitionStatus {
     pub partition: i32,
     /// Whether this instance currently replicates the partition.
     pub assigned: bool,
-    /// The source's last stable offset (what a `read_committed` reader can reach).
+    /// The source's last stable offset (what a `read_committed` reader can reach), as of
+    /// librdkafka's last statistics (every 2 s), or the replicated position if that is
+    /// further.
     pub source_end: Option<i64>,
     /// Every source record below this offset is on the target (or was never delivered:
     /// transaction markers, aborted records).
