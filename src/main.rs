@@ -1,6 +1,7 @@
 //! `strait`: cross-cluster replication for Apache Kafka.
 
 mod config;
+mod demo;
 mod http;
 mod migrate;
 mod offsets;
@@ -41,6 +42,14 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A one-minute tour with nothing but Rust: two in-process Kafka clusters (librdkafka's
+    /// mock), live replication, a staged migration of a consumer group with exact offset
+    /// translation, verification, and a summary.
+    Demo {
+        /// Where the demo's daemon serves /status and /metrics.
+        #[arg(long, default_value = "127.0.0.1:9644")]
+        listen: std::net::SocketAddr,
+    },
     /// Replicate every flow in the config until SIGINT or SIGTERM.
     Run {
         #[arg(long, short)]
@@ -142,6 +151,7 @@ fn main() -> ExitCode {
     );
     init_logging(cli.log_format, daemon);
     let result = match cli.command {
+        Command::Demo { listen } => demo::run(listen),
         Command::Run { config } => run(config, false),
         Command::Migrate(MigrateCommand::Run { config }) => run(config, true),
         Command::Migrate(MigrateCommand::Status { config, output }) => {
@@ -258,7 +268,7 @@ fn check_config(path: PathBuf, offline: bool) -> Result<()> {
 
 /// `strait run`, and with `migrating` `strait migrate run`: the same replication plus the
 /// migration controller, which stops everything when the migration is done.
-fn run(path: PathBuf, migrating: bool) -> Result<()> {
+pub(crate) fn run(path: PathBuf, migrating: bool) -> Result<()> {
     let config = Config::load(&path)?;
     let specs = config.flow_specs()?;
     let mut checkpointers = config.checkpoint_specs()?;

@@ -33,6 +33,23 @@ impl GroupSelector {
         })
     }
 
+    /// The include patterns that can be read as a group name (only `[A-Za-z0-9._-]`), for
+    /// clusters that cannot list their groups.
+    pub fn literal_names(&self) -> Vec<String> {
+        self.include
+            .iter()
+            .filter_map(|r| {
+                let inner = r.as_str().strip_prefix("^(?:")?.strip_suffix(")$")?;
+                let plain = !inner.is_empty()
+                    && inner
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+                plain.then(|| inner.to_string())
+            })
+            .filter(|g| self.selects(g))
+            .collect()
+    }
+
     pub fn selects(&self, group: &str) -> bool {
         self.include.iter().any(|r| r.is_match(group))
             && !self.exclude.iter().any(|r| r.is_match(group))
@@ -153,6 +170,7 @@ struct Checkpointer {
     source_reader: GroupClient,
     /// Groups whose refusal was logged, with the reason, so it is logged once per change.
     refused: HashMap<String, Outcome>,
+    warned_no_group_list: bool,
 }
 
 impl Checkpointer {
@@ -171,6 +189,7 @@ impl Checkpointer {
             source_clients: HashMap::new(),
             source_reader: GroupClient::new(&spec.source, "strait-log-start-reader-unused")?,
             refused: HashMap::new(),
+            warned_no_group_list: false,
         })
     }
 
@@ -194,12 +213,17 @@ impl Checkpointer {
         if partitions.is_empty() {
             return Ok(summary);
         }
-        let selected: Vec<String> = self
-            .source_reader
-            .list_groups()?
-            .into_iter()
-            .filter(|g| spec.groups.selects(g))
-            .collect();
+        let selected: Vec<String> = match self.source_reader.list_groups()? {
+            Some(all) => all.into_iter().filter(|g| spec.groups.selects(g)).collect(),
+            None => {
+                let named = spec.groups.literal_names();
+                if !self.warned_no_group_list {
+                    warn!(flow = %spec.flow, groups = ?named, "the source cluster cannot list consumer groups; translating the groups named literally in offset_sync.groups");
+                    self.warned_no_group_list = true;
+                }
+                named
+            }
+        };
         self.source_clients.retain(|g, _| selected.contains(g));
         let now_ms = unix_ms();
         let (mut groups_done, mut exact, mut pending) = (0u64, 0u64, 0u64);

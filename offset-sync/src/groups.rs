@@ -73,18 +73,30 @@ impl GroupClient {
             .collect())
     }
 
-    /// Members the group has right now (0 for an empty or unknown group).
-    pub fn members(&self) -> Result<usize, OffsetSyncError> {
-        let list = self
+    /// Members the group has right now (0 for an empty or unknown group), or `None` if
+    /// the cluster cannot describe groups (librdkafka's mock cluster, some Kafka-compatible
+    /// services).
+    pub fn members(&self) -> Result<Option<usize>, OffsetSyncError> {
+        let list = match self
             .consumer
             .fetch_group_list(Some(&self.group), REQUEST_TIMEOUT)
-            .map_err(|e| OffsetSyncError::kafka(format!("describing group '{}'", self.group), e))?;
-        Ok(list
-            .groups()
-            .iter()
-            .filter(|g| g.name() == self.group)
-            .map(|g| g.members().len())
-            .sum())
+        {
+            Ok(list) => list,
+            Err(e) if is_unsupported(&e) => return Ok(None),
+            Err(e) => {
+                return Err(OffsetSyncError::kafka(
+                    format!("describing group '{}'", self.group),
+                    e,
+                ))
+            }
+        };
+        Ok(Some(
+            list.groups()
+                .iter()
+                .filter(|g| g.name() == self.group)
+                .map(|g| g.members().len())
+                .sum(),
+        ))
     }
 
     /// Commits `offsets` for the group. The broker itself refuses this while the group
@@ -100,13 +112,15 @@ impl GroupClient {
         })
     }
 
-    /// Every group on the cluster.
-    pub fn list_groups(&self) -> Result<Vec<String>, OffsetSyncError> {
-        let list = self
-            .consumer
-            .fetch_group_list(None, REQUEST_TIMEOUT)
-            .map_err(|e| OffsetSyncError::kafka("listing consumer groups", e))?;
-        Ok(list.groups().iter().map(|g| g.name().to_string()).collect())
+    /// Every group on the cluster, or `None` if the cluster cannot list groups.
+    pub fn list_groups(&self) -> Result<Option<Vec<String>>, OffsetSyncError> {
+        match self.consumer.fetch_group_list(None, REQUEST_TIMEOUT) {
+            Ok(list) => Ok(Some(
+                list.groups().iter().map(|g| g.name().to_string()).collect(),
+            )),
+            Err(e) if is_unsupported(&e) => Ok(None),
+            Err(e) => Err(OffsetSyncError::kafka("listing consumer groups", e)),
+        }
     }
 
     /// Earliest offsets of `partitions` (their log start), in one request per broker.
@@ -257,7 +271,9 @@ pub fn apply(
     results: &mut [PartitionResult],
     force: bool,
 ) -> Result<(), OffsetSyncError> {
-    let members = target.members()?;
+    // A cluster that cannot describe groups still refuses this commit while the group
+    // has members (see `GroupClient::commit`).
+    let members = target.members()?.unwrap_or(0);
     let wanted: Vec<(String, i32)> = results
         .iter()
         .map(|r| (r.target_topic.clone(), r.partition))
@@ -337,4 +353,9 @@ mod tests {
             assert_eq!(serde_json::to_value(o).ok(), Some(o.label().into()));
         }
     }
+}
+
+/// The cluster does not implement the request (ListGroups, DescribeGroups).
+fn is_unsupported(err: &rdkafka::error::KafkaError) -> bool {
+    err.rdkafka_error_code() == Some(rdkafka::error::RDKafkaErrorCode::UnsupportedFeature)
 }
