@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use strait_offset_sync::{CheckpointSpec, GroupSelector};
 use strait_replicator::{
-    client_config, is_secret_key, ClusterSpec, FlowSpec, NamingPolicy, StartFrom, TopicSelector,
-    Tuning,
+    client_config, is_secret_key, ClusterSpec, FlowSpec, HeartbeatSpec, NamingPolicy, StartFrom,
+    TopicSelector, Tuning,
 };
 
 /// The whole file.
@@ -222,6 +222,17 @@ pub struct FlowConfig {
     pub provenance_header: bool,
     #[serde(default)]
     pub offset_sync: OffsetSyncConfig,
+    /// Write a heartbeat record to the source every `heartbeat_interval`, and replicate
+    /// it. Default: on for `prefix` naming (DR), off for `identity` (migrations).
+    pub heartbeats: Option<bool>,
+    /// Topic on the source for heartbeats; default `strait.heartbeats.<flow>`.
+    pub heartbeat_topic: Option<String>,
+    #[serde(default = "default_heartbeat_interval", with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+}
+
+fn default_heartbeat_interval() -> Duration {
+    Duration::from_secs(1)
 }
 
 /// Exact offset translation for a flow: the persisted offset map, checkpoints and
@@ -262,6 +273,18 @@ impl Default for OffsetSyncConfig {
 }
 
 impl FlowConfig {
+    /// The heartbeat topic, if heartbeats are on.
+    pub fn heartbeat_topic(&self, flow: &str) -> Option<String> {
+        let on = self
+            .heartbeats
+            .unwrap_or(matches!(self.naming, Naming::Prefix));
+        on.then(|| {
+            self.heartbeat_topic
+                .clone()
+                .unwrap_or_else(|| format!("strait.heartbeats.{flow}"))
+        })
+    }
+
     pub fn map_topic(&self, flow: &str) -> String {
         self.offset_sync
             .map_topic
@@ -455,6 +478,22 @@ impl Config {
             if let Some(rf) = flow.replication_factor {
                 if rf < 1 {
                     bail!("{}: must be at least 1", field("replication_factor"));
+                }
+            }
+            if let Some(topic) = flow.heartbeat_topic(name) {
+                if topic.is_empty()
+                    || topic.len() > 249
+                    || !topic.chars().all(is_topic_char)
+                    || topic.starts_with("__")
+                {
+                    bail!(
+                        "{}: '{topic}' is not a valid heartbeat topic name ([A-Za-z0-9._-], at \
+                         most 249, not starting with __, which is never replicated)",
+                        field("heartbeat_topic")
+                    );
+                }
+                if flow.heartbeat_interval < Duration::from_millis(100) {
+                    bail!("{}: must be at least 100ms", field("heartbeat_interval"));
                 }
             }
             let o = &flow.offset_sync;
@@ -698,7 +737,14 @@ impl Config {
                 // Strait's own topics (of every flow) are never replicated.
                 let mut exclude = flow.topics_exclude.clone();
                 exclude.extend(self.internal_topics().iter().map(|t| regex::escape(t)));
-                let selector = TopicSelector::new(&flow.topics, &exclude, skip_prefix)
+                // The flow replicates its heartbeats whatever `topics` says.
+                let heartbeat = flow.heartbeat_topic(name).map(|topic| HeartbeatSpec {
+                    topic,
+                    interval: flow.heartbeat_interval,
+                });
+                let mut include = flow.topics.clone();
+                include.extend(heartbeat.iter().map(|h| regex::escape(&h.topic)));
+                let selector = TopicSelector::new(&include, &exclude, skip_prefix)
                     .with_context(|| format!("flows.{name}.topics"))?;
                 let t = &self.tuning;
                 Ok(FlowSpec {
@@ -713,6 +759,7 @@ impl Config {
                     replication_factor: flow.replication_factor,
                     provenance_header: flow.provenance_header,
                     offset_map_topic: flow.offset_sync.enabled.then(|| flow.map_topic(name)),
+                    heartbeat,
                     partition_metrics: self.http.per_partition_metrics,
                     tuning: Tuning {
                         commit_interval: t.commit_interval,

@@ -291,3 +291,28 @@ fn migration_settings_are_validated() {
         &["migration.groups[1]", "twice"],
     );
 }
+
+#[test]
+fn heartbeat_settings_are_validated() {
+    let base = "topics = [\".*\"]\nnaming = \"prefix\"\n";
+    assert_rejected(
+        &flow(&format!("{base}heartbeat_topic = \"__beats\"")),
+        &["flows.dr.heartbeat_topic", "__beats"],
+    );
+    assert_rejected(
+        &flow(&format!("{base}heartbeat_interval = \"10ms\"")),
+        &["flows.dr.heartbeat_interval", "100ms"],
+    );
+    // Off, the settings are not checked; on for identity, they are.
+    let (ok, text) = check(
+        &flow(&format!(
+            "{base}heartbeats = false\nheartbeat_topic = \"__beats\""
+        )),
+        &[],
+    );
+    assert!(ok, "{text}");
+    assert_rejected(
+        &flow("topics = [\".*\"]\nnaming = \"identity\"\nheartbeats = true\nheartbeat_topic = \"bad topic\""),
+        &["flows.dr.heartbeat_topic"],
+    );
+}

@@ -98,6 +98,34 @@ fn readiness_status_and_lag_follow_the_clusters() {
         Some(1.0)
     );
 
+    // Heartbeats (on by default for prefix flows): written to the source every second
+    // and replicated, so latency keeps being measured while the application is idle.
+    wait_until(
+        Duration::from_secs(30),
+        "heartbeats on the secondary",
+        || end_offsets(SECONDARY, "primary.strait.heartbeats.obs") >= 3,
+    );
+    let samples = |m: &str| {
+        metric_value(
+            m,
+            "strait_replication_latency_seconds_count",
+            "flow=\"obs\"",
+        )
+        .unwrap_or(0.0)
+    };
+    let before = samples(&strait.metrics());
+    wait_until(
+        Duration::from_secs(15),
+        "latency samples from heartbeats alone",
+        || samples(&strait.metrics()) >= before + 3.0,
+    );
+    let heartbeats = metric_value(
+        &strait.metrics(),
+        "strait_heartbeats_sent_total",
+        "flow=\"obs\"",
+    );
+    assert!(heartbeats.is_some_and(|n| n >= 3.0), "{heartbeats:?}");
+
     // The target goes away: not ready, naming the target; new records wait, and their
     // lag in seconds grows with their age.
     let _secondary_back = ClusterBack("secondary");

@@ -50,19 +50,42 @@ pub fn run_flow(
     cancel: CancellationToken,
 ) -> Result<(), ReplicatorError> {
     let progress = SharedProgress::default();
+    // Heartbeats run beside the pipeline, across its restarts, until the flow stops.
+    let heartbeats_stop = cancel.child_token();
+    let heartbeats = spec.heartbeat.clone().map(|heartbeat| {
+        crate::heartbeat::prepare(&spec, &heartbeat);
+        let (spec, stop) = (spec.clone(), heartbeats_stop.clone());
+        std::thread::spawn(move || crate::heartbeat::run_heartbeats(&spec, &heartbeat, &stop))
+    });
+    let result = supervise(&spec, &claims, &status, &cancel, &progress);
+    heartbeats_stop.cancel();
+    if let Some(handle) = heartbeats {
+        let _ = handle.join();
+    }
+    result
+}
+
+/// Runs the pipeline until cancelled or a fatal error, restarting it after retriable ones.
+fn supervise(
+    spec: &FlowSpec,
+    claims: &TargetClaims,
+    status: &Arc<FlowStatus>,
+    cancel: &CancellationToken,
+    progress: &SharedProgress,
+) -> Result<(), ReplicatorError> {
     let mut backoff = new_backoff();
     info!(flow = %spec.name, source = %spec.source.name, target = %spec.target.name, "flow started");
     loop {
         let started = Instant::now();
         status.set_up(&spec.name, true);
-        let result = TargetTopics::new(&spec).and_then(|mut topics| {
+        let result = TargetTopics::new(spec).and_then(|mut topics| {
             let mut claim = |names: &[String]| {
                 names.iter().try_for_each(|t| {
                     let target = spec.naming.target_topic(&spec.source.name, t);
                     claims.claim(&spec.name, &spec.target.name, &target)
                 })
             };
-            pipeline::run(&spec, &progress, &status, &mut topics, &cancel, &mut claim)
+            pipeline::run(spec, progress, status, &mut topics, cancel, &mut claim)
         });
         status.set_up(&spec.name, false);
         match result {
@@ -78,7 +101,7 @@ pub fn run_flow(
                 metrics::counter!("strait_flow_restarts_total", "flow" => spec.name.clone())
                     .increment(1);
                 warn!(flow = %spec.name, error = %err, retry_in = ?delay, "flow interrupted; restarting");
-                sleep_unless_cancelled(&cancel, delay);
+                sleep_unless_cancelled(cancel, delay);
             }
             Err(err) => {
                 error!(flow = %spec.name, error = %err, "flow failed");

@@ -9,6 +9,7 @@
 
 mod error;
 mod flow;
+mod heartbeat;
 mod naming;
 mod pipeline;
 mod provenance;
@@ -17,6 +18,7 @@ mod topics;
 
 pub use error::ReplicatorError;
 pub use flow::{run_flow, TargetClaims};
+pub use heartbeat::HeartbeatSpec;
 pub use naming::{NamingPolicy, TopicSelector};
 pub use provenance::copies_on_target;
 pub use provenance::{Provenance, PROVENANCE_HEADER};
@@ -138,6 +140,8 @@ pub struct FlowSpec {
     /// (offset sync). `None` turns it off. Requires the provenance header, from which a
     /// map that lost its newest entries in a crash is rebuilt.
     pub offset_map_topic: Option<String>,
+    /// Write heartbeats to the source, which this flow then replicates like any topic.
+    pub heartbeat: Option<HeartbeatSpec>,
     /// Publish per-partition lag gauges (off for clusters with thousands of partitions:
     /// per-topic gauges and `/status` still cover them).
     pub partition_metrics: bool,

@@ -153,11 +153,15 @@ struct DeliveryContext {
     /// off the per-record path.
     sample_latency: AtomicBool,
     latency: metrics::Histogram,
+    /// librdkafka's own produce request retries (from statistics), for this producer.
+    retries: metrics::Counter,
 }
 
 impl ClientContext for DeliveryContext {
     fn stats(&self, statistics: Statistics) {
         self.status.observe_target(&statistics);
+        self.retries
+            .absolute(statistics.brokers.values().map(|b| b.txretries).sum());
     }
 }
 
@@ -1297,6 +1301,7 @@ fn producer(
             latency: metrics::histogram!(
                 "strait_replication_latency_seconds", "flow" => spec.name.clone()
             ),
+            retries: metrics::counter!("strait_produce_retries_total", "flow" => spec.name.clone()),
         })
         .map_err(|e| {
             ReplicatorError::kafka(format!("creating producer for '{}'", spec.target.name), e)

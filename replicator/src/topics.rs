@@ -23,7 +23,7 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(15);
 /// broker that supports it), so the wait is kept short.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn admin_options() -> AdminOptions {
+pub(crate) fn admin_options() -> AdminOptions {
     AdminOptions::new()
         .request_timeout(Some(ADMIN_TIMEOUT))
         .operation_timeout(Some(ADMIN_TIMEOUT))
@@ -313,7 +313,7 @@ impl TargetTopics {
 /// reject the request, and where no broker advertises the API at all (the librdkafka mock)
 /// librdkafka waits for one until the request times out. Reaching an admin call means
 /// metadata on the same cluster just succeeded, so a timeout here is not an outage.
-fn admin_unsupported(code: RDKafkaErrorCode) -> bool {
+pub(crate) fn admin_unsupported(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
         RDKafkaErrorCode::UnsupportedVersion
@@ -349,6 +349,7 @@ mod tests {
             replication_factor: None,
             provenance_header: true,
             offset_map_topic: None,
+            heartbeat: None,
             partition_metrics: true,
             tuning: Tuning::default(),
         }

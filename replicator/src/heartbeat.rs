@@ -1,0 +1,128 @@
+//! Heartbeats: a small record written to the source cluster every interval and replicated
+//! like any other topic. On a flow whose application topics are idle, they keep the
+//! end-to-end latency histogram and the heartbeat topic's lag in seconds meaningful, so a
+//! stalled flow shows as one even when nobody writes.
+//!
+//! The topic (default `strait.heartbeats.<flow>`, one per flow so that two flows never
+//! write the same copy) lives on the source cluster; its copy is named by the flow's
+//! naming policy (`<source>.strait.heartbeats.<flow>` with prefix naming). Each record's
+//! key is the flow name and its value the emit time in milliseconds, and its timestamp is
+//! the emit time, which is what latency is measured from.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::admin::{NewTopic, TopicReplication};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::topics::{admin_client, admin_options, admin_unsupported, client_config};
+use crate::{FlowSpec, ReplicatorError};
+
+/// Where and how often a flow writes heartbeats.
+#[derive(Debug, Clone)]
+pub struct HeartbeatSpec {
+    pub topic: String,
+    pub interval: Duration,
+}
+
+/// Heartbeats are kept for a day: enough to look back at, small (one record per flow
+/// per interval), and deleted rather than compacted so that a copy's records stay
+/// comparable one by one with the source's (`strait verify`).
+const RETENTION_MS: &str = "86400000";
+
+/// Creates the heartbeat topic before the pipeline starts, so that its first discovery
+/// already replicates it. Failures are warnings: heartbeats never stop a flow.
+pub(crate) fn prepare(spec: &FlowSpec, heartbeat: &HeartbeatSpec) {
+    if let Err(e) = ensure_topic(spec, &heartbeat.topic) {
+        warn!(flow = %spec.name, topic = %heartbeat.topic, error = %e, "could not create the heartbeat topic; writing heartbeats anyway (the cluster may create it)");
+    }
+}
+
+/// Writes heartbeats until `cancel` fires. Blocking: run it on a thread of its own.
+/// Errors are logged and retried; heartbeats never stop the flow.
+pub(crate) fn run_heartbeats(
+    spec: &FlowSpec,
+    heartbeat: &HeartbeatSpec,
+    cancel: &CancellationToken,
+) {
+    let producer: BaseProducer = match client_config(&spec.source)
+        .set("client.id", format!("strait-{}-heartbeat", spec.name))
+        .set("linger.ms", "0")
+        .create()
+    {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(flow = %spec.name, error = %e, "heartbeats off: cannot create their producer");
+            return;
+        }
+    };
+    info!(flow = %spec.name, topic = %heartbeat.topic, interval = ?heartbeat.interval, "writing heartbeats");
+    let sent = metrics::counter!("strait_heartbeats_sent_total", "flow" => spec.name.clone());
+    let mut next = Instant::now();
+    let mut warned = false;
+    while !cancel.is_cancelled() {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let value = now_ms.to_string();
+        let record = BaseRecord::to(&heartbeat.topic)
+            .key(spec.name.as_bytes())
+            .payload(value.as_bytes())
+            .timestamp(now_ms);
+        match producer.send(record) {
+            Ok(()) => {
+                sent.increment(1);
+                warned = false;
+            }
+            // A full queue means the source is unreachable; one warning per outage.
+            Err((e, _)) if !warned => {
+                warn!(flow = %spec.name, error = %e, "heartbeat not written");
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        producer.poll(Duration::ZERO);
+        next += heartbeat.interval;
+        while !cancel.is_cancelled() && Instant::now() < next {
+            producer.poll(Duration::from_millis(100).min(next - Instant::now()));
+        }
+    }
+    let _ = producer.flush(Duration::from_secs(5));
+}
+
+/// Creates the heartbeat topic on the source (one partition) unless it exists.
+fn ensure_topic(spec: &FlowSpec, topic: &str) -> Result<(), ReplicatorError> {
+    let admin = admin_client(&spec.source)?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| ReplicatorError::kafka(format!("looking up {topic}"), e))?;
+    if metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+    {
+        return Ok(());
+    }
+    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1))
+        .set("cleanup.policy", "delete")
+        .set("retention.ms", RETENTION_MS);
+    let results = futures::executor::block_on(admin.create_topics([&new], &admin_options()))
+        .map_err(|e| ReplicatorError::kafka(format!("creating {topic}"), e))?;
+    for result in results {
+        match result {
+            Ok(_) => info!(flow = %spec.name, topic, "created heartbeat topic on the source"),
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) if admin_unsupported(code) => {
+                warn!(flow = %spec.name, topic, error = %code, "the source cluster does not create topics through the admin API; create the heartbeat topic there, or set heartbeats = false");
+            }
+            Err((_, code)) => {
+                return Err(ReplicatorError::Invariant(format!(
+                    "creating heartbeat topic {topic}: {code}"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
