@@ -87,7 +87,10 @@ rep_panels = [
         t(f'sum by (flow) (rate(strait_produce_retries_total{{{F}}}[$__rate_interval]))', "produce retries {{flow}}")],
         0, 32, 12, 8, unit="rps", thresholds=RED_AT(0.01),
         desc="Errors by librdkafka error code, and produce requests librdkafka retried."),
-    panel("timeseries", "Target topics created", [t(f'sum by (flow) (strait_target_topics_created_total{{{F}}}) or on() vector(0)', "{{flow}}")], 12, 32, 12, 8),
+    panel("timeseries", "Target topics created and config syncs", [
+        t(f'sum by (flow) (strait_target_topics_created_total{{{F}}}) or on() vector(0)', "created {{flow}}"),
+        t(f'sum by (flow) (strait_target_topic_config_syncs_total{{{F}}}) or on() vector(0)', "config syncs {{flow}}")],
+        12, 32, 12, 8, desc="Totals since start. A config sync copies a changed data config (retention, cleanup policy, ...) from the source topic."),
 ]
 rep = dashboard("strait-replication", "Strait: replication overview",
                 "Throughput, lag in records and seconds, latency, errors and health of every Strait flow.", rep_vars, rep_panels)

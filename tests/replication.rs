@@ -225,6 +225,53 @@ fn compaction_gaps_and_transactions() {
     );
 }
 
+/// A data config changed on the source reaches the copy (retention here), and the
+/// target's own settings on the copy stay as they were.
+#[test]
+fn topic_config_changes_reach_the_copy() {
+    let topic = unique("configs");
+    let target = format!("primary.{topic}");
+    create_topic(PRIMARY, &topic, 1, &[("retention.ms", "3600000")]);
+    produce_simple(PRIMARY, &topic, 1, 10, "configs");
+    let _strait = Strait::start(&flow_config("configs", &topic, "prefix", ""));
+    wait_until(
+        Duration::from_secs(60),
+        "copy created with the source's retention",
+        || {
+            partition_count(SECONDARY, &target).is_some()
+                && topic_configs(SECONDARY, &target)
+                    .get("retention.ms")
+                    .map(String::as_str)
+                    == Some("3600000")
+        },
+    );
+    // The target's operator sets something of their own on the copy.
+    let mut own = topic_configs(SECONDARY, &target);
+    own.insert("min.insync.replicas".into(), "1".into());
+    let own_pairs: Vec<(&str, &str)> = own.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    set_topic_configs(SECONDARY, &target, &own_pairs);
+
+    set_topic_configs(
+        PRIMARY,
+        &topic,
+        &[
+            ("retention.ms", "7200000"),
+            ("max.message.bytes", "2000000"),
+        ],
+    );
+    wait_until(Duration::from_secs(30), "new retention on the copy", || {
+        let c = topic_configs(SECONDARY, &target);
+        c.get("retention.ms").map(String::as_str) == Some("7200000")
+            && c.get("max.message.bytes").map(String::as_str) == Some("2000000")
+    });
+    let after = topic_configs(SECONDARY, &target);
+    assert_eq!(
+        after.get("min.insync.replicas").map(String::as_str),
+        Some("1"),
+        "the target's own config was dropped: {after:?}"
+    );
+}
+
 /// A topic created while running is replicated, and so are partitions added to one.
 #[test]
 fn discovers_new_topics_and_partitions() {

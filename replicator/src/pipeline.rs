@@ -1045,6 +1045,7 @@ impl Pipeline<'_> {
     ) -> Result<(), ReplicatorError> {
         let wanted = discover(self.consumer.client(), self.spec)?;
         if wanted == *subscribed {
+            topics.sync_configs(self.spec, &wanted);
             return Ok(());
         }
         let names: Vec<String> = wanted.keys().cloned().collect();

@@ -1,12 +1,12 @@
 //! Topic discovery on the source, and creation and growth of target topics.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use futures::executor::block_on;
 use rdkafka::admin::{
-    AdminClient, AdminOptions, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier,
-    TopicReplication, TopicResult,
+    AdminClient, AdminOptions, AlterConfig, ConfigResource, ConfigSource, NewPartitions, NewTopic,
+    ResourceSpecifier, TopicReplication, TopicResult,
 };
 use rdkafka::client::{Client, DefaultClientContext};
 use rdkafka::config::ClientConfig;
@@ -163,6 +163,129 @@ impl TargetTopics {
             }
         }
         Ok(())
+    }
+
+    /// Copies data configs (see [`COPIED_CONFIGS`]) that were changed on the source to
+    /// existing target topics, so that, say, a longer retention reaches the copy. Kafka's
+    /// AlterConfigs replaces a topic's whole dynamic config, so the target's other
+    /// dynamic settings (its own `min.insync.replicas`, say) are sent back unchanged.
+    /// Best effort: a failure is a warning, never a reason to stop replicating.
+    pub(crate) fn sync_configs(&mut self, spec: &FlowSpec, wanted: &BTreeMap<String, i32>) {
+        let topics: Vec<(String, String)> = wanted
+            .keys()
+            .map(|s| (s.clone(), spec.naming.target_topic(&spec.source.name, s)))
+            .collect();
+        if topics.is_empty()
+            || self.admin_unsupported.contains("DescribeConfigs")
+            || self.admin_unsupported.contains("AlterConfigs")
+        {
+            return;
+        }
+        let sources: Vec<&str> = topics.iter().map(|(s, _)| s.as_str()).collect();
+        let targets: Vec<&str> = topics.iter().map(|(_, t)| t.as_str()).collect();
+        let (Some(source), Some(target)) = (
+            self.describe(spec, true, &sources),
+            self.describe(spec, false, &targets),
+        ) else {
+            return;
+        };
+        for (source_topic, target_topic) in &topics {
+            let (Some(src), Some(dst)) = (source.get(source_topic), target.get(target_topic))
+            else {
+                continue;
+            };
+            let changed: BTreeMap<&str, &str> = src
+                .entries
+                .iter()
+                .filter(|e| {
+                    matches!(e.source, ConfigSource::DynamicTopic)
+                        && COPIED_CONFIGS.contains(&e.name.as_str())
+                })
+                .filter_map(|e| Some((e.name.as_str(), e.value.as_deref()?)))
+                .filter(|(name, value)| {
+                    dst.entries
+                        .iter()
+                        .find(|t| t.name == *name)
+                        .is_none_or(|t| t.value.as_deref() != Some(*value))
+                })
+                .collect();
+            if changed.is_empty() {
+                continue;
+            }
+            let mut alter = AlterConfig::new(ResourceSpecifier::Topic(target_topic));
+            for e in &dst.entries {
+                if let (ConfigSource::DynamicTopic, Some(value)) = (&e.source, e.value.as_deref()) {
+                    alter = alter.set(&e.name, value);
+                }
+            }
+            for (name, value) in &changed {
+                alter = alter.set(name, value);
+            }
+            let result = block_on(self.target_admin.alter_configs([&alter], &admin_options()));
+            let outcome = match result {
+                Ok(mut results) => match results.pop() {
+                    Some(Err((_, code))) => Err(code),
+                    _ => Ok(()),
+                },
+                Err(e) => Err(error_code(&e).unwrap_or(RDKafkaErrorCode::Unknown)),
+            };
+            match outcome {
+                Ok(()) => {
+                    metrics::counter!("strait_target_topic_config_syncs_total", "flow" => spec.name.clone())
+                        .increment(1);
+                    info!(flow = %spec.name, topic = %target_topic, changed = ?changed, "synced target topic configs from the source");
+                }
+                Err(code) if admin_unsupported(code) => {
+                    self.warn_unsupported(spec, "AlterConfigs", code, target_topic);
+                    return;
+                }
+                Err(code) => {
+                    warn!(flow = %spec.name, topic = %target_topic, error = %code, "could not sync target topic configs; retrying at the next refresh");
+                }
+            }
+        }
+    }
+
+    /// The configs of `topics` on the source (or target), by topic; `None` (warned) if the
+    /// cluster cannot describe them.
+    fn describe(
+        &mut self,
+        spec: &FlowSpec,
+        on_source: bool,
+        topics: &[&str],
+    ) -> Option<HashMap<String, ConfigResource>> {
+        let admin = if on_source {
+            &self.source_admin
+        } else {
+            &self.target_admin
+        };
+        let resources: Vec<ResourceSpecifier<'_>> =
+            topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+        match block_on(admin.describe_configs(&resources, &admin_options())) {
+            Ok(results) => Some(
+                results
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| match &r.specifier {
+                        rdkafka::admin::OwnedResourceSpecifier::Topic(name) => {
+                            Some((name.clone(), r))
+                        }
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            Err(e) => {
+                match error_code(&e) {
+                    Some(code) if admin_unsupported(code) => {
+                        self.warn_unsupported(spec, "DescribeConfigs", code, topics[0])
+                    }
+                    _ => {
+                        warn!(flow = %spec.name, error = %e, "could not read topic configs; config sync retries at the next refresh")
+                    }
+                }
+                None
+            }
+        }
     }
 
     fn create(

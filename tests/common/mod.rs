@@ -583,6 +583,35 @@ impl Drop for Strait {
     }
 }
 
+/// A topic's dynamic (explicitly set) configs.
+pub fn topic_configs(servers: &str, topic: &str) -> BTreeMap<String, String> {
+    use rdkafka::admin::{ConfigSource, ResourceSpecifier};
+    let results = block_on(
+        admin(servers).describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new()),
+    )
+    .unwrap();
+    results
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r.entries)
+        .filter(|e| matches!(e.source, ConfigSource::DynamicTopic))
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect()
+}
+
+/// Replaces a topic's dynamic configs with `configs` (Kafka's AlterConfigs).
+pub fn set_topic_configs(servers: &str, topic: &str, configs: &[(&str, &str)]) {
+    use rdkafka::admin::{AlterConfig, ResourceSpecifier};
+    let mut alter = AlterConfig::new(ResourceSpecifier::Topic(topic));
+    for (k, v) in configs {
+        alter = alter.set(k, v);
+    }
+    let results = block_on(admin(servers).alter_configs([&alter], &AdminOptions::new())).unwrap();
+    for r in results {
+        r.unwrap();
+    }
+}
+
 /// Runs `scripts/kafka.sh` (e.g. `stop secondary`), failing the test if it fails.
 pub fn kafka_sh(args: &[&str]) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh");
