@@ -37,6 +37,8 @@ STRAIT="$ROOT/target/release/strait"
 VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' testbed/pom.xml)"
 CP="${STRAIT_KAFKA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/strait/kafka-$VERSION}/libs/*"
 kafka() { java -cp "$CP" "$@"; }
+# In the background, with $! the JVM's own PID, so that `kill $!` stops it.
+kafka_bg() { java -cp "$CP" "$@" >/dev/null 2>&1 & }
 PRIMARY=127.0.0.1:19092 SECONDARY=127.0.0.1:29092 PROM=127.0.0.1:19090
 DR_HTTP=127.0.0.1:19644 HTTP=127.0.0.1:19645
 
@@ -113,18 +115,18 @@ wait_stage() {
 }
 
 log "application starts: producers and consumer groups on the primary"
-kafka org.apache.kafka.tools.ProducerPerformance --topic orders --num-records 440000 --record-size 512 \
-  --throughput 2000 --producer-props bootstrap.servers=$PRIMARY >/dev/null 2>&1 &
+kafka_bg org.apache.kafka.tools.ProducerPerformance --topic orders --num-records 440000 --record-size 512 \
+  --throughput 2000 --producer-props bootstrap.servers=$PRIMARY
 PIDS+=($!)
-kafka org.apache.kafka.tools.ProducerPerformance --topic payments --num-records 45000 --record-size 256 \
-  --throughput 500 --producer-props bootstrap.servers=$PRIMARY >/dev/null 2>&1 &
+kafka_bg org.apache.kafka.tools.ProducerPerformance --topic payments --num-records 45000 --record-size 256 \
+  --throughput 500 --producer-props bootstrap.servers=$PRIMARY
 PAYMENTS_PRODUCER=$!
 PIDS+=($PAYMENTS_PRODUCER)
-kafka org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server $PRIMARY --topic orders \
-  --group orders-app >/dev/null 2>&1 &
+kafka_bg org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server $PRIMARY --topic orders \
+  --group orders-app
 PIDS+=($!)
-kafka org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server $PRIMARY --topic payments \
-  --group payments-app >/dev/null 2>&1 &
+kafka_bg org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server $PRIMARY --topic payments \
+  --group payments-app
 PAYMENTS_CONSUMER=$!
 PIDS+=($PAYMENTS_CONSUMER)
 
@@ -142,8 +144,8 @@ log "payments-app stops on the primary"
 kill $PAYMENTS_CONSUMER 2>/dev/null || true
 wait_stage start_consumers
 log "payments-app starts on the secondary"
-kafka org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server $SECONDARY --topic payments \
-  --group payments-app >/dev/null 2>&1 &
+kafka_bg org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server $SECONDARY --topic payments \
+  --group payments-app
 PIDS+=($!)
 sleep 30
 END=$(date +%s)

@@ -13,7 +13,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientConfig, ClientContext};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::map::{Coverage, MapUpdate, OffsetIndex};
 use crate::records::MapRecord;
@@ -179,6 +179,12 @@ impl TopicReader {
                         return Ok(());
                     }
                 }
+                // Connection trouble is reported as events while librdkafka reconnects
+                // on its own; after an outage many are queued. Wait them out (bounded by
+                // READ_STALL) instead of failing every read until they are drained.
+                Some(Err(e)) if is_transient(&e) => {
+                    debug!(topic = %self.topic, error = %e, "transient error while reading; librdkafka retries");
+                }
                 Some(Err(e)) => return Err(OffsetSyncError::kafka(context(), e)),
                 None if last_progress.elapsed() > READ_STALL => {
                     return Err(OffsetSyncError::Timeout(READ_STALL, context()))
@@ -187,6 +193,19 @@ impl TopicReader {
             }
         }
     }
+}
+
+/// Client-level connection errors, which librdkafka recovers from by itself.
+fn is_transient(err: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        err.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::Resolve
+                | RDKafkaErrorCode::OperationTimedOut
+        )
+    )
 }
 
 /// Every partition's [`OffsetIndex`] for one flow, read from its map topic.
