@@ -9,6 +9,7 @@ usage: render-dashboards.py PROMETHEUS_URL START_UNIX END_UNIX OUT_DIR
 """
 import json
 import os
+import re
 import sys
 import urllib.parse
 import urllib.request
@@ -40,10 +41,15 @@ def api(prometheus, path, params):
 
 
 def legend(fmt, metric):
-    out = fmt or "{{__name__}}"
+    if not fmt:
+        # Grafana's default: the labels, minus the scrape's own.
+        return ", ".join(f"{k}={v}" for k, v in metric.items()
+                         if k not in ("__name__", "job", "instance")) or "value"
+    out = fmt
     for k, v in metric.items():
         out = out.replace("{{" + k + "}}", v)
-    return out.replace("{{__name__}}", metric.get("__name__", "value"))
+    # Labels a series lacks (the `or vector(0)` fallback has none) show as nothing.
+    return re.sub(r"\{\{[^}]*\}\}", "", out).strip() or "value"
 
 
 def scale(unit):

@@ -343,6 +343,14 @@ impl Probe {
             .topics()
             .iter()
             .filter(|t| self.spec.selector.selects(t.name()))
+            // Heartbeats are Strait's, not the application's: they never go idle, and
+            // their lag says nothing about the data being moved.
+            .filter(|t| {
+                self.spec
+                    .heartbeat
+                    .as_ref()
+                    .is_none_or(|h| h.topic != t.name())
+            })
             .map(|t| (t.name().to_string(), t.partitions().len() as i32))
             .collect();
         topics.sort();

@@ -38,7 +38,15 @@ fn readiness_status_and_lag_follow_the_clusters() {
     create_topic(PRIMARY, &topic, 3, &[]);
     produce_simple(PRIMARY, &topic, 3, 3_000, "first");
 
-    let strait = Strait::start(&flow_config("obs", &topic, "prefix", ""));
+    // `migrate run` (a migration waiting at its manual mirror gate) replicates like
+    // `strait run`, and adds the migration to /status.
+    let config = format!(
+        "{}\n[migration]\nflow = \"obs\"\ngroups = [\"{}\"]\n\
+         [migration.gates.move_producers]\napproval = \"auto\"\nproducers_idle_for = \"1s\"\n",
+        flow_config("obs", &topic, "prefix", ""),
+        unique("obs-app")
+    );
+    let strait = Strait::spawn_command(&config, &["migrate", "run"]);
     wait_until(Duration::from_secs(60), "the first batch copied", || {
         end_offsets(SECONDARY, &target) == 3_000
     });
@@ -168,4 +176,19 @@ fn readiness_status_and_lag_follow_the_clusters() {
         topic_status(&s, &topic).is_some_and(|t| t["lag_records"] == 0 && t["lag_seconds"] == 0.0)
     });
     assert_exact_copy(&topic, &target);
+
+    // The migration carries on after the outage (its readers of the secondary wait out
+    // the connection errors queued meanwhile), and heartbeats, which never stop, do not
+    // hold up the gate that waits for producers to go idle.
+    let approve = std::process::Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args(["migrate", "approve", "mirror", "--config"])
+        .arg(&strait.config)
+        .output()
+        .unwrap();
+    assert!(approve.status.success(), "{approve:?}");
+    wait_until(
+        Duration::from_secs(90),
+        "the migration at start_consumers",
+        || status(&strait)["migration"]["stage"] == "start_consumers",
+    );
 }
