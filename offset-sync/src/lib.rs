@@ -20,4 +20,7 @@ pub use checkpointer::{
 pub use error::OffsetSyncError;
 pub use map::{Coverage, MapUpdate, OffsetIndex, PartitionOffsetMap, Segment, Translation};
 pub use records::{Checkpoint, MapRecord};
-pub use store::{ensure_compacted_topic, FlowIndex, MapWriter, TopicReader, TopicWriter};
+pub use store::{
+    ensure_compacted_topic, ensure_single_partition_topic, FlowIndex, MapWriter, TopicReader,
+    TopicWriter,
+};

@@ -34,6 +34,22 @@ pub fn ensure_compacted_topic(
     topic: &str,
     replication_factor: Option<i32>,
 ) -> Result<(), OffsetSyncError> {
+    ensure_single_partition_topic(
+        config,
+        topic,
+        replication_factor,
+        &[("cleanup.policy", "compact")],
+    )
+}
+
+/// Creates one of Strait's single-partition topics with `configs` unless it exists.
+/// Failing to create it is a warning naming what to create by hand, not an error.
+pub fn ensure_single_partition_topic(
+    config: &ClientConfig,
+    topic: &str,
+    replication_factor: Option<i32>,
+    configs: &[(&str, &str)],
+) -> Result<(), OffsetSyncError> {
     let admin: AdminClient<DefaultClientContext> = config
         .create()
         .map_err(|e| OffsetSyncError::kafka("creating admin client", e))?;
@@ -49,27 +65,35 @@ pub fn ensure_compacted_topic(
         return Ok(());
     }
     let replication = TopicReplication::Fixed(replication_factor.unwrap_or(-1));
-    let new = NewTopic::new(topic, 1, replication).set("cleanup.policy", "compact");
+    let mut new = NewTopic::new(topic, 1, replication);
+    for (key, value) in configs {
+        new = new.set(key, value);
+    }
     let options = AdminOptions::new()
         .request_timeout(Some(ADMIN_TIMEOUT))
         .operation_timeout(Some(ADMIN_TIMEOUT));
+    let wanted = configs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     // Admin futures resolve on librdkafka's own thread; this caller is not async.
     let results = futures::executor::block_on(admin.create_topics([&new], &options));
     match results {
         Ok(results) => {
             for r in results {
                 match r {
-                    Ok(_) => info!(topic, "created compacted topic"),
+                    Ok(_) => info!(topic, configs = %wanted, "created topic"),
                     Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                     Err((_, code)) => {
-                        warn!(topic, error = %code, "could not create Strait's compacted topic; create it by hand (1 partition, cleanup.policy=compact)");
+                        warn!(topic, error = %code, "could not create Strait's topic; create it by hand (1 partition, {wanted})");
                     }
                 }
             }
             Ok(())
         }
         Err(e) => {
-            warn!(topic, error = %e, "could not create Strait's compacted topic; create it by hand (1 partition, cleanup.policy=compact)");
+            warn!(topic, error = %e, "could not create Strait's topic; create it by hand (1 partition, {wanted})");
             Ok(())
         }
     }

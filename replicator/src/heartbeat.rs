@@ -11,13 +11,13 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use strait_offset_sync::ensure_single_partition_topic;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::topics::{admin_client, admin_options, admin_unsupported, client_config};
-use crate::{FlowSpec, ReplicatorError};
+use crate::topics::client_config;
+use crate::FlowSpec;
 
 /// Where and how often a flow writes heartbeats.
 #[derive(Debug, Clone)]
@@ -34,7 +34,13 @@ const RETENTION_MS: &str = "86400000";
 /// Creates the heartbeat topic before the pipeline starts, so that its first discovery
 /// already replicates it. Failures are warnings: heartbeats never stop a flow.
 pub(crate) fn prepare(spec: &FlowSpec, heartbeat: &HeartbeatSpec) {
-    if let Err(e) = ensure_topic(spec, &heartbeat.topic) {
+    let configs = [("cleanup.policy", "delete"), ("retention.ms", RETENTION_MS)];
+    if let Err(e) = ensure_single_partition_topic(
+        &client_config(&spec.source),
+        &heartbeat.topic,
+        None,
+        &configs,
+    ) {
         warn!(flow = %spec.name, topic = %heartbeat.topic, error = %e, "could not create the heartbeat topic; writing heartbeats anyway (the cluster may create it)");
     }
 }
@@ -89,40 +95,4 @@ pub(crate) fn run_heartbeats(
         }
     }
     let _ = producer.flush(Duration::from_secs(5));
-}
-
-/// Creates the heartbeat topic on the source (one partition) unless it exists.
-fn ensure_topic(spec: &FlowSpec, topic: &str) -> Result<(), ReplicatorError> {
-    let admin = admin_client(&spec.source)?;
-    let metadata = admin
-        .inner()
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| ReplicatorError::kafka(format!("looking up {topic}"), e))?;
-    if metadata
-        .topics()
-        .iter()
-        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
-    {
-        return Ok(());
-    }
-    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1))
-        .set("cleanup.policy", "delete")
-        .set("retention.ms", RETENTION_MS);
-    let results = futures::executor::block_on(admin.create_topics([&new], &admin_options()))
-        .map_err(|e| ReplicatorError::kafka(format!("creating {topic}"), e))?;
-    for result in results {
-        match result {
-            Ok(_) => info!(flow = %spec.name, topic, "created heartbeat topic on the source"),
-            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) if admin_unsupported(code) => {
-                warn!(flow = %spec.name, topic, error = %code, "the source cluster does not create topics through the admin API; create the heartbeat topic there, or set heartbeats = false");
-            }
-            Err((_, code)) => {
-                return Err(ReplicatorError::Invariant(format!(
-                    "creating heartbeat topic {topic}: {code}"
-                )))
-            }
-        }
-    }
-    Ok(())
 }

@@ -23,7 +23,7 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(15);
 /// broker that supports it), so the wait is kept short.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(crate) fn admin_options() -> AdminOptions {
+fn admin_options() -> AdminOptions {
     AdminOptions::new()
         .request_timeout(Some(ADMIN_TIMEOUT))
         .operation_timeout(Some(ADMIN_TIMEOUT))
@@ -436,7 +436,7 @@ impl TargetTopics {
 /// reject the request, and where no broker advertises the API at all (the librdkafka mock)
 /// librdkafka waits for one until the request times out. Reaching an admin call means
 /// metadata on the same cluster just succeeded, so a timeout here is not an outage.
-pub(crate) fn admin_unsupported(code: RDKafkaErrorCode) -> bool {
+fn admin_unsupported(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
         RDKafkaErrorCode::UnsupportedVersion
