@@ -81,13 +81,18 @@ fn verify(config: &std::path::Path, flow: &str) -> (Option<i32>, serde_json::Val
     (out.status.code(), json, stderr)
 }
 
-fn partition_report(json: &serde_json::Value, partition: i64) -> &serde_json::Value {
+/// The report of one partition of `topic` (the flow also copies its heartbeats).
+fn partition_report<'a>(
+    json: &'a serde_json::Value,
+    topic: &str,
+    partition: i64,
+) -> &'a serde_json::Value {
     json[0]["partitions"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["partition"] == partition)
-        .unwrap()
+        .find(|p| p["topic"] == topic && p["partition"] == partition)
+        .unwrap_or_else(|| panic!("no report for {topic}/{partition} in {json:#}"))
 }
 
 #[test]
@@ -114,7 +119,7 @@ fn verify_passes_on_a_faithful_copy_and_names_a_corrupted_and_a_missing_record()
         "verify of a faithful copy failed:\n{json:#}\n{stderr}"
     );
     for p in 0..2 {
-        let report = partition_report(&json, p);
+        let report = partition_report(&json, &topic, p);
         assert_eq!(report["status"], "verified", "{report:#}");
         assert_eq!(report["records"], 70, "{report:#}");
         // 30 + 10 + 5 aborted + 2 markers + 30 source offsets.
@@ -167,7 +172,7 @@ fn verify_passes_on_a_faithful_copy_and_names_a_corrupted_and_a_missing_record()
     // Partition 0: target offset 50 holds the copy of the 51st source record, whose source
     // offset is higher (transaction markers and aborted records shift the two sides),
     // with the wrong value.
-    let corrupted = &partition_report(&json, 0)["mismatch"];
+    let corrupted = &partition_report(&json, &topic, 0)["mismatch"];
     let source_offset = sources[&0][50].offset;
     assert!(source_offset > 50, "the source has gaps before it");
     assert_eq!(corrupted["kind"], "content_differs", "{corrupted:#}");
@@ -183,15 +188,15 @@ fn verify_passes_on_a_faithful_copy_and_names_a_corrupted_and_a_missing_record()
             .unwrap()
             .as_ref()
     );
-    assert_eq!(partition_report(&json, 0)["records"], 50);
+    assert_eq!(partition_report(&json, &topic, 0)["records"], 50);
 
     // Partition 1: source offset 20 has no copy; target offset 20 holds source 21's.
-    let missing = &partition_report(&json, 1)["mismatch"];
+    let missing = &partition_report(&json, &topic, 1)["mismatch"];
     assert_eq!(missing["kind"], "missing_on_target", "{missing:#}");
     assert_eq!(missing["source_offset"], 20, "{missing:#}");
     assert_eq!(missing["target_offset"], 20, "{missing:#}");
     assert_eq!(missing["target_record"]["copy_of_source_offset"], 21);
-    assert_eq!(partition_report(&json, 1)["records"], 20);
+    assert_eq!(partition_report(&json, &topic, 1)["records"], 20);
 
     // The text report says the same in words.
     let out = Command::new(env!("CARGO_BIN_EXE_strait"))
