@@ -34,6 +34,9 @@ fn topic_status<'a>(status: &'a Value, topic: &str) -> Option<&'a Value> {
 #[test]
 fn readiness_status_and_lag_follow_the_clusters() {
     let topic = unique("observed");
+    // A flow of its own per run: the migration's state outlives a run on the same clusters.
+    let flow = unique("obs");
+    let flow_label = format!("flow=\"{flow}\"");
     let target = format!("primary.{topic}");
     create_topic(PRIMARY, &topic, 3, &[]);
     produce_simple(PRIMARY, &topic, 3, 3_000, "first");
@@ -41,9 +44,9 @@ fn readiness_status_and_lag_follow_the_clusters() {
     // `migrate run` (a migration waiting at its manual mirror gate) replicates like
     // `strait run`, and adds the migration to /status.
     let config = format!(
-        "{}\n[migration]\nflow = \"obs\"\ngroups = [\"{}\"]\n\
+        "{}\n[migration]\nflow = \"{flow}\"\ngroups = [\"{}\"]\n\
          [migration.gates.move_producers]\napproval = \"auto\"\nproducers_idle_for = \"1s\"\n",
-        flow_config("obs", &topic, "prefix", ""),
+        flow_config(&flow, &topic, "prefix", ""),
         unique("obs-app")
     );
     let strait = Strait::spawn_command(&config, &["migrate", "run"]);
@@ -76,7 +79,7 @@ fn readiness_status_and_lag_follow_the_clusters() {
         assert_eq!(p["target_next"], 1_000, "{p:#}");
     }
     let metrics = strait.metrics();
-    let labels = format!("flow=\"obs\",topic=\"{topic}\"");
+    let labels = format!("flow=\"{flow}\",topic=\"{topic}\"");
     assert_eq!(
         metric_value(&metrics, "strait_records_replicated_total", &labels),
         Some(3_000.0),
@@ -97,12 +100,14 @@ fn readiness_status_and_lag_follow_the_clusters() {
     let sampled = metric_value(
         &metrics,
         "strait_replication_latency_seconds_count",
-        "flow=\"obs\"",
+        &flow_label,
     );
     assert!(sampled.is_some_and(|n| n >= 1.0), "{metrics}");
-    assert!(metrics.contains("strait_replication_latency_seconds_bucket{flow=\"obs\",le=\"0.1\"}"));
+    assert!(metrics.contains(&format!(
+        "strait_replication_latency_seconds_bucket{{{flow_label},le=\"0.1\"}}"
+    )));
     assert_eq!(
-        metric_value(&metrics, "strait_flow_up", "flow=\"obs\""),
+        metric_value(&metrics, "strait_flow_up", &flow_label),
         Some(1.0)
     );
 
@@ -111,15 +116,10 @@ fn readiness_status_and_lag_follow_the_clusters() {
     wait_until(
         Duration::from_secs(30),
         "heartbeats on the secondary",
-        || end_offsets(SECONDARY, "primary.strait.heartbeats.obs") >= 3,
+        || end_offsets(SECONDARY, &format!("primary.strait.heartbeats.{flow}")) >= 3,
     );
     let samples = |m: &str| {
-        metric_value(
-            m,
-            "strait_replication_latency_seconds_count",
-            "flow=\"obs\"",
-        )
-        .unwrap_or(0.0)
+        metric_value(m, "strait_replication_latency_seconds_count", &flow_label).unwrap_or(0.0)
     };
     let before = samples(&strait.metrics());
     wait_until(
@@ -130,7 +130,7 @@ fn readiness_status_and_lag_follow_the_clusters() {
     let heartbeats = metric_value(
         &strait.metrics(),
         "strait_heartbeats_sent_total",
-        "flow=\"obs\"",
+        &flow_label,
     );
     assert!(heartbeats.is_some_and(|n| n >= 3.0), "{heartbeats:?}");
 
