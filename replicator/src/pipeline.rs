@@ -197,7 +197,10 @@ impl ProducerContext for DeliveryContext {
                 let timestamp = msg.timestamp().to_millis();
                 p.acked_timestamp = timestamp;
                 if let Some(ts) = timestamp {
-                    if self.sample_latency.swap(false, Ordering::Relaxed) {
+                    // A plain load first: the read-modify-write only once per round.
+                    if self.sample_latency.load(Ordering::Relaxed)
+                        && self.sample_latency.swap(false, Ordering::Relaxed)
+                    {
                         self.latency.record((now_ms() - ts).max(0) as f64 / 1000.0);
                     }
                 }
