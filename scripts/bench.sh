@@ -25,5 +25,8 @@ trap cleanup EXIT INT TERM
 STRAIT_KAFKA_HEAP="${STRAIT_KAFKA_HEAP:-1g}" scripts/kafka.sh reset
 STRAIT_KAFKA_HEAP="${STRAIT_KAFKA_HEAP:-1g}" scripts/kafka.sh start
 cargo build --release -p strait -p strait-bench
+# MirrorMaker 2 and Kafka's perf tools run from the test bed's jars.
+STRAIT_BENCH_KAFKA_CLASSPATH="$(scripts/kafka.sh classpath)"
+export STRAIT_BENCH_KAFKA_CLASSPATH
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 target/release/bench "$@"

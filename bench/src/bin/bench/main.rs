@@ -29,6 +29,10 @@
 //! and the time until its checkpoints appear on the secondary is the *checkpoint lag*; the
 //! offset map topic's size is read then too.
 
+mod failover;
+mod kafka_tools;
+mod mm2;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -47,6 +51,7 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 struct Sample {
+    run: u64,
     system: String,
     seconds: f64,
     /// From process start until the first record reached the target.
@@ -87,8 +92,9 @@ fn main() -> Result<()> {
         .transpose()?;
     preload(&source, records, size, partitions, txn)?;
     warm_up(&source)?;
+    let failover_points = failover::stop_groups(&source, partitions)?;
     let systems: Vec<String> = std::env::var("STRAIT_BENCH_SYSTEMS")
-        .unwrap_or_else(|_| "strait,ceiling".into())
+        .unwrap_or_else(|_| "strait,mm2,ceiling".into())
         .split(',')
         .map(str::to_string)
         .collect();
@@ -96,6 +102,8 @@ fn main() -> Result<()> {
     let mut samples = Vec::new();
     let mut sync_samples = Vec::new();
     let mut verify_samples = Vec::new();
+    let mut failover_samples = Vec::new();
+    let mut tool_samples = Vec::new();
     let verify = std::env::var_os("STRAIT_BENCH_VERIFY").is_some();
     for run in 0..runs {
         // Alternate which goes first, so none always meets a cold or a warm broker.
@@ -104,24 +112,33 @@ fn main() -> Result<()> {
         for system in order {
             let system = system.as_str();
             let alias = format!("{}{run}", system.replace('-', ""));
-            let target = format!("{alias}.{source}");
+            // MirrorMaker 2 runs with identity naming; the others write `<alias>.<topic>`.
+            let target = if system == "mm2" {
+                source.clone()
+            } else {
+                format!("{alias}.{source}")
+            };
+            if system == "ceiling" && std::env::var_os("STRAIT_BENCH_ONLY_STRAIT").is_some() {
+                continue;
+            }
             create_topic(SECONDARY, &target, partitions)?;
             let dir = std::env::temp_dir().join(format!("strait-bench-{stamp}-{alias}"));
             std::fs::create_dir_all(&dir)?;
             let child = match system {
                 "strait" => spawn_strait(&bin_dir, &dir, &alias, &source, true)?,
                 "strait-nosync" => spawn_strait(&bin_dir, &dir, &alias, &source, false)?,
-                "ceiling" if std::env::var_os("STRAIT_BENCH_ONLY_STRAIT").is_some() => {
-                    delete_topic(SECONDARY, &target)?;
-                    continue;
-                }
-                _ => Command::new(bin_dir.join("ceiling"))
+                "mm2" => mm2::spawn(&dir, &alias, &source)?,
+                "ceiling" => Command::new(bin_dir.join("ceiling"))
                     .args([PRIMARY, SECONDARY, &source, &target])
                     .stdout(Stdio::null())
                     .stderr(Stdio::inherit())
                     .spawn()?,
+                other => {
+                    return Err(format!("unknown system '{other}' in STRAIT_BENCH_SYSTEMS").into())
+                }
             };
-            let (sample, child) = measure(system, child, &target, partitions, records as i64)?;
+            let (mut sample, child) = measure(system, child, &target, partitions, records as i64)?;
+            sample.run = run;
             if system == "strait" && systems.iter().any(|s| s == "strait-nosync") {
                 let s = offset_sync_cost(&alias, &source, partitions)?;
                 eprintln!(
@@ -130,7 +147,22 @@ fn main() -> Result<()> {
                 );
                 sync_samples.push(s);
             }
+            if system == "strait" || system == "mm2" {
+                let outcomes = failover::outcomes(&failover_points, &target)?;
+                eprintln!(
+                    "run {run} {system:>7}: failover of {} groups: {} records re-read, {} missed, {} partitions without an offset",
+                    outcomes.len(),
+                    outcomes.iter().map(|o| o.reread).sum::<i64>(),
+                    outcomes.iter().map(|o| o.missed).sum::<i64>(),
+                    outcomes.iter().map(|o| o.unsynced).sum::<usize>(),
+                );
+                failover::forget_on_target(&failover_points)?;
+                failover_samples.push((system.to_string(), outcomes));
+            }
             stop(child)?;
+            if system == "mm2" {
+                mm2::clean_up(&alias)?;
+            }
             if verify && system == "strait" {
                 let seconds = time_verify(&bin_dir, &dir.join("strait.toml"), records)?;
                 eprintln!(
@@ -156,15 +188,77 @@ fn main() -> Result<()> {
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
+    if std::env::var_os("STRAIT_BENCH_NO_TOOLS").is_none() {
+        for run in 0..runs {
+            let produce = kafka_tools::produce_rate(run, records, size, partitions)?;
+            let consume = kafka_tools::consume_rate(&source, records)?;
+            eprintln!("run {run} kafka perf tools: produce {produce:.0} MB/s (secondary), consume {consume:.0} MB/s (primary)");
+            tool_samples.push((produce, consume));
+        }
+    }
+    failover::forget_on_source(&failover_points)?;
     delete_topic(PRIMARY, &source)?;
-    report(&samples, records, size);
+    let mut json = serde_json::json!({
+        "machine": machine(),
+        "records": records, "record_bytes": size, "partitions": partitions, "runs": runs,
+        "backlog_copy": report(&samples, records, size),
+    });
+    if samples.iter().any(|s| s.system == "mm2") {
+        print_mm2_settings();
+        json["mm2_settings"] = mm2::SETTINGS
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect();
+    }
+    if !failover_samples.is_empty() {
+        json["failover"] = report_failover(&failover_samples);
+    }
+    if !tool_samples.is_empty() {
+        json["kafka_perf_tools"] = report_tools(&tool_samples, size);
+    }
     if !verify_samples.is_empty() {
         report_verify(&verify_samples, records, size);
     }
     if !sync_samples.is_empty() {
         report_offset_sync(&samples, &sync_samples, records, partitions, txn);
     }
+    let path = std::env::var("STRAIT_BENCH_JSON").unwrap_or_else(|_| {
+        format!("target/bench/bench-{records}x{size}-{partitions}p-{stamp}.json")
+    });
+    if let Some(dir) = std::path::Path::new(&path).parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
+    println!("\nJSON: {path}");
     Ok(())
+}
+
+/// Cores, memory and CPU model, for the report.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_default();
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!(
+        "{} cores, {mem_gib:.0} GiB, {cpu}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    )
 }
 
 fn mb(records: u64, size: usize) -> f64 {
@@ -235,7 +329,8 @@ fn spawn_strait(
         format!(
             "[flows.bench.offset_sync]\nmap_topic = \"__strait.offsets.{source}.{alias}\"\n\
              checkpoint_topic = \"__strait.checkpoints.{source}.{alias}\"\n\
-             checkpoint_interval = \"1s\"\ngroups = [\"bench-app-.*\"]\n"
+             checkpoint_interval = \"1s\"\n\
+             groups = [\"bench-app-.*\", \"bench-failover-.*\"]\nsync_group_offsets = true\n"
         )
     } else {
         "[flows.bench.offset_sync]\nenabled = false\n".to_string()
@@ -350,6 +445,7 @@ fn measure(
     }
     Ok((
         Sample {
+            run: 0,
             system: system.to_string(),
             seconds,
             startup: startup.unwrap_or(seconds),
@@ -540,70 +636,186 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn report(samples: &[Sample], records: u64, size: usize) {
+/// Median of one figure over the runs of one system; None if it never ran.
+fn median_of(samples: &[Sample], system: &str, f: impl Fn(&Sample) -> f64) -> Option<f64> {
+    let v: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.system == system)
+        .map(f)
+        .collect();
+    (!v.is_empty()).then(|| median(v))
+}
+
+/// Median over runs of `a`'s figure divided by `b`'s in the same run.
+fn per_run_ratio(samples: &[Sample], a: &str, b: &str, f: impl Fn(&Sample) -> f64) -> Option<f64> {
+    let of = |system: &str, run: u64| {
+        samples
+            .iter()
+            .find(|s| s.system == system && s.run == run)
+            .map(&f)
+    };
+    let ratios: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.system == a)
+        .filter_map(|s| Some(of(a, s.run)? / of(b, s.run)?))
+        .collect();
+    (!ratios.is_empty()).then(|| median(ratios))
+}
+
+fn report(samples: &[Sample], records: u64, size: usize) -> serde_json::Value {
     let mb = records as f64 * size as f64 / 1e6;
     println!(
         "\n| system | runs | median s | records/s | MB/s | records/s after the first record | \
          s to the first record | CPU s | CPU s/GB | peak RSS MB |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    let mut medians = Vec::new();
-    for system in ["strait", "strait-nosync", "ceiling"] {
-        let runs: Vec<&Sample> = samples.iter().filter(|s| s.system == system).collect();
-        if runs.is_empty() {
+    let mut systems = Vec::new();
+    for system in ["strait", "strait-nosync", "mm2", "ceiling"] {
+        let Some(secs) = median_of(samples, system, |s| s.seconds) else {
             continue;
-        }
-        let of = |f: &dyn Fn(&Sample) -> f64| median(runs.iter().map(|s| f(s)).collect());
-        let secs = of(&|s| s.seconds);
+        };
+        let runs = samples.iter().filter(|s| s.system == system).count();
+        let of = |f: &dyn Fn(&Sample) -> f64| median_of(samples, system, f).unwrap_or(f64::NAN);
         let cpu = of(&|s| s.cpu_seconds);
         let rss = of(&|s| s.peak_rss_mb);
         let startup = of(&|s| s.startup);
-        // The copy rate once records flow. Start-up (group join) is noisy and, on a backlog
-        // that copies in a few seconds, a large share of the total.
+        // The copy rate once records flow. Start-up (group join, a JVM's warm-up) is noisy
+        // and, on a backlog that copies in a few seconds, a large share of the total.
         let copy_rate = of(&|s| records as f64 / (s.seconds - s.startup).max(1e-3));
         println!(
-            "| {system} | {} | {secs:.2} | {:.0} | {:.1} | {copy_rate:.0} | {startup:.2} | {cpu:.1} | {:.2} | {rss:.0} |",
-            runs.len(),
+            "| {system} | {runs} | {secs:.2} | {:.0} | {:.1} | {copy_rate:.0} | {startup:.2} | {cpu:.1} | {:.2} | {rss:.0} |",
             records as f64 / secs,
             mb / secs,
             cpu / (mb / 1000.0)
         );
-        medians.push((secs, cpu, rss, copy_rate));
+        systems.push(serde_json::json!({
+            "system": system, "runs": runs, "median_seconds": secs, "records_per_second": records as f64 / secs,
+            "mb_per_second": mb / secs, "records_per_second_after_first": copy_rate,
+            "seconds_to_first_record": startup, "cpu_seconds": cpu,
+            "cpu_seconds_per_gb": cpu / (mb / 1000.0), "peak_rss_mb": rss,
+        }));
     }
-    let [strait, ceiling] = medians[..] else {
-        // Not the Strait-versus-ceiling comparison.
-        return;
-    };
-    if samples.iter().any(|s| s.system == "strait-nosync") {
-        return;
-    }
-    // Each run's pair ran back to back under the same conditions; the brokers drift over a
-    // session (background deletion of earlier runs' topics), so per-pair ratios are the
+    // Each run's systems ran back to back under the same conditions; the brokers drift over
+    // a session (background deletion of earlier runs' topics), so per-run ratios are the
     // fairest comparison.
-    let pairs: Vec<f64> = samples
-        .chunks(2)
-        .filter_map(|pair| match pair {
-            [a, b] => {
-                let (s, c) = if a.system == "strait" { (a, b) } else { (b, a) };
-                Some(c.seconds / s.seconds)
-            }
-            _ => None,
-        })
-        .collect();
-    let listed: Vec<String> = pairs.iter().map(|r| format!("{:.0}%", 100.0 * r)).collect();
+    let throughput = |a, b| per_run_ratio(samples, a, b, |s| 1.0 / s.seconds);
+    let cpu = |a, b| per_run_ratio(samples, a, b, |s| s.cpu_seconds);
+    let rss = |a, b| per_run_ratio(samples, a, b, |s| s.peak_rss_mb);
+    let goals = [
+        (
+            "throughput, Strait / MirrorMaker 2",
+            throughput("strait", "mm2"),
+            ">= 2",
+        ),
+        (
+            "throughput, Strait / ceiling",
+            throughput("strait", "ceiling"),
+            ">= 0.9",
+        ),
+        (
+            "CPU s per GB, Strait / MirrorMaker 2",
+            cpu("strait", "mm2"),
+            "<= 0.5",
+        ),
+        (
+            "CPU s per GB, Strait / ceiling",
+            cpu("strait", "ceiling"),
+            "-",
+        ),
+        (
+            "peak RSS, Strait / MirrorMaker 2",
+            rss("strait", "mm2"),
+            "<= 0.1",
+        ),
+        (
+            "throughput with / without offset sync",
+            throughput("strait", "strait-nosync"),
+            ">= 0.95",
+        ),
+    ];
+    let mut ratios = serde_json::Map::new();
+    let mut printed_header = false;
+    for (name, ratio, goal) in goals {
+        let Some(ratio) = ratio else { continue };
+        if !printed_header {
+            println!("\n| ratio (median of per-run ratios) | value | goal |\n|---|---|---|");
+            printed_header = true;
+        }
+        println!("| {name} | {ratio:.2} | {goal} |");
+        ratios.insert(name.to_string(), serde_json::json!(ratio));
+    }
+    if let Some(cpu) = median_of(samples, "strait", |s| s.cpu_seconds) {
+        println!(
+            "\nStrait: {:.2} CPU s per GB (goal <= 2); peak RSS {:.0} MB (median)",
+            cpu / (mb / 1000.0),
+            median_of(samples, "strait", |s| s.peak_rss_mb).unwrap_or(f64::NAN)
+        );
+    }
+    serde_json::json!({
+        "systems": systems,
+        "ratios": ratios,
+        "runs": samples.iter().map(|s| serde_json::json!({
+            "run": s.run, "system": s.system, "seconds": s.seconds,
+            "seconds_to_first_record": s.startup, "cpu_seconds": s.cpu_seconds,
+            "peak_rss_mb": s.peak_rss_mb,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn report_failover(samples: &[(String, Vec<failover::GroupOutcome>)]) -> serde_json::Value {
     println!(
-        "\nPer-run Strait/ceiling throughput: {} (median {:.0}%)",
-        listed.join(", "),
-        100.0 * median(pairs.clone())
+        "\nFailover exactness: {} groups stopped at fixed random points on the primary (group 0 \
+         caught up), offsets read on the secondary once the copy was complete and they had settled.",
+        failover::GROUPS
     );
+    println!("\n| system | run | records re-read | records missed | partitions without an offset | worst group (re-read / missed) |");
+    println!("|---|---|---|---|---|---|");
+    let mut runs = Vec::new();
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for (system, outcomes) in samples {
+        let run = counts.entry(system).or_default();
+        let worst = outcomes
+            .iter()
+            .max_by_key(|o| o.reread + o.missed)
+            .map(|o| format!("{} ({} / {})", o.group, o.reread, o.missed))
+            .unwrap_or_default();
+        let reread: i64 = outcomes.iter().map(|o| o.reread).sum();
+        let missed: i64 = outcomes.iter().map(|o| o.missed).sum();
+        let unsynced: usize = outcomes.iter().map(|o| o.unsynced).sum();
+        println!("| {system} | {run} | {reread} | {missed} | {unsynced} | {worst} |");
+        runs.push(serde_json::json!({
+            "system": system, "run": *run, "reread": reread, "missed": missed,
+            "partitions_without_offset": unsynced,
+            "groups": outcomes.iter().map(|o| serde_json::json!({
+                "group": o.group, "reread": o.reread, "missed": o.missed, "partitions_without_offset": o.unsynced,
+            })).collect::<Vec<_>>(),
+        }));
+        *run += 1;
+    }
+    serde_json::json!(runs)
+}
+
+fn report_tools(samples: &[(f64, f64)], size: usize) -> serde_json::Value {
+    let produce = median(samples.iter().map(|s| s.0).collect());
+    let consume = median(samples.iter().map(|s| s.1).collect());
     println!(
-        "\nStrait throughput = {:.0}% of the ceiling end to end, {:.0}% after the first record; \
-         CPU = {:.2}x the ceiling's; peak RSS {:.0} MB",
-        100.0 * ceiling.0 / strait.0,
-        100.0 * strait.3 / ceiling.3,
-        strait.1 / ceiling.1,
-        strait.2
+        "\nKafka's perf tools (median of {} runs): ProducerPerformance to the secondary {produce:.0} MB/s \
+         ({:.0} records/s; {}), ConsumerPerformance from the primary {consume:.0} MB/s (from the first fetch)",
+        samples.len(),
+        produce * 1e6 / size as f64,
+        kafka_tools::PRODUCER_PROPS.join(" ")
     );
+    serde_json::json!({ "produce_mb_per_second": produce, "consume_mb_per_second": consume })
+}
+
+fn print_mm2_settings() {
+    println!(
+        "\nMirrorMaker 2 (dedicated mode, `java {}`), settings other than its defaults:",
+        mm2::HEAP.join(" ")
+    );
+    for (key, value) in mm2::SETTINGS {
+        println!("- `{key} = {value}`");
+    }
 }
 
 /// A fresh cluster does some work once: it creates `__consumer_offsets` for the first
@@ -656,6 +868,27 @@ fn create_topic(servers: &str, topic: &str, partitions: i32) -> Result<()> {
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     for r in block_on(admin(servers)?.create_topics([&new], &AdminOptions::new()))? {
         r.map_err(|(t, e)| format!("creating {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Deletes every topic on `servers` whose name `matches`.
+fn delete_topics_matching(servers: &str, matches: impl Fn(&str) -> bool) -> Result<()> {
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .create()?;
+    let metadata = probe.fetch_metadata(None, Duration::from_secs(10))?;
+    let doomed: Vec<&str> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name())
+        .filter(|t| matches(t))
+        .collect();
+    if doomed.is_empty() {
+        return Ok(());
+    }
+    for r in block_on(admin(servers)?.delete_topics(&doomed, &AdminOptions::new()))? {
+        r.map_err(|(t, e)| format!("deleting {t}: {e}"))?;
     }
     Ok(())
 }
