@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
-# Backlog-copy benchmark: Strait versus the minimal rdkafka loop (this machine's ceiling),
-# alternating runs on fresh test clusters. Prints a Markdown table with medians.
-#   scripts/bench.sh [RECORDS] [RECORD_BYTES] [PARTITIONS] [RUNS]   (1000000 1024 12 3)
-#   scripts/bench.sh --offset-sync [same arguments]
-#     Strait with offset sync on versus off instead of versus the ceiling, on a backlog
-#     written in transactions of 1000 records (a commit marker, i.e. an offset gap, in
-#     every partition every ~83 records with 12 partitions); also prints the offset map
-#     topic's size and the checkpoint lag.
-#   scripts/bench.sh --verify [same arguments]
-#     After each Strait run, `strait verify` compares the whole copy with the source;
-#     prints its rate in MB/s next to the replication rate of the same run.
+# Strait versus real MirrorMaker 2 and this machine's ceiling, on fresh test clusters, in
+# one run; prints Markdown tables and writes a JSON file (target/bench/).
+#   scripts/bench.sh [SCENARIO] [RECORDS] [RECORD_BYTES] [PARTITIONS] [RUNS]   (1000000 1024 12 3)
+#   SCENARIO:
+#     --all (default)  everything below, in that order
+#     --backlog        backlog copy (Strait, MM2, ceiling, alternating) + failover exactness of
+#                      10 groups + Kafka's perf tools
+#     --steady         20,000 records/s for 60 s (STRAIT_BENCH_RATE, STRAIT_BENCH_SECONDS):
+#                      latency p50/p99 and largest lag, Strait versus MM2
+#     --scale          the backlog copy at 1, 12, 120, 1200 partitions (STRAIT_BENCH_SCALE)
+#     --offset-sync    Strait with offset sync on versus off, on a backlog written in
+#                      transactions of 1000 records (a commit marker, i.e. an offset gap, in
+#                      every partition every ~83 records with 12 partitions); also prints the
+#                      offset map topic's size and the checkpoint lag
+#     --verify         after each Strait run, `strait verify` compares the whole copy with
+#                      the source; prints its rate next to the replication rate of the run
 set -euo pipefail
-if [[ "${1:-}" == "--offset-sync" ]]; then
-  shift
-  export STRAIT_BENCH_SYSTEMS="strait,strait-nosync" STRAIT_BENCH_TXN="${STRAIT_BENCH_TXN:-1000}"
-elif [[ "${1:-}" == "--verify" ]]; then
-  shift
-  export STRAIT_BENCH_VERIFY=1
-fi
+SCENARIO="--all"
+case "${1:-}" in
+  --offset-sync)
+    shift; SCENARIO="--backlog"
+    export STRAIT_BENCH_SYSTEMS="strait,strait-nosync" STRAIT_BENCH_TXN="${STRAIT_BENCH_TXN:-1000}" ;;
+  --verify)
+    shift; SCENARIO="--backlog"
+    export STRAIT_BENCH_VERIFY=1 STRAIT_BENCH_SYSTEMS="${STRAIT_BENCH_SYSTEMS:-strait}" ;;
+  --all|--backlog|--steady|--scale) SCENARIO="$1"; shift ;;
+esac
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 cleanup() { scripts/kafka.sh stop || true; }
@@ -29,4 +37,4 @@ cargo build --release -p strait -p strait-bench
 STRAIT_BENCH_KAFKA_CLASSPATH="$(scripts/kafka.sh classpath)"
 export STRAIT_BENCH_KAFKA_CLASSPATH
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-target/release/bench "$@"
+target/release/bench "$SCENARIO" "$@"

@@ -32,6 +32,7 @@
 mod failover;
 mod kafka_tools;
 mod mm2;
+mod steady;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,7 +49,7 @@ const PRIMARY: &str = "127.0.0.1:19092";
 const SECONDARY: &str = "127.0.0.1:29092";
 const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 struct Sample {
     run: u64,
@@ -68,21 +69,94 @@ struct SyncSample {
     checkpoint_lag: f64,
 }
 
+const USAGE: &str =
+    "usage: bench [--all|--backlog|--steady|--scale] [RECORDS] [RECORD_BYTES] [PARTITIONS] [RUNS]";
+
 fn main() -> Result<()> {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse())
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let scenario = if args.first().is_some_and(|a| a.starts_with("--")) {
+        args.remove(0)
+    } else {
+        "--all".to_string()
+    };
+    let numbers: Vec<u64> = args
+        .iter()
+        .map(|a| {
+            a.parse()
+                .map_err(|_| format!("'{a}' is not a number; {USAGE}"))
+        })
         .collect::<std::result::Result<_, _>>()?;
-    let records = *args.first().unwrap_or(&1_000_000);
-    let size = *args.get(1).unwrap_or(&1024) as usize;
-    let partitions = *args.get(2).unwrap_or(&12) as i32;
-    let runs = *args.get(3).unwrap_or(&3);
+    let records = *numbers.first().unwrap_or(&1_000_000);
+    let size = *numbers.get(1).unwrap_or(&1024) as usize;
+    let partitions = *numbers.get(2).unwrap_or(&12) as i32;
+    let runs = *numbers.get(3).unwrap_or(&3);
     let bin_dir = std::env::current_exe()?
         .parent()
         .ok_or("no exe dir")?
         .to_path_buf();
+    let load = steady::Load {
+        rate: env_number("STRAIT_BENCH_RATE", 20_000)?,
+        seconds: env_number("STRAIT_BENCH_SECONDS", 60)?,
+        size,
+        partitions,
+    };
+    let mut json = serde_json::json!({
+        "machine": machine(),
+        "records": records, "record_bytes": size, "partitions": partitions, "runs": runs,
+    });
+    match scenario.as_str() {
+        "--backlog" => {
+            json["backlog"] = backlog(&bin_dir, records, size, partitions, runs, true)?;
+        }
+        "--steady" => json["steady"] = steady_state(&bin_dir, &load, runs)?,
+        "--scale" => json["scale"] = scale(&bin_dir, records, size, runs, None)?,
+        "--all" => {
+            let main = backlog(&bin_dir, records, size, partitions, runs, true)?;
+            json["steady"] = steady_state(&bin_dir, &load, runs)?;
+            json["scale"] = scale(&bin_dir, records, size, runs, Some((partitions, &main)))?;
+            json["backlog"] = main;
+        }
+        other => return Err(format!("unknown scenario '{other}'; {USAGE}").into()),
+    }
+    let path = std::env::var("STRAIT_BENCH_JSON").unwrap_or_else(|_| {
+        format!(
+            "target/bench/bench-{}-{records}x{size}-{partitions}p-{}.json",
+            scenario.trim_start_matches('-'),
+            std::process::id()
+        )
+    });
+    if let Some(dir) = std::path::Path::new(&path).parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
+    println!("\nJSON: {path}");
+    Ok(())
+}
 
-    let stamp = std::process::id();
+fn env_number(name: &str, default: u64) -> Result<u64> {
+    match std::env::var(name) {
+        Ok(v) => Ok(v
+            .parse()
+            .map_err(|_| format!("{name}: '{v}' is not a number"))?),
+        Err(_) => Ok(default),
+    }
+}
+
+/// Scenario 1 (and 4): copies a preloaded backlog with each system in turn, `runs` times;
+/// with `extras`, also the failover exactness of groups and Kafka's perf tools.
+fn backlog(
+    bin_dir: &std::path::Path,
+    records: u64,
+    size: usize,
+    partitions: i32,
+    runs: u64,
+    extras: bool,
+) -> Result<serde_json::Value> {
+    println!(
+        "\n## Backlog copy: {records} records of {size} B in {partitions} partitions, {runs} runs"
+    );
+    let bin_dir = bin_dir.to_path_buf();
+    let stamp = format!("{}p{partitions}", std::process::id());
     let source = format!("bench-{stamp}");
     create_topic(PRIMARY, &source, partitions)?;
     eprintln!("preloading {records} records of {size} B into {source} ({partitions} partitions)");
@@ -92,7 +166,11 @@ fn main() -> Result<()> {
         .transpose()?;
     preload(&source, records, size, partitions, txn)?;
     warm_up(&source)?;
-    let failover_points = failover::stop_groups(&source, partitions)?;
+    let failover_points = if extras {
+        Some(failover::stop_groups(&source, partitions)?)
+    } else {
+        None
+    };
     let systems: Vec<String> = std::env::var("STRAIT_BENCH_SYSTEMS")
         .unwrap_or_else(|_| "strait,mm2,ceiling".into())
         .split(',')
@@ -147,8 +225,11 @@ fn main() -> Result<()> {
                 );
                 sync_samples.push(s);
             }
-            if system == "strait" || system == "mm2" {
-                let outcomes = failover::outcomes(&failover_points, &target)?;
+            if let Some(points) = failover_points
+                .as_ref()
+                .filter(|_| system == "strait" || system == "mm2")
+            {
+                let outcomes = failover::outcomes(points, &target)?;
                 eprintln!(
                     "run {run} {system:>7}: failover of {} groups: {} records re-read, {} missed, {} partitions without an offset",
                     outcomes.len(),
@@ -156,7 +237,7 @@ fn main() -> Result<()> {
                     outcomes.iter().map(|o| o.missed).sum::<i64>(),
                     outcomes.iter().map(|o| o.unsynced).sum::<usize>(),
                 );
-                failover::forget_on_target(&failover_points)?;
+                failover::forget_on_target(points)?;
                 failover_samples.push((system.to_string(), outcomes));
             }
             stop(child)?;
@@ -188,7 +269,7 @@ fn main() -> Result<()> {
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
-    if std::env::var_os("STRAIT_BENCH_NO_TOOLS").is_none() {
+    if extras && std::env::var_os("STRAIT_BENCH_NO_TOOLS").is_none() {
         for run in 0..runs {
             let produce = kafka_tools::produce_rate(run, records, size, partitions)?;
             let consume = kafka_tools::consume_rate(&source, records)?;
@@ -196,13 +277,11 @@ fn main() -> Result<()> {
             tool_samples.push((produce, consume));
         }
     }
-    failover::forget_on_source(&failover_points)?;
+    if let Some(points) = &failover_points {
+        failover::forget_on_source(points)?;
+    }
     delete_topic(PRIMARY, &source)?;
-    let mut json = serde_json::json!({
-        "machine": machine(),
-        "records": records, "record_bytes": size, "partitions": partitions, "runs": runs,
-        "backlog_copy": report(&samples, records, size),
-    });
+    let mut json = report(&samples, records, size);
     if samples.iter().any(|s| s.system == "mm2") {
         print_mm2_settings();
         json["mm2_settings"] = mm2::SETTINGS
@@ -222,15 +301,144 @@ fn main() -> Result<()> {
     if !sync_samples.is_empty() {
         report_offset_sync(&samples, &sync_samples, records, partitions, txn);
     }
-    let path = std::env::var("STRAIT_BENCH_JSON").unwrap_or_else(|_| {
-        format!("target/bench/bench-{records}x{size}-{partitions}p-{stamp}.json")
-    });
-    if let Some(dir) = std::path::Path::new(&path).parent() {
-        std::fs::create_dir_all(dir)?;
+    Ok(json)
+}
+
+/// Scenario 3: the backlog copy at 1, 12, 120 and 1,200 partitions (the same records and
+/// bytes each time); `done` is a partition count already measured by the caller.
+fn scale(
+    bin_dir: &std::path::Path,
+    records: u64,
+    size: usize,
+    runs: u64,
+    done: Option<(i32, &serde_json::Value)>,
+) -> Result<serde_json::Value> {
+    let counts: Vec<i32> = std::env::var("STRAIT_BENCH_SCALE")
+        .unwrap_or_else(|_| "1,12,120,1200".into())
+        .split(',')
+        .map(|c| {
+            c.trim()
+                .parse()
+                .map_err(|_| format!("STRAIT_BENCH_SCALE: '{c}' is not a number"))
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let mut results = Vec::new();
+    for partitions in counts {
+        let result = match done {
+            Some((p, result)) if p == partitions => result.clone(),
+            _ => backlog(bin_dir, records, size, partitions, runs, false)?,
+        };
+        results.push((partitions, result));
     }
-    std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
-    println!("\nJSON: {path}");
-    Ok(())
+    println!("\n## Scale in partitions: {records} records of {size} B (medians of {runs} runs)");
+    println!("\n| partitions | system | median s | MB/s | CPU s/GB | peak RSS MB |\n|---|---|---|---|---|---|");
+    let mut json = Vec::new();
+    for (partitions, result) in &results {
+        for system in result["systems"].as_array().into_iter().flatten() {
+            println!(
+                "| {partitions} | {} | {:.2} | {:.1} | {:.2} | {:.0} |",
+                system["system"].as_str().unwrap_or_default(),
+                system["median_seconds"].as_f64().unwrap_or(f64::NAN),
+                system["mb_per_second"].as_f64().unwrap_or(f64::NAN),
+                system["cpu_seconds_per_gb"].as_f64().unwrap_or(f64::NAN),
+                system["peak_rss_mb"].as_f64().unwrap_or(f64::NAN),
+            );
+        }
+        json.push(serde_json::json!({ "partitions": partitions, "result": result }));
+    }
+    Ok(serde_json::json!(json))
+}
+
+/// Scenario 2: Strait and MirrorMaker 2 under a bounded-rate producer, alternating.
+fn steady_state(
+    bin_dir: &std::path::Path,
+    load: &steady::Load,
+    runs: u64,
+) -> Result<serde_json::Value> {
+    println!(
+        "\n## Steady state: {} records/s of {} B for {} s into {} partitions, {runs} runs",
+        load.rate, load.size, load.seconds, load.partitions
+    );
+    let systems = ["strait", "mm2"];
+    let mut samples = Vec::new();
+    for run in 0..runs {
+        let mut order = systems;
+        order.rotate_left(run as usize % systems.len());
+        for system in order {
+            let alias = format!("steady{system}{run}");
+            let (source, target) = steady::topics(&alias, system == "mm2");
+            steady::prepare(&source, &target, load.partitions)?;
+            let dir =
+                std::env::temp_dir().join(format!("strait-bench-{}-{alias}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let child = if system == "mm2" {
+                mm2::spawn(&dir, &alias, &source)?
+            } else {
+                spawn_strait(bin_dir, &dir, &alias, &source, true)?
+            };
+            let measured = steady::measure(system, child.id(), &source, &target, load);
+            stop(child)?;
+            if system == "mm2" {
+                mm2::clean_up(&alias)?;
+            }
+            steady::clean_up(&source, &target)?;
+            let mut sample = measured?;
+            sample.run = run;
+            eprintln!(
+                "run {run} {system:>7}: latency p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms over {} records (load generator: p50 {:.0} ms to the primary); largest lag {} records; {:.1} CPU s, {:.0} MB peak RSS",
+                sample.p50_ms, sample.p99_ms, sample.max_ms, sample.records, sample.generator_p50_ms, sample.max_lag_records, sample.cpu_seconds, sample.peak_rss_mb
+            );
+            samples.push(sample);
+            std::thread::sleep(Duration::from_secs(3));
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    println!("\n| system | runs | p50 ms | p99 ms | max ms | largest lag (records) | CPU s | peak RSS MB |\n|---|---|---|---|---|---|---|---|");
+    let mut json = serde_json::Map::new();
+    for system in systems {
+        let of = |f: &dyn Fn(&steady::SteadySample) -> f64| {
+            median(
+                samples
+                    .iter()
+                    .filter(|s| s.system == system)
+                    .map(f)
+                    .collect(),
+            )
+        };
+        let (p50, p99, max) = (of(&|s| s.p50_ms), of(&|s| s.p99_ms), of(&|s| s.max_ms));
+        let (lag, cpu, rss) = (
+            of(&|s| s.max_lag_records as f64),
+            of(&|s| s.cpu_seconds),
+            of(&|s| s.peak_rss_mb),
+        );
+        println!("| {system} | {runs} | {p50:.0} | {p99:.0} | {max:.0} | {lag:.0} | {cpu:.1} | {rss:.0} |");
+        json.insert(
+            system.to_string(),
+            serde_json::json!({
+                "p50_ms": p50, "p99_ms": p99, "max_ms": max, "largest_lag_records": lag,
+                "cpu_seconds": cpu, "peak_rss_mb": rss,
+            }),
+        );
+    }
+    let p99_ratio = median(
+        (0..runs)
+            .filter_map(|run| {
+                let p99 = |system: &str| {
+                    samples
+                        .iter()
+                        .find(|s| s.run == run && s.system == system)
+                        .map(|s| s.p99_ms)
+                };
+                Some(p99("strait")? / p99("mm2")?.max(1.0))
+            })
+            .collect(),
+    );
+    println!("\np99 latency, Strait / MirrorMaker 2 (median of per-run ratios): {p99_ratio:.2} (goal < 1)");
+    json.insert(
+        "p99_ratio_strait_to_mm2".into(),
+        serde_json::json!(p99_ratio),
+    );
+    Ok(serde_json::Value::Object(json))
 }
 
 /// Cores, memory and CPU model, for the report.
@@ -865,7 +1073,19 @@ fn admin(servers: &str) -> Result<AdminClient<DefaultClientContext>> {
 }
 
 fn create_topic(servers: &str, topic: &str, partitions: i32) -> Result<()> {
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    create_topic_with(servers, topic, partitions, &[])
+}
+
+fn create_topic_with(
+    servers: &str,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Result<()> {
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (key, value) in configs {
+        new = new.set(key, value);
+    }
     for r in block_on(admin(servers)?.create_topics([&new], &AdminOptions::new()))? {
         r.map_err(|(t, e)| format!("creating {t}: {e}"))?;
     }
