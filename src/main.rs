@@ -216,8 +216,10 @@ fn init_logging(format: LogFormat, daemon: bool) {
             "warn,librdkafka=error,rdkafka=error"
         })
     });
+    // Colours only on a terminal: escape codes in a log file or journald break grep.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -402,9 +402,11 @@ impl RebalanceContext {
         consumer: &BaseConsumer<Self>,
         tpl: &mut TopicPartitionList,
     ) -> Result<(), ReplicatorError> {
+        let began = std::time::Instant::now();
         let committed = consumer
             .committed_offsets(tpl.clone(), COMMIT_TIMEOUT)
             .map_err(|e| ReplicatorError::kafka("reading committed offsets", e))?;
+        debug!(flow = %self.spec.name, elapsed = ?began.elapsed(), "assignment: committed offsets read");
         let index = match &self.map {
             Some(map) => Some(&map.get()?.index),
             None => None,
@@ -415,6 +417,22 @@ impl RebalanceContext {
             index.lock().unwrap_or_else(|p| p.into_inner()).catch_up()?;
         }
         let fresh = self.fresh_starts(consumer, &committed)?;
+        let target_partitions: Vec<(String, i32)> = committed
+            .elements()
+            .iter()
+            .map(|e| {
+                let topic = self
+                    .spec
+                    .naming
+                    .target_topic(&self.spec.source.name, e.topic());
+                (topic, e.partition())
+            })
+            .collect();
+        let watermarks = match &self.scanner {
+            Some(scanner) => scanner.watermarks(&target_partitions),
+            None => HashMap::new(),
+        };
+        debug!(flow = %self.spec.name, elapsed = ?began.elapsed(), known = watermarks.len(), "assignment: start offsets and target watermarks read");
         for elem in committed.elements() {
             let (source_topic, partition) = (elem.topic().to_string(), elem.partition());
             let target_topic = self
@@ -455,6 +473,7 @@ impl RebalanceContext {
                         partition,
                     },
                     scan_from,
+                    watermarks.get(&(target_topic.clone(), partition)).copied(),
                 )?,
                 None => Vec::new(),
             };
@@ -519,12 +538,20 @@ impl RebalanceContext {
                     }
                 }
             }
-            info!(
+            // Per partition at debug: a group of 1,200 partitions would write 1,200 lines
+            // at every rebalance. The summary below is the info line.
+            debug!(
                 flow = %self.spec.name, topic = %source_topic, partition,
                 committed = ?committed_next, found_on_target = ?last_copied.map(|(s, _)| s),
                 start = ?start, "partition assigned"
             );
         }
+        let assigned: Vec<(String, i32)> = committed
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        info!(flow = %self.spec.name, partitions = assigned.len(), topics = %topics_of(&assigned), "partitions assigned");
         Ok(())
     }
 
@@ -613,8 +640,9 @@ impl RebalanceContext {
                 .topic(&target_topic, source_topic)
                 .partition(*partition)
                 .assigned = false;
-            info!(flow = %self.spec.name, topic = %source_topic, partition, "partition revoked");
+            debug!(flow = %self.spec.name, topic = %source_topic, partition, "partition revoked");
         }
+        info!(flow = %self.spec.name, partitions = revoked.len(), topics = %topics_of(&revoked), "partitions revoked");
     }
 }
 
@@ -1316,4 +1344,17 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// "a (3), b (1)": the topics among `partitions` and how many of each, for log lines.
+fn topics_of(partitions: &[(String, i32)]) -> String {
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for (topic, _) in partitions {
+        *counts.entry(topic.as_str()).or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(topic, n)| format!("{topic} ({n})"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -38,8 +38,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
-        .set("session.timeout.ms", "10000")
-        .set("partition.assignment.strategy", "cooperative-sticky")
         .set("statistics.interval.ms", "2000")
         .create()?;
     let producer: BaseProducer = ClientConfig::new()
@@ -56,12 +54,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions = metadata.topics()[0].partitions().len() as i32;
+    // Assigned, not subscribed: no group join and no rebalance that could hand a partition
+    // back from its start (with 1,200 partitions one did, and records were copied twice).
     let mut remaining: i64 = 0;
+    let mut assignment = rdkafka::TopicPartitionList::new();
     for p in 0..partitions {
         let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
         remaining += high - low;
+        assignment.add_partition_offset(topic, p, rdkafka::Offset::Beginning)?;
     }
-    consumer.subscribe(&[topic])?;
+    consumer.assign(&assignment)?;
     let mut since_poll = 0u32;
     while remaining > 0 {
         let Some(msg) = consumer.poll(Duration::from_millis(100)) else {

@@ -282,7 +282,7 @@ fn backlog(
     }
     delete_topic(PRIMARY, &source)?;
     let mut json = report(&samples, records, size);
-    if samples.iter().any(|s| s.system == "mm2") {
+    if extras && samples.iter().any(|s| s.system == "mm2") {
         print_mm2_settings();
         json["mm2_settings"] = mm2::SETTINGS
             .iter()
@@ -612,12 +612,7 @@ fn measure(
             cpu = c;
             rss = f64::max(rss, r);
         }
-        let mut copied = 0;
-        for p in 0..partitions {
-            copied += watcher
-                .fetch_watermarks(target, p, Duration::from_secs(10))
-                .map_or(0, |w| w.1);
-        }
+        let copied = end_offsets_sum(&watcher, target, partitions);
         if trace && last_trace.elapsed() >= Duration::from_millis(500) {
             eprintln!(
                 "  {system} t={:.1}s copied={copied}",
@@ -632,7 +627,12 @@ fn measure(
             break;
         }
         if let Some(status) = child.try_wait()? {
-            if copied < records {
+            // It may have finished since `copied` was read.
+            let copied = end_offsets_sum(&watcher, target, partitions);
+            if copied >= records {
+                break;
+            }
+            {
                 return Err(
                     format!("{system} exited ({status}) with {copied}/{records} copied").into(),
                 );
@@ -662,6 +662,32 @@ fn measure(
         },
         child,
     ))
+}
+
+/// The sum of a topic's end offsets, in one request per broker (1,200 requests one by
+/// one took seconds, which blurred the timing); 0 while it cannot be read.
+fn end_offsets_sum(watcher: &BaseConsumer, topic: &str, partitions: i32) -> i64 {
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        if tpl
+            .add_partition_offset(topic, p, rdkafka::Offset::End)
+            .is_err()
+        {
+            return 0;
+        }
+    }
+    watcher
+        .offsets_for_times(tpl, Duration::from_secs(10))
+        .map_or(0, |found| {
+            found
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    rdkafka::Offset::Offset(o) if e.error().is_ok() => Some(o),
+                    _ => None,
+                })
+                .sum()
+        })
 }
 
 /// SIGTERM, then SIGKILL after a minute.
@@ -1089,7 +1115,38 @@ fn create_topic_with(
     for r in block_on(admin(servers)?.create_topics([&new], &AdminOptions::new()))? {
         r.map_err(|(t, e)| format!("creating {t}: {e}"))?;
     }
-    Ok(())
+    wait_for_leaders(servers, topic, partitions)
+}
+
+/// Waits until every partition of a topic just created answers a ListOffsets request: a
+/// broker takes seconds to elect leaders for 1,200 new partitions, and that time belongs
+/// to the harness, not to whichever system runs first.
+fn wait_for_leaders(servers: &str, topic: &str, partitions: i32) -> Result<()> {
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .create()?;
+    let started = Instant::now();
+    loop {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::End)?;
+        }
+        let ready = probe
+            .offsets_for_times(tpl, Duration::from_secs(10))
+            .is_ok_and(|found| {
+                found.count() == partitions as usize
+                    && found.elements().iter().all(|e| e.error().is_ok())
+            });
+        if ready {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            return Err(
+                format!("{topic} on {servers}: partitions without a leader after 120 s").into(),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Deletes every topic on `servers` whose name `matches`.
