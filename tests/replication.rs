@@ -405,6 +405,34 @@ fn restarts_and_kill9_leave_each_record_exactly_once() {
     assert_eq!(strait.terminate(), Some(0));
 }
 
+/// A wide topic whose copy Strait creates: the new target partitions' leaders take
+/// seconds to settle, and that must not restart the flow (at 1,200 partitions it did,
+/// with back-off, for half a minute).
+#[test]
+fn wide_topic_copies_without_restarts() {
+    let topic = unique("wide");
+    create_topic(PRIMARY, &topic, 600, &[]);
+    produce_simple(PRIMARY, &topic, 600, 6_000, "wide");
+    let config = flow_config("wide", &topic, "identity", "");
+    let mut strait = Strait::start(&config);
+    wait_until(Duration::from_secs(120), "all 6,000 records copied", || {
+        end_offsets(SECONDARY, &topic) >= 6_000
+    });
+    assert_exact_copy(&topic, &topic);
+    assert_eq!(strait.terminate(), Some(0), "{}", strait.logs());
+    assert!(
+        !strait.logs().contains("flow interrupted"),
+        "the flow restarted:\n{}",
+        strait.logs()
+    );
+    assert_eq!(
+        strait.logs().matches("partitions assigned").count(),
+        1,
+        "one line for the assignment, not one per partition:\n{}",
+        strait.logs()
+    );
+}
+
 /// Two instances share a flow; stopping one hands its partitions to the other, and
 /// nothing is lost or duplicated.
 #[test]

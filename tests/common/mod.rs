@@ -406,10 +406,31 @@ pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// Sum of end offsets minus log starts on `topic`: how many offsets it spans.
+/// Sum of `topic`'s end offsets, in one request per broker (a topic of hundreds of
+/// partitions read one by one takes seconds). Partitions that cannot be read yet (a
+/// leader still being elected) count as 0, so a wait for a total waits longer.
 pub fn end_offsets(servers: &str, topic: &str) -> i64 {
     let n = partition_count(servers, topic).unwrap_or(0);
-    (0..n).map(|p| watermarks(servers, topic, p).1).sum()
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..n {
+        tpl.add_partition_offset(topic, p, Offset::End).unwrap();
+    }
+    consumer
+        .offsets_for_times(tpl, Duration::from_secs(10))
+        .map_or(0, |found| {
+            found
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) if e.error().is_ok() => Some(o),
+                    _ => None,
+                })
+                .sum()
+        })
 }
 
 pub fn free_port() -> u16 {
