@@ -1010,9 +1010,12 @@ fn report_failover(samples: &[(String, Vec<failover::GroupOutcome>)]) -> serde_j
         let run = counts.entry(system).or_default();
         let worst = outcomes
             .iter()
+            .filter(|o| o.reread + o.missed > 0)
             .max_by_key(|o| o.reread + o.missed)
-            .map(|o| format!("{} ({} / {})", o.group, o.reread, o.missed))
-            .unwrap_or_default();
+            .map_or_else(
+                || "none".to_string(),
+                |o| format!("{} ({} / {})", o.group, o.reread, o.missed),
+            );
         let reread: i64 = outcomes.iter().map(|o| o.reread).sum();
         let missed: i64 = outcomes.iter().map(|o| o.missed).sum();
         let unsynced: usize = outcomes.iter().map(|o| o.unsynced).sum();
