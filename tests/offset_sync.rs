@@ -400,6 +400,13 @@ fn group_states_and_edge_cases() {
         "active group was written"
     );
     drop(member);
+    // Once its member has left, the daemon writes what it refused while the group was
+    // active (a refused group is retried every interval, not only on a new commit).
+    wait_until(
+        Duration::from_secs(30),
+        "the daemon to write the group once it is empty",
+        || committed_offset(SECONDARY, &active, &busy_t, 0) == Some(5),
+    );
 
     // Below the source log start: the group would resume at the log start on the
     // primary, so it resumes at the copy of the log start on the secondary.
