@@ -169,13 +169,7 @@ impl TailScanner {
         let settling =
             |e: &rdkafka::error::KafkaError| e.rdkafka_error_code().is_some_and(settling);
         match read
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(50))
-                    .with_max_delay(Duration::from_secs(1))
-                    .with_total_delay(Some(SCAN_STALL))
-                    .without_max_times(),
-            )
+            .retry(settling_backoff())
             .sleep(std::thread::sleep)
             .when(settling)
             .call()
@@ -287,30 +281,21 @@ impl TailScanner {
     ) -> HashMap<(String, i32), (i64, i64)> {
         let mut known = HashMap::new();
         let mut pending: Vec<(String, i32)> = partitions.to_vec();
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(50))
-            .with_max_delay(Duration::from_secs(1))
-            .with_total_delay(Some(SCAN_STALL))
-            .without_max_times()
-            .build();
+        let mut backoff = settling_backoff().build();
         loop {
             let starts = self.offsets_at(&pending, Offset::Beginning);
             let ends = self.offsets_at(&pending, Offset::End);
-            let (mut retry, mut answered) = (false, Vec::new());
-            for key in &pending {
-                match (starts.get(key), ends.get(key)) {
-                    (Some(Ok(low)), Some(Ok(high))) => {
-                        known.insert(key.clone(), (*low, *high));
-                        answered.push(key.clone());
-                    }
-                    (Some(Err(code)), _) | (_, Some(Err(code))) if settling(*code) => retry = true,
-                    (None, _) | (_, None) => retry = true,
-                    // Any other error: left to the one-by-one read, which reports it.
-                    _ => answered.push(key.clone()),
+            pending.retain(|key| match (starts.get(key), ends.get(key)) {
+                (Some(Ok(low)), Some(Ok(high))) => {
+                    known.insert(key.clone(), (*low, *high));
+                    false
                 }
-            }
-            pending.retain(|key| !answered.contains(key));
-            if pending.is_empty() || !retry {
+                (Some(Err(code)), _) | (_, Some(Err(code))) if settling(*code) => true,
+                (None, _) | (_, None) => true,
+                // Any other error: left to the one-by-one read, which reports it.
+                _ => false,
+            });
+            if pending.is_empty() {
                 return known;
             }
             match backoff.next() {
@@ -418,6 +403,16 @@ mod tests {
         assert_eq!(Provenance::decode(b"garbage"), None);
         assert_eq!(Provenance::decode(b"a/b/x/1"), None);
     }
+}
+
+/// Retries while a new partition's leader is elected: quick at first, within the scan's
+/// stall limit overall. (backon stops after 3 attempts unless told otherwise.)
+fn settling_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(1))
+        .with_total_delay(Some(SCAN_STALL))
+        .without_max_times()
 }
 
 /// Errors of a partition whose leader is being elected, as right after its topic was
