@@ -220,6 +220,10 @@ pub struct FlowConfig {
     pub replication_factor: Option<i32>,
     #[serde(default = "yes")]
     pub provenance_header: bool,
+    /// Records per partition between two provenance headers (an *anchor*); copies in
+    /// between carry none. 1 stamps every record.
+    #[serde(default = "default_provenance_interval")]
+    pub provenance_interval: u32,
     #[serde(default)]
     pub offset_sync: OffsetSyncConfig,
     /// Write a heartbeat record to the source every `heartbeat_interval`, and replicate
@@ -229,6 +233,10 @@ pub struct FlowConfig {
     pub heartbeat_topic: Option<String>,
     #[serde(default = "default_heartbeat_interval", with = "humantime_serde")]
     pub heartbeat_interval: Duration,
+}
+
+fn default_provenance_interval() -> u32 {
+    1000
 }
 
 fn default_heartbeat_interval() -> Duration {
@@ -496,6 +504,12 @@ impl Config {
                     bail!("{}: must be at least 100ms", field("heartbeat_interval"));
                 }
             }
+            if flow.provenance_interval == 0 {
+                bail!(
+                    "{}: must be at least 1 (1 puts the header on every record)",
+                    field("provenance_interval")
+                );
+            }
             let o = &flow.offset_sync;
             if o.enabled {
                 if !flow.provenance_header {
@@ -758,6 +772,7 @@ impl Config {
                     group_id: flow.group_id(name),
                     replication_factor: flow.replication_factor,
                     provenance_header: flow.provenance_header,
+                    provenance_interval: flow.provenance_interval,
                     offset_map_topic: flow.offset_sync.enabled.then(|| flow.map_topic(name)),
                     heartbeat,
                     partition_metrics: self.http.per_partition_metrics,

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use strait_offset_sync::groups::{self, GroupClient, Offsets, PartitionResult};
-use strait_offset_sync::FlowIndex;
+use strait_offset_sync::{Coverage, FlowIndex};
 use strait_replicator::{client_config, copies_on_target, FlowSpec};
 
 use crate::config::Config;
@@ -118,27 +118,6 @@ pub fn translate_group(
             spec.target.name,
         );
     }
-    // The persisted map may trail the copies by up to a commit interval (or more after a
-    // crash): read the copies after it back from the target, so the answer is never
-    // based on a map that is behind the data.
-    let tails: Vec<(String, i32, i64)> = index
-        .partitions()
-        .filter_map(|(t, p, m)| m.coverage().map(|c| (t.to_string(), p, c.target_next)))
-        .collect();
-    for (topic, partition, from) in tails {
-        let target_topic = spec.naming.target_topic(&spec.source.name, &topic);
-        let copies = copies_on_target(
-            &spec.target,
-            &spec.source.name,
-            &topic,
-            &target_topic,
-            partition,
-            from,
-        )
-        .with_context(|| format!("reading copies of {topic}[{partition}] on the target"))?;
-        index.add_copies(&topic, partition, &copies);
-    }
-
     let partitions: Vec<(String, i32)> = index
         .partitions()
         .map(|(t, p, _)| (t.to_string(), p))
@@ -162,6 +141,28 @@ pub fn translate_group(
         }
         Err(e) => return Err(e),
     };
+    // The persisted map may trail the copies by up to a commit interval (or more after a
+    // crash): read the copies after it back from the target, so the answer is never
+    // based on a map that is behind the data. Copies between provenance anchors are
+    // checked against the source; with the source down, the read stops at the first one.
+    let source_reachable = offsets_from == "source";
+    let tails: Vec<(String, i32, Coverage)> = index
+        .partitions()
+        .filter_map(|(t, p, m)| m.coverage().map(|c| (t.to_string(), p, c)))
+        .collect();
+    for (topic, partition, coverage) in tails {
+        let copies = copies_on_target(
+            &spec,
+            source_reachable,
+            &topic,
+            partition,
+            coverage.target_next,
+            coverage.through,
+        )
+        .with_context(|| format!("reading copies of {topic}[{partition}] on the target"))?;
+        index.add_copies(&topic, partition, &copies);
+    }
+
     let rename = |t: &str| spec.naming.target_topic(&spec.source.name, t);
     let results = groups::translate_group(&index, &committed, &log_starts, &rename);
     Ok(Translated {

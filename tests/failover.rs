@@ -83,7 +83,7 @@ fn failover_translates_from_the_secondary_alone() {
         "offsets must land on the renamed topic:\n{stdout}"
     );
 
-    let read = resume_on_secondary(&group, &target, &[0, 1, 2]);
+    let read = resume_on_secondary(&group, &sources, &target, &[0, 1, 2]);
     for (p, stop) in stops {
         let expected: Vec<i64> = sources[&p]
             .iter()

@@ -278,9 +278,14 @@ fn cut_over_sweep_is_exact() {
         let group = unique(&format!("sweep-app-{i}"));
         let committed = stop_group(&group, topic, 0, *stop);
         apply_until_exact(&strait.config, "sweep", &group);
-        let read = resume_on_secondary(&group, topic, &[0])
-            .remove(&0)
-            .expect("partition read");
+        let read = resume_on_secondary(
+            &group,
+            &BTreeMap::from([(0, sources[topic].clone())]),
+            topic,
+            &[0],
+        )
+        .remove(&0)
+        .expect("partition read");
         let expected = unread(&sources[topic], committed);
         assert_eq!(
             read, expected,
@@ -339,14 +344,14 @@ fn group_states_and_edge_cases() {
         },
     );
     assert_eq!(
-        resume_on_secondary(&synced, &busy_t, &[0])
+        resume_on_secondary(&synced, &sources, &busy_t, &[0])
             .remove(&0)
             .expect("partition read"),
         Vec::<i64>::new(),
         "caught up"
     );
     assert_eq!(
-        resume_on_secondary(&synced, &busy_t, &[1])
+        resume_on_secondary(&synced, &sources, &busy_t, &[1])
             .remove(&1)
             .expect("partition read"),
         unread(&sources[&1], 37)
@@ -422,7 +427,7 @@ fn group_states_and_edge_cases() {
     let out = apply_until_exact(&strait.config, "states", &low);
     assert!(out.contains("log start 50"), "{out}");
     assert_eq!(
-        resume_on_secondary(&low, &busy_t, &[0])
+        resume_on_secondary(&low, &sources, &busy_t, &[0])
             .remove(&0)
             .expect("partition read"),
         unread(&sources[&0], 50),

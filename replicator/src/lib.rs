@@ -133,9 +133,14 @@ pub struct FlowSpec {
     pub group_id: String,
     /// Replication factor for created target topics; `None` uses the target's default.
     pub replication_factor: Option<i32>,
-    /// Stamp every copy with a [`PROVENANCE_HEADER`]. It is what makes restarts
+    /// Stamp copies with a [`PROVENANCE_HEADER`]. It is what makes restarts
     /// duplicate-free; without it a crash can re-copy up to one commit interval.
     pub provenance_header: bool,
+    /// With the header on: a copy carries it if it is the first this producer sends to
+    /// its partition, follows a gap in the source offsets, or is the `provenance_interval`th
+    /// since the last one. The copies in between are identified by position and checked
+    /// by content against the source (see [`provenance`]).
+    pub provenance_interval: u32,
     /// Persist the exact source→target offset map to this compacted topic on the target
     /// (offset sync). `None` turns it off. Requires the provenance header, from which a
     /// map that lost its newest entries in a crash is rebuilt.

@@ -32,7 +32,7 @@ use strait_offset_sync::{ensure_compacted_topic, FlowIndex, MapWriter, Partition
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::provenance::{Provenance, SourcePartition, TailScanner, PROVENANCE_HEADER};
+use crate::provenance::{Provenance, ScanStart, SourcePartition, TailScanner, PROVENANCE_HEADER};
 use crate::status::{FlowStatus, PartitionStatus, TopicStatus};
 use crate::topics::{client_config, discover, TargetTopics};
 use crate::{offsets_of, FlowSpec, ReplicatorError, StartFrom};
@@ -455,13 +455,23 @@ impl RebalanceContext {
             // Where to read copies back from the target: after the last commit, or
             // earlier if the persisted offset map ends before it. A partition that has
             // been replicated but has no map yet is rebuilt from the start of the target.
+            let after_commit = committed_target.map(|target| ScanStart {
+                target,
+                source_next: committed_next,
+            });
             let scan_from = match (index, persisted) {
-                (None, _) => committed_target,
-                (Some(_), Some(c)) => {
-                    Some(committed_target.map_or(c.target_next, |t| t.min(c.target_next)))
-                }
-                (Some(_), None) if committed_next.is_some() => Some(0),
-                (Some(_), None) => committed_target,
+                (Some(_), Some(c)) => match after_commit {
+                    Some(start) if start.target <= c.target_next => Some(start),
+                    _ => Some(ScanStart {
+                        target: c.target_next,
+                        source_next: Some(c.through),
+                    }),
+                },
+                (Some(_), None) if committed_next.is_some() => Some(ScanStart {
+                    target: 0,
+                    source_next: None,
+                }),
+                _ => after_commit,
             };
             // Copies on the target after that position, oldest first.
             let copied = match &self.scanner {
@@ -801,7 +811,7 @@ pub(crate) fn run(
     }
     let producer = Arc::new(producer(spec, progress, status)?);
     let scanner = if spec.provenance_header {
-        Some(TailScanner::new(&spec.target)?)
+        Some(TailScanner::new(&spec.target, Some(&spec.source))?)
     } else {
         None
     };
@@ -866,6 +876,35 @@ struct Route {
     /// Per partition: timestamps of the records handed to the producer, for lag in
     /// seconds.
     sent: Vec<SentTimes>,
+    /// Per partition: where the last provenance header was, for this producer.
+    anchors: Vec<AnchorState>,
+}
+
+/// Decides which copies carry the provenance header. The copies without one are
+/// identified by position: each is the copy of the source offset after the previous copy
+/// this producer wrote to the partition, which the tail scanner checks by content.
+#[derive(Default)]
+struct AnchorState {
+    last_sent: Option<i64>,
+    since_anchor: u32,
+}
+
+impl AnchorState {
+    /// Whether the copy of `offset` carries the header: the first copy this producer
+    /// sends to the partition, the first after a gap in the source offsets (compaction,
+    /// transaction markers, a seek), and every `interval`th copy, so that a tail scan
+    /// never reads more than `interval` copies past the last one it can name.
+    fn stamp(&mut self, offset: i64, interval: u32) -> bool {
+        let contiguous = self.last_sent == Some(offset - 1);
+        self.last_sent = Some(offset);
+        if contiguous && self.since_anchor + 1 < interval {
+            self.since_anchor += 1;
+            false
+        } else {
+            self.since_anchor = 0;
+            true
+        }
+    }
 }
 
 /// Timestamps of the records in flight on one partition, run-length encoded: one entry
@@ -1095,10 +1134,15 @@ impl Pipeline<'_> {
         self.routes = wanted
             .keys()
             .map(|t| {
+                let (sent, anchors) = old_routes
+                    .remove(t)
+                    .map(|r| (r.sent, r.anchors))
+                    .unwrap_or_default();
                 let route = Route {
                     target_topic: self.spec.naming.target_topic(&self.spec.source.name, t),
                     header_prefix: Provenance::prefix(&self.spec.source.name, t),
-                    sent: old_routes.remove(t).map(|r| r.sent).unwrap_or_default(),
+                    sent,
+                    anchors,
                 };
                 (t.clone(), route)
             })
@@ -1170,11 +1214,17 @@ impl Pipeline<'_> {
             }
             route.sent[idx].note(source_offset, ts);
         }
+        let stamp = self.spec.provenance_header && {
+            let idx = msg.partition() as usize;
+            if route.anchors.len() <= idx {
+                route.anchors.resize_with(idx + 1, AnchorState::default);
+            }
+            route.anchors[idx].stamp(source_offset, self.spec.provenance_interval)
+        };
         let route = &*route;
         let target_topic = &route.target_topic;
         let source_headers = msg.headers();
-        let count =
-            source_headers.map_or(0, |h| h.count()) + usize::from(self.spec.provenance_header);
+        let count = source_headers.map_or(0, |h| h.count()) + usize::from(stamp);
         let mut record: BaseRecord<'_, [u8], [u8], usize> =
             BaseRecord::with_opaque_to(target_topic, source_offset as usize)
                 .partition(msg.partition());
@@ -1187,7 +1237,7 @@ impl Pipeline<'_> {
                     value: h.value,
                 });
             }
-            if self.spec.provenance_header {
+            if stamp {
                 Provenance::encode_with_prefix(
                     &route.header_prefix,
                     msg.partition(),
@@ -1357,4 +1407,30 @@ fn topics_of(partitions: &[(String, i32)]) -> String {
         .map(|(topic, n)| format!("{topic} ({n})"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AnchorState;
+
+    fn stamped(offsets: &[i64], interval: u32) -> Vec<i64> {
+        let mut state = AnchorState::default();
+        offsets
+            .iter()
+            .copied()
+            .filter(|&o| state.stamp(o, interval))
+            .collect()
+    }
+
+    #[test]
+    fn anchors_at_start_after_gaps_and_every_interval() {
+        let run: Vec<i64> = (10..20).collect();
+        assert_eq!(stamped(&run, 4), vec![10, 14, 18]);
+        // A transaction marker at 13 and a compaction gap 16..18.
+        assert_eq!(
+            stamped(&[10, 11, 12, 14, 15, 18, 19], 1000),
+            vec![10, 14, 18]
+        );
+        assert_eq!(stamped(&run, 1), run);
+    }
 }

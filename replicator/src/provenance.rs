@@ -1,9 +1,18 @@
 //! The provenance header: where a copied record came from.
 //!
-//! Every record Strait writes carries `strait.source = <cluster>/<topic>/<partition>/<offset>`
-//! (ASCII). After a crash the replicator reads it back from the target partition's tail
-//! to learn which source records already arrived, so none is written twice. It also
-//! lets later tooling verify a copy and detect loops.
+//! Copies carry `strait.source = <cluster>/<topic>/<partition>/<offset>` (ASCII): every
+//! copy with `provenance_interval = 1`, otherwise only *anchors* (the first copy a
+//! producer writes to a partition, the first after a gap in the source offsets, and every
+//! `provenance_interval`th). After a crash the replicator reads the target partition's
+//! tail back to learn which source records already arrived, so none is written twice.
+//!
+//! A copy without the header is the copy of the source offset after the previous copy in
+//! the partition: the producer is idempotent and gapless, and a gap always starts a new
+//! anchor. Other producers may write to the same partition, though, so the scan does not
+//! take that on trust: it compares each such record with the source record it would be a
+//! copy of (key, value, timestamp, headers), and a record that differs is someone else's.
+//! Without the source (a translation while the primary is down) it stops at the first
+//! record it cannot name, which leaves later offsets *pending* rather than guessed.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -11,11 +20,11 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, BlockingRetryable, ExponentialBuilder};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::topics::client_config;
-use crate::{ClusterSpec, ReplicatorError};
+use crate::{ClusterSpec, FlowSpec, ReplicatorError};
 
 /// Header key stamped on every replicated record.
 pub const PROVENANCE_HEADER: &str = "strait.source";
@@ -88,6 +97,18 @@ pub(crate) struct SourcePartition<'a> {
 pub(crate) struct TailScanner {
     consumer: BaseConsumer,
     cluster: String,
+    /// Reads the source records that copies without a header are checked against;
+    /// `None` when the source is unreachable.
+    source: Option<BaseConsumer>,
+}
+
+/// Where a forward scan begins: a target offset, and the source offset whose copy is
+/// there unless that copy carries its own header (the commit metadata, or the persisted
+/// map's coverage).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScanStart {
+    pub target: i64,
+    pub source_next: Option<i64>,
 }
 
 /// A scan that makes no progress for this long has lost its broker.
@@ -96,7 +117,29 @@ const SCAN_STALL: Duration = Duration::from_secs(30);
 const FIRST_WINDOW: i64 = 1_000;
 
 impl TailScanner {
-    pub(crate) fn new(target: &ClusterSpec) -> Result<Self, ReplicatorError> {
+    pub(crate) fn new(
+        target: &ClusterSpec,
+        source: Option<&ClusterSpec>,
+    ) -> Result<Self, ReplicatorError> {
+        let source = match source {
+            Some(spec) => Some(
+                client_config(spec)
+                    .set("client.id", "strait-tail-check")
+                    .set("group.id", "strait-tail-check-unused")
+                    .set("enable.auto.commit", "false")
+                    .set("enable.partition.eof", "false")
+                    .set("isolation.level", "read_committed")
+                    .set("fetch.wait.max.ms", "10")
+                    .create()
+                    .map_err(|e| {
+                        ReplicatorError::kafka(
+                            format!("creating tail checker for '{}'", spec.name),
+                            e,
+                        )
+                    })?,
+            ),
+            None => None,
+        };
         let consumer = client_config(target)
             .set("client.id", "strait-tail-scan")
             .set("group.id", "strait-tail-scan-unused")
@@ -110,6 +153,7 @@ impl TailScanner {
         Ok(Self {
             consumer,
             cluster: target.name.clone(),
+            source,
         })
     }
 
@@ -118,13 +162,13 @@ impl TailScanner {
     ///
     /// With `from` (the target offset recorded with the last commit) this reads forward
     /// from there. Without it, it searches backwards from the end in growing windows
-    /// for the newest copy, because other producers may have written to the partition
+    /// for the newest anchor, because other producers may have written to the partition
     /// since.
     pub(crate) fn copies_after_commit(
         &self,
         target_topic: &str,
         source: &SourcePartition<'_>,
-        from: Option<i64>,
+        from: Option<ScanStart>,
         watermarks: Option<(i64, i64)>,
     ) -> Result<Vec<(i64, i64)>, ReplicatorError> {
         let (low, high) = match watermarks {
@@ -136,13 +180,19 @@ impl TailScanner {
             },
         };
         if let Some(from) = from {
-            return self.scan(target_topic, source, from.max(low), high);
+            // Below the log start the copies are gone, and so is the position they named.
+            let (start, source_next) = if from.target >= low {
+                (from.target, from.source_next)
+            } else {
+                (low, None)
+            };
+            return self.scan(target_topic, source, start, high, source_next);
         }
         let mut end = high;
         let mut window = FIRST_WINDOW;
         while end > low {
             let start = (end - window).max(low);
-            let found = self.scan(target_topic, source, start, end)?;
+            let found = self.scan(target_topic, source, start, end, None)?;
             if !found.is_empty() {
                 return Ok(found);
             }
@@ -188,15 +238,27 @@ impl TailScanner {
         }
     }
 
-    /// Copies of `source`'s partition among target offsets [start, end).
+    /// Copies of `source`'s partition among target offsets [start, end). `source_next`
+    /// names the copy at `start` if it carries no header; otherwise records before the
+    /// first anchor cannot be named and are passed over.
     fn scan(
         &self,
         target_topic: &str,
         source: &SourcePartition<'_>,
         start: i64,
         end: i64,
+        source_next: Option<i64>,
     ) -> Result<Vec<(i64, i64)>, ReplicatorError> {
         let mut found = Vec::new();
+        let mut next_source = source_next;
+        let mut originals = match &self.source {
+            Some(consumer) => Some(SourceCursor::open(
+                consumer,
+                source.topic,
+                source.partition,
+            )?),
+            None => None,
+        };
         if start >= end {
             return Ok(found);
         }
@@ -226,12 +288,31 @@ impl TailScanner {
                         break;
                     }
                     position = msg.offset() + 1;
-                    if let Some(p) = provenance_of(&msg) {
-                        if p.cluster == source.cluster
-                            && p.topic == source.topic
-                            && p.partition == source.partition
+                    match provenance_of(&msg) {
+                        Some(p)
+                            if p.cluster == source.cluster
+                                && p.topic == source.topic
+                                && p.partition == source.partition =>
                         {
                             found.push((p.offset, msg.offset()));
+                            next_source = Some(p.offset + 1);
+                        }
+                        // No header of ours: our copy of the next source record (which
+                        // may carry an upstream copier's header), or someone else's.
+                        _ => {
+                            let Some(expected) = next_source else {
+                                continue;
+                            };
+                            let Some(originals) = originals.as_mut() else {
+                                // Cannot be checked: name nothing from here on.
+                                break;
+                            };
+                            if let Some(original) = originals.first_from(expected)? {
+                                if same_content(original, &msg) {
+                                    found.push((original.offset(), msg.offset()));
+                                    next_source = Some(original.offset() + 1);
+                                }
+                            }
                         }
                     }
                 }
@@ -354,24 +435,156 @@ impl TailScanner {
 /// Copies of `source_topic`[`partition`] on the target from target offset `from` on, as
 /// (source offset, target offset) pairs, oldest first: what a map that lost its newest
 /// entries is rebuilt from.
+///
+/// `source_next` is the source offset whose copy is at `from` (the map's coverage). With
+/// `source_reachable` the copies between anchors are checked against the source; without,
+/// the answer stops at the first copy that carries no header.
 pub fn copies_on_target(
-    target: &ClusterSpec,
-    source_cluster: &str,
+    spec: &FlowSpec,
+    source_reachable: bool,
     source_topic: &str,
-    target_topic: &str,
     partition: i32,
     from: i64,
+    source_next: i64,
 ) -> Result<Vec<(i64, i64)>, ReplicatorError> {
-    TailScanner::new(target)?.copies_after_commit(
-        target_topic,
+    let source = source_reachable.then_some(&spec.source);
+    TailScanner::new(&spec.target, source)?.copies_after_commit(
+        &spec.naming.target_topic(&spec.source.name, source_topic),
         &SourcePartition {
-            cluster: source_cluster,
+            cluster: &spec.source.name,
             topic: source_topic,
             partition,
         },
-        Some(from),
+        Some(ScanStart {
+            target: from,
+            source_next: Some(source_next),
+        }),
         None,
     )
+}
+
+/// Reads one source partition forward for the tail check, keeping the last record read
+/// so that a run of someone else's records on the target compares against it again.
+struct SourceCursor<'a> {
+    consumer: &'a BaseConsumer,
+    topic: &'a str,
+    partition: i32,
+    /// The source end when the scan began: no copy can be of a record at or after it.
+    end: i64,
+    /// The offset the consumer delivers from next, once assigned.
+    position: Option<i64>,
+    /// (offset asked for, the first visible record at or after it).
+    held: Option<(i64, OwnedMessage)>,
+    /// No visible record at or after this offset.
+    exhausted_from: Option<i64>,
+}
+
+impl<'a> SourceCursor<'a> {
+    fn open(
+        consumer: &'a BaseConsumer,
+        topic: &'a str,
+        partition: i32,
+    ) -> Result<Self, ReplicatorError> {
+        let (_, end) = consumer
+            .fetch_watermarks(topic, partition, SCAN_STALL)
+            .map_err(|e| {
+                ReplicatorError::kafka(
+                    format!("reading end offsets of {topic}[{partition}] on the source"),
+                    e,
+                )
+            })?;
+        Ok(Self {
+            consumer,
+            topic,
+            partition,
+            end,
+            position: None,
+            held: None,
+            exhausted_from: None,
+        })
+    }
+
+    /// The first record a `read_committed` consumer sees at or after `offset`.
+    fn first_from(&mut self, offset: i64) -> Result<Option<&OwnedMessage>, ReplicatorError> {
+        if let Some((from, msg)) = &self.held {
+            if *from <= offset && offset <= msg.offset() {
+                return Ok(self.held.as_ref().map(|(_, m)| m));
+            }
+        }
+        if offset >= self.end || self.exhausted_from.is_some_and(|e| e <= offset) {
+            return Ok(None);
+        }
+        let context = || {
+            format!(
+                "reading {}[{}] on the source to check the target's tail",
+                self.topic, self.partition
+            )
+        };
+        if self.position != Some(offset) {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(self.topic, self.partition, Offset::Offset(offset))
+                .map_err(|e| ReplicatorError::kafka(context(), e))?;
+            self.consumer
+                .assign(&tpl)
+                .map_err(|e| ReplicatorError::kafka(context(), e))?;
+            self.position = Some(offset);
+        }
+        let mut last_progress = Instant::now();
+        loop {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(msg)) if msg.topic() == self.topic && msg.partition() == self.partition => {
+                    last_progress = Instant::now();
+                    self.position = Some(msg.offset() + 1);
+                    if msg.offset() < offset {
+                        continue;
+                    }
+                    self.held = Some((offset, msg.detach()));
+                    return Ok(self.held.as_ref().map(|(_, m)| m));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(ReplicatorError::kafka(context(), e)),
+                None => {
+                    // Transaction markers and aborted records at the end are never
+                    // delivered; the fetch position says when they are passed.
+                    let position = self.consumer.position().ok().and_then(|tpl| {
+                        tpl.find_partition(self.topic, self.partition)
+                            .map(|e| e.offset())
+                    });
+                    if let Some(Offset::Offset(p)) = position {
+                        if p >= self.end {
+                            self.exhausted_from = Some(offset);
+                            self.held = None;
+                            return Ok(None);
+                        }
+                        if Some(p) > self.position {
+                            self.position = Some(p);
+                            last_progress = Instant::now();
+                        }
+                    }
+                    if last_progress.elapsed() > SCAN_STALL {
+                        return Err(ReplicatorError::Timeout(SCAN_STALL, context()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether `copy` (a target record without our header) has the content of `original`:
+/// the same key, value, timestamp and headers, in order, null kept apart from empty.
+fn same_content<A: Message, B: Message>(original: &A, copy: &B) -> bool {
+    original.key() == copy.key()
+        && original.payload() == copy.payload()
+        && original.timestamp().to_millis() == copy.timestamp().to_millis()
+        && header_list(original) == header_list(copy)
+}
+
+fn header_list<M: Message>(msg: &M) -> Option<Vec<(String, Option<Vec<u8>>)>> {
+    msg.headers().map(|h| {
+        h.iter()
+            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+            .collect()
+    })
 }
 
 /// The newest provenance header of a record (a record copied along a chain of clusters

@@ -471,6 +471,7 @@ mod tests {
             group_id: "mock".into(),
             replication_factor: None,
             provenance_header: true,
+            provenance_interval: 1,
             offset_map_topic: None,
             heartbeat: None,
             partition_metrics: true,

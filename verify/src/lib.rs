@@ -190,7 +190,13 @@ pub fn verify_flow(
     }
     let total: u64 = partitions.iter().map(PartitionRun::span).sum();
     progress.begin(partitions.len(), total);
-    compare(&mut partitions, &source, &target, progress)?;
+    compare(
+        &mut partitions,
+        &source,
+        &target,
+        &spec.source.name,
+        progress,
+    )?;
     for p in &mut partitions {
         p.summarise_mismatch(&source_config, &target_config);
     }
@@ -541,6 +547,7 @@ fn compare(
     runs: &mut [PartitionRun],
     source: &Side,
     target: &Side,
+    source_cluster: &str,
     progress: &dyn Progress,
 ) -> Result<(), VerifyError> {
     let mut lookup: HashMap<(SideKind, String, i32), usize> = HashMap::new();
@@ -574,7 +581,7 @@ fn compare(
     while runs.iter().any(|r| !r.finished) {
         let mut received = 0;
         for side in [source, target] {
-            let is_copy = side.kind == SideKind::Target;
+            let copy_of = (side.kind == SideKind::Target).then_some(source_cluster);
             let mut batch = 0;
             while batch < 4096 {
                 let msg = match side.consumer.poll(Duration::ZERO) {
@@ -599,7 +606,7 @@ fn compare(
                 if msg.offset() >= reading.to {
                     reading.done = true;
                 } else {
-                    let d = record::digest(&msg, is_copy, &mut hasher);
+                    let d = record::digest(&msg, copy_of, &mut hasher);
                     reading.queue.push_back((msg.offset(), d));
                     reading.done = msg.offset() + 1 >= reading.to;
                 }

@@ -7,17 +7,28 @@ use strait_replicator::{Provenance, PROVENANCE_HEADER};
 use xxhash_rust::xxh3::Xxh3;
 
 /// xxh3-128 over timestamp, key, value and headers (in order), with null kept distinct
-/// from empty everywhere. On a target record the last provenance header is Strait's own
-/// stamp, not part of the copied content, and is left out.
-pub(crate) fn digest<M: Message>(msg: &M, is_copy: bool, hasher: &mut Xxh3) -> u128 {
+/// from empty everywhere. On a copy from `copy_of` (the source cluster's name), a last
+/// provenance header naming that cluster is Strait's own stamp (on anchors only), not
+/// part of the copied content, and is left out; one naming another cluster came with
+/// the source record.
+pub(crate) fn digest<M: Message>(msg: &M, copy_of: Option<&str>, hasher: &mut Xxh3) -> u128 {
     hasher.reset();
     hasher.update(&msg.timestamp().to_millis().unwrap_or(-1).to_le_bytes());
     hash_optional(hasher, msg.key());
     hash_optional(hasher, msg.payload());
     if let Some(headers) = msg.headers() {
         let mut count = headers.count();
-        if is_copy && count > 0 && headers.get(count - 1).key == PROVENANCE_HEADER {
-            count -= 1;
+        if let Some(cluster) = copy_of {
+            let last = (count > 0).then(|| headers.get(count - 1));
+            let ours = last.is_some_and(|h| {
+                h.key == PROVENANCE_HEADER
+                    && h.value
+                        .and_then(Provenance::decode)
+                        .is_some_and(|p| p.cluster == cluster)
+            });
+            if ours {
+                count -= 1;
+            }
         }
         hasher.update(&(count as u64).to_le_bytes());
         for i in 0..count {
@@ -140,26 +151,28 @@ mod tests {
             key: "a",
             value: None,
         });
-        let original = digest(&message(Some(b"v"), plain.clone()), false, &mut h);
+        let original = digest(&message(Some(b"v"), plain.clone()), None, &mut h);
         assert_ne!(
             original,
-            digest(&message(Some(b"v"), null_header), false, &mut h)
+            digest(&message(Some(b"v"), null_header), None, &mut h)
         );
         assert_ne!(
             original,
-            digest(&message(None, plain.clone()), false, &mut h)
+            digest(&message(None, plain.clone()), None, &mut h)
         );
         assert_ne!(
             original,
-            digest(&message(Some(b""), plain.clone()), false, &mut h)
+            digest(&message(Some(b""), plain.clone()), None, &mut h)
         );
         let stamped = plain.insert(Header {
             key: PROVENANCE_HEADER,
             value: Some(b"a/t/0/7"),
         });
         let copy = message(Some(b"v"), stamped);
-        assert_eq!(original, digest(&copy, true, &mut h));
-        assert_ne!(original, digest(&copy, false, &mut h));
+        assert_eq!(original, digest(&copy, Some("a"), &mut h));
+        assert_ne!(original, digest(&copy, None, &mut h));
+        // An upstream copier's stamp (another cluster) is part of the source record.
+        assert_ne!(original, digest(&copy, Some("b"), &mut h));
         assert_eq!(RecordSummary::of(&copy).copy_of_source_offset, Some(7));
     }
 }

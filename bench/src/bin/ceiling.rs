@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 
@@ -64,6 +64,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         assignment.add_partition_offset(topic, p, rdkafka::Offset::Beginning)?;
     }
     consumer.assign(&assignment)?;
+    // Experiments: CEILING_READ_HEADERS=1 parses each source record's headers (as a
+    // replicator must to keep them); CEILING_ADD_HEADER=1 adds a 40-byte header per record.
+    let read_headers = std::env::var_os("CEILING_READ_HEADERS").is_some();
+    let add_header = std::env::var_os("CEILING_ADD_HEADER").is_some();
     let mut since_poll = 0u32;
     while remaining > 0 {
         let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
@@ -73,6 +77,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let msg = msg?;
         let mut record: BaseRecord<'_, [u8], [u8]> =
             BaseRecord::to(dest).partition(msg.partition());
+        if read_headers {
+            std::hint::black_box(msg.headers().map(|h| h.count()));
+        }
+        if add_header {
+            let value = format!("cluster/{dest}/{}/{}", msg.partition(), msg.offset());
+            record = record.headers(OwnedHeaders::new_with_capacity(1).insert(Header {
+                key: "strait.source",
+                value: Some(value.as_bytes()),
+            }));
+        }
         if let Some(k) = msg.key() {
             record = record.key(k);
         }
