@@ -189,6 +189,10 @@ fn offset_sync_settings_are_validated() {
     );
     assert!(ok, "offset sync off without the header is fine: {text}");
     assert_rejected(
+        &flow(&format!("{base}provenance_interval = 0")),
+        &["flows.dr.provenance_interval", "at least 1"],
+    );
+    assert_rejected(
         &flow(&format!(
             "{base}[flows.dr.offset_sync]\ngroups = [\"app(\"]"
         )),
