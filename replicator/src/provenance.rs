@@ -130,6 +130,8 @@ impl TailScanner {
                     .set("enable.partition.eof", "false")
                     .set("isolation.level", "read_committed")
                     .set("fetch.wait.max.ms", "10")
+                    // It reads at most an interval of records past the last anchor.
+                    .set("queued.max.messages.kbytes", "4096")
                     .create()
                     .map_err(|e| {
                         ReplicatorError::kafka(
@@ -251,14 +253,8 @@ impl TailScanner {
     ) -> Result<Vec<(i64, i64)>, ReplicatorError> {
         let mut found = Vec::new();
         let mut next_source = source_next;
-        let mut originals = match &self.source {
-            Some(consumer) => Some(SourceCursor::open(
-                consumer,
-                source.topic,
-                source.partition,
-            )?),
-            None => None,
-        };
+        // Opened on the first record that needs checking: after a clean stop there is none.
+        let mut originals: Option<SourceCursor<'_>> = None;
         if start >= end {
             return Ok(found);
         }
@@ -303,9 +299,17 @@ impl TailScanner {
                             let Some(expected) = next_source else {
                                 continue;
                             };
-                            let Some(originals) = originals.as_mut() else {
+                            let Some(consumer) = &self.source else {
                                 // Cannot be checked: name nothing from here on.
                                 break;
+                            };
+                            let originals = match &mut originals {
+                                Some(cursor) => cursor,
+                                None => originals.insert(SourceCursor::open(
+                                    consumer,
+                                    source.topic,
+                                    source.partition,
+                                )?),
                             };
                             if let Some(original) = originals.first_from(expected)? {
                                 if same_content(original, &msg) {
@@ -334,6 +338,14 @@ impl TailScanner {
         self.consumer
             .unassign()
             .map_err(|e| ReplicatorError::kafka(context(), e))?;
+        if originals.is_some() {
+            // Or the checker would keep prefetching that source partition.
+            if let Some(consumer) = &self.source {
+                consumer
+                    .unassign()
+                    .map_err(|e| ReplicatorError::kafka(context(), e))?;
+            }
+        }
         Ok(found)
     }
 }
