@@ -139,7 +139,7 @@ pub struct FlowSpec {
     /// With the header on: a copy carries it if it is the first this producer sends to
     /// its partition, follows a gap in the source offsets, or is the `provenance_interval`th
     /// since the last one. The copies in between are identified by position and checked
-    /// by content against the source (see [`provenance`]).
+    /// by content against the source (see the `provenance` module).
     pub provenance_interval: u32,
     /// Persist the exact source→target offset map to this compacted topic on the target
     /// (offset sync). `None` turns it off. Requires the provenance header, from which a

@@ -873,28 +873,35 @@ struct Route {
     target_topic: String,
     /// `<cluster>/<topic>/`: the constant start of this topic's provenance headers.
     header_prefix: Vec<u8>,
-    /// Per partition: timestamps of the records handed to the producer, for lag in
-    /// seconds.
-    sent: Vec<SentTimes>,
-    /// Per partition: where the last provenance header was, for this producer.
-    anchors: Vec<AnchorState>,
+    /// Per partition: what this producer has sent there.
+    sent: Vec<SentRecords>,
 }
 
-/// Decides which copies carry the provenance header. The copies without one are
-/// identified by position: each is the copy of the source offset after the previous copy
-/// this producer wrote to the partition, which the tail scanner checks by content.
+/// What this producer has sent on one partition: the timestamps of the records in flight,
+/// run-length encoded (one entry per change of timestamp, so a backlog written in the same
+/// millisecond costs one entry), for lag in seconds; and where the last provenance header
+/// went.
 #[derive(Default)]
-struct AnchorState {
+struct SentRecords {
+    /// (first source offset, timestamp ms) of each run, oldest first.
+    runs: VecDeque<(i64, i64)>,
     last_sent: Option<i64>,
     since_anchor: u32,
 }
 
-impl AnchorState {
-    /// Whether the copy of `offset` carries the header: the first copy this producer
+impl SentRecords {
+    /// Notes the record at `offset` as handed to the producer, and returns whether its
+    /// copy is an anchor (carries the provenance header): the first copy this producer
     /// sends to the partition, the first after a gap in the source offsets (compaction,
     /// transaction markers, a seek), and every `interval`th copy, so that a tail scan
-    /// never reads more than `interval` copies past the last one it can name.
-    fn stamp(&mut self, offset: i64, interval: u32) -> bool {
+    /// never reads more than `interval` copies past the last one it can name. The copies
+    /// in between are identified by position, which the tail scanner checks by content.
+    fn send(&mut self, offset: i64, timestamp: Option<i64>, interval: u32) -> bool {
+        if let Some(ts) = timestamp {
+            if self.runs.back().is_none_or(|&(_, t)| t != ts) {
+                self.runs.push_back((offset, ts));
+            }
+        }
         let contiguous = self.last_sent == Some(offset - 1);
         self.last_sent = Some(offset);
         if contiguous && self.since_anchor + 1 < interval {
@@ -904,24 +911,6 @@ impl AnchorState {
             self.since_anchor = 0;
             true
         }
-    }
-}
-
-/// Timestamps of the records in flight on one partition, run-length encoded: one entry
-/// per change of timestamp, so a backlog written in the same millisecond costs one entry.
-#[derive(Default)]
-struct SentTimes {
-    /// (first source offset, timestamp ms) of each run, oldest first.
-    runs: VecDeque<(i64, i64)>,
-    last_sent: Option<i64>,
-}
-
-impl SentTimes {
-    fn note(&mut self, offset: i64, timestamp: i64) {
-        if self.runs.back().is_none_or(|&(_, t)| t != timestamp) {
-            self.runs.push_back((offset, timestamp));
-        }
-        self.last_sent = Some(offset);
     }
 
     /// The timestamp of the record at `offset` if it is in flight, forgetting the runs
@@ -1134,15 +1123,10 @@ impl Pipeline<'_> {
         self.routes = wanted
             .keys()
             .map(|t| {
-                let (sent, anchors) = old_routes
-                    .remove(t)
-                    .map(|r| (r.sent, r.anchors))
-                    .unwrap_or_default();
                 let route = Route {
                     target_topic: self.spec.naming.target_topic(&self.spec.source.name, t),
                     header_prefix: Provenance::prefix(&self.spec.source.name, t),
-                    sent,
-                    anchors,
+                    sent: old_routes.remove(t).map(|r| r.sent).unwrap_or_default(),
                 };
                 (t.clone(), route)
             })
@@ -1207,20 +1191,12 @@ impl Pipeline<'_> {
         };
         let source_offset = msg.offset();
         let timestamp = msg.timestamp().to_millis();
-        if let Some(ts) = timestamp {
-            let idx = msg.partition() as usize;
-            if route.sent.len() <= idx {
-                route.sent.resize_with(idx + 1, SentTimes::default);
-            }
-            route.sent[idx].note(source_offset, ts);
+        let idx = msg.partition() as usize;
+        if route.sent.len() <= idx {
+            route.sent.resize_with(idx + 1, SentRecords::default);
         }
-        let stamp = self.spec.provenance_header && {
-            let idx = msg.partition() as usize;
-            if route.anchors.len() <= idx {
-                route.anchors.resize_with(idx + 1, AnchorState::default);
-            }
-            route.anchors[idx].stamp(source_offset, self.spec.provenance_interval)
-        };
+        let anchor = route.sent[idx].send(source_offset, timestamp, self.spec.provenance_interval);
+        let stamp = self.spec.provenance_header && anchor;
         let route = &*route;
         let target_topic = &route.target_topic;
         let source_headers = msg.headers();
@@ -1411,14 +1387,14 @@ fn topics_of(partitions: &[(String, i32)]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::AnchorState;
+    use super::SentRecords;
 
     fn stamped(offsets: &[i64], interval: u32) -> Vec<i64> {
-        let mut state = AnchorState::default();
+        let mut sent = SentRecords::default();
         offsets
             .iter()
             .copied()
-            .filter(|&o| state.stamp(o, interval))
+            .filter(|&o| sent.send(o, Some(1_700_000_000_000), interval))
             .collect()
     }
 

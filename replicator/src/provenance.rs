@@ -26,7 +26,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use crate::topics::client_config;
 use crate::{ClusterSpec, FlowSpec, ReplicatorError};
 
-/// Header key stamped on every replicated record.
+/// Header key stamped on anchor copies (every copy with `provenance_interval = 1`).
 pub const PROVENANCE_HEADER: &str = "strait.source";
 
 /// A decoded provenance header.
