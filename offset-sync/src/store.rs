@@ -53,6 +53,26 @@ pub fn ensure_single_partition_topic(
     let admin: AdminClient<DefaultClientContext> = config
         .create()
         .map_err(|e| OffsetSyncError::kafka("creating admin client", e))?;
+    let result = create_if_missing(&admin, topic, replication_factor, configs);
+    drop_in_background(admin);
+    result
+}
+
+/// Drops an admin client on a thread of its own: rdkafka's drop joins the client's
+/// polling thread, which sleeps in 100 ms polls, and this runs on the path to a flow's
+/// first record (heartbeat topic, offset map topic), where that wait showed up twice.
+fn drop_in_background(admin: AdminClient<DefaultClientContext>) {
+    let _ = std::thread::Builder::new()
+        .name("strait-admin-drop".into())
+        .spawn(move || drop(admin));
+}
+
+fn create_if_missing(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+    replication_factor: Option<i32>,
+    configs: &[(&str, &str)],
+) -> Result<(), OffsetSyncError> {
     let metadata = admin
         .inner()
         .fetch_metadata(Some(topic), ADMIN_TIMEOUT)

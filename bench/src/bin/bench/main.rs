@@ -48,6 +48,8 @@ use rdkafka::ClientConfig;
 const PRIMARY: &str = "127.0.0.1:19092";
 const SECONDARY: &str = "127.0.0.1:29092";
 const RUN_TIMEOUT: Duration = Duration::from_secs(600);
+/// Strait's default heartbeat topic for the benchmark's flow (`[flows.bench]`).
+const HEARTBEAT_TOPIC: &str = "strait.heartbeats.bench";
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -265,6 +267,16 @@ fn backlog(
             );
             samples.push(sample);
             delete_topic(SECONDARY, &target)?;
+            if system.starts_with("strait") {
+                // Strait's own topics on the target (heartbeat copy, offset map,
+                // checkpoints), so that no run starts from an earlier run's leftovers.
+                let own = [
+                    format!("{alias}.{HEARTBEAT_TOPIC}"),
+                    format!("__strait.offsets.{source}.{alias}"),
+                    format!("__strait.checkpoints.{source}.{alias}"),
+                ];
+                delete_topics_matching(SECONDARY, |t| own.iter().any(|o| o == t))?;
+            }
             // The broker removes the files a second later (scripts/kafka.sh sets
             // log.segment.delete.delay.ms=1000); let that happen before the next run.
             std::thread::sleep(Duration::from_secs(5));
@@ -283,6 +295,7 @@ fn backlog(
         failover::forget_on_source(points)?;
     }
     delete_topic(PRIMARY, &source)?;
+    delete_topics_matching(PRIMARY, |t| t == HEARTBEAT_TOPIC)?;
     let mut json = report(&samples, records, size);
     if extras && samples.iter().any(|s| s.system == "mm2") {
         print_mm2_settings();
