@@ -204,6 +204,7 @@ fn backlog(
                 continue;
             }
             create_topic(SECONDARY, &target, partitions)?;
+            let watcher = target_watcher(&target, partitions)?;
             let dir = std::env::temp_dir().join(format!("strait-bench-{stamp}-{alias}"));
             std::fs::create_dir_all(&dir)?;
             let child = match system {
@@ -219,7 +220,8 @@ fn backlog(
                     return Err(format!("unknown system '{other}' in STRAIT_BENCH_SYSTEMS").into())
                 }
             };
-            let (mut sample, child) = measure(system, child, &target, partitions, records as i64)?;
+            let (mut sample, child) =
+                measure(system, child, &watcher, &target, partitions, records as i64)?;
             sample.run = run;
             if system == "strait" && systems.iter().any(|s| s == "strait-nosync") {
                 let s = offset_sync_cost(&alias, &source, partitions)?;
@@ -607,14 +609,12 @@ group_id = "strait-bench-{alias}-{pid}"
 fn measure(
     system: &str,
     mut child: Child,
+    watcher: &BaseConsumer,
     target: &str,
     partitions: i32,
     records: i64,
 ) -> Result<(Sample, Child)> {
     let started = Instant::now();
-    let watcher: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", SECONDARY)
-        .create()?;
     let pid = child.id();
     let ticks = clock_ticks();
     let (mut cpu, mut rss) = (0.0, 0.0);
@@ -627,7 +627,7 @@ fn measure(
             cpu = c;
             rss = f64::max(rss, r);
         }
-        let copied = end_offsets_sum(&watcher, target, partitions);
+        let copied = end_offsets_sum(watcher, target, partitions);
         if trace && last_trace.elapsed() >= Duration::from_millis(500) {
             eprintln!(
                 "  {system} t={:.1}s copied={copied}",
@@ -643,7 +643,7 @@ fn measure(
         }
         if let Some(status) = child.try_wait()? {
             // It may have finished since `copied` was read.
-            let copied = end_offsets_sum(&watcher, target, partitions);
+            let copied = end_offsets_sum(watcher, target, partitions);
             if copied >= records {
                 break;
             }
@@ -681,6 +681,33 @@ fn measure(
 
 /// The sum of a topic's end offsets, in one request per broker (1,200 requests one by
 /// one took seconds, which blurred the timing); 0 while it cannot be read.
+/// A client that reads the target topic's end offsets, made and answered once before the
+/// system starts: a new client's first answer for a new topic can take half a second
+/// (metadata backoff while the leader settles), which would be counted as the system's
+/// time to the first record.
+fn target_watcher(target: &str, partitions: i32) -> Result<BaseConsumer> {
+    let watcher: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", SECONDARY)
+        .create()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(target, p, rdkafka::Offset::End)?;
+        }
+        let answered = watcher
+            .offsets_for_times(tpl, Duration::from_secs(10))
+            .is_ok_and(|found| found.elements().iter().all(|e| e.error().is_ok()));
+        if answered {
+            return Ok(watcher);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the end offsets of {target} cannot be read").into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn end_offsets_sum(watcher: &BaseConsumer, topic: &str, partitions: i32) -> i64 {
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in 0..partitions {
