@@ -1051,12 +1051,9 @@ impl Pipeline<'_> {
         let mut since_producer_poll = 0u32;
 
         loop {
-            if cancel.is_cancelled() {
-                return Ok(());
-            }
-            // Delivery reports, failure checks and timers are served every 256 records
-            // (or when idle): often enough to keep them flowing, without a poll, a lock
-            // and a clock read per record.
+            // Delivery reports, failure checks, cancellation and timers are served every
+            // 256 records (or when idle): often enough to keep them flowing, without a
+            // poll, a lock and a clock read per record. (`is_cancelled` takes a mutex.)
             match self.consumer.poll(Duration::from_millis(100)) {
                 None => {}
                 Some(Err(e)) => self.on_consumer_error(e)?,
@@ -1070,6 +1067,9 @@ impl Pipeline<'_> {
                         continue;
                     }
                 }
+            }
+            if cancel.is_cancelled() {
+                return Ok(());
             }
             serve_delivery_reports(self.producer);
             since_producer_poll = 0;

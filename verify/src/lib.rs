@@ -325,6 +325,9 @@ struct PartitionRun {
     /// Source offsets handed to the progress bar so far.
     progressed: i64,
     digest: Xxh3,
+    /// Digest of the target record at a `ContentDiffers` mismatch, to look for the source
+    /// record it is a copy of.
+    differing_target_digest: Option<u128>,
     report: PartitionReport,
 }
 
@@ -392,6 +395,7 @@ impl PartitionRun {
             finished: false,
             progressed: 0,
             digest: Xxh3::new(),
+            differing_target_digest: None,
             report,
         };
         run.pair();
@@ -443,6 +447,7 @@ impl PartitionRun {
             match self.target.queue.front() {
                 Some(&(t, target_digest)) if t == target_offset => {
                     if target_digest != source_digest {
+                        self.differing_target_digest = Some(target_digest);
                         self.report.mismatch = Some(Mismatch::new(
                             MismatchKind::ContentDiffers,
                             source_offset,
@@ -516,6 +521,18 @@ impl PartitionRun {
             m.target_record = m
                 .target_offset
                 .and_then(|t| read_record(target, &target_topic, partition, t));
+            // Copies between provenance anchors carry no header: name the source record
+            // the differing copy is of by its content, a little way past this one.
+            if let (MismatchKind::ContentDiffers, Some(record), Some(wanted)) = (
+                m.kind,
+                m.target_record.as_mut(),
+                self.differing_target_digest,
+            ) {
+                if record.copy_of_source_offset.is_none() {
+                    record.copy_of_source_offset =
+                        find_by_digest(source, &topic, partition, m.source_offset + 1, wanted);
+                }
+            }
             // A target record that is the copy of a *later* source record means this
             // one's copy was lost, not altered.
             if m.kind == MismatchKind::ContentDiffers
@@ -712,6 +729,64 @@ fn mark_done_by_position(
 }
 
 /// One record, read for a report (`read_committed`). `None` if it is not there (any more).
+/// How many source records past a differing copy [`find_by_digest`] looks at: the
+/// default provenance interval, so a copy is found wherever the next anchor would be.
+const COPY_LOOKAHEAD: i64 = 1_000;
+
+/// The offset of the first source record from `from` on (at most [`COPY_LOOKAHEAD`] of
+/// them, up to the current end) whose digest is `wanted`.
+fn find_by_digest(
+    config: &ClientConfig,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    wanted: u128,
+) -> Option<i64> {
+    let consumer: BaseConsumer = config
+        .clone()
+        .set("group.id", "strait-verify-unused")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .ok()?;
+    let (_, high) = consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .ok()?;
+    let until = high.min(from.saturating_add(COPY_LOOKAHEAD));
+    if from >= until {
+        return None;
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from))
+        .ok()?;
+    consumer.assign(&tpl).ok()?;
+    let mut hasher = Xxh3::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(msg)) if msg.offset() >= until => return None,
+            Some(Ok(msg)) if record::digest(&msg, None, &mut hasher) == wanted => {
+                return Some(msg.offset())
+            }
+            Some(Ok(_)) | Some(Err(_)) => {}
+            // Only transaction markers or aborted records may be left before `until`.
+            None => {
+                let position = consumer.position().ok()?;
+                if let Some(Offset::Offset(p)) = position
+                    .find_partition(topic, partition)
+                    .map(|e| e.offset())
+                {
+                    if p >= until {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
 pub fn read_record(
     config: &ClientConfig,
     topic: &str,

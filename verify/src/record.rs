@@ -66,7 +66,9 @@ pub struct RecordSummary {
     /// The start of the value, UTF-8 (lossy), cut to 64 characters.
     pub value_preview: Option<String>,
     pub headers: usize,
-    /// On a target record: the source offset its provenance header names.
+    /// On a target record: the source offset it is a copy of, as its provenance header
+    /// names it, or (for a differing copy between anchors, which carries no header) as
+    /// found by content among the next 1,000 source records.
     pub copy_of_source_offset: Option<i64>,
 }
 
