@@ -729,6 +729,18 @@ fn mark_done_by_position(
 }
 
 /// One record, read for a report (`read_committed`). `None` if it is not there (any more).
+/// A consumer for reading a few records of a mismatch report, outside any group.
+fn record_reader(config: &ClientConfig) -> Option<BaseConsumer> {
+    config
+        .clone()
+        .set("group.id", "strait-verify-unused")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .ok()
+}
+
 /// How many source records past a differing copy [`find_by_digest`] looks at: the
 /// default provenance interval, so a copy is found wherever the next anchor would be.
 const COPY_LOOKAHEAD: i64 = 1_000;
@@ -742,14 +754,7 @@ fn find_by_digest(
     from: i64,
     wanted: u128,
 ) -> Option<i64> {
-    let consumer: BaseConsumer = config
-        .clone()
-        .set("group.id", "strait-verify-unused")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .ok()?;
+    let consumer = record_reader(config)?;
     let (_, high) = consumer
         .fetch_watermarks(topic, partition, Duration::from_secs(10))
         .ok()?;
@@ -793,13 +798,7 @@ pub fn read_record(
     partition: i32,
     offset: i64,
 ) -> Option<RecordSummary> {
-    let consumer: BaseConsumer = config
-        .clone()
-        .set("group.id", "strait-verify-unused")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .ok()?;
+    let consumer = record_reader(config)?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
         .ok()?;

@@ -204,7 +204,10 @@ fn backlog(
                 continue;
             }
             create_topic(SECONDARY, &target, partitions)?;
-            let watcher = target_watcher(&target, partitions)?;
+            // The client that reads the target's end offsets, answered once before the
+            // system starts: a new client's first answer for a new topic can take half a
+            // second, which would count as the system's time to the first record.
+            let watcher = wait_for_leaders(SECONDARY, &target, partitions)?;
             let dir = std::env::temp_dir().join(format!("strait-bench-{stamp}-{alias}"));
             std::fs::create_dir_all(&dir)?;
             let child = match system {
@@ -681,33 +684,6 @@ fn measure(
 
 /// The sum of a topic's end offsets, in one request per broker (1,200 requests one by
 /// one took seconds, which blurred the timing); 0 while it cannot be read.
-/// A client that reads the target topic's end offsets, made and answered once before the
-/// system starts: a new client's first answer for a new topic can take half a second
-/// (metadata backoff while the leader settles), which would be counted as the system's
-/// time to the first record.
-fn target_watcher(target: &str, partitions: i32) -> Result<BaseConsumer> {
-    let watcher: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", SECONDARY)
-        .create()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition_offset(target, p, rdkafka::Offset::End)?;
-        }
-        let answered = watcher
-            .offsets_for_times(tpl, Duration::from_secs(10))
-            .is_ok_and(|found| found.elements().iter().all(|e| e.error().is_ok()));
-        if answered {
-            return Ok(watcher);
-        }
-        if Instant::now() > deadline {
-            return Err(format!("the end offsets of {target} cannot be read").into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn end_offsets_sum(watcher: &BaseConsumer, topic: &str, partitions: i32) -> i64 {
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in 0..partitions {
@@ -1160,13 +1136,14 @@ fn create_topic_with(
     for r in block_on(admin(servers)?.create_topics([&new], &AdminOptions::new()))? {
         r.map_err(|(t, e)| format!("creating {t}: {e}"))?;
     }
-    wait_for_leaders(servers, topic, partitions)
+    wait_for_leaders(servers, topic, partitions).map(drop)
 }
 
 /// Waits until every partition of a topic just created answers a ListOffsets request: a
 /// broker takes seconds to elect leaders for 1,200 new partitions, and that time belongs
-/// to the harness, not to whichever system runs first.
-fn wait_for_leaders(servers: &str, topic: &str, partitions: i32) -> Result<()> {
+/// to the harness, not to whichever system runs first. Returns the client that asked,
+/// which has the topic's metadata by then.
+fn wait_for_leaders(servers: &str, topic: &str, partitions: i32) -> Result<BaseConsumer> {
     let probe: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", servers)
         .create()?;
@@ -1183,7 +1160,7 @@ fn wait_for_leaders(servers: &str, topic: &str, partitions: i32) -> Result<()> {
                     && found.elements().iter().all(|e| e.error().is_ok())
             });
         if ready {
-            return Ok(());
+            return Ok(probe);
         }
         if started.elapsed() > Duration::from_secs(120) {
             return Err(
