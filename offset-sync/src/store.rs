@@ -136,9 +136,19 @@ impl TopicReader {
             .set("group.id", "strait-internal-reader-unused")
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
-            // Resuming below a log start that retention moved: what is left, not the end.
-            .set("auto.offset.reset", "earliest")
             .create()
+            .map_err(|e| OffsetSyncError::kafka(context(), e))?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Beginning)
+            .map_err(|e| OffsetSyncError::kafka(context(), e))?;
+        consumer
+            .assign(&tpl)
+            .map_err(|e| OffsetSyncError::kafka(context(), e))?;
+        // Paused except inside `read_new`: an assigned partition is polled by librdkafka's
+        // own threads all the time, which costs the broker and this process CPU for
+        // nothing between reads.
+        consumer
+            .pause(&tpl)
             .map_err(|e| OffsetSyncError::kafka(context(), e))?;
         Ok(Self {
             topic: topic.to_string(),
@@ -172,20 +182,14 @@ impl TopicReader {
         if high <= low || self.read_to.is_some_and(|r| r >= high) {
             return Ok(());
         }
-        // Assigned only inside `read_new`: an assigned partition is fetched by librdkafka's
-        // threads all the time, which costs the broker and this process CPU for nothing
-        // between reads. (Paused instead, the first fetch after resuming waited about a
-        // second for the broker thread to notice, so every read took that long.)
-        let from = self.read_to.map_or(Offset::Beginning, Offset::Offset);
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, 0, from)
-            .map_err(|e| OffsetSyncError::kafka(context(), e))?;
+        tpl.add_partition(&self.topic, 0);
         self.consumer
-            .assign(&tpl)
+            .resume(&tpl)
             .map_err(|e| OffsetSyncError::kafka(context(), e))?;
         let result = self.read_until(high, &mut f);
         self.consumer
-            .unassign()
+            .pause(&tpl)
             .map_err(|e| OffsetSyncError::kafka(format!("reading {}", self.topic), e))?;
         result
     }
