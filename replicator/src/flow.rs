@@ -50,16 +50,12 @@ pub fn run_flow(
     cancel: CancellationToken,
 ) -> Result<(), ReplicatorError> {
     let progress = SharedProgress::default();
-    // Heartbeats run beside the pipeline, across its restarts, until the flow stops. Their
-    // topic is created on that thread too, so the pipeline's start does not wait for it;
-    // the pipeline looks for it again within a second until it appears.
+    // Heartbeats run beside the pipeline, across its restarts, until the flow stops.
     let heartbeats_stop = cancel.child_token();
     let heartbeats = spec.heartbeat.clone().map(|heartbeat| {
+        crate::heartbeat::prepare(&spec, &heartbeat);
         let (spec, stop) = (spec.clone(), heartbeats_stop.clone());
-        std::thread::spawn(move || {
-            crate::heartbeat::prepare(&spec, &heartbeat);
-            crate::heartbeat::run_heartbeats(&spec, &heartbeat, &stop)
-        })
+        std::thread::spawn(move || crate::heartbeat::run_heartbeats(&spec, &heartbeat, &stop))
     });
     let result = supervise(&spec, &claims, &status, &cancel, &progress);
     heartbeats_stop.cancel();

@@ -31,8 +31,8 @@ pub struct HeartbeatSpec {
 /// comparable one by one with the source's (`strait verify`).
 const RETENTION_MS: &str = "86400000";
 
-/// Creates the heartbeat topic (beside the pipeline's start, which looks for it again
-/// within a second until it appears). Failures are warnings: heartbeats never stop a flow.
+/// Creates the heartbeat topic before the pipeline starts, so that its first discovery
+/// already replicates it. Failures are warnings: heartbeats never stop a flow.
 pub(crate) fn prepare(spec: &FlowSpec, heartbeat: &HeartbeatSpec) {
     let configs = [("cleanup.policy", "delete"), ("retention.ms", RETENTION_MS)];
     if let Err(e) = ensure_single_partition_topic(

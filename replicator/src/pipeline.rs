@@ -44,10 +44,6 @@ const COMMIT_METADATA_PREFIX: &str = "strait:t=";
 /// ourselves rather than being expelled while records are still queued.
 const MAX_BLOCKED: Duration = Duration::from_secs(120);
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How soon topics are looked up again while the heartbeat topic is not there yet.
-const HEARTBEAT_TOPIC_RECHECK: Duration = Duration::from_secs(1);
-/// How long after a pipeline's start that quicker look-up goes on.
-const HEARTBEAT_TOPIC_WAIT: Duration = Duration::from_secs(60);
 
 /// Progress of one source partition, kept across pipeline restarts.
 #[derive(Debug, Default)]
@@ -1046,10 +1042,9 @@ impl Pipeline<'_> {
         cancel: &CancellationToken,
         on_topics: &mut dyn FnMut(&[String]) -> Result<(), ReplicatorError>,
     ) -> Result<(), ReplicatorError> {
-        let started = Instant::now();
         let mut subscribed = std::collections::BTreeMap::new();
         self.refresh_topics(topics, &mut subscribed, on_topics)?;
-        let mut next_refresh = Instant::now() + self.next_refresh_in(&subscribed, started);
+        let mut next_refresh = Instant::now() + self.spec.refresh_interval;
         let mut next_commit = Instant::now() + self.spec.tuning.commit_interval;
         let mut since_producer_poll = 0u32;
 
@@ -1094,27 +1089,8 @@ impl Pipeline<'_> {
             }
             if now >= next_refresh {
                 self.refresh_topics(topics, &mut subscribed, on_topics)?;
-                next_refresh = Instant::now() + self.next_refresh_in(&subscribed, started);
+                next_refresh = Instant::now() + self.spec.refresh_interval;
             }
-        }
-    }
-
-    /// Until the flow's heartbeat topic is seen (it is created beside the pipeline's
-    /// start, not before it, on a first start), topics are looked up again within a
-    /// second rather than after the whole refresh interval; for a minute at most, so a
-    /// topic that cannot be created costs no metadata request a second for ever.
-    fn next_refresh_in(
-        &self,
-        subscribed: &std::collections::BTreeMap<String, i32>,
-        started: Instant,
-    ) -> Duration {
-        let heartbeat_missing = self.spec.heartbeat.as_ref().is_some_and(|h| {
-            self.spec.selector.selects(&h.topic) && !subscribed.contains_key(&h.topic)
-        });
-        if heartbeat_missing && started.elapsed() < HEARTBEAT_TOPIC_WAIT {
-            self.spec.refresh_interval.min(HEARTBEAT_TOPIC_RECHECK)
-        } else {
-            self.spec.refresh_interval
         }
     }
 
