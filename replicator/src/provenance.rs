@@ -588,15 +588,14 @@ fn same_content<A: Message, B: Message>(original: &A, copy: &B) -> bool {
     original.key() == copy.key()
         && original.payload() == copy.payload()
         && original.timestamp().to_millis() == copy.timestamp().to_millis()
-        && header_list(original) == header_list(copy)
-}
-
-fn header_list<M: Message>(msg: &M) -> Option<Vec<(String, Option<Vec<u8>>)>> {
-    msg.headers().map(|h| {
-        h.iter()
-            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-            .collect()
-    })
+        && match (original.headers(), copy.headers()) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a
+                .iter()
+                .map(|h| (h.key, h.value))
+                .eq(b.iter().map(|h| (h.key, h.value))),
+            _ => false,
+        }
 }
 
 /// The newest provenance header of a record (a record copied along a chain of clusters

@@ -143,9 +143,9 @@ pub fn committed_offset(servers: &str, group: &str, topic: &str, partition: i32)
 }
 
 /// Resumes `group` on the secondary from its committed offsets on `partitions` of
-/// `topic`, reads each to its end, and returns per partition the source offsets (of
-/// `sources`, the source topic as read from the primary earlier) of what it read. A partition without a committed offset
-/// panics: it must never silently start somewhere.
+/// `topic`, reads each to its end, and returns per partition the source offsets of what
+/// it read (offsets in `sources`, the source topic as read from the primary earlier). A
+/// partition without a committed offset panics: it must never silently start somewhere.
 ///
 /// Copies carry the provenance header only on anchors; a copy without one is the copy of
 /// the source offset after the previous copy. Either way, the source record at the offset

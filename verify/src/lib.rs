@@ -728,7 +728,6 @@ fn mark_done_by_position(
     Ok(())
 }
 
-/// One record, read for a report (`read_committed`). `None` if it is not there (any more).
 /// A consumer for reading a few records of a mismatch report, outside any group.
 fn record_reader(config: &ClientConfig) -> Option<BaseConsumer> {
     config
@@ -792,6 +791,7 @@ fn find_by_digest(
     None
 }
 
+/// One record, read for a report (`read_committed`). `None` if it is not there (any more).
 pub fn read_record(
     config: &ClientConfig,
     topic: &str,
