@@ -119,9 +119,23 @@ pub fn commit_offsets(servers: &str, group: &str, topic: &str, offsets: &[(i32, 
         tpl.add_partition_offset(topic, *p, Offset::Offset(*o))
             .unwrap();
     }
-    consumer
-        .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
-        .unwrap();
+    // Right after a broker starts, its group coordinator may still be loading or moving
+    // (`NotCoordinator`, seen in CI): those errors pass, anything else fails the test.
+    wait_until(
+        Duration::from_secs(30),
+        "a group coordinator to commit",
+        || match consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync) {
+            Ok(()) => true,
+            Err(e) => match e.rdkafka_error_code() {
+                Some(
+                    rdkafka::error::RDKafkaErrorCode::NotCoordinator
+                    | rdkafka::error::RDKafkaErrorCode::CoordinatorLoadInProgress
+                    | rdkafka::error::RDKafkaErrorCode::CoordinatorNotAvailable,
+                ) => false,
+                _ => panic!("committing offsets of group {group}: {e}"),
+            },
+        },
+    );
 }
 
 /// `group`'s committed offset on one partition, if any.
