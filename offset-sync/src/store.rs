@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use backon::BlockingRetryable;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -17,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::map::{Coverage, MapUpdate, OffsetIndex};
 use crate::records::MapRecord;
+use crate::settling::{is_leader_settling, settling_backoff};
 use crate::OffsetSyncError;
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -164,7 +166,16 @@ impl TopicReader {
         mut f: impl FnMut(&[u8], Option<&[u8]>),
     ) -> Result<(), OffsetSyncError> {
         let context = || format!("reading {}", self.topic);
-        let (low, high) = match self.consumer.fetch_watermarks(&self.topic, 0, READ_STALL) {
+        // Readers open the topic right after creating it, before its leader is elected
+        // (a migration's first start failed on exactly that in CI).
+        let watermarks = || self.consumer.fetch_watermarks(&self.topic, 0, READ_STALL);
+        let settling = |e: &KafkaError| e.rdkafka_error_code().is_some_and(is_leader_settling);
+        let (low, high) = match watermarks
+            .retry(settling_backoff(READ_STALL))
+            .sleep(std::thread::sleep)
+            .when(settling)
+            .call()
+        {
             Ok(w) => w,
             Err(e)
                 if matches!(
@@ -240,7 +251,7 @@ impl TopicReader {
 }
 
 /// Client-level connection errors, which librdkafka recovers from by itself.
-fn is_transient(err: &rdkafka::error::KafkaError) -> bool {
+fn is_transient(err: &KafkaError) -> bool {
     matches!(
         err.rdkafka_error_code(),
         Some(
@@ -460,5 +471,33 @@ impl MapWriter {
     /// Waits for queued updates, e.g. before shutdown.
     pub fn flush(&self, timeout: Duration) -> Result<(), OffsetSyncError> {
         self.0.flush(timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    use super::*;
+
+    /// A state topic is read right after it was created, while its partition's leader is
+    /// still being elected: the read waits for the election instead of failing.
+    #[test]
+    fn a_read_waits_out_a_leader_election() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("state", 1, 1).expect("topic");
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", cluster.bootstrap_servers());
+        let mut reader = TopicReader::new(&config, "state").expect("reader");
+        cluster.request_errors(
+            RDKafkaApiKey::ListOffsets,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 4],
+        );
+        let mut records = 0;
+        reader
+            .read_new(|_, _| records += 1)
+            .expect("the read outlasts the election");
+        assert_eq!(records, 0);
     }
 }

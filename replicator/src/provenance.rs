@@ -17,11 +17,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, BlockingRetryable, ExponentialBuilder};
+use backon::{BackoffBuilder, BlockingRetryable};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use strait_offset_sync::{is_leader_settling, settling_backoff};
 
 use crate::topics::client_config;
 use crate::{ClusterSpec, FlowSpec, ReplicatorError};
@@ -219,9 +220,9 @@ impl TailScanner {
                 .fetch_watermarks(target_topic, partition, SCAN_STALL)
         };
         let settling =
-            |e: &rdkafka::error::KafkaError| e.rdkafka_error_code().is_some_and(settling);
+            |e: &rdkafka::error::KafkaError| e.rdkafka_error_code().is_some_and(is_leader_settling);
         match read
-            .retry(settling_backoff())
+            .retry(settling_backoff(SCAN_STALL))
             .sleep(std::thread::sleep)
             .when(settling)
             .call()
@@ -374,7 +375,7 @@ impl TailScanner {
     ) -> HashMap<(String, i32), (i64, i64)> {
         let mut known = HashMap::new();
         let mut pending: Vec<(String, i32)> = partitions.to_vec();
-        let mut backoff = settling_backoff().build();
+        let mut backoff = settling_backoff(SCAN_STALL).build();
         loop {
             let starts = self.offsets_at(&pending, Offset::Beginning);
             let ends = self.offsets_at(&pending, Offset::End);
@@ -383,7 +384,7 @@ impl TailScanner {
                     known.insert(key.clone(), (*low, *high));
                     false
                 }
-                (Some(Err(code)), _) | (_, Some(Err(code))) if settling(*code) => true,
+                (Some(Err(code)), _) | (_, Some(Err(code))) if is_leader_settling(*code) => true,
                 (None, _) | (_, None) => true,
                 // Any other error: left to the one-by-one read, which reports it.
                 _ => false,
@@ -426,7 +427,7 @@ impl TailScanner {
             Err(e) => match e.rdkafka_error_code() {
                 // The whole request failed on one partition's error: report it for all,
                 // so a settling leader is retried and anything else is left alone.
-                Some(code) if !settling(code) => partitions
+                Some(code) if !is_leader_settling(code) => partitions
                     .iter()
                     .map(|key| (key.clone(), Err(code)))
                     .collect(),
@@ -627,26 +628,4 @@ mod tests {
         assert_eq!(Provenance::decode(b"garbage"), None);
         assert_eq!(Provenance::decode(b"a/b/x/1"), None);
     }
-}
-
-/// Retries while a new partition's leader is elected: quick at first, within the scan's
-/// stall limit overall. (backon stops after 3 attempts unless told otherwise.)
-fn settling_backoff() -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(50))
-        .with_max_delay(Duration::from_secs(1))
-        .with_total_delay(Some(SCAN_STALL))
-        .without_max_times()
-}
-
-/// Errors of a partition whose leader is being elected, as right after its topic was
-/// created: they pass within seconds.
-fn settling(code: RDKafkaErrorCode) -> bool {
-    matches!(
-        code,
-        RDKafkaErrorCode::NotLeaderForPartition
-            | RDKafkaErrorCode::LeaderNotAvailable
-            | RDKafkaErrorCode::OperationTimedOut
-            | RDKafkaErrorCode::RequestTimedOut
-    )
 }

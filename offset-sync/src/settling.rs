@@ -1,0 +1,31 @@
+//! A partition whose topic was created moments ago has no leader until the controller
+//! elects one; reads and writes against it fail for a few seconds with errors that pass
+//! on their own. Both crates that create topics and then use them at once (the offset map
+//! and migration state here, target topics in the replicator) retry those errors with
+//! [`settling_backoff`] instead of failing the flow.
+
+use std::time::Duration;
+
+use backon::ExponentialBuilder;
+use rdkafka::error::RDKafkaErrorCode;
+
+/// Errors of a partition whose leader is being elected: they pass within seconds.
+pub fn is_leader_settling(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::NotLeaderForPartition
+            | RDKafkaErrorCode::LeaderNotAvailable
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::RequestTimedOut
+    )
+}
+
+/// Retries quickly at first and gives up after `within` in all. (backon stops after
+/// 3 attempts unless told otherwise, far too few for an election under load.)
+pub fn settling_backoff(within: Duration) -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(1))
+        .with_total_delay(Some(within))
+        .without_max_times()
+}
