@@ -88,10 +88,13 @@ pub(crate) fn run_heartbeats(
             }
             Err(_) => {}
         }
-        producer.poll(Duration::ZERO);
         next += heartbeat.interval;
+        // Sleep, then serve delivery reports without waiting: rdkafka's `poll(timeout)`
+        // rounds what is left of its timeout down to whole milliseconds and spins through
+        // the last one, which showed as a busy thread next to replication.
         while !cancel.is_cancelled() && Instant::now() < next {
-            producer.poll(Duration::from_millis(100).min(next - Instant::now()));
+            std::thread::sleep(Duration::from_millis(100).min(next - Instant::now()));
+            producer.poll(Duration::ZERO);
         }
     }
     let _ = producer.flush(Duration::from_secs(5));

@@ -13,7 +13,9 @@
 //! - `STRAIT_BENCH_ONLY_STRAIT=1` skips the ceiling runs;
 //! - `STRAIT_BENCH_TRACE=1` prints progress twice a second and Strait's log
 //!   (`STRAIT_BENCH_LOG=info` for more of it);
-//! - `CEILING_CONSUMER_EXTRA='key=value;…'` adds consumer settings to the ceiling.
+//! - `CEILING_CONSUMER_EXTRA='key=value;…'` adds consumer settings to the ceiling;
+//! - `STRAIT_BENCH_SYSTEMS=strait,ceiling,ceiling-bare` also measures the loop without
+//!   the source's headers (see bench/src/bin/ceiling.rs).
 //!
 //! Offset sync (`scripts/bench.sh --offset-sync` sets these):
 //! - `STRAIT_BENCH_SYSTEMS=strait,strait-nosync` alternates Strait with offset sync on and
@@ -200,7 +202,7 @@ fn backlog(
             } else {
                 format!("{alias}.{source}")
             };
-            if system == "ceiling" && std::env::var_os("STRAIT_BENCH_ONLY_STRAIT").is_some() {
+            if system.starts_with("ceiling") && std::env::var_os("STRAIT_BENCH_ONLY_STRAIT").is_some() {
                 continue;
             }
             create_topic(SECONDARY, &target, partitions)?;
@@ -214,11 +216,17 @@ fn backlog(
                 "strait" => spawn_strait(&bin_dir, &dir, &alias, &source, true)?,
                 "strait-nosync" => spawn_strait(&bin_dir, &dir, &alias, &source, false)?,
                 "mm2" => mm2::spawn(&dir, &alias, &source)?,
-                "ceiling" => Command::new(bin_dir.join("ceiling"))
-                    .args([PRIMARY, SECONDARY, &source, &target])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::inherit())
-                    .spawn()?,
+                "ceiling" | "ceiling-bare" => {
+                    let mut ceiling = Command::new(bin_dir.join("ceiling"));
+                    if system == "ceiling-bare" {
+                        ceiling.env("CEILING_DROP_HEADERS", "1");
+                    }
+                    ceiling
+                        .args([PRIMARY, SECONDARY, &source, &target])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::inherit())
+                        .spawn()?
+                }
                 other => {
                     return Err(format!("unknown system '{other}' in STRAIT_BENCH_SYSTEMS").into())
                 }
@@ -922,7 +930,7 @@ fn report(samples: &[Sample], records: u64, size: usize) -> serde_json::Value {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut systems = Vec::new();
-    for system in ["strait", "strait-nosync", "mm2", "ceiling"] {
+    for system in ["strait", "strait-nosync", "mm2", "ceiling", "ceiling-bare"] {
         let Some(secs) = median_of(samples, system, |s| s.seconds) else {
             continue;
         };
@@ -963,6 +971,11 @@ fn report(samples: &[Sample], records: u64, size: usize) -> serde_json::Value {
             "throughput, Strait / ceiling",
             throughput("strait", "ceiling"),
             ">= 0.9",
+        ),
+        (
+            "throughput, Strait / bare loop (drops headers)",
+            throughput("strait", "ceiling-bare"),
+            "-",
         ),
         (
             "CPU s per GB, Strait / MirrorMaker 2",
