@@ -202,7 +202,9 @@ fn backlog(
             } else {
                 format!("{alias}.{source}")
             };
-            if system.starts_with("ceiling") && std::env::var_os("STRAIT_BENCH_ONLY_STRAIT").is_some() {
+            if system.starts_with("ceiling")
+                && std::env::var_os("STRAIT_BENCH_ONLY_STRAIT").is_some()
+            {
                 continue;
             }
             create_topic(SECONDARY, &target, partitions)?;
