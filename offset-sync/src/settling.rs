@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
-use backon::ExponentialBuilder;
-use rdkafka::error::RDKafkaErrorCode;
+use backon::{BlockingRetryable, ExponentialBuilder};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
 
 /// Errors of a partition whose leader is being elected: they pass within seconds.
 pub fn is_leader_settling(code: RDKafkaErrorCode) -> bool {
@@ -28,4 +29,19 @@ pub fn settling_backoff(within: Duration) -> ExponentialBuilder {
         .with_max_delay(Duration::from_secs(1))
         .with_total_delay(Some(within))
         .without_max_times()
+}
+
+/// (log start, end) of a partition, asking again while its leader is being elected, for
+/// at most `within` (also each request's timeout).
+pub fn settled_watermarks<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    within: Duration,
+) -> KafkaResult<(i64, i64)> {
+    (|| consumer.fetch_watermarks(topic, partition, within))
+        .retry(settling_backoff(within))
+        .sleep(std::thread::sleep)
+        .when(|e| e.rdkafka_error_code().is_some_and(is_leader_settling))
+        .call()
 }

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backon::BlockingRetryable;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -18,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use crate::map::{Coverage, MapUpdate, OffsetIndex};
 use crate::records::MapRecord;
-use crate::settling::{is_leader_settling, settling_backoff};
+use crate::settling::settled_watermarks;
 use crate::OffsetSyncError;
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -168,14 +167,7 @@ impl TopicReader {
         let context = || format!("reading {}", self.topic);
         // Readers open the topic right after creating it, before its leader is elected
         // (a migration's first start failed on exactly that in CI).
-        let watermarks = || self.consumer.fetch_watermarks(&self.topic, 0, READ_STALL);
-        let settling = |e: &KafkaError| e.rdkafka_error_code().is_some_and(is_leader_settling);
-        let (low, high) = match watermarks
-            .retry(settling_backoff(READ_STALL))
-            .sleep(std::thread::sleep)
-            .when(settling)
-            .call()
-        {
+        let (low, high) = match settled_watermarks(&self.consumer, &self.topic, 0, READ_STALL) {
             Ok(w) => w,
             Err(e)
                 if matches!(

@@ -17,12 +17,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, BlockingRetryable};
+use backon::BackoffBuilder;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use strait_offset_sync::{is_leader_settling, settling_backoff};
+use strait_offset_sync::{is_leader_settling, settled_watermarks, settling_backoff};
 
 use crate::topics::client_config;
 use crate::{ClusterSpec, FlowSpec, ReplicatorError};
@@ -215,18 +215,7 @@ impl TailScanner {
         // has partitions whose leader the broker has not settled yet; with 1,200 of them
         // that takes seconds. Those errors pass, so they are retried here rather than
         // restarting the whole flow.
-        let read = || {
-            self.consumer
-                .fetch_watermarks(target_topic, partition, SCAN_STALL)
-        };
-        let settling =
-            |e: &rdkafka::error::KafkaError| e.rdkafka_error_code().is_some_and(is_leader_settling);
-        match read
-            .retry(settling_backoff(SCAN_STALL))
-            .sleep(std::thread::sleep)
-            .when(settling)
-            .call()
-        {
+        match settled_watermarks(&self.consumer, target_topic, partition, SCAN_STALL) {
             Ok(w) => Ok(Some(w)),
             Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
                 Ok(None)
