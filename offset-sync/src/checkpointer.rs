@@ -239,15 +239,25 @@ impl Checkpointer {
         let now_ms = unix_ms();
         let (mut groups_done, mut exact, mut pending) = (0u64, 0u64, 0u64);
         let mut checkpoints = Vec::new();
+        // librdkafka reads and commits offsets only for a client's own group.id, so each
+        // group has a client per cluster, kept while the group exists: creating one per
+        // round cost measurable CPU next to replication. A new client looks for its
+        // group's coordinator in the background, which takes about a second; creating
+        // every missing client before asking any of them lets those waits overlap (one
+        // after another, ten new groups took ten seconds to their first checkpoints).
         for group in &selected {
-            // librdkafka reads committed offsets only for a client's own group.id, so each
-            // group has a client, kept while the group exists: creating one per round
-            // cost measurable CPU next to replication.
-            let client = match self.source_clients.entry(group.clone()) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(GroupClient::new(&spec.source, group)?)
-                }
+            if !self.source_clients.contains_key(group) {
+                let client = GroupClient::new(&spec.source, group)?;
+                self.source_clients.insert(group.clone(), client);
+            }
+            if spec.sync_group_offsets && !self.target_clients.contains_key(group) {
+                let client = GroupClient::new(&spec.target, group)?;
+                self.target_clients.insert(group.clone(), client);
+            }
+        }
+        for group in &selected {
+            let Some(client) = self.source_clients.get(group) else {
+                continue;
             };
             let committed = client.committed(&partitions)?;
             if committed.is_empty() {

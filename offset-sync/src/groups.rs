@@ -334,6 +334,11 @@ impl CheckpointWriter {
     }
 }
 
+/// The cluster does not implement the request (ListGroups, DescribeGroups).
+fn is_unsupported(err: &rdkafka::error::KafkaError) -> bool {
+    err.rdkafka_error_code() == Some(rdkafka::error::RDKafkaErrorCode::UnsupportedFeature)
+}
+
 #[cfg(test)]
 mod tests {
     use super::Outcome;
@@ -353,9 +358,4 @@ mod tests {
             assert_eq!(serde_json::to_value(o).ok(), Some(o.label().into()));
         }
     }
-}
-
-/// The cluster does not implement the request (ListGroups, DescribeGroups).
-fn is_unsupported(err: &rdkafka::error::KafkaError) -> bool {
-    err.rdkafka_error_code() == Some(rdkafka::error::RDKafkaErrorCode::UnsupportedFeature)
 }

@@ -68,21 +68,34 @@ fn drop_in_background(admin: AdminClient<DefaultClientContext>) {
         .spawn(move || drop(admin));
 }
 
+/// Whether `topic` exists (with partitions) on the cluster behind `config`.
+pub fn topic_exists(config: &ClientConfig, topic: &str) -> Result<bool, OffsetSyncError> {
+    let admin: AdminClient<DefaultClientContext> = config
+        .create()
+        .map_err(|e| OffsetSyncError::kafka("creating admin client", e))?;
+    let result = exists(&admin, topic);
+    drop_in_background(admin);
+    result
+}
+
+fn exists(admin: &AdminClient<DefaultClientContext>, topic: &str) -> Result<bool, OffsetSyncError> {
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), ADMIN_TIMEOUT)
+        .map_err(|e| OffsetSyncError::kafka(format!("looking up topic {topic}"), e))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+}
+
 fn create_if_missing(
     admin: &AdminClient<DefaultClientContext>,
     topic: &str,
     replication_factor: Option<i32>,
     configs: &[(&str, &str)],
 ) -> Result<(), OffsetSyncError> {
-    let metadata = admin
-        .inner()
-        .fetch_metadata(Some(topic), ADMIN_TIMEOUT)
-        .map_err(|e| OffsetSyncError::kafka(format!("looking up topic {topic}"), e))?;
-    if metadata
-        .topics()
-        .iter()
-        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
-    {
+    if exists(admin, topic)? {
         return Ok(());
     }
     let replication = TopicReplication::Fixed(replication_factor.unwrap_or(-1));

@@ -2,6 +2,7 @@
 //! exponential backoff, and stops the flow on fatal ones.
 
 use std::collections::HashMap;
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,12 +53,30 @@ pub fn run_flow(
     let progress = SharedProgress::default();
     // Heartbeats run beside the pipeline, across its restarts, until the flow stops.
     let heartbeats_stop = cancel.child_token();
+    // The heartbeat topic is prepared (created on a first start, with its copy) beside
+    // the pipeline's start, which waits for it only before its first discovery, so that
+    // discovery finds it. Those creations take about 100 ms, and they were on the path to
+    // the first record. Heartbeats are written only once the topic exists: a producer's
+    // first record would otherwise have the broker auto-create it with other settings.
+    let (prepared, heartbeat_topic) = std::sync::mpsc::sync_channel(1);
     let heartbeats = spec.heartbeat.clone().map(|heartbeat| {
-        crate::heartbeat::prepare(&spec, &heartbeat);
         let (spec, stop) = (spec.clone(), heartbeats_stop.clone());
-        std::thread::spawn(move || crate::heartbeat::run_heartbeats(&spec, &heartbeat, &stop))
+        std::thread::spawn(move || {
+            crate::heartbeat::prepare(&spec, &heartbeat);
+            let _ = prepared.send(());
+            crate::heartbeat::run_heartbeats(&spec, &heartbeat, &stop)
+        })
     });
-    let result = supervise(&spec, &claims, &status, &cancel, &progress);
+    // Without heartbeats `prepared` is dropped unsent, and waiting on it returns at once.
+    let mut heartbeat_topic = Some(heartbeat_topic);
+    let result = supervise(
+        &spec,
+        &claims,
+        &status,
+        &cancel,
+        &progress,
+        &mut heartbeat_topic,
+    );
     heartbeats_stop.cancel();
     if let Some(handle) = heartbeats {
         let _ = handle.join();
@@ -72,6 +91,7 @@ fn supervise(
     status: &Arc<FlowStatus>,
     cancel: &CancellationToken,
     progress: &SharedProgress,
+    heartbeat_topic: &mut Option<Receiver<()>>,
 ) -> Result<(), ReplicatorError> {
     let mut backoff = new_backoff();
     info!(flow = %spec.name, source = %spec.source.name, target = %spec.target.name, "flow started");
@@ -85,7 +105,15 @@ fn supervise(
                     claims.claim(&spec.name, &spec.target.name, &target)
                 })
             };
-            pipeline::run(spec, progress, status, &mut topics, cancel, &mut claim)
+            pipeline::run(
+                spec,
+                progress,
+                status,
+                &mut topics,
+                cancel,
+                &mut claim,
+                heartbeat_topic,
+            )
         });
         status.set_up(&spec.name, false);
         match result {

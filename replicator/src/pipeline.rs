@@ -16,6 +16,7 @@
 use rustc_hash::FxHashMap;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -796,6 +797,7 @@ pub(crate) fn run(
     topics: &mut TargetTopics,
     cancel: &CancellationToken,
     on_topics: &mut dyn FnMut(&[String]) -> Result<(), ReplicatorError>,
+    heartbeat_topic: &mut Option<Receiver<()>>,
 ) -> Result<(), ReplicatorError> {
     {
         let mut p = lock(progress);
@@ -842,6 +844,7 @@ pub(crate) fn run(
         header_buf: Vec::with_capacity(64),
         map: map.as_deref(),
         status,
+        heartbeat_topic,
     };
     let result = pipeline.forward_until_cancelled(topics, cancel, on_topics);
 
@@ -937,6 +940,8 @@ struct Pipeline<'a> {
     header_buf: Vec<u8>,
     map: Option<&'a PersistedMap>,
     status: &'a FlowStatus,
+    /// Signalled once the heartbeat topic is prepared; the first discovery waits for it.
+    heartbeat_topic: &'a mut Option<Receiver<()>>,
 }
 
 impl Pipeline<'_> {
@@ -1102,6 +1107,10 @@ impl Pipeline<'_> {
         subscribed: &mut std::collections::BTreeMap<String, i32>,
         on_topics: &mut dyn FnMut(&[String]) -> Result<(), ReplicatorError>,
     ) -> Result<(), ReplicatorError> {
+        if let Some(prepared) = self.heartbeat_topic.take() {
+            // An error means there is nothing to wait for (no heartbeats).
+            let _ = prepared.recv();
+        }
         let wanted = discover(self.consumer.client(), self.spec)?;
         if wanted == *subscribed {
             topics.sync_configs(self.spec, &wanted);

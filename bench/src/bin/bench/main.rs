@@ -15,7 +15,12 @@
 //!   (`STRAIT_BENCH_LOG=info` for more of it);
 //! - `CEILING_CONSUMER_EXTRA='key=value;…'` adds consumer settings to the ceiling;
 //! - `STRAIT_BENCH_SYSTEMS=strait,ceiling,ceiling-bare` also measures the loop without
-//!   the source's headers (see bench/src/bin/ceiling.rs).
+//!   the source's headers (see bench/src/bin/ceiling.rs);
+//! - `STRAIT_BENCH_SYSTEMS=strait,strait-alt,ceiling` with
+//!   `STRAIT_BENCH_ALT='STRAIT__TUNING__CONSUMER_QUEUE_KBYTES=8192;…'` measures Strait
+//!   with other settings (environment overrides) beside the defaults, in the same runs;
+//!   `STRAIT_BENCH_ALT_BIN=/path/to/strait` runs another build as `strait-alt` (A/B of a
+//!   change).
 //!
 //! Offset sync (`scripts/bench.sh --offset-sync` sets these):
 //! - `STRAIT_BENCH_SYSTEMS=strait,strait-nosync` alternates Strait with offset sync on and
@@ -215,8 +220,9 @@ fn backlog(
             let dir = std::env::temp_dir().join(format!("strait-bench-{stamp}-{alias}"));
             std::fs::create_dir_all(&dir)?;
             let child = match system {
-                "strait" => spawn_strait(&bin_dir, &dir, &alias, &source, true)?,
-                "strait-nosync" => spawn_strait(&bin_dir, &dir, &alias, &source, false)?,
+                "strait" => spawn_strait(&bin_dir, &dir, &alias, &source, true, false)?,
+                "strait-nosync" => spawn_strait(&bin_dir, &dir, &alias, &source, false, false)?,
+                "strait-alt" => spawn_strait(&bin_dir, &dir, &alias, &source, true, true)?,
                 "mm2" => mm2::spawn(&dir, &alias, &source)?,
                 "ceiling" | "ceiling-bare" => {
                     let mut ceiling = Command::new(bin_dir.join("ceiling"));
@@ -404,7 +410,7 @@ fn steady_state(
             let child = if system == "mm2" {
                 mm2::spawn(&dir, &alias, &source)?
             } else {
-                spawn_strait(bin_dir, &dir, &alias, &source, true)?
+                spawn_strait(bin_dir, &dir, &alias, &source, true, false)?
             };
             let measured = steady::measure(system, child.id(), &source, &target, load);
             stop(child)?;
@@ -554,12 +560,25 @@ fn report_verify(samples: &[(f64, f64)], records: u64, size: usize) {
     );
 }
 
+/// `STRAIT_BENCH_ALT`: the environment overrides (`KEY=VALUE;…`) of the `strait-alt` system.
+fn alt_settings() -> Result<Vec<(String, String)>> {
+    let alt = std::env::var("STRAIT_BENCH_ALT").unwrap_or_default();
+    alt.split(';')
+        .filter(|kv| !kv.trim().is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
+            None => Err(format!("STRAIT_BENCH_ALT: '{kv}' is not KEY=VALUE").into()),
+        })
+        .collect()
+}
+
 fn spawn_strait(
     bin_dir: &std::path::Path,
     dir: &std::path::Path,
     alias: &str,
     source: &str,
     offset_sync: bool,
+    alt: bool,
 ) -> Result<Child> {
     // Each run gets its own map and checkpoint topics: runs replicate the same source
     // topic into different target topics, and one map must describe one target.
@@ -602,7 +621,17 @@ group_id = "strait-bench-{alias}-{pid}"
         ),
     )?;
     let log = std::fs::File::create(dir.join("strait.log"))?;
-    Ok(Command::new(bin_dir.join("strait"))
+    // The `strait-alt` system: another build and/or other settings.
+    let (binary, env) = match alt {
+        true => (
+            std::env::var_os("STRAIT_BENCH_ALT_BIN")
+                .map_or_else(|| bin_dir.join("strait"), Into::into),
+            alt_settings()?,
+        ),
+        false => (bin_dir.join("strait"), Vec::new()),
+    };
+    Ok(Command::new(binary)
+        .envs(env)
         .args(["run", "--config"])
         .arg(&config)
         .env(
@@ -932,7 +961,14 @@ fn report(samples: &[Sample], records: u64, size: usize) -> serde_json::Value {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut systems = Vec::new();
-    for system in ["strait", "strait-nosync", "mm2", "ceiling", "ceiling-bare"] {
+    for system in [
+        "strait",
+        "strait-nosync",
+        "strait-alt",
+        "mm2",
+        "ceiling",
+        "ceiling-bare",
+    ] {
         let Some(secs) = median_of(samples, system, |s| s.seconds) else {
             continue;
         };
@@ -993,6 +1029,21 @@ fn report(samples: &[Sample], records: u64, size: usize) -> serde_json::Value {
             "peak RSS, Strait / MirrorMaker 2",
             rss("strait", "mm2"),
             "<= 0.1",
+        ),
+        (
+            "throughput, Strait with STRAIT_BENCH_ALT / ceiling",
+            throughput("strait-alt", "ceiling"),
+            "-",
+        ),
+        (
+            "throughput, Strait with STRAIT_BENCH_ALT / Strait",
+            throughput("strait-alt", "strait"),
+            "-",
+        ),
+        (
+            "peak RSS, Strait with STRAIT_BENCH_ALT / Strait",
+            rss("strait-alt", "strait"),
+            "-",
         ),
         (
             "throughput with / without offset sync",
