@@ -133,6 +133,26 @@ fn readiness_status_and_lag_follow_the_clusters() {
         &flow_label,
     );
     assert!(heartbeats.is_some_and(|n| n >= 3.0), "{heartbeats:?}");
+    // A first start creates the heartbeat topic and its copy at once; the copy has the
+    // same settings as the topic (a copy created by the broker on the first write, or
+    // with the target's defaults, would keep records for a week).
+    for (servers, topic) in [
+        (PRIMARY, format!("strait.heartbeats.{flow}")),
+        (SECONDARY, format!("primary.strait.heartbeats.{flow}")),
+    ] {
+        assert_eq!(partition_count(servers, &topic), Some(1), "{topic}");
+        let configs = topic_configs(servers, &topic);
+        assert_eq!(
+            configs.get("retention.ms").map(String::as_str),
+            Some("86400000"),
+            "{topic}: {configs:?}"
+        );
+        assert_eq!(
+            configs.get("cleanup.policy").map(String::as_str),
+            Some("delete"),
+            "{topic}: {configs:?}"
+        );
+    }
 
     // The target goes away: not ready, naming the target; new records wait, and their
     // lag in seconds grows with their age.
