@@ -622,13 +622,12 @@ group_id = "strait-bench-{alias}-{pid}"
     )?;
     let log = std::fs::File::create(dir.join("strait.log"))?;
     // The `strait-alt` system: another build and/or other settings.
-    let (binary, env) = match alt {
-        true => (
-            std::env::var_os("STRAIT_BENCH_ALT_BIN")
-                .map_or_else(|| bin_dir.join("strait"), Into::into),
-            alt_settings()?,
-        ),
-        false => (bin_dir.join("strait"), Vec::new()),
+    let (binary, env) = if alt {
+        let binary = std::env::var_os("STRAIT_BENCH_ALT_BIN")
+            .map_or_else(|| bin_dir.join("strait"), Into::into);
+        (binary, alt_settings()?)
+    } else {
+        (bin_dir.join("strait"), Vec::new())
     };
     Ok(Command::new(binary)
         .envs(env)
