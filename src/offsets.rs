@@ -4,8 +4,8 @@
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use strait_offset_sync::groups::{self, GroupClient, Offsets, PartitionResult};
-use strait_offset_sync::{Coverage, FlowIndex};
-use strait_replicator::{client_config, copies_on_target, FlowSpec};
+use strait_offset_sync::FlowIndex;
+use strait_replicator::{client_config, copies_on_target, FlowSpec, MapEnd};
 
 use crate::config::Config;
 use crate::OutputFormat;
@@ -145,22 +145,24 @@ pub fn translate_group(
     // crash): read the copies after it back from the target, so the answer is never
     // based on a map that is behind the data. Copies between provenance anchors are
     // checked against the source; with the source down, the read stops at the first one.
+    // Only the partitions the group committed on need an answer.
     let source_reachable = offsets_from == "source";
-    let tails: Vec<(String, i32, Coverage)> = index
+    let ends: Vec<MapEnd> = index
         .partitions()
-        .filter_map(|(t, p, m)| m.coverage().map(|c| (t.to_string(), p, c)))
+        .filter(|(t, p, _)| committed.contains_key(&(t.to_string(), *p)))
+        .filter_map(|(t, p, m)| {
+            m.coverage().map(|c| MapEnd {
+                source_topic: t.to_string(),
+                partition: p,
+                target_next: c.target_next,
+                source_next: c.through,
+            })
+        })
         .collect();
-    for (topic, partition, coverage) in tails {
-        let copies = copies_on_target(
-            &spec,
-            source_reachable,
-            &topic,
-            partition,
-            coverage.target_next,
-            coverage.through,
-        )
-        .with_context(|| format!("reading copies of {topic}[{partition}] on the target"))?;
-        index.add_copies(&topic, partition, &copies);
+    let copies = copies_on_target(&spec, source_reachable, &ends)
+        .context("reading the copies after the persisted offset map on the target")?;
+    for (end, copies) in ends.iter().zip(copies) {
+        index.add_copies(&end.source_topic, end.partition, &copies);
     }
 
     let rename = |t: &str| spec.naming.target_topic(&spec.source.name, t);

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
@@ -155,16 +155,25 @@ fn every_dashboard_query_returns_series_from_a_real_prometheus() {
     let strait = Strait::spawn_command(&config, &["migrate", "run"]);
     let prometheus = Prometheus::start(strait.port);
 
-    wait_until(
-        Duration::from_secs(120),
-        "the migration at start_consumers",
-        || {
-            let raw = http_get(strait.port, "/status").unwrap_or_default();
-            let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default();
-            serde_json::from_str::<Value>(body)
-                .is_ok_and(|s| s["migration"]["stage"] == "start_consumers")
-        },
-    );
+    // On a timeout, say where the migration stood: a stage that never passes is the
+    // failure this test exists to show.
+    let mut last_status = Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let raw = http_get(strait.port, "/status").unwrap_or_default();
+        let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default();
+        if let Ok(status) = serde_json::from_str::<Value>(body) {
+            last_status = status;
+        }
+        if last_status["migration"]["stage"] == "start_consumers" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the migration did not reach start_consumers in 120 s; last /status: {last_status}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     wait_until(
         Duration::from_secs(30),
         "prometheus scraping strait",

@@ -448,3 +448,58 @@ fn group_states_and_edge_cases() {
         );
     }
 }
+
+/// A target topic that Strait creates is assigned moments later, while its partitions'
+/// leaders may still be settling and end-offset requests answer "not leader". The offset
+/// map of such a partition must still say where it starts: a map that never did kept
+/// every translation pending for ever (a migration waited at its `mirror` stage). Many
+/// partitions make that window wide.
+#[test]
+fn a_map_begun_beside_a_just_created_target_topic_translates() {
+    const PARTITIONS: i32 = 48;
+    let topic = unique("fresh-target");
+    let group = unique("fresh-target-app");
+    create_topic(PRIMARY, &topic, PARTITIONS, &[]);
+    produce_simple(
+        PRIMARY,
+        &topic,
+        PARTITIONS,
+        10 * PARTITIONS as usize,
+        "fresh",
+    );
+    let committed: Vec<(i32, i64)> = (0..PARTITIONS).map(|p| (p, 5)).collect();
+    commit_offsets(PRIMARY, &group, &topic, &committed);
+    let strait = Strait::start(&flow_config(
+        "fresh",
+        &topic,
+        "prefix",
+        &format!("[flows.fresh.offset_sync]\ngroups = [\"{group}\"]"),
+    ));
+    let target = format!("primary.{topic}");
+    wait_until(Duration::from_secs(60), "copied", || {
+        partition_count(SECONDARY, &target) == Some(PARTITIONS)
+            && end_offsets(SECONDARY, &target) >= 10 * i64::from(PARTITIONS)
+    });
+    // Everything is copied, so the map is complete within a commit interval or two.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, out, err) = translate(&strait.config, "fresh", &group, &["--output", "json"]);
+        let exact = serde_json::from_str::<serde_json::Value>(&out)
+            .ok()
+            .and_then(|r| {
+                r["partitions"].as_array().map(|rows| {
+                    rows.iter()
+                        .filter(|r| r["outcome"] == "exact" && r["target_offset"] == 5)
+                        .count()
+                })
+            });
+        if code == 0 && exact == Some(PARTITIONS as usize) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every partition translates exactly to offset 5 (exit {code}):\n{out}\n{err}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

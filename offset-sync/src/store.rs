@@ -23,6 +23,7 @@ use crate::OffsetSyncError;
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A read that makes no progress for this long has lost its broker.
 const READ_STALL: Duration = Duration::from_secs(30);
+const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Creates `topic` on the cluster behind `config` as a single-partition compacted topic if
 /// it does not exist. One partition keeps every update in one order, which is what lets a
@@ -202,6 +203,14 @@ impl TopicReader {
         tpl.add_partition(&self.topic, 0);
         self.consumer
             .resume(&tpl)
+            .map_err(|e| OffsetSyncError::kafka(context(), e))?;
+        // A resume only clears a flag: librdkafka's broker thread, idle while the only
+        // partition was paused, notices it at its next one-second wake-up, so every read
+        // took a second. A seek to where the last read stopped (or to the log start, on
+        // the first read and if retention passed it) wakes it at once.
+        let from = self.read_to.unwrap_or(low).max(low);
+        self.consumer
+            .seek(&self.topic, 0, Offset::Offset(from), SEEK_TIMEOUT)
             .map_err(|e| OffsetSyncError::kafka(context(), e))?;
         let result = self.read_until(high, &mut f);
         self.consumer
@@ -504,5 +513,43 @@ mod tests {
             .read_new(|_, _| records += 1)
             .expect("the read outlasts the election");
         assert_eq!(records, 0);
+    }
+
+    /// Between reads the partition is paused; a read after a resume used to wait for
+    /// librdkafka's broker thread's one-second wake-up (every checkpoint round and every
+    /// migration step paid it).
+    #[test]
+    fn a_read_after_a_pause_does_not_wait_for_the_broker_threads_wake_up() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("map", 1, 1).expect("topic");
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", cluster.bootstrap_servers());
+        let writer = TopicWriter::new(&config, "map", 0).expect("writer");
+        let mut reader = TopicReader::new(&config, "map").expect("reader");
+        let mut seen = Vec::new();
+        for round in 0..4u8 {
+            for i in 0..10u8 {
+                writer.send(&[round, i], &[i]).expect("send");
+            }
+            writer.flush(Duration::from_secs(10)).expect("flush");
+            // Let the broker thread fall idle, as between two checkpoint rounds.
+            std::thread::sleep(Duration::from_millis(300));
+            let started = Instant::now();
+            reader
+                .read_new(|key, _| seen.push(key.to_vec()))
+                .expect("read");
+            let took = started.elapsed();
+            assert_eq!(seen.len(), 10 * (usize::from(round) + 1), "round {round}");
+            // A generous bound: the fixed read takes milliseconds, the old one a second.
+            // Not the first read: a new client may still be settling its connection then.
+            assert!(
+                round == 0 || took < Duration::from_millis(700),
+                "round {round}: {took:?}"
+            );
+        }
+        let expected: Vec<Vec<u8>> = (0..4u8)
+            .flat_map(|r| (0..10u8).map(move |i| vec![r, i]))
+            .collect();
+        assert_eq!(seen, expected, "every record once, in order");
     }
 }

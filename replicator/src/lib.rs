@@ -20,7 +20,7 @@ pub use error::ReplicatorError;
 pub use flow::{run_flow, TargetClaims};
 pub use heartbeat::HeartbeatSpec;
 pub use naming::{NamingPolicy, TopicSelector};
-pub use provenance::copies_on_target;
+pub use provenance::{copies_on_target, MapEnd};
 pub use provenance::{Provenance, PROVENANCE_HEADER};
 pub use status::{FlowStatus, PartitionStatus, TopicStatus};
 pub use topics::{client_config, plan, TopicPlan};

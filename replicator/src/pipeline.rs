@@ -269,7 +269,6 @@ impl ProducerContext for DeliveryContext {
 #[derive(Default)]
 struct FreshStarts {
     source: HashMap<(String, i32), i64>,
-    target: HashMap<(String, i32), i64>,
 }
 
 /// Consumer callbacks: choose start offsets on assignment, drain and commit on revocation.
@@ -531,22 +530,42 @@ impl RebalanceContext {
                     .map(|c| c.from)
                     .or(copied.first().map(|(s, _)| *s))
                     .or(start);
+                // The target's end from the settled watermarks: a target topic created
+                // moments ago answers "not leader" for a while, and a map started without
+                // this never said how far it was complete, so every translation stayed
+                // pending (a migration waited at `mirror` for ever).
                 let target_next = persisted
                     .map(|c| c.target_next)
                     .or(copied.first().map(|(_, t)| *t))
                     .or(p.acked_target_next)
-                    .or(fresh
-                        .target
+                    .or(watermarks
                         .get(&(target_topic.clone(), partition))
-                        .copied());
-                if let (Some(from), Some(target_next)) = (from, target_next) {
-                    p.offsets.start_at(from, target_next);
-                    if let Some(c) = persisted {
-                        p.offsets.advance_through(c.through);
-                    }
-                    if let Some(start) = start {
-                        p.offsets.advance_through(start);
-                    }
+                        .map(|&(_, high)| high));
+                let (Some(from), Some(target_next)) = (from, target_next) else {
+                    // Never copy without a map that can vouch for the copies; the
+                    // pipeline restarts and asks again.
+                    let unknown = if from.is_none() {
+                        format!(
+                            "the start offset of {source_topic}[{partition}] on '{}'",
+                            self.spec.source.name
+                        )
+                    } else {
+                        format!(
+                            "the end offset of {target_topic}[{partition}] on '{}'",
+                            self.spec.target.name
+                        )
+                    };
+                    return Err(ReplicatorError::Timeout(
+                        COMMIT_TIMEOUT,
+                        format!("{unknown}, where its offset map starts"),
+                    ));
+                };
+                p.offsets.start_at(from, target_next);
+                if let Some(c) = persisted {
+                    p.offsets.advance_through(c.through);
+                }
+                if let Some(start) = start {
+                    p.offsets.advance_through(start);
                 }
             }
             // Per partition at debug: a group of 1,200 partitions would write 1,200 lines
@@ -577,11 +596,10 @@ impl RebalanceContext {
         committed: &TopicPartitionList,
     ) -> Result<FreshStarts, ReplicatorError> {
         let mut fresh = FreshStarts::default();
-        let (Some(_), Some(scanner)) = (&self.map, &self.scanner) else {
+        let (Some(_), Some(_)) = (&self.map, &self.scanner) else {
             return Ok(fresh);
         };
         let mut source = TopicPartitionList::new();
-        let mut target = TopicPartitionList::new();
         let wanted = match self.spec.start_from {
             StartFrom::Earliest => Offset::Beginning,
             StartFrom::Latest => Offset::End,
@@ -590,15 +608,8 @@ impl RebalanceContext {
             if matches!(elem.offset(), Offset::Offset(_)) {
                 continue;
             }
-            let target_topic = self
-                .spec
-                .naming
-                .target_topic(&self.spec.source.name, elem.topic());
             source
                 .add_partition_offset(elem.topic(), elem.partition(), wanted)
-                .map_err(|e| ReplicatorError::kafka("building offset request", e))?;
-            target
-                .add_partition_offset(&target_topic, elem.partition(), Offset::End)
                 .map_err(|e| ReplicatorError::kafka("building offset request", e))?;
         }
         if source.count() == 0 {
@@ -608,7 +619,6 @@ impl RebalanceContext {
             .offsets_for_times(source, COMMIT_TIMEOUT)
             .map_err(|e| ReplicatorError::kafka("reading start offsets of new partitions", e))?;
         fresh.source = offsets_of(&found);
-        fresh.target = scanner.end_offsets(target);
         Ok(fresh)
     }
 

@@ -17,6 +17,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
 
 pub const PRIMARY: &str = "127.0.0.1:19092";
 pub const SECONDARY: &str = "127.0.0.1:29092";
@@ -409,9 +410,25 @@ pub fn read_all(servers: &str, topic: &str) -> BTreeMap<i32, Vec<Rec>> {
     let mut out = BTreeMap::new();
     let mut open = 0;
     for p in 0..partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .unwrap();
+        // A topic created moments ago answers "not leader" until its leaders settle.
+        let settle_by = Instant::now() + Duration::from_secs(30);
+        let (low, high) = loop {
+            match consumer.fetch_watermarks(topic, p, Duration::from_secs(10)) {
+                Err(e)
+                    if Instant::now() < settle_by
+                        && matches!(
+                            e.rdkafka_error_code(),
+                            Some(
+                                RDKafkaErrorCode::NotLeaderForPartition
+                                    | RDKafkaErrorCode::LeaderNotAvailable
+                            )
+                        ) =>
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                other => break other.unwrap(),
+            }
+        };
         out.insert(p, Vec::new());
         if high > low {
             tpl.add_partition_offset(topic, p, Offset::Beginning)
@@ -631,7 +648,11 @@ fn spawn_child(
         .args(command)
         .arg("--config")
         .arg(config)
-        .env("RUST_LOG", "info,librdkafka=warn")
+        // STRAIT_TEST_LOG (a RUST_LOG filter) for more detail when chasing a failure.
+        .env(
+            "RUST_LOG",
+            std::env::var("STRAIT_TEST_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(file)
         .spawn()
@@ -644,7 +665,14 @@ impl Drop for Strait {
         if std::thread::panicking() {
             let logs = self.logs();
             let tail: Vec<&str> = logs.lines().rev().take(60).collect();
-            eprintln!("--- strait log (last 60 lines) ---");
+            // The whole log outlives the temporary directory, for a closer look.
+            let kept = std::env::temp_dir()
+                .join(format!("strait-failed-{}.log", rand::rng().random::<u32>()));
+            let _ = std::fs::copy(&self.log, &kept);
+            eprintln!(
+                "--- strait log (last 60 lines; all of it in {}) ---",
+                kept.display()
+            );
             for line in tail.iter().rev() {
                 eprintln!("{line}");
             }
