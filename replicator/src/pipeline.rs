@@ -265,12 +265,6 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
-/// Start offsets of partitions without progress, and where their copies will land.
-#[derive(Default)]
-struct FreshStarts {
-    source: HashMap<(String, i32), i64>,
-}
-
 /// Consumer callbacks: choose start offsets on assignment, drain and commit on revocation.
 struct RebalanceContext {
     spec: FlowSpec,
@@ -416,7 +410,7 @@ impl RebalanceContext {
             // may have owned these partitions until just now.
             index.lock().unwrap_or_else(|p| p.into_inner()).catch_up()?;
         }
-        let fresh = self.fresh_starts(consumer, &committed)?;
+        let fresh_starts = self.fresh_starts(consumer, &committed)?;
         let target_partitions: Vec<(String, i32)> = committed
             .elements()
             .iter()
@@ -494,8 +488,7 @@ impl RebalanceContext {
                 (None, Some((s, _))) => Some(s + 1),
                 // Nothing yet: start explicitly at the log start (or end), so the offset
                 // map knows exactly where it begins.
-                (None, None) => fresh
-                    .source
+                (None, None) => fresh_starts
                     .get(&(source_topic.clone(), partition))
                     .copied(),
             };
@@ -587,18 +580,17 @@ impl RebalanceContext {
 
     /// For partitions without a committed offset (when offset sync is on): the source
     /// log start (or end, for `start_from = "latest"`), so that the offset map knows
-    /// exactly where it begins instead of leaving it to `auto.offset.reset`; and the
-    /// target end, where the first copy will land. One request per cluster and broker,
-    /// not one per partition.
+    /// exactly where it begins instead of leaving it to `auto.offset.reset`. One request
+    /// per broker, not one per partition. (Where their first copies land, the target
+    /// ends, comes from the target watermarks read for the tail check.)
     fn fresh_starts(
         &self,
         consumer: &BaseConsumer<Self>,
         committed: &TopicPartitionList,
-    ) -> Result<FreshStarts, ReplicatorError> {
-        let mut fresh = FreshStarts::default();
-        let (Some(_), Some(_)) = (&self.map, &self.scanner) else {
-            return Ok(fresh);
-        };
+    ) -> Result<HashMap<(String, i32), i64>, ReplicatorError> {
+        if self.map.is_none() || self.scanner.is_none() {
+            return Ok(HashMap::new());
+        }
         let mut source = TopicPartitionList::new();
         let wanted = match self.spec.start_from {
             StartFrom::Earliest => Offset::Beginning,
@@ -613,13 +605,12 @@ impl RebalanceContext {
                 .map_err(|e| ReplicatorError::kafka("building offset request", e))?;
         }
         if source.count() == 0 {
-            return Ok(fresh);
+            return Ok(HashMap::new());
         }
         let found = consumer
             .offsets_for_times(source, COMMIT_TIMEOUT)
             .map_err(|e| ReplicatorError::kafka("reading start offsets of new partitions", e))?;
-        fresh.source = offsets_of(&found);
-        Ok(fresh)
+        Ok(offsets_of(&found))
     }
 
     /// Waits for in-flight records and commits what the target acknowledged, so the next
