@@ -23,6 +23,7 @@ use crate::OffsetSyncError;
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A read that makes no progress for this long has lost its broker.
 const READ_STALL: Duration = Duration::from_secs(30);
+/// How long a reader's seek (which starts its fetch after a resume) may take.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Creates `topic` on the cluster behind `config` as a single-partition compacted topic if
