@@ -492,18 +492,26 @@ impl MapWriter {
 #[cfg(test)]
 mod tests {
     use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::DefaultProducerContext;
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
     use super::*;
+
+    /// A one-broker mock cluster with a one-partition `topic`, and a client config for it
+    /// (the cluster lives as long as the returned handle).
+    fn mock_topic(topic: &str) -> (MockCluster<'static, DefaultProducerContext>, ClientConfig) {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic(topic, 1, 1).expect("topic");
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", cluster.bootstrap_servers());
+        (cluster, config)
+    }
 
     /// A state topic is read right after it was created, while its partition's leader is
     /// still being elected: the read waits for the election instead of failing.
     #[test]
     fn a_read_waits_out_a_leader_election() {
-        let cluster = MockCluster::new(1).expect("mock cluster");
-        cluster.create_topic("state", 1, 1).expect("topic");
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", cluster.bootstrap_servers());
+        let (cluster, config) = mock_topic("state");
         let mut reader = TopicReader::new(&config, "state").expect("reader");
         cluster.request_errors(
             RDKafkaApiKey::ListOffsets,
@@ -521,10 +529,7 @@ mod tests {
     /// migration step paid it).
     #[test]
     fn a_read_after_a_pause_does_not_wait_for_the_broker_threads_wake_up() {
-        let cluster = MockCluster::new(1).expect("mock cluster");
-        cluster.create_topic("map", 1, 1).expect("topic");
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", cluster.bootstrap_servers());
+        let (_cluster, config) = mock_topic("map");
         let writer = TopicWriter::new(&config, "map", 0).expect("writer");
         let mut reader = TopicReader::new(&config, "map").expect("reader");
         let mut seen = Vec::new();

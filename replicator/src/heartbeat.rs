@@ -32,10 +32,10 @@ pub struct HeartbeatSpec {
 const RETENTION_MS: &str = "86400000";
 
 /// Creates the heartbeat topic if it is missing; the pipeline's first discovery waits for
-/// this, so that it already replicates the topic. When the topic is new (a flow's first start), its copy on the
-/// target is created at the same time, with the same settings the pipeline would copy:
-/// each creation takes about 100 ms, and one after the other they were the largest part
-/// of a first start's wait for its first record. Failures are warnings: heartbeats never
+/// this, so that it already replicates the topic. When the topic is new (a flow's first
+/// start), its copy on the target is created at the same time, with the same settings the
+/// pipeline would copy: each creation takes about 100 ms, and one after the other they
+/// were the largest part of a first start's wait for its first record. Failures are warnings: heartbeats never
 /// stop a flow, and the pipeline creates a missing copy itself.
 pub(crate) fn prepare(spec: &FlowSpec, heartbeat: &HeartbeatSpec) {
     let configs = [("cleanup.policy", "delete"), ("retention.ms", RETENTION_MS)];
