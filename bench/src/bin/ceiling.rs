@@ -53,6 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .set("compression.type", "none")
         .set("queue.buffering.max.kbytes", "65536")
         .set("queue.buffering.max.messages", "1000000")
+        .set("message.copy.max.bytes", "0")
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", "0")
         .set("acks", "all")
