@@ -70,16 +70,6 @@ fn drop_in_background(admin: AdminClient<DefaultClientContext>) {
         .spawn(move || drop(admin));
 }
 
-/// Whether `topic` exists (with partitions) on the cluster behind `config`.
-pub fn topic_exists(config: &ClientConfig, topic: &str) -> Result<bool, OffsetSyncError> {
-    let admin: AdminClient<DefaultClientContext> = config
-        .create()
-        .map_err(|e| OffsetSyncError::kafka("creating admin client", e))?;
-    let result = exists(&admin, topic);
-    drop_in_background(admin);
-    result
-}
-
 fn exists(admin: &AdminClient<DefaultClientContext>, topic: &str) -> Result<bool, OffsetSyncError> {
     let metadata = admin
         .inner()

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use strait_offset_sync::{ensure_single_partition_topic, topic_exists};
+use strait_offset_sync::ensure_single_partition_topic;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -32,17 +32,15 @@ pub struct HeartbeatSpec {
 const RETENTION_MS: &str = "86400000";
 
 /// Creates the heartbeat topic if it is missing; the pipeline's first discovery waits for
-/// this, so that it already replicates the topic. When the topic is new (a flow's first
-/// start), its copy on the target is created at the same time, with the same settings the
-/// pipeline would copy: each creation takes about 100 ms, and one after the other they
-/// were the largest part of a first start's wait for its first record. Failures are warnings: heartbeats never
-/// stop a flow, and the pipeline creates a missing copy itself.
+/// this, so that it already replicates the topic. Its copy on the target is made sure of
+/// at the same time, with the same settings the pipeline would copy: each creation takes
+/// about 100 ms, and one after the other they were the largest part of a first start's
+/// wait for its first record. Each side is one admin client's lookup, and a creation only
+/// where the topic is missing (an earlier version looked the source topic up with a client
+/// of its own first, which put a second client's connection on that path). Failures are
+/// warnings: heartbeats never stop a flow, and the pipeline creates a missing copy itself.
 pub(crate) fn prepare(spec: &FlowSpec, heartbeat: &HeartbeatSpec) {
     let configs = [("cleanup.policy", "delete"), ("retention.ms", RETENTION_MS)];
-    let source = client_config(&spec.source);
-    if topic_exists(&source, &heartbeat.topic).unwrap_or(false) {
-        return;
-    }
     let copy = spec
         .naming
         .target_topic(&spec.source.name, &heartbeat.topic);
@@ -55,6 +53,7 @@ pub(crate) fn prepare(spec: &FlowSpec, heartbeat: &HeartbeatSpec) {
                 debug!(flow = %spec.name, topic = %copy, error = %e, "heartbeat copy not created ahead; the pipeline creates it");
             }
         });
+        let source = client_config(&spec.source);
         if let Err(e) = ensure_single_partition_topic(&source, &heartbeat.topic, None, &configs) {
             warn!(flow = %spec.name, topic = %heartbeat.topic, error = %e, "could not create the heartbeat topic; writing heartbeats anyway (the cluster may create it)");
         }
