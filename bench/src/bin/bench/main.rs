@@ -23,6 +23,9 @@
 //!   with other settings (environment overrides) beside the defaults, in the same runs;
 //!   `STRAIT_BENCH_ALT_BIN=/path/to/strait` runs another build as `strait-alt` (A/B of a
 //!   change).
+//! - `STRAIT_BENCH_WRAP='valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p'` runs
+//!   Strait and the ceiling loop under a profiler (instructions per record: run two record
+//!   counts and divide the difference).
 //!
 //! Offset sync (`scripts/bench.sh --offset-sync` sets these):
 //! - `STRAIT_BENCH_SYSTEMS=strait,strait-nosync` alternates Strait with offset sync on and
@@ -201,13 +204,26 @@ fn backlog(
     let mut failover_samples = Vec::new();
     let mut tool_samples = Vec::new();
     let verify = std::env::var_os("STRAIT_BENCH_VERIFY").is_some();
-    for run in 0..runs {
+    // One unmeasured round of every system first (see `warm_up_copy`), unless skipped.
+    let unmeasured = u64::from(std::env::var_os("STRAIT_BENCH_NO_WARM_UP_COPY").is_none());
+    for round in 0..unmeasured + runs {
+        let warming = round < unmeasured;
+        let run = round.saturating_sub(unmeasured);
+        let label = if warming {
+            "warm-up (not counted)".to_string()
+        } else {
+            format!("run {run}")
+        };
         // Alternate which goes first, so none always meets a cold or a warm broker.
         let mut order = systems.clone();
         order.rotate_left(run as usize % systems.len());
         for system in order {
             let system = system.as_str();
-            let alias = format!("{}{run}", system.replace('-', ""));
+            let alias = if warming {
+                format!("{}w", system.replace('-', ""))
+            } else {
+                format!("{}{run}", system.replace('-', ""))
+            };
             // MirrorMaker 2 runs with identity naming; the others write `<alias>.<topic>`.
             let target = if system == "mm2" {
                 source.clone()
@@ -232,7 +248,7 @@ fn backlog(
                 "strait-alt" => spawn_strait(&bin_dir, &dir, &alias, &source, true, true)?,
                 "mm2" => mm2::spawn(&dir, &alias, &source)?,
                 "ceiling" | "ceiling-bare" => {
-                    let mut ceiling = Command::new(bin_dir.join("ceiling"));
+                    let mut ceiling = wrapped(bin_dir.join("ceiling"));
                     if system == "ceiling-bare" {
                         ceiling.env("CEILING_DROP_HEADERS", "1");
                     }
@@ -252,10 +268,12 @@ fn backlog(
             if system == "strait" && systems.iter().any(|s| s == "strait-nosync") {
                 let s = offset_sync_cost(&alias, &source, partitions)?;
                 eprintln!(
-                    "run {run}  strait: offset map {} records / {} keys / {} B; checkpoint lag {:.2} s",
+                    "{label}  strait: offset map {} records / {} keys / {} B; checkpoint lag {:.2} s",
                     s.map_records, s.map_keys, s.map_bytes, s.checkpoint_lag
                 );
-                sync_samples.push(s);
+                if !warming {
+                    sync_samples.push(s);
+                }
             }
             if let Some(points) = failover_points
                 .as_ref()
@@ -263,14 +281,16 @@ fn backlog(
             {
                 let outcomes = failover::outcomes(points, &target)?;
                 eprintln!(
-                    "run {run} {system:>7}: failover of {} groups: {} records re-read, {} missed, {} partitions without an offset",
+                    "{label} {system:>7}: failover of {} groups: {} records re-read, {} missed, {} partitions without an offset",
                     outcomes.len(),
                     outcomes.iter().map(|o| o.reread).sum::<i64>(),
                     outcomes.iter().map(|o| o.missed).sum::<i64>(),
                     outcomes.iter().map(|o| o.unsynced).sum::<usize>(),
                 );
                 failover::forget_on_target(points)?;
-                failover_samples.push((system.to_string(), outcomes));
+                if !warming {
+                    failover_samples.push((system.to_string(), outcomes));
+                }
             }
             stop(child)?;
             if system == "mm2" {
@@ -279,14 +299,16 @@ fn backlog(
             if verify && system == "strait" {
                 let seconds = time_verify(&bin_dir, &dir.join("strait.toml"), records)?;
                 eprintln!(
-                    "run {run}  verify: {seconds:.2} s, {:.0} MB/s (replication {:.0} MB/s)",
+                    "{label}  verify: {seconds:.2} s, {:.0} MB/s (replication {:.0} MB/s)",
                     mb(records, size) / seconds,
                     mb(records, size) / sample.seconds
                 );
-                verify_samples.push((sample.seconds, seconds));
+                if !warming {
+                    verify_samples.push((sample.seconds, seconds));
+                }
             }
             eprintln!(
-                "run {run} {system:>7}: {:.2} s ({:.2} s to the first record), {:.0} records/s, {:.1} CPU s, {:.0} MB peak RSS; brokers {:.1} CPU s",
+                "{label} {system:>7}: {:.2} s ({:.2} s to the first record), {:.0} records/s, {:.1} CPU s, {:.0} MB peak RSS; brokers {:.1} CPU s",
                 sample.seconds,
                 sample.startup,
                 records as f64 / sample.seconds,
@@ -294,7 +316,9 @@ fn backlog(
                 sample.peak_rss_mb,
                 sample.brokers_cpu_seconds
             );
-            samples.push(sample);
+            if !warming {
+                samples.push(sample);
+            }
             delete_topic(SECONDARY, &target)?;
             if system.starts_with("strait") {
                 // Strait's own topics on the target (heartbeat copy, offset map,
@@ -637,7 +661,7 @@ group_id = "strait-bench-{alias}-{pid}"
     } else {
         (bin_dir.join("strait"), Vec::new())
     };
-    Ok(Command::new(binary)
+    Ok(wrapped(binary)
         .envs(env)
         .args(["run", "--config"])
         .arg(&config)
@@ -755,6 +779,22 @@ fn end_offsets_sum(watcher: &BaseConsumer, topic: &str, partitions: i32) -> i64 
                 })
                 .sum()
         })
+}
+
+/// A command for Strait or the ceiling loop; `STRAIT_BENCH_WRAP='valgrind --tool=callgrind …'`
+/// runs them under another program, to profile both the same way (the warm-up copies are
+/// not wrapped). Such a run's times and CPU seconds measure that program too.
+fn wrapped(binary: impl AsRef<std::ffi::OsStr>) -> Command {
+    let wrap = std::env::var("STRAIT_BENCH_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut command = Command::new(program);
+            command.args(words).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    }
 }
 
 /// SIGTERM, then SIGKILL after a minute.
@@ -1196,7 +1236,10 @@ fn warm_up(topic: &str) -> Result<()> {
 /// to twice as long as a run later. So it copies until two copies in a row have not cost
 /// the brokers a tenth less CPU (the copy's time, if their pids are unknown) than the
 /// cheapest copy before them, at most `STRAIT_BENCH_WARM_UP_COPIES` (8) times.
-/// `STRAIT_BENCH_NO_WARM_UP_COPY=1` skips it.
+/// `STRAIT_BENCH_NO_WARM_UP_COPY=1` skips it, and the unmeasured round of every system
+/// that follows it: after six loop copies, Strait's first run still cost the brokers 3.4
+/// CPU s against 1.7 in its later runs (twice, on fresh brokers), so the loop alone does
+/// not warm every path a system uses.
 fn warm_up_copy(
     bin_dir: &std::path::Path,
     source: &str,
