@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use strait_offset_sync::{run_checkpoints, CheckpointSpec, CheckpointStatus};
-use strait_replicator::{plan, run_flow, FlowStatus, TargetClaims};
+use strait_replicator::{plan, run_flow, FlowStatus, TargetClaims, START_WAIT};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -323,6 +323,11 @@ pub(crate) fn run(path: PathBuf, migrating: bool) -> Result<()> {
         info!(listen = %config.http.listen, flows = specs.len(), "strait running");
 
         let claims = TargetClaims::default();
+        let flow_statuses: std::collections::HashMap<String, Arc<FlowStatus>> = specs
+            .iter()
+            .zip(&statuses)
+            .map(|(spec, status)| (spec.name.clone(), status.clone()))
+            .collect();
         let mut flows = Vec::new();
         for (spec, status) in specs.into_iter().zip(statuses) {
             let (claims, cancel, name) = (claims.clone(), shutdown.clone(), spec.name.clone());
@@ -334,7 +339,15 @@ pub(crate) fn run(path: PathBuf, migrating: bool) -> Result<()> {
             .into_iter()
             .map(|(spec, status)| {
                 let cancel = shutdown.clone();
-                tokio::task::spawn_blocking(move || run_checkpoints(spec, status, cancel))
+                let flow = flow_statuses.get(&spec.flow).cloned();
+                tokio::task::spawn_blocking(move || {
+                    // Its topic is created after the flow's offset map topic, which the
+                    // flow's first assignment waits for (see FlowStatus::wait_started).
+                    if let Some(flow) = flow {
+                        flow.wait_started(START_WAIT);
+                    }
+                    run_checkpoints(spec, status, cancel)
+                })
             })
             .collect();
         tokio::spawn(cancel_on_signal(shutdown.clone()));

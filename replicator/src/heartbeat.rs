@@ -31,8 +31,8 @@ pub struct HeartbeatSpec {
 /// comparable one by one with the source's (`strait verify`).
 const RETENTION_MS: &str = "86400000";
 
-/// Creates the heartbeat topic if it is missing; the pipeline's first discovery waits for
-/// this, so that it already replicates the topic. Its copy on the target is made sure of
+/// Creates the heartbeat topic if it is missing; the pipeline discovers the topic again as
+/// soon as this returns (its first discovery does not wait for it). Its copy on the target is made sure of
 /// at the same time, with the same settings the pipeline would copy: each creation takes
 /// about 100 ms, and one after the other they were the largest part of a first start's
 /// wait for its first record. Each side is one admin client's lookup, and a creation only

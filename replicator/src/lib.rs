@@ -17,7 +17,7 @@ mod status;
 mod topics;
 
 pub use error::ReplicatorError;
-pub use flow::{run_flow, TargetClaims};
+pub use flow::{run_flow, TargetClaims, START_WAIT};
 pub use heartbeat::HeartbeatSpec;
 pub use naming::{NamingPolicy, TopicSelector};
 pub use provenance::{copies_on_target, MapEnd};

@@ -16,7 +16,7 @@
 use rustc_hash::FxHashMap;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -391,6 +391,8 @@ impl ConsumerContext for RebalanceContext {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let resolved = self.choose_start_offsets(consumer, tpl);
+                // Whatever the outcome, the start-up work waiting for this may go ahead.
+                self.status.mark_started();
                 if let Err(e) = consumer.incremental_assign(tpl) {
                     lock(&self.progress).fail(ReplicatorError::kafka("assigning partitions", e));
                     return;
@@ -968,7 +970,7 @@ struct Pipeline<'a> {
     header_buf: Vec<u8>,
     map: Option<&'a PersistedMap>,
     status: &'a FlowStatus,
-    /// Signalled once the heartbeat topic is prepared; the first discovery waits for it.
+    /// Signalled once the heartbeat topic is prepared; a discovery follows at once.
     heartbeat_topic: &'a mut Option<Receiver<()>>,
 }
 
@@ -1077,6 +1079,10 @@ impl Pipeline<'_> {
     ) -> Result<(), ReplicatorError> {
         let mut subscribed = std::collections::BTreeMap::new();
         self.refresh_topics(topics, &mut subscribed, on_topics)?;
+        if subscribed.is_empty() {
+            // No assignment is coming; the heartbeat topic may be the first to come.
+            self.status.mark_started();
+        }
         let mut next_refresh = Instant::now() + self.spec.refresh_interval;
         let mut next_commit = Instant::now() + self.spec.tuning.commit_interval;
         let mut since_producer_poll = 0u32;
@@ -1120,7 +1126,7 @@ impl Pipeline<'_> {
                 self.publish_status();
                 next_commit = now + self.spec.tuning.commit_interval;
             }
-            if now >= next_refresh {
+            if now >= next_refresh || self.heartbeat_topic_prepared() {
                 self.refresh_topics(topics, &mut subscribed, on_topics)?;
                 next_refresh = Instant::now() + self.spec.refresh_interval;
             }
@@ -1135,11 +1141,13 @@ impl Pipeline<'_> {
         subscribed: &mut std::collections::BTreeMap<String, i32>,
         on_topics: &mut dyn FnMut(&[String]) -> Result<(), ReplicatorError>,
     ) -> Result<(), ReplicatorError> {
-        if let Some(prepared) = self.heartbeat_topic.take() {
-            // An error means there is nothing to wait for (no heartbeats).
-            let _ = prepared.recv();
+        self.heartbeat_topic_prepared();
+        let mut wanted = discover(self.consumer.client(), self.spec)?;
+        if let (Some(_), Some(heartbeat)) = (&self.heartbeat_topic, &self.spec.heartbeat) {
+            // Until it is prepared, which creates its copy too: creating the copy here
+            // would put a topic creation on the way to the first assignment.
+            wanted.remove(&heartbeat.topic);
         }
-        let wanted = discover(self.consumer.client(), self.spec)?;
         if wanted == *subscribed {
             topics.sync_configs(self.spec, &wanted);
             return Ok(());
@@ -1185,6 +1193,27 @@ impl Pipeline<'_> {
         }
         *subscribed = wanted;
         Ok(())
+    }
+
+    /// Whether the heartbeat topic has just been prepared, so that a discovery now finds
+    /// it. The first discovery does not wait for it: creating the topic and its copy held
+    /// a first start's first record back by about 50 ms (the median time to the first
+    /// record went from 0.16 to 0.21 s against 0.11 s for the ceiling loop). The topic
+    /// joins the subscription at the next check instead, a cooperative rebalance that
+    /// adds its one partition and leaves the others fetching.
+    fn heartbeat_topic_prepared(&mut self) -> bool {
+        let Some(prepared) = self.heartbeat_topic.as_ref() else {
+            return false;
+        };
+        match prepared.try_recv() {
+            Err(TryRecvError::Empty) => false,
+            // Disconnected: heartbeats are off, or preparing them gave up; either way there
+            // is nothing left to wait for.
+            Ok(()) | Err(TryRecvError::Disconnected) => {
+                *self.heartbeat_topic = None;
+                true
+            }
+        }
     }
 
     fn on_consumer_error(&self, err: KafkaError) -> Result<(), ReplicatorError> {

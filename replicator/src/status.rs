@@ -3,7 +3,8 @@
 //! never per record.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use rdkafka::statistics::Statistics;
 use serde::Serialize;
@@ -15,6 +16,9 @@ pub struct FlowStatus {
     source_connected: AtomicBool,
     target_connected: AtomicBool,
     snapshot: Mutex<Vec<TopicStatus>>,
+    /// Whether the flow got as far as copying (see [`FlowStatus::wait_started`]).
+    started: Mutex<bool>,
+    started_changed: Condvar,
 }
 
 /// Replication state of one source topic.
@@ -78,6 +82,29 @@ impl FlowStatus {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Waits until the flow got as far as copying (its first partitions were assigned,
+    /// it found nothing to copy, or its pipeline stopped), or for `timeout`; returns
+    /// whether it did. Start-up work that is not on the way to the first record waits
+    /// for this: a KRaft controller creates topics one after another, about 25 ms each,
+    /// and the offset map's topic, which the first assignment needs, came third behind
+    /// the checkpoint topic and the heartbeat topic's copy.
+    pub fn wait_started(&self, timeout: Duration) -> bool {
+        let started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        let (started, _) = self
+            .started_changed
+            .wait_timeout_while(started, timeout, |started| !*started)
+            .unwrap_or_else(|p| p.into_inner());
+        *started
+    }
+
+    pub(crate) fn mark_started(&self) {
+        let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        if !*started {
+            *started = true;
+            self.started_changed.notify_all();
+        }
     }
 
     pub(crate) fn set_up(&self, flow: &str, up: bool) {

@@ -58,6 +58,13 @@ pub struct TopicPlan {
 /// Base librdkafka settings for any client of `cluster`.
 pub fn client_config(cluster: &ClusterSpec) -> ClientConfig {
     let mut config = ClientConfig::new();
+    // Connect to every broker when the client starts instead of when first needed. With
+    // librdkafka's sparse connections, a new client's first or second request waited
+    // about 50 ms for a connection to the broker named in the bootstrap answer (connection
+    // attempts are spaced `reconnect.backoff.ms` / 2 apart), and a flow's start makes
+    // several new clients one after another on the way to its first record. The cost is a
+    // connection per broker per client; a cluster's properties can set it back.
+    config.set("enable.sparse.connections", "false");
     for (key, value) in &cluster.properties {
         config.set(key, value);
     }

@@ -45,6 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .set("statistics.interval.ms", "2000")
+        .set("enable.sparse.connections", "false")
         .create()?;
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", target)
@@ -58,6 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .set("message.timeout.ms", "0")
         .set("acks", "all")
         .set("enable.gapless.guarantee", "true")
+        .set("enable.sparse.connections", "false")
         .create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions = metadata.topics()[0].partitions().len() as i32;
