@@ -31,14 +31,13 @@ pub struct HeartbeatSpec {
 /// comparable one by one with the source's (`strait verify`).
 const RETENTION_MS: &str = "86400000";
 
-/// Creates the heartbeat topic if it is missing; the pipeline discovers the topic again as
-/// soon as this returns (its first discovery does not wait for it). Its copy on the target is made sure of
-/// at the same time, with the same settings the pipeline would copy: each creation takes
-/// about 100 ms, and one after the other they were the largest part of a first start's
-/// wait for its first record. Each side is one admin client's lookup, and a creation only
-/// where the topic is missing (an earlier version looked the source topic up with a client
-/// of its own first, which put a second client's connection on that path). Failures are
-/// warnings: heartbeats never stop a flow, and the pipeline creates a missing copy itself.
+/// Creates the heartbeat topic if it is missing, and its copy on the target with the same
+/// settings the pipeline would copy, both at once: one after the other they were the
+/// largest part of a first start's wait for its first record. It runs once the flow has
+/// started copying (see `FlowStatus::wait_started`), and the pipeline subscribes to the
+/// topic as soon as this returns. Each side is one admin client's lookup, and a creation
+/// only where the topic is missing. Failures are warnings: heartbeats never stop a flow,
+/// and the pipeline creates a missing copy itself.
 pub(crate) fn prepare(spec: &FlowSpec, heartbeat: &HeartbeatSpec) {
     let configs = [("cleanup.policy", "delete"), ("retention.ms", RETENTION_MS)];
     let copy = spec

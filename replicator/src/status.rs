@@ -139,3 +139,28 @@ impl FlowStatus {
 fn any_broker_up(statistics: &Statistics) -> bool {
     statistics.brokers.values().any(|b| b.state == "UP")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    #[test]
+    fn waiting_for_the_start_ends_when_it_is_marked_or_at_the_timeout() {
+        let status = Arc::new(FlowStatus::default());
+        let began = Instant::now();
+        assert!(!status.wait_started(Duration::from_millis(50)));
+        assert!(began.elapsed() >= Duration::from_millis(50));
+
+        let marker = status.clone();
+        let handle = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            marker.mark_started();
+        });
+        assert!(status.wait_started(Duration::from_secs(30)));
+        handle.join().expect("the marking thread panicked");
+        // Once started, it stays started.
+        assert!(status.wait_started(Duration::ZERO));
+    }
+}
