@@ -15,8 +15,8 @@ use crate::status::FlowStatus;
 use crate::topics::TargetTopics;
 use crate::{FlowSpec, ReplicatorError};
 
-/// How long start-up work off the path to the first record (heartbeats; offset sync's
-/// checkpoints) waits for the flow to start copying.
+/// How long start-up work off the path to the first record (offset sync's checkpoints)
+/// waits for the flow to start copying.
 pub const START_WAIT: Duration = Duration::from_secs(3);
 
 /// A pipeline that ran this long without failing counts as healthy: the backoff resets.
@@ -58,25 +58,22 @@ pub fn run_flow(
     // Heartbeats run beside the pipeline, across its restarts, until the flow stops.
     let heartbeats_stop = cancel.child_token();
     // The heartbeat topic is prepared (created on a first start, with its copy) beside
-    // the pipeline's start, which does not wait for it: those creations take 50-100 ms,
-    // and they were on the path to the first record. The pipeline discovers the topic
-    // once it is signalled ready. Heartbeats are written only once the topic exists: a
-    // producer's first record would otherwise have the broker auto-create it with other
-    // settings.
+    // the pipeline's start, which waits for it only before its first discovery, so that
+    // discovery finds it and the first subscription holds it. (Subscribing to it later
+    // was ~50 ms faster to the first record, but the cooperative rebalance that added
+    // it mid-copy was followed once by the consumer handing over records already sent.)
+    // Heartbeats are written only once the topic exists: a producer's first record
+    // would otherwise have the broker auto-create it with other settings.
     let (prepared, heartbeat_topic) = std::sync::mpsc::sync_channel(1);
     let heartbeats = spec.heartbeat.clone().map(|heartbeat| {
         let (spec, stop) = (spec.clone(), heartbeats_stop.clone());
-        let status = status.clone();
         std::thread::spawn(move || {
-            // After the pipeline's start (see FlowStatus::wait_started), but not for long:
-            // an instance the group gives no partitions never starts copying.
-            status.wait_started(START_WAIT);
             crate::heartbeat::prepare(&spec, &heartbeat);
             let _ = prepared.send(());
             crate::heartbeat::run_heartbeats(&spec, &heartbeat, &stop)
         })
     });
-    // Without heartbeats `prepared` is dropped unsent, which the pipeline reads as ready.
+    // Without heartbeats `prepared` is dropped unsent, and waiting on it returns at once.
     let mut heartbeat_topic = Some(heartbeat_topic);
     let result = supervise(
         &spec,

@@ -33,11 +33,10 @@ const RETENTION_MS: &str = "86400000";
 
 /// Creates the heartbeat topic if it is missing, and its copy on the target with the same
 /// settings the pipeline would copy, both at once: one after the other they were the
-/// largest part of a first start's wait for its first record. It runs once the flow has
-/// started copying (see `FlowStatus::wait_started`), and the pipeline subscribes to the
-/// topic as soon as this returns. Each side is one admin client's lookup, and a creation
-/// only where the topic is missing. Failures are warnings: heartbeats never stop a flow,
-/// and the pipeline creates a missing copy itself.
+/// largest part of a first start's wait for its first record. The pipeline's first
+/// discovery waits for this, so that it already replicates the topic. Each side is one
+/// admin client's lookup, and a creation only where the topic is missing. Failures are
+/// warnings: heartbeats never stop a flow, and the pipeline creates a missing copy itself.
 pub(crate) fn prepare(spec: &FlowSpec, heartbeat: &HeartbeatSpec) {
     let configs = [("cleanup.policy", "delete"), ("retention.ms", RETENTION_MS)];
     let copy = spec

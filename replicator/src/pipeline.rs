@@ -16,7 +16,7 @@
 use rustc_hash::FxHashMap;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -920,6 +920,9 @@ struct SentRecords {
     runs: VecDeque<(i64, i64)>,
     last_sent: Option<i64>,
     since_anchor: u32,
+    /// Whether the consumer is handing over records below `last_sent` again (warned once
+    /// per occurrence).
+    rewound: bool,
 }
 
 impl SentRecords {
@@ -970,7 +973,7 @@ struct Pipeline<'a> {
     header_buf: Vec<u8>,
     map: Option<&'a PersistedMap>,
     status: &'a FlowStatus,
-    /// Signalled once the heartbeat topic is prepared; a discovery follows at once.
+    /// Signalled once the heartbeat topic is prepared; the first discovery waits for it.
     heartbeat_topic: &'a mut Option<Receiver<()>>,
 }
 
@@ -1080,7 +1083,7 @@ impl Pipeline<'_> {
         let mut subscribed = std::collections::BTreeMap::new();
         self.refresh_topics(topics, &mut subscribed, on_topics)?;
         if subscribed.is_empty() {
-            // No assignment is coming; the heartbeat topic may be the first to come.
+            // No assignment is coming (see FlowStatus::wait_started).
             self.status.mark_started();
         }
         let mut next_refresh = Instant::now() + self.spec.refresh_interval;
@@ -1126,7 +1129,7 @@ impl Pipeline<'_> {
                 self.publish_status();
                 next_commit = now + self.spec.tuning.commit_interval;
             }
-            if now >= next_refresh || self.heartbeat_topic_prepared() {
+            if now >= next_refresh {
                 self.refresh_topics(topics, &mut subscribed, on_topics)?;
                 next_refresh = Instant::now() + self.spec.refresh_interval;
             }
@@ -1141,13 +1144,11 @@ impl Pipeline<'_> {
         subscribed: &mut std::collections::BTreeMap<String, i32>,
         on_topics: &mut dyn FnMut(&[String]) -> Result<(), ReplicatorError>,
     ) -> Result<(), ReplicatorError> {
-        self.heartbeat_topic_prepared();
-        let mut wanted = discover(self.consumer.client(), self.spec)?;
-        if let (Some(_), Some(heartbeat)) = (&self.heartbeat_topic, &self.spec.heartbeat) {
-            // Until it is prepared, which creates its copy too: creating the copy here
-            // would put a topic creation on the way to the first assignment.
-            wanted.remove(&heartbeat.topic);
+        if let Some(prepared) = self.heartbeat_topic.take() {
+            // An error means there is nothing to wait for (no heartbeats).
+            let _ = prepared.recv();
         }
+        let wanted = discover(self.consumer.client(), self.spec)?;
         if wanted == *subscribed {
             topics.sync_configs(self.spec, &wanted);
             return Ok(());
@@ -1195,27 +1196,6 @@ impl Pipeline<'_> {
         Ok(())
     }
 
-    /// Whether the heartbeat topic has just been prepared, so that a discovery now finds
-    /// it. The first discovery does not wait for it: creating the topic and its copy held
-    /// a first start's first record back by about 50 ms (the median time to the first
-    /// record went from 0.16 to 0.21 s against 0.11 s for the ceiling loop). The topic
-    /// joins the subscription at the next check instead, a cooperative rebalance that
-    /// adds its one partition and leaves the others fetching.
-    fn heartbeat_topic_prepared(&mut self) -> bool {
-        let Some(prepared) = self.heartbeat_topic.as_ref() else {
-            return false;
-        };
-        match prepared.try_recv() {
-            Err(TryRecvError::Empty) => false,
-            // Disconnected: heartbeats are off, or preparing them gave up; either way there
-            // is nothing left to wait for.
-            Ok(()) | Err(TryRecvError::Disconnected) => {
-                *self.heartbeat_topic = None;
-                true
-            }
-        }
-    }
-
     fn on_consumer_error(&self, err: KafkaError) -> Result<(), ReplicatorError> {
         let code = err.rdkafka_error_code();
         metrics::counter!(
@@ -1260,7 +1240,26 @@ impl Pipeline<'_> {
         if route.sent.len() <= idx {
             route.sent.resize_with(idx + 1, SentRecords::default);
         }
-        let anchor = route.sent[idx].send(source_offset, timestamp, self.spec.provenance_interval);
+        let sent = &mut route.sent[idx];
+        if sent.last_sent.is_some_and(|last| source_offset <= last) {
+            // The consumer handed over a record this pipeline already sent: its fetch
+            // position went back (seen once in a benchmark run, when a cooperative
+            // rebalance added a topic mid-copy). The producer is idempotent and never times a record out,
+            // so the first copy arrives or the flow stops; a second would be a duplicate.
+            if !sent.rewound {
+                sent.rewound = true;
+                warn!(
+                    flow = %self.spec.name, topic = %msg.topic(), partition = msg.partition(),
+                    offset = source_offset, last_sent = ?sent.last_sent,
+                    "the source consumer went back to records already sent; skipping them"
+                );
+            }
+            metrics::counter!("strait_records_skipped_as_resent_total", "flow" => self.spec.name.clone())
+                .increment(1);
+            return Ok(true);
+        }
+        sent.rewound = false;
+        let anchor = sent.send(source_offset, timestamp, self.spec.provenance_interval);
         let stamp = self.spec.provenance_header && anchor;
         let route = &*route;
         let target_topic = &route.target_topic;

@@ -88,8 +88,8 @@ impl FlowStatus {
     /// it found nothing to copy, or its pipeline stopped), or for `timeout`; returns
     /// whether it did. Start-up work that is not on the way to the first record waits
     /// for this: a KRaft controller creates topics one after another, about 25 ms each,
-    /// and the offset map's topic, which the first assignment needs, came third behind
-    /// the checkpoint topic and the heartbeat topic's copy.
+    /// and the offset map's topic, which the first assignment needs, queued behind the
+    /// checkpoint topic.
     pub fn wait_started(&self, timeout: Duration) -> bool {
         let started = self.started.lock().unwrap_or_else(|p| p.into_inner());
         let (started, _) = self
