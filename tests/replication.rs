@@ -579,3 +579,96 @@ fn deleted_target_topic_stops_the_flow() {
         "not re-created behind our back"
     );
 }
+
+/// Cooperative rebalances while a backlog is being copied: a second instance joins and
+/// leaves, and topics discovered mid-copy change the subscription. Every record is on the
+/// target exactly once. (A subscription change mid-copy was once followed by the consumer
+/// handing over an already-sent record again; the pipeline skips such records, and this
+/// test reports how many it skipped.) A producer quota on the target keeps the backlog
+/// there for as long as the rebalances take, on a fast machine as on a slow one, with
+/// full fetch and producer queues.
+#[test]
+fn rebalances_mid_copy_lose_and_duplicate_nothing() {
+    const RECORDS: usize = 32_000;
+    const NEW_TOPICS: usize = 4;
+    let stem = unique("midcopy");
+    let main_topic = format!("{stem}-main");
+    create_topic(PRIMARY, &main_topic, 2, &[]);
+    produce_sized(PRIMARY, &main_topic, 2, RECORDS, 1024);
+    // Every client of flow `midcopy` is `strait-midcopy`. The broker measures a rate over
+    // at least 10 s, so about 10 MiB go through at once and the other 22 take 20 s or so.
+    let _quota = ProducerQuota::set(SECONDARY, "strait-midcopy", 1024 * 1024);
+    let config = flow_config("midcopy", &format!("{stem}-.*"), "identity", "")
+        .replace(r#"refresh_interval = "2s""#, r#"refresh_interval = "1s""#)
+        .replace(
+            "[tuning]\n",
+            "[tuning]\nproducer_queue_kbytes = 1024\nconsumer_queue_kbytes = 1024\n",
+        );
+    let began = std::time::Instant::now();
+    let mut a = Strait::start(&config);
+    let copied = || {
+        if partition_count(SECONDARY, &main_topic).is_some() {
+            end_offsets(SECONDARY, &main_topic)
+        } else {
+            0
+        }
+    };
+    let assert_mid_copy = |what: &str| {
+        let done = copied();
+        eprintln!(
+            "{what}: {done} of {RECORDS} records copied ({:.1?})",
+            began.elapsed()
+        );
+        assert!(
+            done < RECORDS as i64,
+            "{what} came after the copy finished; not mid-copy"
+        );
+    };
+    wait_until(Duration::from_secs(60), "copying started", || copied() > 0);
+
+    let mut b = Strait::start(&config);
+    wait_until(
+        Duration::from_secs(60),
+        "instance B receives a share of the partitions",
+        || b.logs().contains("partitions assigned"),
+    );
+    assert_mid_copy("B joined");
+    assert_eq!(b.terminate(), Some(0), "B exits cleanly:\n{}", b.logs());
+    assert_mid_copy("B left");
+
+    let assignments = |s: &Strait| s.logs().matches("partitions assigned").count();
+    let mut new_topics = Vec::new();
+    for round in 0..NEW_TOPICS {
+        let topic = format!("{stem}-new{round}");
+        create_topic(PRIMARY, &topic, 1, &[]);
+        produce_simple(PRIMARY, &topic, 1, 100, "new");
+        let before = assignments(&a);
+        wait_until(
+            Duration::from_secs(30),
+            "the new topic's partition assigned",
+            || assignments(&a) > before,
+        );
+        assert_mid_copy(&format!("topic {round} added"));
+        new_topics.push(topic);
+    }
+    wait_until(Duration::from_secs(120), "every record copied", || {
+        copied() >= RECORDS as i64
+            && new_topics.iter().all(|t| {
+                partition_count(SECONDARY, t).is_some() && end_offsets(SECONDARY, t) >= 100
+            })
+    });
+    // Give a duplicate, if one were coming, the time to show up.
+    std::thread::sleep(Duration::from_secs(2));
+    let rewinds = |s: &Strait| s.logs().matches("records already sent").count();
+    eprintln!(
+        "records handed over again by the consumer and skipped: A {} ({} rewinds); B {} rewinds",
+        metric_value(&a.metrics(), "strait_records_skipped_as_resent_total", "").unwrap_or(0.0),
+        rewinds(&a),
+        rewinds(&b)
+    );
+    assert_exact_copy(&main_topic, &main_topic);
+    for topic in &new_topics {
+        assert_exact_copy(topic, topic);
+    }
+    assert_eq!(a.terminate(), Some(0), "A exits cleanly:\n{}", a.logs());
+}

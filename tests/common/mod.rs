@@ -374,6 +374,23 @@ pub fn produce_simple(servers: &str, topic: &str, partitions: i32, count: usize,
     flush(&p);
 }
 
+/// `count` records of `size` bytes each (plus a key), spread round-robin over `partitions`.
+pub fn produce_sized(servers: &str, topic: &str, partitions: i32, count: usize, size: usize) {
+    let p = producer(servers);
+    let value = vec![b'v'; size];
+    for i in 0..count {
+        let out = Out {
+            partition: (i % partitions as usize) as i32,
+            key: Some(format!("k{i}").into_bytes()),
+            value: Some(value.clone()),
+            headers: vec![],
+            timestamp: None,
+        };
+        send(&p, topic, &out);
+    }
+    flush(&p);
+}
+
 /// Low and high watermarks; retries while a new topic's leader is being elected.
 pub fn watermarks(servers: &str, topic: &str, partition: i32) -> (i64, i64) {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -727,6 +744,52 @@ impl Drop for ClusterBack {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh");
         let _ = Command::new(script).args(["start", self.0]).status();
     }
+}
+
+/// A broker-enforced produce quota for one client id, removed again when dropped. Set
+/// with Kafka's own `kafka-configs` tool (rdkafka has no client-quota admin API).
+pub struct ProducerQuota {
+    servers: &'static str,
+    client_id: &'static str,
+}
+
+impl ProducerQuota {
+    pub fn set(servers: &'static str, client_id: &'static str, bytes_per_second: u64) -> Self {
+        let config = format!("producer_byte_rate={bytes_per_second}");
+        assert!(
+            kafka_configs(servers, client_id, &["--add-config", &config]),
+            "setting {config} for client {client_id} on {servers} failed"
+        );
+        Self { servers, client_id }
+    }
+}
+
+impl Drop for ProducerQuota {
+    fn drop(&mut self) {
+        let _ = kafka_configs(
+            self.servers,
+            self.client_id,
+            &["--delete-config", "producer_byte_rate"],
+        );
+    }
+}
+
+fn kafka_configs(servers: &str, client_id: &str, change: &[&str]) -> bool {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh");
+    let classpath = Command::new(script).arg("classpath").output().unwrap();
+    assert!(
+        classpath.status.success(),
+        "scripts/kafka.sh classpath failed"
+    );
+    let classpath = String::from_utf8(classpath.stdout).unwrap();
+    Command::new("java")
+        .args(["-cp", classpath.trim(), "kafka.admin.ConfigCommand"])
+        .args(["--bootstrap-server", servers, "--alter"])
+        .args(["--entity-type", "clients", "--entity-name", client_id])
+        .args(change)
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Minimal HTTP/1.0 GET, enough for /metrics and /healthz.
