@@ -1242,10 +1242,15 @@ impl Pipeline<'_> {
         }
         let sent = &mut route.sent[idx];
         if sent.last_sent.is_some_and(|last| source_offset <= last) {
-            // The consumer handed over a record this pipeline already sent: its fetch
-            // position went back (seen once in a benchmark run, when a cooperative
-            // rebalance added a topic mid-copy). The producer is idempotent and never times a record out,
-            // so the first copy arrives or the flow stops; a second would be a duplicate.
+            // The consumer handed over a record this pipeline already sent. librdkafka
+            // does that at a rebalance: it pauses every assigned partition, and the pause
+            // (on a broker thread) saves the application's position to resume from,
+            // which can race with this thread taking the next record off the queue and
+            // only then moving that position past it (rd_kafka_fetch_op_app_prepare), so
+            // the record is fetched again after the resume. Seen as a one-record rewind
+            // a few ms after a rebalance. The producer is idempotent and never times a
+            // record out, so the first copy arrives or the flow stops; a second would be
+            // a duplicate.
             if !sent.rewound {
                 sent.rewound = true;
                 warn!(
