@@ -1244,7 +1244,7 @@ impl Pipeline<'_> {
         if sent.last_sent.is_some_and(|last| source_offset <= last) {
             // The consumer handed over a record this pipeline already sent. librdkafka
             // does that at a rebalance: it pauses every assigned partition, and the pause
-            // (on a broker thread) saves the application's position to resume from,
+            // (on librdkafka's thread) saves the application's position to resume from,
             // which can race with this thread taking the next record off the queue and
             // only then moving that position past it (rd_kafka_fetch_op_app_prepare), so
             // the record is fetched again after the resume. Seen as a one-record rewind
