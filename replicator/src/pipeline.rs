@@ -1253,11 +1253,21 @@ impl Pipeline<'_> {
             // a duplicate.
             if !sent.rewound {
                 sent.rewound = true;
-                warn!(
-                    flow = %self.spec.name, topic = %msg.topic(), partition = msg.partition(),
-                    offset = source_offset, last_sent = ?sent.last_sent,
-                    "the source consumer went back to records already sent; skipping them"
-                );
+                let (flow, topic, partition) = (&self.spec.name, msg.topic(), msg.partition());
+                if sent.last_sent == Some(source_offset) {
+                    // Exactly the race above: expected now and then, and harmless.
+                    info!(
+                        flow = %flow, topic, partition, offset = source_offset,
+                        "the source consumer handed over the last record sent again (a \
+                         librdkafka race at rebalances); skipping it"
+                    );
+                } else {
+                    warn!(
+                        flow = %flow, topic, partition, offset = source_offset,
+                        last_sent = ?sent.last_sent,
+                        "the source consumer went back to records already sent; skipping them"
+                    );
+                }
             }
             metrics::counter!("strait_records_skipped_as_resent_total", "flow" => self.spec.name.clone())
                 .increment(1);
