@@ -22,7 +22,8 @@
 //!   `STRAIT_BENCH_ALT='STRAIT__TUNING__CONSUMER_QUEUE_KBYTES=8192;…'` measures Strait
 //!   with other settings (environment overrides) beside the defaults, in the same runs;
 //!   `STRAIT_BENCH_ALT_BIN=/path/to/strait` runs another build as `strait-alt` (A/B of a
-//!   change).
+//!   change); `STRAIT_BENCH_STEADY_SYSTEMS=strait,strait-alt` does the same in the steady
+//!   state scenario (default `strait,mm2`).
 //! - `STRAIT_BENCH_WRAP='valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p'` runs
 //!   Strait and the ceiling loop under a profiler (instructions per record: run two record
 //!   counts and divide the difference).
@@ -427,13 +428,28 @@ fn steady_state(
         "\n## Steady state: {} records/s of {} B for {} s into {} partitions, {runs} runs",
         load.rate, load.size, load.seconds, load.partitions
     );
-    let systems = ["strait", "mm2"];
+    // `STRAIT_BENCH_STEADY_SYSTEMS=strait,strait-alt` compares two builds or settings
+    // (see `STRAIT_BENCH_ALT_BIN` and `STRAIT_BENCH_ALT`) under the same load.
+    let systems: Vec<String> = std::env::var("STRAIT_BENCH_STEADY_SYSTEMS")
+        .unwrap_or_else(|_| "strait,mm2".into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
+    if let Some(other) = systems
+        .iter()
+        .find(|s| !["strait", "strait-alt", "mm2"].contains(&s.as_str()))
+    {
+        return Err(format!(
+            "unknown system '{other}' in STRAIT_BENCH_STEADY_SYSTEMS (strait, strait-alt, mm2)"
+        )
+        .into());
+    }
     let mut samples = Vec::new();
     for run in 0..runs {
-        let mut order = systems;
+        let mut order = systems.clone();
         order.rotate_left(run as usize % systems.len());
-        for system in order {
-            let alias = format!("steady{system}{run}");
+        for system in order.iter().map(String::as_str) {
+            let alias = format!("steady{}{run}", system.replace('-', ""));
             let (source, target) = steady::topics(&alias, system == "mm2");
             steady::prepare(&source, &target, load.partitions)?;
             let dir =
@@ -442,7 +458,8 @@ fn steady_state(
             let child = if system == "mm2" {
                 mm2::spawn(&dir, &alias, &source)?
             } else {
-                spawn_strait(bin_dir, &dir, &alias, &source, true, false)?
+                let alt = system == "strait-alt";
+                spawn_strait(bin_dir, &dir, &alias, &source, true, alt)?
             };
             let measured = steady::measure(system, child.id(), &source, &target, load);
             stop(child)?;
@@ -463,7 +480,7 @@ fn steady_state(
     }
     println!("\n| system | runs | p50 ms | p99 ms | max ms | largest lag (records) | CPU s | peak RSS MB |\n|---|---|---|---|---|---|---|---|");
     let mut json = serde_json::Map::new();
-    for system in systems {
+    for system in systems.iter().map(String::as_str) {
         let of = |f: &dyn Fn(&steady::SteadySample) -> f64| {
             median(
                 samples
@@ -488,8 +505,8 @@ fn steady_state(
             }),
         );
     }
-    let p99_ratio = median(
-        (0..runs)
+    let p99_ratio = |a: &str, b: &str| {
+        let ratios: Vec<f64> = (0..runs)
             .filter_map(|run| {
                 let p99 = |system: &str| {
                     samples
@@ -497,15 +514,19 @@ fn steady_state(
                         .find(|s| s.run == run && s.system == system)
                         .map(|s| s.p99_ms)
                 };
-                Some(p99("strait")? / p99("mm2")?.max(1.0))
+                Some(p99(a)? / p99(b)?.max(1.0))
             })
-            .collect(),
-    );
-    println!("\np99 latency, Strait / MirrorMaker 2 (median of per-run ratios): {p99_ratio:.2} (goal < 1)");
-    json.insert(
-        "p99_ratio_strait_to_mm2".into(),
-        serde_json::json!(p99_ratio),
-    );
+            .collect();
+        (!ratios.is_empty()).then(|| median(ratios))
+    };
+    if let Some(ratio) = p99_ratio("strait", "mm2") {
+        println!("\np99 latency, Strait / MirrorMaker 2 (median of per-run ratios): {ratio:.2} (goal < 1)");
+        json.insert("p99_ratio_strait_to_mm2".into(), serde_json::json!(ratio));
+    }
+    if let Some(ratio) = p99_ratio("strait-alt", "strait") {
+        println!("\np99 latency, strait-alt / strait (median of per-run ratios): {ratio:.2}");
+        json.insert("p99_ratio_alt_to_strait".into(), serde_json::json!(ratio));
+    }
     Ok(serde_json::Value::Object(json))
 }
 
