@@ -68,8 +68,7 @@ pub fn run_flow(
     let heartbeats = spec.heartbeat.clone().map(|heartbeat| {
         let (spec, stop) = (spec.clone(), heartbeats_stop.clone());
         std::thread::spawn(move || {
-            crate::heartbeat::prepare(&spec, &heartbeat);
-            let _ = prepared.send(());
+            let _ = prepared.send(crate::heartbeat::prepare(&spec, &heartbeat));
             crate::heartbeat::run_heartbeats(&spec, &heartbeat, &stop)
         })
     });
@@ -97,7 +96,7 @@ fn supervise(
     status: &Arc<FlowStatus>,
     cancel: &CancellationToken,
     progress: &SharedProgress,
-    heartbeat_topic: &mut Option<Receiver<()>>,
+    heartbeat_topic: &mut Option<Receiver<bool>>,
 ) -> Result<(), ReplicatorError> {
     let mut backoff = new_backoff();
     info!(flow = %spec.name, source = %spec.source.name, target = %spec.target.name, "flow started");

@@ -37,7 +37,8 @@ const RETENTION_MS: &str = "86400000";
 /// discovery waits for this, so that it already replicates the topic. Each side is one
 /// admin client's lookup, and a creation only where the topic is missing. Failures are
 /// warnings: heartbeats never stop a flow, and the pipeline creates a missing copy itself.
-pub(crate) fn prepare(spec: &FlowSpec, heartbeat: &HeartbeatSpec) {
+/// Returns whether the heartbeat topic exists on the source.
+pub(crate) fn prepare(spec: &FlowSpec, heartbeat: &HeartbeatSpec) -> bool {
     let configs = [("cleanup.policy", "delete"), ("retention.ms", RETENTION_MS)];
     let copy = spec
         .naming
@@ -52,10 +53,14 @@ pub(crate) fn prepare(spec: &FlowSpec, heartbeat: &HeartbeatSpec) {
             }
         });
         let source = client_config(&spec.source);
-        if let Err(e) = ensure_single_partition_topic(&source, &heartbeat.topic, None, &configs) {
-            warn!(flow = %spec.name, topic = %heartbeat.topic, error = %e, "could not create the heartbeat topic; writing heartbeats anyway (the cluster may create it)");
+        match ensure_single_partition_topic(&source, &heartbeat.topic, None, &configs) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(flow = %spec.name, topic = %heartbeat.topic, error = %e, "could not create the heartbeat topic; writing heartbeats anyway (the cluster may create it)");
+                false
+            }
         }
-    });
+    })
 }
 
 /// Writes heartbeats until `cancel` fires. Blocking: run it on a thread of its own.

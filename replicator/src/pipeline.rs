@@ -45,6 +45,9 @@ const COMMIT_METADATA_PREFIX: &str = "strait:t=";
 /// ourselves rather than being expelled while records are still queued.
 const MAX_BLOCKED: Duration = Duration::from_secs(120);
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the first discovery waits for a heartbeat topic just created to show in the
+/// source's metadata.
+const HEARTBEAT_VISIBLE_WITHIN: Duration = Duration::from_secs(2);
 
 /// Progress of one source partition, kept across pipeline restarts.
 #[derive(Debug, Default)]
@@ -825,7 +828,7 @@ pub(crate) fn run(
     topics: &mut TargetTopics,
     cancel: &CancellationToken,
     on_topics: &mut dyn FnMut(&[String]) -> Result<(), ReplicatorError>,
-    heartbeat_topic: &mut Option<Receiver<()>>,
+    heartbeat_topic: &mut Option<Receiver<bool>>,
 ) -> Result<(), ReplicatorError> {
     {
         let mut p = lock(progress);
@@ -974,7 +977,7 @@ struct Pipeline<'a> {
     map: Option<&'a PersistedMap>,
     status: &'a FlowStatus,
     /// Signalled once the heartbeat topic is prepared; the first discovery waits for it.
-    heartbeat_topic: &'a mut Option<Receiver<()>>,
+    heartbeat_topic: &'a mut Option<Receiver<bool>>,
 }
 
 impl Pipeline<'_> {
@@ -1130,6 +1133,7 @@ impl Pipeline<'_> {
                 next_commit = now + self.spec.tuning.commit_interval;
             }
             if now >= next_refresh {
+                debug!(flow = %self.spec.name, "refreshing topics");
                 self.refresh_topics(topics, &mut subscribed, on_topics)?;
                 next_refresh = Instant::now() + self.spec.refresh_interval;
             }
@@ -1144,13 +1148,30 @@ impl Pipeline<'_> {
         subscribed: &mut std::collections::BTreeMap<String, i32>,
         on_topics: &mut dyn FnMut(&[String]) -> Result<(), ReplicatorError>,
     ) -> Result<(), ReplicatorError> {
-        if let Some(prepared) = self.heartbeat_topic.take() {
-            // An error means there is nothing to wait for (no heartbeats).
-            let _ = prepared.recv();
+        // An error means there is nothing to wait for (no heartbeats).
+        let heartbeat_exists = match self.heartbeat_topic.take() {
+            Some(prepared) => prepared.recv().unwrap_or(false),
+            None => false,
+        };
+        let mut wanted = discover(self.consumer.client(), self.spec)?;
+        if let Some(heartbeat) = self.spec.heartbeat.as_ref().filter(|_| heartbeat_exists) {
+            // A topic created a moment ago can be missing from a broker's metadata for a
+            // little while (a KRaft broker applies the controller's record after the
+            // creation is answered). Missed here, it would be added at the next refresh:
+            // a rebalance in the middle of copying, seen as a 1 s stall under load.
+            let deadline = Instant::now() + HEARTBEAT_VISIBLE_WITHIN;
+            while self.spec.selector.selects(&heartbeat.topic)
+                && !wanted.contains_key(&heartbeat.topic)
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+                wanted = discover(self.consumer.client(), self.spec)?;
+            }
         }
-        let wanted = discover(self.consumer.client(), self.spec)?;
         if wanted == *subscribed {
+            let began = Instant::now();
             topics.sync_configs(self.spec, &wanted);
+            debug!(flow = %self.spec.name, elapsed = ?began.elapsed(), "topic configs compared");
             return Ok(());
         }
         let names: Vec<String> = wanted.keys().cloned().collect();

@@ -281,7 +281,35 @@ fn latencies(
     if replication.is_empty() {
         return Err(format!("no load records on {target}").into());
     }
+    if std::env::var_os("STRAIT_BENCH_TRACE").is_some() {
+        trace_stalls(&originals, &copies);
+    }
     Ok((replication, generator))
+}
+
+/// With `STRAIT_BENCH_TRACE`: the moments (source append time, UTC) when copies took
+/// longer than 200 ms, grouped by 100 ms, to line up with the replicator's log.
+fn trace_stalls(originals: &[Vec<Seen>], copies: &[Vec<Seen>]) {
+    let mut worst: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+    for (originals, copies) in originals.iter().zip(copies) {
+        for (original, copy) in originals.iter().zip(copies) {
+            let latency = copy.appended - original.appended;
+            if original.created > 0 && latency > 200 {
+                let slot = worst.entry(original.appended / 100).or_default();
+                *slot = (*slot).max(latency);
+            }
+        }
+    }
+    for (slot, latency) in worst {
+        let ms = slot * 100;
+        eprintln!(
+            "  stall: records appended at {:02}:{:02}:{:02}.{:03} UTC took up to {latency} ms",
+            ms / 3_600_000 % 24,
+            ms / 60_000 % 60,
+            ms / 1000 % 60,
+            ms % 1000
+        );
+    }
 }
 
 struct Seen {
