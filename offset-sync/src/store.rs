@@ -140,6 +140,11 @@ impl TopicReader {
         let consumer: BaseConsumer = config
             .clone()
             .set("group.id", "strait-internal-reader-unused")
+            // Reads run to the end the topic has when they start, so a fetch that waits at
+            // the broker for more (librdkafka's default is up to 500 ms) only delays them:
+            // one still waiting when the next read began held that read up to 0.5 s, and a
+            // read during a partition assignment stalled the copy that long.
+            .set("fetch.wait.max.ms", "10")
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .create()

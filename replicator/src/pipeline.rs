@@ -439,6 +439,7 @@ impl RebalanceContext {
             // Read the map up to its current end once per assignment: another instance
             // may have owned these partitions until just now.
             index.lock().unwrap_or_else(|p| p.into_inner()).catch_up()?;
+            debug!(flow = %self.spec.name, elapsed = ?began.elapsed(), "assignment: offset map read to its end");
         }
         let fresh_starts = self.fresh_starts(consumer, &committed)?;
         let target_partitions: Vec<(String, i32)> = committed
