@@ -1155,16 +1155,18 @@ impl Pipeline<'_> {
             None => false,
         };
         let mut wanted = discover(self.consumer.client(), self.spec)?;
-        if let Some(heartbeat) = self.spec.heartbeat.as_ref().filter(|_| heartbeat_exists) {
+        let selected_heartbeat = self
+            .spec
+            .heartbeat
+            .as_ref()
+            .filter(|h| heartbeat_exists && self.spec.selector.selects(&h.topic));
+        if let Some(heartbeat) = selected_heartbeat {
             // A topic created a moment ago can be missing from a broker's metadata for a
             // little while (a KRaft broker applies the controller's record after the
             // creation is answered). Missed here, it would be added at the next refresh:
             // a rebalance in the middle of copying, seen as a 1 s stall under load.
             let deadline = Instant::now() + HEARTBEAT_VISIBLE_WITHIN;
-            while self.spec.selector.selects(&heartbeat.topic)
-                && !wanted.contains_key(&heartbeat.topic)
-                && Instant::now() < deadline
-            {
+            while !wanted.contains_key(&heartbeat.topic) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
                 wanted = discover(self.consumer.client(), self.spec)?;
             }

@@ -360,29 +360,31 @@ pub fn flush(producer: &ThreadedProducer<DefaultProducerContext>) {
 
 /// Simple values: `count` records spread round-robin over `partitions`.
 pub fn produce_simple(servers: &str, topic: &str, partitions: i32, count: usize, tag: &str) {
-    let p = producer(servers);
-    for i in 0..count {
-        let out = Out {
-            partition: (i % partitions as usize) as i32,
-            key: Some(format!("k{i}").into_bytes()),
-            value: Some(format!("{tag}-{i}").into_bytes()),
-            headers: vec![],
-            timestamp: None,
-        };
-        send(&p, topic, &out);
-    }
-    flush(&p);
+    produce_keyed(servers, topic, partitions, count, |i| {
+        format!("{tag}-{i}").into_bytes()
+    });
 }
 
 /// `count` records of `size` bytes each (plus a key), spread round-robin over `partitions`.
 pub fn produce_sized(servers: &str, topic: &str, partitions: i32, count: usize, size: usize) {
-    let p = producer(servers);
     let value = vec![b'v'; size];
+    produce_keyed(servers, topic, partitions, count, |_| value.clone());
+}
+
+/// Records keyed `k<i>` with `value(i)`, spread round-robin over `partitions`.
+fn produce_keyed(
+    servers: &str,
+    topic: &str,
+    partitions: i32,
+    count: usize,
+    value: impl Fn(usize) -> Vec<u8>,
+) {
+    let p = producer(servers);
     for i in 0..count {
         let out = Out {
             partition: (i % partitions as usize) as i32,
             key: Some(format!("k{i}").into_bytes()),
-            value: Some(value.clone()),
+            value: Some(value(i)),
             headers: vec![],
             timestamp: None,
         };
@@ -492,7 +494,8 @@ pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
 
 /// Sum of `topic`'s end offsets, in one request per broker (a topic of hundreds of
 /// partitions read one by one takes seconds). Partitions that cannot be read yet (a
-/// leader still being elected) count as 0, so a wait for a total waits longer.
+/// leader still being elected) count as 0, so a wait for a total waits longer; a topic
+/// that does not exist yet has 0.
 pub fn end_offsets(servers: &str, topic: &str) -> i64 {
     let n = partition_count(servers, topic).unwrap_or(0);
     let consumer: BaseConsumer = ClientConfig::new()
