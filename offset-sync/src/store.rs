@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientConfig, ClientContext};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn, Level};
 
 use crate::map::{Coverage, MapUpdate, OffsetIndex};
 use crate::records::MapRecord;
@@ -352,7 +353,39 @@ struct WriterContext {
     failed: Arc<Mutex<Option<String>>>,
 }
 
-impl ClientContext for WriterContext {}
+impl ClientContext for WriterContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_librdkafka(level, fac, log_message);
+    }
+}
+
+/// Forwards a librdkafka log line as rdkafka does by default (target `librdkafka`), except
+/// the warning librdkafka gives every producer created with `enable.gapless.guarantee`,
+/// a property it marks experimental. Strait sets it on purpose on each idempotent
+/// producer (a failed record must never be followed by a delivered one: see "Crash
+/// safety" in the README), so that warning, three at every start and more at every
+/// restart, said nothing an operator could act on. It is logged at debug level.
+pub fn log_librdkafka(level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+    match librdkafka_log_level(level, fac, log_message) {
+        Level::ERROR => error!(target: "librdkafka", "librdkafka: {fac} {log_message}"),
+        Level::WARN => warn!(target: "librdkafka", "librdkafka: {fac} {log_message}"),
+        Level::INFO => info!(target: "librdkafka", "librdkafka: {fac} {log_message}"),
+        _ => debug!(target: "librdkafka", "librdkafka: {fac} {log_message}"),
+    }
+}
+
+fn librdkafka_log_level(level: RDKafkaLogLevel, fac: &str, log_message: &str) -> Level {
+    match level {
+        _ if fac == "CONFWARN" && log_message.contains("enable.gapless.guarantee") => Level::DEBUG,
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => Level::ERROR,
+        RDKafkaLogLevel::Warning => Level::WARN,
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => Level::INFO,
+        RDKafkaLogLevel::Debug => Level::DEBUG,
+    }
+}
 
 impl ProducerContext for WriterContext {
     type DeliveryOpaque = ();
@@ -500,6 +533,34 @@ mod tests {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", cluster.bootstrap_servers());
         (cluster, config)
+    }
+
+    /// The one librdkafka warning Strait's own settings cause is demoted; every other
+    /// configuration warning (a user's `clusters.*` property, say) still warns.
+    #[test]
+    fn only_the_gapless_guarantee_warning_is_demoted() {
+        let gapless = "[thrd:app]: Configuration property enable.gapless.guarantee is experimental: When set to `true`, …";
+        assert_eq!(
+            librdkafka_log_level(RDKafkaLogLevel::Warning, "CONFWARN", gapless),
+            Level::DEBUG
+        );
+        let other = "[thrd:app]: Configuration property fetch.wait.max.ms is a consumer property and will be ignored by this producer instance";
+        assert_eq!(
+            librdkafka_log_level(RDKafkaLogLevel::Warning, "CONFWARN", other),
+            Level::WARN
+        );
+        assert_eq!(
+            librdkafka_log_level(RDKafkaLogLevel::Warning, "FAIL", gapless),
+            Level::WARN
+        );
+        assert_eq!(
+            librdkafka_log_level(RDKafkaLogLevel::Error, "FAIL", "broker down"),
+            Level::ERROR
+        );
+        assert_eq!(
+            librdkafka_log_level(RDKafkaLogLevel::Notice, "CGRPOP", "x"),
+            Level::INFO
+        );
     }
 
     /// A state topic is read right after it was created, while its partition's leader is

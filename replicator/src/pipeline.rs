@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
@@ -183,6 +184,11 @@ struct DeliveryContext {
 }
 
 impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        // Demotes the warning about `enable.gapless.guarantee`, which this producer sets.
+        strait_offset_sync::log_librdkafka(level, fac, log_message);
+    }
+
     fn stats(&self, statistics: Statistics) {
         self.status.observe_target(&statistics);
         self.retries
