@@ -49,7 +49,7 @@ mod mm2;
 mod steady;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::executor::block_on;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -733,6 +733,14 @@ fn measure(
         }
         if copied > 0 && startup.is_none() {
             startup = Some(started.elapsed().as_secs_f64());
+            if trace {
+                // Wall-clock moments, to line up with the system's own log.
+                eprintln!(
+                    "  {system} spawned at {} s, first record seen at {} s (Unix time)",
+                    unix_seconds(SystemTime::now() - started.elapsed()),
+                    unix_seconds(SystemTime::now())
+                );
+            }
         }
         if copied >= records {
             break;
@@ -1494,4 +1502,10 @@ fn preload(
     producer.flush(Duration::from_secs(300))?;
     eprintln!("preloaded in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// `at` as Unix seconds with milliseconds, as in Strait's log timestamps.
+fn unix_seconds(at: SystemTime) -> String {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:03}", since.as_secs(), since.subsec_millis())
 }
