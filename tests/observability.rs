@@ -154,6 +154,16 @@ fn readiness_status_and_lag_follow_the_clusters() {
         );
     }
 
+    // The offset map's topic is created in the same request as the heartbeat copy.
+    let map_topic = format!("__strait.offsets.{flow}");
+    assert_eq!(partition_count(SECONDARY, &map_topic), Some(1));
+    assert_eq!(
+        topic_configs(SECONDARY, &map_topic)
+            .get("cleanup.policy")
+            .map(String::as_str),
+        Some("compact")
+    );
+
     // The target goes away: not ready, naming the target; new records wait, and their
     // lag in seconds grows with their age.
     let _secondary_back = ClusterBack("secondary");

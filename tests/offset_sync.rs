@@ -503,3 +503,43 @@ fn a_map_begun_beside_a_just_created_target_topic_translates() {
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// Strait's own single-partition topics (a heartbeat copy, an offset map) are created in
+/// one request on a flow's first start: every missing one with its own settings, and an
+/// existing one left as it is.
+#[test]
+fn own_topics_are_created_together_each_with_its_settings() {
+    use strait_offset_sync::{ensure_single_partition_topics, SinglePartitionTopic};
+
+    let (map, copy, existing) = (unique("own-map"), unique("own-copy"), unique("own-old"));
+    create_topic(SECONDARY, &existing, 1, &[("retention.ms", "3600000")]);
+    let delete = [("cleanup.policy", "delete"), ("retention.ms", "86400000")];
+    let topics = [
+        SinglePartitionTopic {
+            name: &copy,
+            replication_factor: Some(1),
+            configs: &delete,
+        },
+        SinglePartitionTopic::compacted(&map, None),
+        SinglePartitionTopic::compacted(&existing, None),
+    ];
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", SECONDARY);
+    ensure_single_partition_topics(&config, &topics).unwrap();
+
+    let setting = |topic: &str, key: &str| topic_configs(SECONDARY, topic).get(key).cloned();
+    for topic in [&copy, &map, &existing] {
+        assert_eq!(partition_count(SECONDARY, topic), Some(1), "{topic}");
+    }
+    assert_eq!(setting(&copy, "cleanup.policy").as_deref(), Some("delete"));
+    assert_eq!(setting(&copy, "retention.ms").as_deref(), Some("86400000"));
+    assert_eq!(setting(&map, "cleanup.policy").as_deref(), Some("compact"));
+    // Not altered: still only the setting the test gave it, not made compacted.
+    assert_eq!(setting(&existing, "cleanup.policy"), None);
+    assert_eq!(
+        setting(&existing, "retention.ms").as_deref(),
+        Some("3600000")
+    );
+    // Everything exists now: a second call creates nothing and succeeds.
+    ensure_single_partition_topics(&config, &topics).unwrap();
+}

@@ -23,6 +23,6 @@ pub use map::{Coverage, MapUpdate, OffsetIndex, PartitionOffsetMap, Segment, Tra
 pub use records::{Checkpoint, MapRecord};
 pub use settling::{is_leader_settling, settled_watermarks, settling_backoff};
 pub use store::{
-    ensure_compacted_topic, ensure_single_partition_topic, log_librdkafka, FlowIndex, MapWriter,
-    TopicReader, TopicWriter,
+    ensure_compacted_topic, ensure_single_partition_topic, ensure_single_partition_topics,
+    log_librdkafka, FlowIndex, MapWriter, SinglePartitionTopic, TopicReader, TopicWriter,
 };

@@ -27,9 +27,32 @@ const READ_STALL: Duration = Duration::from_secs(30);
 /// How long a reader's seek (which starts its fetch after a resume) may take.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The configs of Strait's compacted topics (the offset map, checkpoints).
+const COMPACTED: &[(&str, &str)] = &[("cleanup.policy", "compact")];
+
+/// One of Strait's own single-partition topics, to be created if it is missing.
+#[derive(Debug, Clone, Copy)]
+pub struct SinglePartitionTopic<'a> {
+    pub name: &'a str,
+    /// `None`: the cluster's default.
+    pub replication_factor: Option<i32>,
+    pub configs: &'a [(&'a str, &'a str)],
+}
+
+impl<'a> SinglePartitionTopic<'a> {
+    /// A compacted topic. One partition keeps every update in one order, which is what
+    /// lets an offset map's coverage record vouch for the segments written before it.
+    pub fn compacted(name: &'a str, replication_factor: Option<i32>) -> Self {
+        Self {
+            name,
+            replication_factor,
+            configs: COMPACTED,
+        }
+    }
+}
+
 /// Creates `topic` on the cluster behind `config` as a single-partition compacted topic if
-/// it does not exist. One partition keeps every update in one order, which is what lets a
-/// coverage record vouch for the segments written before it.
+/// it does not exist (see [`SinglePartitionTopic::compacted`]).
 ///
 /// A cluster that does not serve CreateTopics (some Kafka-compatible services) gets a
 /// warning: create the topic by hand there.
@@ -38,11 +61,9 @@ pub fn ensure_compacted_topic(
     topic: &str,
     replication_factor: Option<i32>,
 ) -> Result<(), OffsetSyncError> {
-    ensure_single_partition_topic(
+    ensure_single_partition_topics(
         config,
-        topic,
-        replication_factor,
-        &[("cleanup.policy", "compact")],
+        &[SinglePartitionTopic::compacted(topic, replication_factor)],
     )
 }
 
@@ -54,10 +75,30 @@ pub fn ensure_single_partition_topic(
     replication_factor: Option<i32>,
     configs: &[(&str, &str)],
 ) -> Result<(), OffsetSyncError> {
+    ensure_single_partition_topics(
+        config,
+        &[SinglePartitionTopic {
+            name: topic,
+            replication_factor,
+            configs,
+        }],
+    )
+}
+
+/// Creates those of `topics` that do not exist, in one request. A KRaft controller
+/// answers CreateTopics requests one after another, about 25-30 ms each on a single node
+/// (its `controller.quorum.append.linger.ms`), whatever client sends them, while one
+/// request for several topics takes that once: a flow's first start creates two or
+/// three of these topics on the target before its first record.
+/// Failing to create one is a warning naming what to create by hand, not an error.
+pub fn ensure_single_partition_topics(
+    config: &ClientConfig,
+    topics: &[SinglePartitionTopic<'_>],
+) -> Result<(), OffsetSyncError> {
     let admin: AdminClient<DefaultClientContext> = config
         .create()
         .map_err(|e| OffsetSyncError::kafka("creating admin client", e))?;
-    let result = create_if_missing(&admin, topic, replication_factor, configs);
+    let result = create_missing(&admin, topics);
     drop_in_background(admin);
     result
 }
@@ -82,48 +123,72 @@ fn exists(admin: &AdminClient<DefaultClientContext>, topic: &str) -> Result<bool
         .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
 }
 
-fn create_if_missing(
-    admin: &AdminClient<DefaultClientContext>,
-    topic: &str,
-    replication_factor: Option<i32>,
-    configs: &[(&str, &str)],
-) -> Result<(), OffsetSyncError> {
-    if exists(admin, topic)? {
-        return Ok(());
-    }
-    let replication = TopicReplication::Fixed(replication_factor.unwrap_or(-1));
-    let mut new = NewTopic::new(topic, 1, replication);
-    for (key, value) in configs {
-        new = new.set(key, value);
-    }
-    let options = AdminOptions::new()
-        .request_timeout(Some(ADMIN_TIMEOUT))
-        .operation_timeout(Some(ADMIN_TIMEOUT));
-    let wanted = configs
+/// `k=v, k=v`: a topic's configs as the messages about it show them.
+fn configs_text(configs: &[(&str, &str)]) -> String {
+    configs
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
-        .join(", ");
-    // Admin futures resolve on librdkafka's own thread; this caller is not async.
-    let results = futures::executor::block_on(admin.create_topics([&new], &options));
-    match results {
-        Ok(results) => {
-            for r in results {
-                match r {
-                    Ok(_) => info!(topic, configs = %wanted, "created topic"),
-                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                    Err((_, code)) => {
-                        warn!(topic, error = %code, "could not create Strait's topic; create it by hand (1 partition, {wanted})");
-                    }
-                }
-            }
-            Ok(())
-        }
-        Err(e) => {
-            warn!(topic, error = %e, "could not create Strait's topic; create it by hand (1 partition, {wanted})");
-            Ok(())
+        .join(", ")
+}
+
+fn create_missing(
+    admin: &AdminClient<DefaultClientContext>,
+    topics: &[SinglePartitionTopic<'_>],
+) -> Result<(), OffsetSyncError> {
+    let mut missing = Vec::new();
+    for topic in topics {
+        if !exists(admin, topic.name)? {
+            missing.push(topic);
         }
     }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let new_topics: Vec<NewTopic<'_>> = missing
+        .iter()
+        .map(|t| {
+            let replication = TopicReplication::Fixed(t.replication_factor.unwrap_or(-1));
+            t.configs
+                .iter()
+                .fold(NewTopic::new(t.name, 1, replication), |new, (k, v)| {
+                    new.set(k, v)
+                })
+        })
+        .collect();
+    let options = AdminOptions::new()
+        .request_timeout(Some(ADMIN_TIMEOUT))
+        .operation_timeout(Some(ADMIN_TIMEOUT));
+    let create_by_hand = |topic: &SinglePartitionTopic<'_>, error: &dyn std::fmt::Display| {
+        warn!(
+            topic = topic.name,
+            error = %error,
+            "could not create Strait's topic; create it by hand (1 partition, {})",
+            configs_text(topic.configs)
+        );
+    };
+    // Admin futures resolve on librdkafka's own thread; this caller is not async.
+    match futures::executor::block_on(admin.create_topics(&new_topics, &options)) {
+        Ok(results) => {
+            for result in results {
+                let name = match &result {
+                    Ok(name) | Err((name, _)) => name,
+                };
+                let Some(topic) = missing.iter().find(|t| t.name == name) else {
+                    continue;
+                };
+                match result {
+                    Ok(_) => {
+                        info!(topic = topic.name, configs = %configs_text(topic.configs), "created topic")
+                    }
+                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((_, code)) => create_by_hand(topic, &code),
+                }
+            }
+        }
+        Err(e) => missing.iter().for_each(|topic| create_by_hand(topic, &e)),
+    }
+    Ok(())
 }
 
 /// Reads one of Strait's single-partition topics incrementally: each

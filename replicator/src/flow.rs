@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use strait_offset_sync::SinglePartitionTopic;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -57,18 +58,24 @@ pub fn run_flow(
     let progress = SharedProgress::default();
     // Heartbeats run beside the pipeline, across its restarts, until the flow stops.
     let heartbeats_stop = cancel.child_token();
-    // The heartbeat topic is prepared (created on a first start, with its copy) beside
-    // the pipeline's start, which waits for it only before its first discovery, so that
-    // discovery finds it and the first subscription holds it. (Subscribing to it later
-    // was ~50 ms faster to the first record, but the cooperative rebalance that added
-    // it mid-copy was followed once by the consumer handing over records already sent.)
-    // Heartbeats are written only once the topic exists: a producer's first record
-    // would otherwise have the broker auto-create it with other settings.
+    // The heartbeat topic is prepared (created on a first start, with its copy and the
+    // offset map's topic) beside the pipeline's start, which waits for it only before
+    // loading the offset map and its first discovery, so that discovery finds it and
+    // the first subscription holds it. (Subscribing to it later was ~50 ms faster to
+    // the first record, but the cooperative rebalance that added it mid-copy was
+    // followed once by the consumer handing over records already sent.) Heartbeats are
+    // written only once the topic exists: a producer's first record would otherwise
+    // have the broker auto-create it with other settings.
     let (prepared, heartbeat_topic) = std::sync::mpsc::sync_channel(1);
     let heartbeats = spec.heartbeat.clone().map(|heartbeat| {
         let (spec, stop) = (spec.clone(), heartbeats_stop.clone());
         std::thread::spawn(move || {
-            let _ = prepared.send(crate::heartbeat::prepare(&spec, &heartbeat));
+            let map_topic = spec
+                .offset_map_topic
+                .as_deref()
+                .map(|topic| SinglePartitionTopic::compacted(topic, spec.replication_factor));
+            let also_on_target = map_topic.as_slice();
+            let _ = prepared.send(crate::heartbeat::prepare(&spec, &heartbeat, also_on_target));
             crate::heartbeat::run_heartbeats(&spec, &heartbeat, &stop)
         })
     });

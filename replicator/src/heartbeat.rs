@@ -12,7 +12,9 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use strait_offset_sync::ensure_single_partition_topic;
+use strait_offset_sync::{
+    ensure_single_partition_topic, ensure_single_partition_topics, SinglePartitionTopic,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -33,22 +35,33 @@ const RETENTION_MS: &str = "86400000";
 
 /// Creates the heartbeat topic if it is missing, and its copy on the target with the same
 /// settings the pipeline would copy, both at once: one after the other they were the
-/// largest part of a first start's wait for its first record. The pipeline's first
-/// discovery waits for this, so that it already replicates the topic. Each side is one
-/// admin client's lookup, and a creation only where the topic is missing. Failures are
-/// warnings: heartbeats never stop a flow, and the pipeline creates a missing copy itself.
+/// largest part of a first start's wait for its first record. The copy is created in one
+/// request with `also_on_target` (the flow's offset map topic), since a KRaft controller
+/// answers creation requests one at a time (see [`ensure_single_partition_topics`]). The
+/// pipeline waits for this before its first discovery, so that it already replicates the
+/// topic, and before loading its offset map. Each side is one admin client's lookups, and
+/// one creation only where topics are missing. Failures are warnings: heartbeats never
+/// stop a flow, and the pipeline creates a missing copy or map topic itself.
 /// Returns whether the heartbeat topic exists on the source.
-pub(crate) fn prepare(spec: &FlowSpec, heartbeat: &HeartbeatSpec) -> bool {
+pub(crate) fn prepare(
+    spec: &FlowSpec,
+    heartbeat: &HeartbeatSpec,
+    also_on_target: &[SinglePartitionTopic<'_>],
+) -> bool {
     let configs = [("cleanup.policy", "delete"), ("retention.ms", RETENTION_MS)];
     let copy = spec
         .naming
         .target_topic(&spec.source.name, &heartbeat.topic);
+    let mut on_target = vec![SinglePartitionTopic {
+        name: &copy,
+        replication_factor: spec.replication_factor,
+        configs: &configs,
+    }];
+    on_target.extend_from_slice(also_on_target);
     std::thread::scope(|threads| {
         threads.spawn(|| {
             let target = client_config(&spec.target);
-            if let Err(e) =
-                ensure_single_partition_topic(&target, &copy, spec.replication_factor, &configs)
-            {
+            if let Err(e) = ensure_single_partition_topics(&target, &on_target) {
                 debug!(flow = %spec.name, topic = %copy, error = %e, "heartbeat copy not created ahead; the pipeline creates it");
             }
         });

@@ -855,6 +855,13 @@ pub(crate) fn run(
     } else {
         None
     };
+    // On a flow's first start, its own topics are being prepared (the heartbeat topic,
+    // and its copy with the offset map's topic in one request): loading the map before
+    // then would create its topic in a request of its own, which the target's controller
+    // answers only after the other, on the way to the first record.
+    let heartbeat_exists = heartbeat_topic
+        .take()
+        .map(|prepared| prepared.recv().unwrap_or(false));
     let map = spec
         .offset_map_topic
         .as_deref()
@@ -882,7 +889,7 @@ pub(crate) fn run(
         header_buf: Vec::with_capacity(64),
         map: map.as_deref(),
         status,
-        heartbeat_topic,
+        heartbeat_exists,
     };
     let result = pipeline.forward_until_cancelled(topics, cancel, on_topics);
 
@@ -983,8 +990,9 @@ struct Pipeline<'a> {
     header_buf: Vec<u8>,
     map: Option<&'a PersistedMap>,
     status: &'a FlowStatus,
-    /// Signalled once the heartbeat topic is prepared; the first discovery waits for it.
-    heartbeat_topic: &'a mut Option<Receiver<bool>>,
+    /// Whether the heartbeat topic was just prepared and exists (on a flow's first start
+    /// only): the first discovery then waits until the source's metadata shows it.
+    heartbeat_exists: Option<bool>,
 }
 
 impl Pipeline<'_> {
@@ -1155,11 +1163,7 @@ impl Pipeline<'_> {
         subscribed: &mut std::collections::BTreeMap<String, i32>,
         on_topics: &mut dyn FnMut(&[String]) -> Result<(), ReplicatorError>,
     ) -> Result<(), ReplicatorError> {
-        // An error means there is nothing to wait for (no heartbeats).
-        let heartbeat_exists = match self.heartbeat_topic.take() {
-            Some(prepared) => prepared.recv().unwrap_or(false),
-            None => false,
-        };
+        let heartbeat_exists = self.heartbeat_exists.take().unwrap_or(false);
         let mut wanted = discover(self.consumer.client(), self.spec)?;
         let selected_heartbeat = self
             .spec
