@@ -858,7 +858,8 @@ pub(crate) fn run(
     // On a flow's first start, its own topics are being prepared (the heartbeat topic,
     // and its copy with the offset map's topic in one request): loading the map before
     // then would create its topic in a request of its own, which the target's controller
-    // answers only after the other, on the way to the first record.
+    // answers only after the other, on the way to the first record. A channel closed
+    // unsent means there are no heartbeats, and nothing to wait for.
     let heartbeat_exists = heartbeat_topic
         .take()
         .map(|prepared| prepared.recv().unwrap_or(false));
@@ -990,8 +991,9 @@ struct Pipeline<'a> {
     header_buf: Vec<u8>,
     map: Option<&'a PersistedMap>,
     status: &'a FlowStatus,
-    /// Whether the heartbeat topic was just prepared and exists (on a flow's first start
-    /// only): the first discovery then waits until the source's metadata shows it.
+    /// On the flow's first pipeline run in this process, whether the heartbeat topic
+    /// (just prepared) exists: the first discovery then waits until the source's
+    /// metadata shows it.
     heartbeat_exists: Option<bool>,
 }
 
