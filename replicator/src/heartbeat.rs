@@ -62,7 +62,7 @@ pub(crate) fn prepare(
         threads.spawn(|| {
             let target = client_config(&spec.target);
             if let Err(e) = ensure_single_partition_topics(&target, &on_target) {
-                debug!(flow = %spec.name, topic = %copy, error = %e, "heartbeat copy not created ahead; the pipeline creates it");
+                debug!(flow = %spec.name, topic = %copy, error = %e, "heartbeat copy (and offset map topic) not created ahead; the pipeline creates them");
             }
         });
         let source = client_config(&spec.source);
