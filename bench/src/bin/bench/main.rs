@@ -1034,20 +1034,37 @@ fn median_of(samples: &[Sample], system: &str, f: impl Fn(&Sample) -> f64) -> Op
     (!v.is_empty()).then(|| median(v))
 }
 
-/// Median over runs of `a`'s figure divided by `b`'s in the same run.
-fn per_run_ratio(samples: &[Sample], a: &str, b: &str, f: impl Fn(&Sample) -> f64) -> Option<f64> {
-    let of = |system: &str, run: u64| {
-        samples
+/// `a`'s figure divided by `b`'s in the same run, for every run that measured both; the
+/// median is the headline, the spread says whether one invocation's median can be trusted
+/// (on the test VM single runs have spread by more than a goal's margin).
+struct RunRatios(Vec<f64>);
+
+impl RunRatios {
+    fn of(samples: &[Sample], a: &str, b: &str, f: impl Fn(&Sample) -> f64) -> Option<Self> {
+        let of = |system: &str, run: u64| {
+            samples
+                .iter()
+                .find(|s| s.system == system && s.run == run)
+                .map(&f)
+        };
+        let mut ratios: Vec<f64> = samples
             .iter()
-            .find(|s| s.system == system && s.run == run)
-            .map(&f)
-    };
-    let ratios: Vec<f64> = samples
-        .iter()
-        .filter(|s| s.system == a)
-        .filter_map(|s| Some(of(a, s.run)? / of(b, s.run)?))
-        .collect();
-    (!ratios.is_empty()).then(|| median(ratios))
+            .filter(|s| s.system == a)
+            .filter_map(|s| Some(of(a, s.run)? / of(b, s.run)?))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        (!ratios.is_empty()).then_some(Self(ratios))
+    }
+
+    fn median(&self) -> f64 {
+        median(self.0.clone())
+    }
+
+    /// "min-max of N runs"
+    fn range(&self) -> String {
+        let (min, max) = (self.0[0], self.0[self.0.len() - 1]);
+        format!("{min:.2}-{max:.2} of {}", self.0.len())
+    }
 }
 
 fn report(samples: &[Sample], records: u64, size: usize) -> serde_json::Value {
@@ -1095,9 +1112,9 @@ fn report(samples: &[Sample], records: u64, size: usize) -> serde_json::Value {
     // Each run's systems ran back to back under the same conditions; the brokers drift over
     // a session (background deletion of earlier runs' topics), so per-run ratios are the
     // fairest comparison.
-    let throughput = |a, b| per_run_ratio(samples, a, b, |s| 1.0 / s.seconds);
-    let cpu = |a, b| per_run_ratio(samples, a, b, |s| s.cpu_seconds);
-    let rss = |a, b| per_run_ratio(samples, a, b, |s| s.peak_rss_mb);
+    let throughput = |a, b| RunRatios::of(samples, a, b, |s| 1.0 / s.seconds);
+    let cpu = |a, b| RunRatios::of(samples, a, b, |s| s.cpu_seconds);
+    let rss = |a, b| RunRatios::of(samples, a, b, |s| s.peak_rss_mb);
     let goals = [
         (
             "throughput, Strait / MirrorMaker 2",
@@ -1150,16 +1167,21 @@ fn report(samples: &[Sample], records: u64, size: usize) -> serde_json::Value {
             ">= 0.95",
         ),
     ];
-    let mut ratios = serde_json::Map::new();
+    let (mut ratios, mut per_run) = (serde_json::Map::new(), serde_json::Map::new());
     let mut printed_header = false;
     for (name, ratio, goal) in goals {
         let Some(ratio) = ratio else { continue };
         if !printed_header {
-            println!("\n| ratio (median of per-run ratios) | value | goal |\n|---|---|---|");
+            println!(
+                "\n| ratio (median of per-run ratios) | value | per run (lowest-highest) | goal |\n\
+                 |---|---|---|---|"
+            );
             printed_header = true;
         }
-        println!("| {name} | {ratio:.2} | {goal} |");
-        ratios.insert(name.to_string(), serde_json::json!(ratio));
+        let median = ratio.median();
+        println!("| {name} | {median:.2} | {} | {goal} |", ratio.range());
+        ratios.insert(name.to_string(), serde_json::json!(median));
+        per_run.insert(name.to_string(), serde_json::json!(ratio.0));
     }
     if let Some(cpu) = median_of(samples, "strait", |s| s.cpu_seconds) {
         println!(
@@ -1171,6 +1193,7 @@ fn report(samples: &[Sample], records: u64, size: usize) -> serde_json::Value {
     serde_json::json!({
         "systems": systems,
         "ratios": ratios,
+        "per_run_ratios": per_run,
         "runs": samples.iter().map(|s| serde_json::json!({
             "run": s.run, "system": s.system, "seconds": s.seconds,
             "seconds_to_first_record": s.startup, "cpu_seconds": s.cpu_seconds,
