@@ -717,3 +717,68 @@ fn first_start_subscribes_the_new_heartbeat_topic_at_once() {
         "the first assignment holds the data topic and the new heartbeat topic:\n{logs}"
     );
 }
+
+/// Without offset sync, a partition with no progress yet still starts exactly at the
+/// source's log start (`earliest`, after records were deleted) or at its end (`latest`):
+/// the start offsets are looked up explicitly, not left to `auto.offset.reset`.
+#[test]
+fn without_offset_sync_new_partitions_start_at_the_log_start_or_end() {
+    use rdkafka::{Offset, TopicPartitionList};
+    let no_sync = |flow: &str| format!("[flows.{flow}.offset_sync]\nenabled = false");
+
+    // earliest: 20 records per partition, the first 5 and 8 deleted.
+    let flow = unique("startearly").replace('-', "");
+    let topic = format!("{flow}-data");
+    create_topic(PRIMARY, &topic, 2, &[]);
+    produce_simple(PRIMARY, &topic, 2, 40, "early");
+    let mut before = TopicPartitionList::new();
+    before
+        .add_partition_offset(&topic, 0, Offset::Offset(5))
+        .unwrap();
+    before
+        .add_partition_offset(&topic, 1, Offset::Offset(8))
+        .unwrap();
+    futures::executor::block_on(
+        admin(PRIMARY).delete_records(&before, &rdkafka::admin::AdminOptions::new()),
+    )
+    .unwrap();
+    assert_eq!(watermarks(PRIMARY, &topic, 1), (8, 20));
+    let strait = Strait::start(&flow_config(&flow, &topic, "identity", &no_sync(&flow)));
+    wait_until(Duration::from_secs(60), "the 27 records left", || {
+        end_offsets(SECONDARY, &topic) >= 27
+    });
+    assert_exact_copy(&topic, &topic);
+    drop(strait);
+
+    // latest: the 10 records written before the flow starts are not copied, the 10 after are.
+    let flow = unique("startlate").replace('-', "");
+    let topic = format!("{flow}-data");
+    create_topic(PRIMARY, &topic, 2, &[]);
+    produce_simple(PRIMARY, &topic, 2, 10, "before");
+    let strait = Strait::start(&flow_config(
+        &flow,
+        &topic,
+        "identity",
+        &format!("start_from = \"latest\"\n{}", no_sync(&flow)),
+    ));
+    wait_until(Duration::from_secs(60), "first assignment", || {
+        strait.logs().contains("partitions assigned")
+    });
+    produce_simple(PRIMARY, &topic, 2, 10, "after");
+    wait_until(Duration::from_secs(60), "the 10 later records", || {
+        end_offsets(SECONDARY, &topic) >= 10
+    });
+    // Anything copied from before the start would have arrived with (or ahead of) these.
+    std::thread::sleep(Duration::from_secs(2));
+    let copied: Vec<String> = read_all(SECONDARY, &topic)
+        .into_values()
+        .flatten()
+        .map(|r| String::from_utf8_lossy(&r.value.unwrap_or_default()).into_owned())
+        .collect();
+    assert_eq!(copied.len(), 10, "copied: {copied:?}");
+    assert!(
+        copied.iter().all(|v| v.starts_with("after-")),
+        "only records written after the start: {copied:?}\n{}",
+        strait.logs()
+    );
+}

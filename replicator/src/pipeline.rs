@@ -523,8 +523,8 @@ impl RebalanceContext {
                 (Some(c), Some((s, _))) => Some(c.max(s + 1)),
                 (Some(c), None) => Some(c),
                 (None, Some((s, _))) => Some(s + 1),
-                // Nothing yet: start explicitly at the log start (or end), so the offset
-                // map knows exactly where it begins.
+                // Nothing yet: start explicitly at the log start (or end); see
+                // `fresh_starts`.
                 (None, None) => fresh_starts
                     .get(&(source_topic.clone(), partition))
                     .copied(),
@@ -615,19 +615,18 @@ impl RebalanceContext {
         Ok(())
     }
 
-    /// For partitions without a committed offset (when offset sync is on): the source
-    /// log start (or end, for `start_from = "latest"`), so that the offset map knows
-    /// exactly where it begins instead of leaving it to `auto.offset.reset`. One request
-    /// per broker, not one per partition. (Where their first copies land, the target
-    /// ends, comes from the target watermarks read for the tail check.)
+    /// For partitions without a committed offset: the source log start (or end, for
+    /// `start_from = "latest"`), in one request per broker. Starting there explicitly lets
+    /// the offset map know exactly where it begins, and is faster than leaving it to
+    /// `auto.offset.reset`: librdkafka then looks the offset up itself and began fetching
+    /// about 100 ms after the assignment, against 5-20 ms with explicit offsets (traced
+    /// on the test bed). (Where the first copies land, the target ends, comes from the
+    /// target watermarks read for the tail check.)
     fn fresh_starts(
         &self,
         consumer: &BaseConsumer<Self>,
         committed: &TopicPartitionList,
     ) -> Result<HashMap<(String, i32), i64>, ReplicatorError> {
-        if self.map.is_none() || self.scanner.is_none() {
-            return Ok(HashMap::new());
-        }
         let mut source = TopicPartitionList::new();
         let wanted = match self.spec.start_from {
             StartFrom::Earliest => Offset::Beginning,
