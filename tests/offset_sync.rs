@@ -416,14 +416,7 @@ fn group_states_and_edge_cases() {
     // Below the source log start: the group would resume at the log start on the
     // primary, so it resumes at the copy of the log start on the secondary.
     stop_group(&low, &busy, 0, Stop::At(3));
-    let mut before = TopicPartitionList::new();
-    before
-        .add_partition_offset(&busy, 0, Offset::Offset(50))
-        .unwrap();
-    futures::executor::block_on(
-        admin(PRIMARY).delete_records(&before, &rdkafka::admin::AdminOptions::new()),
-    )
-    .unwrap();
+    delete_records_before(PRIMARY, &busy, &[(0, 50)]);
     let out = apply_until_exact(&strait.config, "states", &low);
     assert!(out.contains("log start 50"), "{out}");
     assert_eq!(

@@ -723,7 +723,6 @@ fn first_start_subscribes_the_new_heartbeat_topic_at_once() {
 /// the start offsets are looked up explicitly, not left to `auto.offset.reset`.
 #[test]
 fn without_offset_sync_new_partitions_start_at_the_log_start_or_end() {
-    use rdkafka::{Offset, TopicPartitionList};
     let no_sync = |flow: &str| format!("[flows.{flow}.offset_sync]\nenabled = false");
 
     // earliest: 20 records per partition, the first 5 and 8 deleted.
@@ -731,17 +730,7 @@ fn without_offset_sync_new_partitions_start_at_the_log_start_or_end() {
     let topic = format!("{flow}-data");
     create_topic(PRIMARY, &topic, 2, &[]);
     produce_simple(PRIMARY, &topic, 2, 40, "early");
-    let mut before = TopicPartitionList::new();
-    before
-        .add_partition_offset(&topic, 0, Offset::Offset(5))
-        .unwrap();
-    before
-        .add_partition_offset(&topic, 1, Offset::Offset(8))
-        .unwrap();
-    futures::executor::block_on(
-        admin(PRIMARY).delete_records(&before, &rdkafka::admin::AdminOptions::new()),
-    )
-    .unwrap();
+    delete_records_before(PRIMARY, &topic, &[(0, 5), (1, 8)]);
     assert_eq!(watermarks(PRIMARY, &topic, 1), (8, 20));
     let strait = Strait::start(&flow_config(&flow, &topic, "identity", &no_sync(&flow)));
     wait_until(Duration::from_secs(60), "the 27 records left", || {

@@ -268,6 +268,17 @@ pub fn create_topic(servers: &str, topic: &str, partitions: i32, configs: &[(&st
     });
 }
 
+/// Deletes the records before `offset` in each listed partition (DeleteRecords), so the
+/// log start moves there.
+pub fn delete_records_before(servers: &str, topic: &str, before: &[(i32, i64)]) {
+    let mut tpl = TopicPartitionList::new();
+    for &(partition, offset) in before {
+        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+            .unwrap();
+    }
+    block_on(admin(servers).delete_records(&tpl, &AdminOptions::new())).unwrap();
+}
+
 pub fn add_partitions(servers: &str, topic: &str, total: usize) {
     let res = block_on(
         admin(servers).create_partitions([&NewPartitions::new(topic, total)], &AdminOptions::new()),
