@@ -35,6 +35,10 @@
 //! - `STRAIT_BENCH_TXN=N` preloads in transactions of N records, so every partition gets a
 //!   commit marker (an offset gap the map must record) every N/PARTITIONS records.
 //!
+//! `bench --pool FILE...` pools the backlog copy's per-run ratios of several JSON files
+//! (invocations of one build) and prints them as one table: median, 95 % interval of the
+//! median, verdict against the goal.
+//!
 //! Verification (`scripts/bench.sh --verify` sets `STRAIT_BENCH_VERIFY=1`): after each
 //! Strait run, `strait verify` compares the whole copy with the source, and its rate in
 //! MB/s is printed next to the replication rate of the same run.
@@ -89,8 +93,8 @@ struct SyncSample {
     checkpoint_lag: f64,
 }
 
-const USAGE: &str =
-    "usage: bench [--all|--backlog|--steady|--scale] [RECORDS] [RECORD_BYTES] [PARTITIONS] [RUNS]";
+const USAGE: &str = "usage: bench [--all|--backlog|--steady|--scale] [RECORDS] [RECORD_BYTES] \
+     [PARTITIONS] [RUNS] | bench --pool BENCH_JSON...";
 
 fn main() -> Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -99,6 +103,9 @@ fn main() -> Result<()> {
     } else {
         "--all".to_string()
     };
+    if scenario == "--pool" {
+        return pool(&args);
+    }
     let numbers: Vec<u64> = args
         .iter()
         .map(|a| {
@@ -1019,9 +1026,16 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// The middle value, or the mean of the two middle values of an even count (before
+/// 2026-12-04 the upper of the two).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let n = v.len();
+    if n % 2 == 0 {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    } else {
+        v[n / 2]
+    }
 }
 
 /// Median of one figure over the runs of one system; None if it never ran.
@@ -1065,57 +1079,62 @@ impl RunRatios {
         let (min, max) = (self.0[0], self.0[self.0.len() - 1]);
         format!("{min:.2}-{max:.2} of {}", self.0.len())
     }
+
+    /// A 95 % confidence interval for the median, from the runs' order alone (no
+    /// assumption about how the ratios are distributed): the k-th lowest and the k-th
+    /// highest ratio, with k the largest for which the true median falls below the one
+    /// or above the other with at most 2.5 % chance each (the number of runs below the
+    /// median is Binomial(n, 1/2)). None below 6 runs, where even the lowest and the
+    /// highest cover less than 95 %.
+    fn median_interval(&self) -> Option<(f64, f64)> {
+        let n = self.0.len();
+        let (mut below, mut p_exactly, mut k) = (0.0, 0.5f64.powi(n as i32), 0);
+        for j in 0..n {
+            below += p_exactly; // P(at most j runs below the median)
+            if below > 0.025 {
+                break;
+            }
+            k = j + 1;
+            p_exactly *= (n - j) as f64 / (j + 1) as f64;
+        }
+        (k >= 1).then(|| (self.0[k - 1], self.0[n - k]))
+    }
+
+    /// Whether a goal such as ">= 0.9" is met: decided only when the whole 95 % interval
+    /// of the median is on one side of it, so that one lucky or unlucky invocation does
+    /// not settle it.
+    fn verdict(&self, goal: &str) -> &'static str {
+        let Some((op, bound)) = goal.split_once(' ') else {
+            return "-";
+        };
+        let Ok(bound) = bound.parse::<f64>() else {
+            return "-";
+        };
+        let Some((low, high)) = self.median_interval() else {
+            return "undecided (fewer than 6 runs)";
+        };
+        let (met, missed) = match op {
+            ">=" => (low >= bound, high < bound),
+            "<=" => (high <= bound, low > bound),
+            _ => return "-",
+        };
+        match (met, missed) {
+            (true, _) => "met",
+            (_, true) => "not met",
+            _ => "undecided",
+        }
+    }
 }
 
-fn report(samples: &[Sample], records: u64, size: usize) -> serde_json::Value {
-    let mb = records as f64 * size as f64 / 1e6;
-    println!(
-        "\n| system | runs | median s | records/s | MB/s | records/s after the first record | \
-         s to the first record | CPU s | CPU s/GB | peak RSS MB | brokers' CPU s |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    let mut systems = Vec::new();
-    for system in [
-        "strait",
-        "strait-nosync",
-        "strait-alt",
-        "mm2",
-        "ceiling",
-        "ceiling-bare",
-    ] {
-        let Some(secs) = median_of(samples, system, |s| s.seconds) else {
-            continue;
-        };
-        let runs = samples.iter().filter(|s| s.system == system).count();
-        let of = |f: &dyn Fn(&Sample) -> f64| median_of(samples, system, f).unwrap_or(f64::NAN);
-        let cpu = of(&|s| s.cpu_seconds);
-        let rss = of(&|s| s.peak_rss_mb);
-        let brokers_cpu = of(&|s| s.brokers_cpu_seconds);
-        let startup = of(&|s| s.startup);
-        // The copy rate once records flow. Start-up (group join, a JVM's warm-up) is noisy
-        // and, on a backlog that copies in a few seconds, a large share of the total.
-        let copy_rate = of(&|s| records as f64 / (s.seconds - s.startup).max(1e-3));
-        println!(
-            "| {system} | {runs} | {secs:.2} | {:.0} | {:.1} | {copy_rate:.0} | {startup:.2} | {cpu:.1} | {:.2} | {rss:.0} | {brokers_cpu:.1} |",
-            records as f64 / secs,
-            mb / secs,
-            cpu / (mb / 1000.0)
-        );
-        systems.push(serde_json::json!({
-            "system": system, "runs": runs, "median_seconds": secs, "records_per_second": records as f64 / secs,
-            "mb_per_second": mb / secs, "records_per_second_after_first": copy_rate,
-            "seconds_to_first_record": startup, "cpu_seconds": cpu,
-            "cpu_seconds_per_gb": cpu / (mb / 1000.0), "peak_rss_mb": rss,
-            "brokers_cpu_seconds": brokers_cpu,
-        }));
-    }
+/// The ratios the backlog copy reports, each with its goal ("-" for none).
+fn ratio_goals(samples: &[Sample]) -> [(&'static str, Option<RunRatios>, &'static str); 10] {
     // Each run's systems ran back to back under the same conditions; the brokers drift over
     // a session (background deletion of earlier runs' topics), so per-run ratios are the
     // fairest comparison.
     let throughput = |a, b| RunRatios::of(samples, a, b, |s| 1.0 / s.seconds);
     let cpu = |a, b| RunRatios::of(samples, a, b, |s| s.cpu_seconds);
     let rss = |a, b| RunRatios::of(samples, a, b, |s| s.peak_rss_mb);
-    let goals = [
+    [
         (
             "throughput, Strait / MirrorMaker 2",
             throughput("strait", "mm2"),
@@ -1166,23 +1185,137 @@ fn report(samples: &[Sample], records: u64, size: usize) -> serde_json::Value {
             throughput("strait", "strait-nosync"),
             ">= 0.95",
         ),
-    ];
-    let (mut ratios, mut per_run) = (serde_json::Map::new(), serde_json::Map::new());
+    ]
+}
+
+/// Prints the table of ratios (median, spread, 95 % interval of the median and whether
+/// the goal is met) and returns its JSON: `ratios`, `per_run_ratios`, `median_intervals`.
+fn print_ratios<'a, N: AsRef<str>>(
+    ratios: impl IntoIterator<Item = (N, Option<RunRatios>, &'a str)>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let (mut medians, mut per_run, mut intervals) = (
+        serde_json::Map::new(),
+        serde_json::Map::new(),
+        serde_json::Map::new(),
+    );
     let mut printed_header = false;
-    for (name, ratio, goal) in goals {
+    for (name, ratio, goal) in ratios {
+        let name = name.as_ref();
         let Some(ratio) = ratio else { continue };
         if !printed_header {
             println!(
-                "\n| ratio (median of per-run ratios) | value | per run (lowest-highest) | goal |\n\
-                 |---|---|---|---|"
+                "\n| ratio (median of per-run ratios) | value | per run (lowest-highest) | \
+                 95 % interval of the median | goal | verdict |\n|---|---|---|---|---|---|"
             );
             printed_header = true;
         }
         let median = ratio.median();
-        println!("| {name} | {median:.2} | {} | {goal} |", ratio.range());
-        ratios.insert(name.to_string(), serde_json::json!(median));
+        let interval = ratio.median_interval();
+        println!(
+            "| {name} | {median:.2} | {} | {} | {goal} | {} |",
+            ratio.range(),
+            interval.map_or("-".to_string(), |(low, high)| format!("{low:.2}-{high:.2}")),
+            ratio.verdict(goal)
+        );
+        medians.insert(name.to_string(), serde_json::json!(median));
         per_run.insert(name.to_string(), serde_json::json!(ratio.0));
+        intervals.insert(
+            name.to_string(),
+            serde_json::json!(interval.map(|(l, h)| [l, h])),
+        );
     }
+    let mut json = serde_json::Map::new();
+    json.insert("ratios".into(), medians.into());
+    json.insert("per_run_ratios".into(), per_run.into());
+    json.insert("median_intervals".into(), intervals.into());
+    json
+}
+
+/// `bench --pool FILE...`: pools the backlog copies of several bench JSON files
+/// (invocations of the same build, e.g. on different days) and prints the ratios of their
+/// runs as one table: median, 95 % interval and verdict. Each ratio still pairs systems
+/// of the same run.
+fn pool(files: &[String]) -> Result<()> {
+    if files.is_empty() {
+        return Err(USAGE.into());
+    }
+    let mut samples = Vec::new();
+    for (index, file) in files.iter().enumerate() {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
+        let runs = json["backlog"]["runs"]
+            .as_array()
+            .ok_or_else(|| format!("{file}: no backlog.runs (not a backlog bench JSON)"))?;
+        for (i, run) in runs.iter().enumerate() {
+            let number = |key: &str| {
+                run[key]
+                    .as_f64()
+                    .ok_or_else(|| format!("{file}: backlog.runs[{i}].{key} is not a number"))
+            };
+            samples.push(Sample {
+                // Runs of different files must not pair up.
+                run: index as u64 * 1_000_000 + number("run")? as u64,
+                system: run["system"]
+                    .as_str()
+                    .ok_or_else(|| format!("{file}: backlog.runs[{i}].system is not a string"))?
+                    .to_string(),
+                seconds: number("seconds")?,
+                startup: number("seconds_to_first_record")?,
+                cpu_seconds: number("cpu_seconds")?,
+                peak_rss_mb: number("peak_rss_mb")?,
+                brokers_cpu_seconds: number("brokers_cpu_seconds").unwrap_or(f64::NAN),
+            });
+        }
+        println!("{file}: {} runs", runs.len());
+    }
+    print_ratios(ratio_goals(&samples));
+    Ok(())
+}
+
+fn report(samples: &[Sample], records: u64, size: usize) -> serde_json::Value {
+    let mb = records as f64 * size as f64 / 1e6;
+    println!(
+        "\n| system | runs | median s | records/s | MB/s | records/s after the first record | \
+         s to the first record | CPU s | CPU s/GB | peak RSS MB | brokers' CPU s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut systems = Vec::new();
+    for system in [
+        "strait",
+        "strait-nosync",
+        "strait-alt",
+        "mm2",
+        "ceiling",
+        "ceiling-bare",
+    ] {
+        let Some(secs) = median_of(samples, system, |s| s.seconds) else {
+            continue;
+        };
+        let runs = samples.iter().filter(|s| s.system == system).count();
+        let of = |f: &dyn Fn(&Sample) -> f64| median_of(samples, system, f).unwrap_or(f64::NAN);
+        let cpu = of(&|s| s.cpu_seconds);
+        let rss = of(&|s| s.peak_rss_mb);
+        let brokers_cpu = of(&|s| s.brokers_cpu_seconds);
+        let startup = of(&|s| s.startup);
+        // The copy rate once records flow. Start-up (group join, a JVM's warm-up) is noisy
+        // and, on a backlog that copies in a few seconds, a large share of the total.
+        let copy_rate = of(&|s| records as f64 / (s.seconds - s.startup).max(1e-3));
+        println!(
+            "| {system} | {runs} | {secs:.2} | {:.0} | {:.1} | {copy_rate:.0} | {startup:.2} | {cpu:.1} | {:.2} | {rss:.0} | {brokers_cpu:.1} |",
+            records as f64 / secs,
+            mb / secs,
+            cpu / (mb / 1000.0)
+        );
+        systems.push(serde_json::json!({
+            "system": system, "runs": runs, "median_seconds": secs, "records_per_second": records as f64 / secs,
+            "mb_per_second": mb / secs, "records_per_second_after_first": copy_rate,
+            "seconds_to_first_record": startup, "cpu_seconds": cpu,
+            "cpu_seconds_per_gb": cpu / (mb / 1000.0), "peak_rss_mb": rss,
+            "brokers_cpu_seconds": brokers_cpu,
+        }));
+    }
+    let ratios = print_ratios(ratio_goals(samples));
     if let Some(cpu) = median_of(samples, "strait", |s| s.cpu_seconds) {
         println!(
             "\nStrait: {:.2} CPU s per GB (goal <= 2); peak RSS {:.0} MB (median)",
@@ -1190,16 +1323,16 @@ fn report(samples: &[Sample], records: u64, size: usize) -> serde_json::Value {
             median_of(samples, "strait", |s| s.peak_rss_mb).unwrap_or(f64::NAN)
         );
     }
-    serde_json::json!({
+    let mut json = serde_json::json!({
         "systems": systems,
-        "ratios": ratios,
-        "per_run_ratios": per_run,
         "runs": samples.iter().map(|s| serde_json::json!({
             "run": s.run, "system": s.system, "seconds": s.seconds,
             "seconds_to_first_record": s.startup, "cpu_seconds": s.cpu_seconds,
             "peak_rss_mb": s.peak_rss_mb, "brokers_cpu_seconds": s.brokers_cpu_seconds,
         })).collect::<Vec<_>>(),
-    })
+    });
+    json.as_object_mut().expect("an object").extend(ratios);
+    json
 }
 
 fn report_failover(samples: &[(String, Vec<failover::GroupOutcome>)]) -> serde_json::Value {
@@ -1531,4 +1664,48 @@ fn preload(
 fn unix_seconds(at: SystemTime) -> String {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     format!("{}.{:03}", since.as_secs(), since.subsec_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ratios(n: usize) -> RunRatios {
+        RunRatios((1..=n).map(|i| i as f64 / 10.0).collect())
+    }
+
+    #[test]
+    fn median_interval_widens_to_the_order_statistics_that_cover_95_percent() {
+        // Below 6 runs even the lowest and highest cover less than 95 % (5 runs: 93.75 %).
+        assert_eq!(ratios(5).median_interval(), None);
+        assert_eq!(ratios(6).median_interval(), Some((0.1, 0.6)));
+        // Tabulated: 19 runs -> the 5th lowest and the 5th highest; 8 -> 1st and 8th; 9 -> 2nd and 8th.
+        assert_eq!(ratios(19).median_interval(), Some((0.5, 1.5)));
+        assert_eq!(ratios(8).median_interval(), Some((0.1, 0.8)));
+        assert_eq!(ratios(9).median_interval(), Some((0.2, 0.8)));
+    }
+
+    #[test]
+    fn a_goal_is_decided_only_when_the_whole_interval_is_on_one_side() {
+        let at = |values: &[f64]| RunRatios(values.to_vec());
+        let above = at(&[0.91, 0.92, 0.95, 0.97, 1.0, 1.1]);
+        let straddling = at(&[0.85, 0.88, 0.9, 0.93, 0.97, 1.0]);
+        let below = at(&[0.7, 0.75, 0.8, 0.85, 0.88, 0.89]);
+        assert_eq!(above.verdict(">= 0.9"), "met");
+        assert_eq!(straddling.verdict(">= 0.9"), "undecided");
+        assert_eq!(below.verdict(">= 0.9"), "not met");
+        assert_eq!(below.verdict("<= 0.9"), "met");
+        assert_eq!(above.verdict("<= 0.9"), "not met");
+        assert_eq!(above.verdict("-"), "-");
+        assert_eq!(
+            at(&[1.0; 5]).verdict(">= 0.9"),
+            "undecided (fewer than 6 runs)"
+        );
+    }
+
+    #[test]
+    fn median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+    }
 }
