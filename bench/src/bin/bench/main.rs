@@ -1026,8 +1026,8 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// The middle value, or the mean of the two middle values of an even count (before
-/// 2026-12-04 the upper of the two).
+/// The middle value, or the mean of the two middle values of an even count (the upper
+/// of the two before 2026-12-03's seventeenth session).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
