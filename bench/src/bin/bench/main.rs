@@ -610,14 +610,12 @@ fn report_verify(samples: &[(f64, f64)], records: u64, size: usize) {
             copy / verify
         );
     }
-    let mut ratios: Vec<f64> = samples.iter().map(|(c, v)| c / v).collect();
-    ratios.sort_by(f64::total_cmp);
-    let mut verify: Vec<f64> = samples.iter().map(|(_, v)| mb(records, size) / v).collect();
-    verify.sort_by(f64::total_cmp);
+    let ratios: Vec<f64> = samples.iter().map(|(c, v)| c / v).collect();
+    let verify: Vec<f64> = samples.iter().map(|(_, v)| mb(records, size) / v).collect();
     println!(
         "\nverify: median {:.0} MB/s; median verify/replication rate ratio {:.2} (goal: >= 1)",
-        verify[verify.len() / 2],
-        ratios[ratios.len() / 2]
+        median(verify),
+        median(ratios)
     );
 }
 
