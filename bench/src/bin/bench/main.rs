@@ -1098,23 +1098,14 @@ impl RunRatios {
         (k >= 1).then(|| (self.0[k - 1], self.0[n - k]))
     }
 
-    /// Whether a goal such as ">= 0.9" is met: decided only when the whole 95 % interval
-    /// of the median is on one side of it, so that one lucky or unlucky invocation does
-    /// not settle it.
-    fn verdict(&self, goal: &str) -> &'static str {
-        let Some((op, bound)) = goal.split_once(' ') else {
-            return "-";
-        };
-        let Ok(bound) = bound.parse::<f64>() else {
-            return "-";
-        };
-        let Some((low, high)) = self.median_interval() else {
-            return "undecided (fewer than 6 runs)";
-        };
-        let (met, missed) = match op {
-            ">=" => (low >= bound, high < bound),
-            "<=" => (high <= bound, low > bound),
-            _ => return "-",
+    /// Whether the goal is met: decided only when the whole 95 % interval of the median is
+    /// on one side of it, so that one lucky or unlucky invocation does not settle it.
+    fn verdict(&self, goal: Goal) -> &'static str {
+        let (met, missed) = match (goal, self.median_interval()) {
+            (Goal::None, _) => return "-",
+            (_, None) => return "undecided (fewer than 6 runs)",
+            (Goal::AtLeast(bound), Some((low, high))) => (low >= bound, high < bound),
+            (Goal::AtMost(bound), Some((low, high))) => (high <= bound, low > bound),
         };
         match (met, missed) {
             (true, _) => "met",
@@ -1124,8 +1115,26 @@ impl RunRatios {
     }
 }
 
-/// The ratios the backlog copy reports, each with its goal ("-" for none).
-fn ratio_goals(samples: &[Sample]) -> [(&'static str, Option<RunRatios>, &'static str); 10] {
+/// What a ratio should be.
+#[derive(Clone, Copy)]
+enum Goal {
+    AtLeast(f64),
+    AtMost(f64),
+    None,
+}
+
+impl std::fmt::Display for Goal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Goal::AtLeast(bound) => write!(f, ">= {bound}"),
+            Goal::AtMost(bound) => write!(f, "<= {bound}"),
+            Goal::None => f.write_str("-"),
+        }
+    }
+}
+
+/// The ratios the backlog copy reports, each with its goal.
+fn ratio_goals(samples: &[Sample]) -> [(&'static str, Option<RunRatios>, Goal); 10] {
     // Each run's systems ran back to back under the same conditions; the brokers drift over
     // a session (background deletion of earlier runs' topics), so per-run ratios are the
     // fairest comparison.
@@ -1136,60 +1145,60 @@ fn ratio_goals(samples: &[Sample]) -> [(&'static str, Option<RunRatios>, &'stati
         (
             "throughput, Strait / MirrorMaker 2",
             throughput("strait", "mm2"),
-            ">= 2",
+            Goal::AtLeast(2.0),
         ),
         (
             "throughput, Strait / ceiling",
             throughput("strait", "ceiling"),
-            ">= 0.9",
+            Goal::AtLeast(0.9),
         ),
         (
             "throughput, Strait / bare loop (drops headers)",
             throughput("strait", "ceiling-bare"),
-            "-",
+            Goal::None,
         ),
         (
             "CPU s per GB, Strait / MirrorMaker 2",
             cpu("strait", "mm2"),
-            "<= 0.5",
+            Goal::AtMost(0.5),
         ),
         (
             "CPU s per GB, Strait / ceiling",
             cpu("strait", "ceiling"),
-            "-",
+            Goal::None,
         ),
         (
             "peak RSS, Strait / MirrorMaker 2",
             rss("strait", "mm2"),
-            "<= 0.1",
+            Goal::AtMost(0.1),
         ),
         (
             "throughput, Strait with STRAIT_BENCH_ALT / ceiling",
             throughput("strait-alt", "ceiling"),
-            "-",
+            Goal::None,
         ),
         (
             "throughput, Strait with STRAIT_BENCH_ALT / Strait",
             throughput("strait-alt", "strait"),
-            "-",
+            Goal::None,
         ),
         (
             "peak RSS, Strait with STRAIT_BENCH_ALT / Strait",
             rss("strait-alt", "strait"),
-            "-",
+            Goal::None,
         ),
         (
             "throughput with / without offset sync",
             throughput("strait", "strait-nosync"),
-            ">= 0.95",
+            Goal::AtLeast(0.95),
         ),
     ]
 }
 
 /// Prints the table of ratios (median, spread, 95 % interval of the median and whether
 /// the goal is met) and returns its JSON: `ratios`, `per_run_ratios`, `median_intervals`.
-fn print_ratios<'a, N: AsRef<str>>(
-    ratios: impl IntoIterator<Item = (N, Option<RunRatios>, &'a str)>,
+fn print_ratios<N: AsRef<str>>(
+    ratios: impl IntoIterator<Item = (N, Option<RunRatios>, Goal)>,
 ) -> serde_json::Map<String, serde_json::Value> {
     let (mut medians, mut per_run, mut intervals) = (
         serde_json::Map::new(),
@@ -1689,14 +1698,14 @@ mod tests {
         let above = at(&[0.91, 0.92, 0.95, 0.97, 1.0, 1.1]);
         let straddling = at(&[0.85, 0.88, 0.9, 0.93, 0.97, 1.0]);
         let below = at(&[0.7, 0.75, 0.8, 0.85, 0.88, 0.89]);
-        assert_eq!(above.verdict(">= 0.9"), "met");
-        assert_eq!(straddling.verdict(">= 0.9"), "undecided");
-        assert_eq!(below.verdict(">= 0.9"), "not met");
-        assert_eq!(below.verdict("<= 0.9"), "met");
-        assert_eq!(above.verdict("<= 0.9"), "not met");
-        assert_eq!(above.verdict("-"), "-");
+        assert_eq!(above.verdict(Goal::AtLeast(0.9)), "met");
+        assert_eq!(straddling.verdict(Goal::AtLeast(0.9)), "undecided");
+        assert_eq!(below.verdict(Goal::AtLeast(0.9)), "not met");
+        assert_eq!(below.verdict(Goal::AtMost(0.9)), "met");
+        assert_eq!(above.verdict(Goal::AtMost(0.9)), "not met");
+        assert_eq!(above.verdict(Goal::None), "-");
         assert_eq!(
-            at(&[1.0; 5]).verdict(">= 0.9"),
+            at(&[1.0; 5]).verdict(Goal::AtLeast(0.9)),
             "undecided (fewer than 6 runs)"
         );
     }
