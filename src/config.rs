@@ -708,8 +708,8 @@ impl Config {
                 let source_name = spec.source.name.clone();
                 Ok(CheckpointSpec {
                     flow: spec.name.clone(),
-                    source: client_config(&spec.source),
-                    target: client_config(&spec.target),
+                    source: offset_sync_client_config(&spec.source, &spec.name),
+                    target: offset_sync_client_config(&spec.target, &spec.name),
                     map_topic: flow.map_topic(&spec.name),
                     checkpoint_topic: flow.checkpoint_topic(&spec.name),
                     interval: o.checkpoint_interval,
@@ -841,6 +841,24 @@ fn normalize_servers(servers: &str) -> Vec<String> {
     list
 }
 
+/// librdkafka settings for a flow's offset-sync clients of `cluster`.
+///
+/// Offset sync keeps one client per consumer group and cluster (librdkafka reads and
+/// commits only its own `group.id`'s offsets), and such a client talks to its group's
+/// coordinator and little else. So unlike the copying clients it connects to brokers only
+/// as needed (librdkafka's sparse connections; the cluster's properties can still set
+/// `enable.sparse.connections`): with every broker connected up front, 1,000 groups on a
+/// 12-broker cluster would hold some 24,000 connections. Its `client.id` names the flow,
+/// so that brokers' request logs and client quotas can tell these clients apart.
+fn offset_sync_client_config(cluster: &ClusterSpec, flow: &str) -> rdkafka::ClientConfig {
+    let mut config = client_config(cluster);
+    if !cluster.properties.contains_key("enable.sparse.connections") {
+        config.set("enable.sparse.connections", "true");
+    }
+    config.set("client.id", format!("strait-{flow}-offset-sync"));
+    config
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -854,5 +872,29 @@ mod tests {
         let shown = format!("{cluster:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn offset_sync_clients_are_named_and_connect_sparsely_unless_told_otherwise() {
+        let cluster = |properties: &[(&str, &str)]| ClusterSpec {
+            name: "primary".into(),
+            properties: properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let config = offset_sync_client_config(&cluster(&[("client.id", "mine")]), "dr");
+        assert_eq!(config.get("client.id"), Some("strait-dr-offset-sync"));
+        assert_eq!(config.get("enable.sparse.connections"), Some("true"));
+        // The copying clients connect to every broker up front; these only as needed.
+        assert_eq!(
+            client_config(&cluster(&[])).get("enable.sparse.connections"),
+            Some("false")
+        );
+        let told = cluster(&[("enable.sparse.connections", "false")]);
+        assert_eq!(
+            offset_sync_client_config(&told, "dr").get("enable.sparse.connections"),
+            Some("false")
+        );
     }
 }

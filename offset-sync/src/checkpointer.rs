@@ -2,7 +2,7 @@
 //! selected groups on the source, translate them, write checkpoints to the target and,
 //! if enabled, write the translated offsets into the same groups on the target.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -255,16 +255,29 @@ impl Checkpointer {
                 self.target_clients.insert(group.clone(), client);
             }
         }
+        let mut committed_by_group = Vec::new();
         for group in &selected {
             let Some(client) = self.source_clients.get(group) else {
                 continue;
             };
             let committed = client.committed(&partitions)?;
-            if committed.is_empty() {
-                continue;
+            if !committed.is_empty() {
+                committed_by_group.push((group, committed));
             }
-            let wanted: Vec<(String, i32)> = committed.keys().cloned().collect();
-            let log_starts = self.source_reader.log_starts(&wanted);
+        }
+        // One ListOffsets request for every group's partitions, not one per group: a round
+        // runs every checkpoint interval, beside the copy, on the same brokers.
+        let wanted: BTreeSet<&(String, i32)> = committed_by_group
+            .iter()
+            .flat_map(|(_, committed)| committed.keys())
+            .collect();
+        let log_starts = if wanted.is_empty() {
+            Default::default()
+        } else {
+            let wanted: Vec<(String, i32)> = wanted.into_iter().cloned().collect();
+            self.source_reader.log_starts(&wanted)
+        };
+        for (group, committed) in committed_by_group {
             let mut results =
                 groups::translate_group(&self.index, &committed, &log_starts, spec.rename.as_ref());
             groups_done += 1;

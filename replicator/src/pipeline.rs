@@ -325,7 +325,9 @@ struct LoadedMap {
 
 impl PersistedMap {
     fn start(spec: &FlowSpec, topic: &str) -> Self {
-        let (target, topic) = (client_config(&spec.target), topic.to_string());
+        let mut target = client_config(&spec.target);
+        target.set("client.id", format!("strait-{}-offset-map", spec.name));
+        let topic = topic.to_string();
         let (flow, replication_factor) = (spec.name.clone(), spec.replication_factor);
         let load = std::thread::spawn(move || {
             ensure_compacted_topic(&target, &topic, replication_factor)?;
