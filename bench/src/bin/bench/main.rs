@@ -28,6 +28,8 @@
 //! - `STRAIT_BENCH_WRAP='valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p'` runs
 //!   Strait and the ceiling loop under a profiler (instructions per record: run two record
 //!   counts and divide the difference).
+//! - `STRAIT_BENCH_BROKER_THREADS=1` prints, after each run, the brokers' CPU seconds
+//!   during the copy by thread kind (request handling, JIT compilers, GC, ...).
 //!
 //! Offset sync (`scripts/bench.sh --offset-sync` sets these):
 //! - `STRAIT_BENCH_SYSTEMS=strait,strait-nosync` alternates Strait with offset sync on and
@@ -52,6 +54,7 @@ mod kafka_tools;
 mod mm2;
 mod steady;
 
+use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -718,6 +721,7 @@ fn measure(
     let pid = child.id();
     let ticks = clock_ticks();
     let brokers_before = brokers_cpu_seconds(ticks);
+    let by_thread = std::env::var_os("STRAIT_BENCH_BROKER_THREADS").map(|_| brokers_thread_ticks());
     let (mut cpu, mut rss) = (0.0, 0.0);
     let mut startup = None;
     // STRAIT_BENCH_TRACE=1 prints progress twice a second, to see stalls.
@@ -772,6 +776,9 @@ fn measure(
     }
     let seconds = started.elapsed().as_secs_f64();
     let brokers_cpu = brokers_cpu_seconds(ticks) - brokers_before;
+    if let Some(before) = &by_thread {
+        print_brokers_threads(system, before, ticks);
+    }
     if let Some((c, r)) = proc_usage(pid, ticks) {
         cpu = c;
         rss = f64::max(rss, r);
@@ -855,7 +862,7 @@ fn offset_sync_cost(alias: &str, source: &str, partitions: i32) -> Result<SyncSa
         .set("bootstrap.servers", PRIMARY)
         .set("group.id", &group)
         .create()?;
-    let mut ends = std::collections::BTreeMap::new();
+    let mut ends = BTreeMap::new();
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in 0..partitions {
         let (_, high) = committer.fetch_watermarks(source, p, Duration::from_secs(10))?;
@@ -983,10 +990,7 @@ fn report_offset_sync(
 /// (user+system CPU seconds, peak RSS in MB) of a live process, from /proc.
 fn proc_usage(pid: u32, clock_ticks: f64) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let ticks = stat_ticks(&stat)? as f64;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let hwm_kb: f64 = status
         .lines()
@@ -998,21 +1002,93 @@ fn proc_usage(pid: u32, clock_ticks: f64) -> Option<(f64, f64)> {
     Some((ticks / clock_ticks, hwm_kb / 1024.0))
 }
 
-/// The two test brokers' CPU seconds so far, from the pids `scripts/kafka.sh` writes
-/// (`$STRAIT_TESTBED_DIR`, else `.testbed` in the working directory); NaN if unknown.
-fn brokers_cpu_seconds(clock_ticks: f64) -> f64 {
+/// CPU ticks (user + system) from a `/proc/.../stat` line.
+fn stat_ticks(stat: &str) -> Option<u64> {
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// The two test brokers' pids (None if unknown), from the files `scripts/kafka.sh` writes
+/// (`$STRAIT_TESTBED_DIR`, else `.testbed` in the working directory).
+fn broker_pids() -> [(&'static str, Option<u32>); 2] {
     let dir = std::env::var_os("STRAIT_TESTBED_DIR")
         .map_or_else(|| std::path::PathBuf::from(".testbed"), Into::into);
-    ["primary", "secondary"]
+    ["primary", "secondary"].map(|name| {
+        let pid = std::fs::read_to_string(dir.join(name).join("pid"))
+            .ok()
+            .and_then(|pid| pid.trim().parse().ok());
+        (name, pid)
+    })
+}
+
+/// The two test brokers' CPU seconds so far; NaN if unknown.
+fn brokers_cpu_seconds(clock_ticks: f64) -> f64 {
+    broker_pids()
         .iter()
-        .map(|name| {
-            std::fs::read_to_string(dir.join(name).join("pid"))
-                .ok()
-                .and_then(|pid| pid.trim().parse().ok())
-                .and_then(|pid| proc_usage(pid, clock_ticks))
+        .map(|(_, pid)| {
+            pid.and_then(|pid| proc_usage(pid, clock_ticks))
                 .map_or(f64::NAN, |(cpu, _)| cpu)
         })
         .sum()
+}
+
+/// The brokers' CPU ticks so far by thread kind: the thread's name without its digits,
+/// as Linux keeps it (15 characters: `data-plane-kafk` are Kafka's network and request
+/// handler threads, `C CompilerThre` the JVM's JIT compilers).
+fn brokers_thread_ticks() -> BTreeMap<(&'static str, String), i64> {
+    let mut ticks = BTreeMap::new();
+    for (broker, pid) in broker_pids() {
+        let Some(Ok(threads)) = pid.map(|pid| std::fs::read_dir(format!("/proc/{pid}/task")))
+        else {
+            continue;
+        };
+        for thread in threads.flatten() {
+            let Ok(stat) = std::fs::read_to_string(thread.path().join("stat")) else {
+                continue;
+            };
+            let (Some(open), Some(close), Some(used)) =
+                (stat.find('('), stat.rfind(')'), stat_ticks(&stat))
+            else {
+                continue;
+            };
+            let kind: String = stat[open + 1..close]
+                .chars()
+                .filter(|c| !c.is_ascii_digit())
+                .collect();
+            *ticks.entry((broker, kind)).or_default() += used as i64;
+        }
+    }
+    ticks
+}
+
+/// With `STRAIT_BENCH_BROKER_THREADS=1`: the brokers' CPU seconds during one run by
+/// thread kind, busiest first (threads that ended during the run are not counted).
+fn print_brokers_threads(
+    system: &str,
+    before: &BTreeMap<(&'static str, String), i64>,
+    clock_ticks: f64,
+) {
+    let mut used: Vec<_> = brokers_thread_ticks()
+        .into_iter()
+        .map(|(kind, after)| {
+            let spent = after - before.get(&kind).copied().unwrap_or(0);
+            (kind, spent)
+        })
+        .filter(|(_, spent)| *spent > 0)
+        .collect();
+    used.sort_by_key(|(_, spent)| -spent);
+    let listed: Vec<String> = used
+        .iter()
+        .map(|((broker, kind), spent)| {
+            format!("{broker} '{kind}' {:.2}", *spent as f64 / clock_ticks)
+        })
+        .collect();
+    eprintln!(
+        "  {system}: brokers' CPU s by thread: {}",
+        listed.join(", ")
+    );
 }
 
 fn clock_ticks() -> f64 {
@@ -1351,7 +1427,7 @@ fn report_failover(samples: &[(String, Vec<failover::GroupOutcome>)]) -> serde_j
     println!("\n| system | run | records re-read | records missed | partitions without an offset | worst group (re-read / missed) |");
     println!("|---|---|---|---|---|---|");
     let mut runs = Vec::new();
-    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    let mut counts: BTreeMap<&str, usize> = Default::default();
     for (system, outcomes) in samples {
         let run = counts.entry(system).or_default();
         let worst = outcomes
