@@ -312,6 +312,7 @@ fn group_states_and_edge_cases() {
     let excluded = unique("states-excluded");
     let active = unique("states-active");
     let low = unique("states-below-log-start");
+    let low_synced = unique("states-below-log-start-synced");
     let on_empty = unique("states-on-empty");
     let strait = Strait::start(&flow_config(
         "states",
@@ -414,9 +415,24 @@ fn group_states_and_edge_cases() {
     );
 
     // Below the source log start: the group would resume at the log start on the
-    // primary, so it resumes at the copy of the log start on the secondary.
+    // primary, so it resumes at the copy of the log start on the secondary. `low` is
+    // written by `strait offsets apply`; `low_synced` only by the daemon, whose round
+    // reads the log starts of every group's partitions in one request.
     stop_group(&low, &busy, 0, Stop::At(3));
+    stop_group(&low_synced, &busy, 0, Stop::At(3));
     delete_records_before(PRIMARY, &busy, &[(0, 50)]);
+    wait_until(
+        Duration::from_secs(30),
+        "the daemon to write the log start's copy for a group below it",
+        || committed_offset(SECONDARY, &low_synced, &busy_t, 0).is_some_and(|o| o > 3),
+    );
+    assert_eq!(
+        resume_on_secondary(&low_synced, &sources, &busy_t, &[0])
+            .remove(&0)
+            .expect("partition read"),
+        unread(&sources[&0], 50),
+        "the daemon lifts an offset below the log start to the log start's copy"
+    );
     let out = apply_until_exact(&strait.config, "states", &low);
     assert!(out.contains("log start 50"), "{out}");
     assert_eq!(
