@@ -421,6 +421,8 @@ fn group_states_and_edge_cases() {
     stop_group(&low, &busy, 0, Stop::At(3));
     stop_group(&low_synced, &busy, 0, Stop::At(3));
     delete_records_before(PRIMARY, &busy, &[(0, 50)]);
+    // Only Strait writes the copy, so its offsets are the source's: a commit above 3 is
+    // from a round after the deletion, not the copy of 3 from one before it.
     wait_until(
         Duration::from_secs(30),
         "the daemon to write the log start's copy for a group below it",

@@ -29,7 +29,8 @@
 //!   Strait and the ceiling loop under a profiler (instructions per record: run two record
 //!   counts and divide the difference).
 //! - `STRAIT_BENCH_BROKER_THREADS=1` prints, after each run, the brokers' CPU seconds
-//!   during the copy by thread kind (request handling, JIT compilers, GC, ...).
+//!   during the copy by thread name without its digits (request handlers, JIT compilers,
+//!   GC, ...).
 //!
 //! Offset sync (`scripts/bench.sh --offset-sync` sets these):
 //! - `STRAIT_BENCH_SYSTEMS=strait,strait-nosync` alternates Strait with offset sync on and
