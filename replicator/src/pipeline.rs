@@ -15,7 +15,7 @@
 
 use rustc_hash::FxHashMap;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
@@ -308,6 +308,8 @@ struct RebalanceContext {
     scanner: Option<TailScanner>,
     /// The persisted offset map (when offset sync is on), to rebuild what it lacks.
     map: Option<Arc<PersistedMap>>,
+    /// Bumped by every rebalance callback: see [`Routes::for_record`].
+    assignment_changes: AtomicU64,
 }
 
 /// The persisted offset map and its writer. Creating the map topic and reading it takes
@@ -399,6 +401,7 @@ impl ConsumerContext for RebalanceContext {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
+        self.assignment_changes.fetch_add(1, Ordering::Relaxed);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let resolved = self.choose_start_offsets(consumer, tpl);
@@ -875,6 +878,7 @@ pub(crate) fn run(
         producer: producer.clone(),
         scanner,
         map: map.clone(),
+        assignment_changes: AtomicU64::new(0),
     };
     let consumer: BaseConsumer<RebalanceContext> = consumer_config(spec)
         .create_with_context(context)
@@ -887,7 +891,7 @@ pub(crate) fn run(
         progress,
         producer: &producer,
         consumer: &consumer,
-        routes: FxHashMap::default(),
+        routes: Routes::default(),
         header_buf: Vec::with_capacity(64),
         map: map.as_deref(),
         status,
@@ -920,6 +924,7 @@ pub(crate) fn run(
 }
 
 struct Route {
+    source_topic: String,
     target_topic: String,
     /// Its target topic's id in [`FlowProgress::topics`].
     progress_id: usize,
@@ -927,6 +932,84 @@ struct Route {
     header_prefix: Vec<u8>,
     /// Per partition: what this producer has sent there.
     sent: Vec<SentRecords>,
+}
+
+/// The routes of the subscribed source topics, found by name or, per record, by
+/// librdkafka's topic handle.
+#[derive(Default)]
+struct Routes {
+    list: Vec<Route>,
+    by_name: FxHashMap<String, usize>,
+    /// The address of librdkafka's handle of a topic → its route: see [`Self::for_record`].
+    by_handle: FxHashMap<usize, usize>,
+    /// [`RebalanceContext::assignment_changes`] when `by_handle` was last emptied.
+    handles_learned_at: u64,
+}
+
+impl Routes {
+    fn new(list: Vec<Route>) -> Self {
+        let by_name = list
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.source_topic.clone(), i))
+            .collect();
+        Self {
+            list,
+            by_name,
+            ..Self::default()
+        }
+    }
+
+    fn by_name(&mut self, source_topic: &str) -> Option<&mut Route> {
+        self.by_name.get(source_topic).map(|&i| &mut self.list[i])
+    }
+
+    /// The route of a consumed record. rust-rdkafka names a record's topic only through
+    /// `Message::topic`, which measures the name and checks that it is UTF-8: with the
+    /// lookup by name, about 300 instructions per record in callgrind, the largest single
+    /// cost beyond the ceiling loop's. So the name is read once per topic, and after that
+    /// the record's topic handle (`topic_ptr`, compared as a number, never dereferenced)
+    /// finds the route. A handle's address names one topic for as long as `by_handle` is
+    /// kept: an assigned partition holds a reference on its topic's handle, and a record on
+    /// its own; librdkafka hands over records of assigned partitions only; and every change
+    /// of the assignment runs the rebalance callback, which bumps `assignment_changes`
+    /// (passed here as `assignment_changes`) and so empties `by_handle` before the next
+    /// record. A handle freed and its address reused by another topic's therefore never
+    /// meets an entry learned before. Debug builds (the tests) check every record by name.
+    fn for_record(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        assignment_changes: u64,
+    ) -> Option<&mut Route> {
+        if assignment_changes != self.handles_learned_at {
+            self.by_handle.clear();
+            self.handles_learned_at = assignment_changes;
+        }
+        let handle = msg.topic_ptr() as usize;
+        let index = match self.by_handle.get(&handle) {
+            Some(&index) => index,
+            None => {
+                let index = *self.by_name.get(msg.topic())?;
+                self.by_handle.insert(handle, index);
+                index
+            }
+        };
+        let route = &mut self.list[index];
+        debug_assert_eq!(
+            route.source_topic,
+            msg.topic(),
+            "route found by topic handle"
+        );
+        Some(route)
+    }
+
+    /// Each topic's per-partition send state, for the routes that replace these.
+    fn into_sent(self) -> FxHashMap<String, Vec<SentRecords>> {
+        self.list
+            .into_iter()
+            .map(|r| (r.source_topic, r.sent))
+            .collect()
+    }
 }
 
 /// What this producer has sent on one partition: the timestamps of the records in flight,
@@ -986,8 +1069,8 @@ struct Pipeline<'a> {
     progress: &'a SharedProgress,
     producer: &'a BaseProducer<DeliveryContext>,
     consumer: &'a BaseConsumer<RebalanceContext>,
-    /// Source topic → where its records go, for the topics currently subscribed.
-    routes: FxHashMap<String, Route>,
+    /// Where each subscribed source topic's records go.
+    routes: Routes,
     /// Reused buffer for the provenance header value.
     header_buf: Vec<u8>,
     map: Option<&'a PersistedMap>,
@@ -1009,7 +1092,7 @@ impl Pipeline<'_> {
         for topic in &progress.topics {
             let mut sent = self
                 .routes
-                .get_mut(&topic.source_topic)
+                .by_name(&topic.source_topic)
                 .map(|r| &mut r.sent);
             let mut status = TopicStatus {
                 source_topic: topic.source_topic.clone(),
@@ -1202,22 +1285,24 @@ impl Pipeline<'_> {
                 Some(_) => {}
             }
         }
-        let mut old_routes = std::mem::take(&mut self.routes);
+        let mut old_sent = std::mem::take(&mut self.routes).into_sent();
         {
             let mut progress = lock(self.progress);
-            self.routes = wanted
-                .keys()
-                .map(|t| {
-                    let target_topic = self.spec.naming.target_topic(&self.spec.source.name, t);
-                    let route = Route {
-                        progress_id: progress.topic_id(&target_topic, t),
-                        target_topic,
-                        header_prefix: Provenance::prefix(&self.spec.source.name, t),
-                        sent: old_routes.remove(t).map(|r| r.sent).unwrap_or_default(),
-                    };
-                    (t.clone(), route)
-                })
-                .collect();
+            self.routes = Routes::new(
+                wanted
+                    .keys()
+                    .map(|t| {
+                        let target_topic = self.spec.naming.target_topic(&self.spec.source.name, t);
+                        Route {
+                            progress_id: progress.topic_id(&target_topic, t),
+                            source_topic: t.clone(),
+                            target_topic,
+                            header_prefix: Provenance::prefix(&self.spec.source.name, t),
+                            sent: old_sent.remove(t).unwrap_or_default(),
+                        }
+                    })
+                    .collect(),
+            );
         }
         if wanted.keys().ne(subscribed.keys()) {
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -1265,7 +1350,12 @@ impl Pipeline<'_> {
         msg: &BorrowedMessage<'_>,
         cancel: &CancellationToken,
     ) -> Result<bool, ReplicatorError> {
-        let Some(route) = self.routes.get_mut(msg.topic()) else {
+        let assignment_changes = self
+            .consumer
+            .context()
+            .assignment_changes
+            .load(Ordering::Relaxed);
+        let Some(route) = self.routes.for_record(msg, assignment_changes) else {
             return Err(ReplicatorError::Invariant(format!(
                 "received a record from {}, which this flow does not replicate",
                 msg.topic()
