@@ -972,10 +972,11 @@ impl Routes {
     /// finds the route. A handle's address names one topic for as long as `by_handle` is
     /// kept: an assigned partition holds a reference on its topic's handle, and a record on
     /// its own; librdkafka hands over records of assigned partitions only; and every change
-    /// of the assignment runs the rebalance callback, which bumps `assignment_changes`
-    /// (passed here as `assignment_changes`) and so empties `by_handle` before the next
-    /// record. A handle freed and its address reused by another topic's therefore never
-    /// meets an entry learned before. Debug builds (the tests) check every record by name.
+    /// of the assignment runs the rebalance callback, which bumps
+    /// `RebalanceContext::assignment_changes` (the argument here) and so empties
+    /// `by_handle` before the next record. A handle freed and its address reused by
+    /// another topic's handle therefore never meets an entry learned before. Debug builds
+    /// (the tests) check every record's route by name.
     fn for_record(
         &mut self,
         msg: &BorrowedMessage<'_>,
