@@ -349,12 +349,19 @@ pub struct FlowIndex {
 impl FlowIndex {
     /// Reads the whole map topic. `config` is the target cluster's client config.
     pub fn load(config: &ClientConfig, topic: &str) -> Result<Self, OffsetSyncError> {
-        let mut index = Self {
-            reader: TopicReader::new(config, topic)?,
-            partitions: BTreeMap::new(),
-        };
+        let mut index = Self::open(config, topic)?;
         index.catch_up()?;
         Ok(index)
+    }
+
+    /// An empty index with its reader set up but nothing read yet: [`Self::catch_up`]
+    /// reads the map. The topic need not exist yet, so its reader can be created while
+    /// the topic is.
+    pub fn open(config: &ClientConfig, topic: &str) -> Result<Self, OffsetSyncError> {
+        Ok(Self {
+            reader: TopicReader::new(config, topic)?,
+            partitions: BTreeMap::new(),
+        })
     }
 
     /// Applies every update written since the last call (up to the current end).

@@ -2,7 +2,6 @@
 //! exponential backoff, and stops the flow on fatal ones.
 
 use std::collections::HashMap;
-use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,6 +10,7 @@ use strait_offset_sync::SinglePartitionTopic;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::heartbeat::Prepared;
 use crate::pipeline::{self, SharedProgress};
 use crate::status::FlowStatus;
 use crate::topics::TargetTopics;
@@ -59,14 +59,15 @@ pub fn run_flow(
     // Heartbeats run beside the pipeline, across its restarts, until the flow stops.
     let heartbeats_stop = cancel.child_token();
     // The heartbeat topic is prepared (created on a first start, with its copy and the
-    // offset map's topic) beside the pipeline's start, which waits for it only before
-    // loading the offset map and its first discovery, so that discovery finds it and
-    // the first subscription holds it. (Subscribing to it later was ~50 ms faster to
-    // the first record, but the cooperative rebalance that added it mid-copy was
-    // followed once by the consumer handing over records already sent.) Heartbeats are
-    // written only once the topic exists: a producer's first record would otherwise
-    // have the broker auto-create it with other settings.
-    let (prepared, heartbeat_topic) = std::sync::mpsc::sync_channel(1);
+    // offset map's topic) beside the pipeline's start. The pipeline waits for the source
+    // side before its first discovery, so that discovery finds the topic and the first
+    // subscription holds it. (Subscribing to it later was ~50 ms faster to the first
+    // record, but the cooperative rebalance that added it mid-copy was followed once by
+    // the consumer handing over records already sent.) It waits for the target side only
+    // before loading the offset map and creating target topics: the group join goes on
+    // meanwhile. Heartbeats are written only once the topic exists: a producer's first
+    // record would otherwise have the broker auto-create it with other settings.
+    let (preparing, prepared) = crate::heartbeat::preparation();
     let heartbeats = spec.heartbeat.clone().map(|heartbeat| {
         let (spec, stop) = (spec.clone(), heartbeats_stop.clone());
         std::thread::spawn(move || {
@@ -75,20 +76,13 @@ pub fn run_flow(
                 .as_deref()
                 .map(|topic| SinglePartitionTopic::compacted(topic, spec.replication_factor));
             let also_on_target = map_topic.as_slice();
-            let _ = prepared.send(crate::heartbeat::prepare(&spec, &heartbeat, also_on_target));
+            crate::heartbeat::prepare(&spec, &heartbeat, also_on_target, preparing);
             crate::heartbeat::run_heartbeats(&spec, &heartbeat, &stop)
         })
     });
-    // Without heartbeats `prepared` is dropped unsent, and waiting on it returns at once.
-    let mut heartbeat_topic = Some(heartbeat_topic);
-    let result = supervise(
-        &spec,
-        &claims,
-        &status,
-        &cancel,
-        &progress,
-        &mut heartbeat_topic,
-    );
+    // Without heartbeats `preparing` is dropped unsent, and waiting on it returns at once.
+    let mut prepared = Some(prepared);
+    let result = supervise(&spec, &claims, &status, &cancel, &progress, &mut prepared);
     heartbeats_stop.cancel();
     if let Some(handle) = heartbeats {
         let _ = handle.join();
@@ -103,7 +97,7 @@ fn supervise(
     status: &Arc<FlowStatus>,
     cancel: &CancellationToken,
     progress: &SharedProgress,
-    heartbeat_topic: &mut Option<Receiver<bool>>,
+    prepared: &mut Option<Prepared>,
 ) -> Result<(), ReplicatorError> {
     let mut backoff = new_backoff();
     info!(flow = %spec.name, source = %spec.source.name, target = %spec.target.name, "flow started");
@@ -124,7 +118,7 @@ fn supervise(
                 &mut topics,
                 cancel,
                 &mut claim,
-                heartbeat_topic,
+                prepared,
             )
         });
         status.set_up(&spec.name, false);

@@ -11,6 +11,8 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures::channel::oneshot;
+use futures::future::{FutureExt, Shared};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use strait_offset_sync::{
     ensure_single_partition_topic, ensure_single_partition_topics, SinglePartitionTopic,
@@ -33,21 +35,59 @@ pub struct HeartbeatSpec {
 /// comparable one by one with the source's (`strait verify`).
 const RETENTION_MS: &str = "86400000";
 
+/// What [`prepare`] tells a flow's first pipeline start, each side as soon as it is done.
+/// A sender dropped unsent (no heartbeats, or a panic) reads as "nothing to wait for".
+pub(crate) struct Prepared {
+    /// Whether the heartbeat topic exists on the source: the first discovery waits for
+    /// this, so that the first subscription already holds the topic.
+    pub(crate) on_source: oneshot::Receiver<bool>,
+    /// Fires once the heartbeat copy and the offset map topic were looked up on the
+    /// target and created where missing (`true`; a creation the cluster refused has been
+    /// warned about, naming what to create by hand), or the lookup failed (`false`).
+    /// Loading the map and the first creation of target topics wait for it; discovery and
+    /// the group join go ahead meanwhile.
+    pub(crate) on_target: OwnTopicsOnTarget,
+}
+
+/// See [`Prepared::on_target`]; each waiter has a clone.
+pub(crate) type OwnTopicsOnTarget = Shared<oneshot::Receiver<bool>>;
+
+/// The sending halves of [`Prepared`], for the heartbeat thread.
+pub(crate) struct Preparing {
+    on_source: oneshot::Sender<bool>,
+    on_target: oneshot::Sender<bool>,
+}
+
+pub(crate) fn preparation() -> (Preparing, Prepared) {
+    let (source_tx, source_rx) = oneshot::channel();
+    let (target_tx, target_rx) = oneshot::channel();
+    (
+        Preparing {
+            on_source: source_tx,
+            on_target: target_tx,
+        },
+        Prepared {
+            on_source: source_rx,
+            on_target: target_rx.shared(),
+        },
+    )
+}
+
 /// Creates the heartbeat topic if it is missing, and its copy on the target with the same
 /// settings the pipeline would copy, both at once: one after the other they were the
 /// largest part of a first start's wait for its first record. The copy is created in one
 /// request with `also_on_target` (the flow's offset map topic), since a KRaft controller
-/// answers creation requests one at a time (see [`ensure_single_partition_topics`]). The
-/// pipeline waits for this before its first discovery, so that it already replicates the
-/// topic, and before loading its offset map. Each side is one admin client's lookups, and
-/// one creation only where topics are missing. Failures are warnings: heartbeats never
-/// stop a flow, and the pipeline creates a missing copy or map topic itself.
-/// Returns whether the heartbeat topic exists on the source.
+/// answers creation requests one at a time (see [`ensure_single_partition_topics`]). Each
+/// side is reported through `preparing` as soon as it is done (see [`Prepared`] for who
+/// waits for which). Each side is one admin client's lookups, and one creation only where
+/// topics are missing. Failures are warnings: heartbeats never stop a flow, and the
+/// pipeline creates a missing copy or map topic itself.
 pub(crate) fn prepare(
     spec: &FlowSpec,
     heartbeat: &HeartbeatSpec,
     also_on_target: &[SinglePartitionTopic<'_>],
-) -> bool {
+    preparing: Preparing,
+) {
     let configs = [("cleanup.policy", "delete"), ("retention.ms", RETENTION_MS)];
     let copy = spec
         .naming
@@ -58,22 +98,30 @@ pub(crate) fn prepare(
         configs: &configs,
     }];
     on_target.extend_from_slice(also_on_target);
+    let Preparing {
+        on_source,
+        on_target: target_done,
+    } = preparing;
     std::thread::scope(|threads| {
         threads.spawn(|| {
             let target = client_config(&spec.target);
-            if let Err(e) = ensure_single_partition_topics(&target, &on_target) {
+            let created = ensure_single_partition_topics(&target, &on_target);
+            if let Err(e) = &created {
                 debug!(flow = %spec.name, topic = %copy, error = %e, "heartbeat copy (and offset map topic) not created ahead; the pipeline creates them");
             }
+            let _ = target_done.send(created.is_ok());
         });
         let source = client_config(&spec.source);
-        match ensure_single_partition_topic(&source, &heartbeat.topic, None, &configs) {
+        let exists = match ensure_single_partition_topic(&source, &heartbeat.topic, None, &configs)
+        {
             Ok(()) => true,
             Err(e) => {
                 warn!(flow = %spec.name, topic = %heartbeat.topic, error = %e, "could not create the heartbeat topic; writing heartbeats anyway (the cluster may create it)");
                 false
             }
-        }
-    })
+        };
+        let _ = on_source.send(exists);
+    });
 }
 
 /// Writes heartbeats until `cancel` fires. Blocking: run it on a thread of its own.

@@ -16,11 +16,11 @@
 use rustc_hash::FxHashMap;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use futures::executor::block_on;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -34,6 +34,7 @@ use strait_offset_sync::{ensure_compacted_topic, FlowIndex, MapWriter, Partition
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::heartbeat::{OwnTopicsOnTarget, Prepared};
 use crate::provenance::{Provenance, ScanStart, SourcePartition, TailScanner, PROVENANCE_HEADER};
 use crate::status::{FlowStatus, PartitionStatus, TopicStatus};
 use crate::topics::{client_config, discover, TargetTopics};
@@ -326,14 +327,21 @@ struct LoadedMap {
 }
 
 impl PersistedMap {
-    fn start(spec: &FlowSpec, topic: &str) -> Self {
+    /// Loads the map on a thread of its own, once `prepared` (if any) fires: see
+    /// [`Prepared::on_target`]. Its reader is set up before that, and the topic is not
+    /// looked up again when the preparation made sure of it.
+    fn start(spec: &FlowSpec, topic: &str, prepared: Option<OwnTopicsOnTarget>) -> Self {
         let mut target = client_config(&spec.target);
         target.set("client.id", format!("strait-{}-offset-map", spec.name));
         let topic = topic.to_string();
         let (flow, replication_factor) = (spec.name.clone(), spec.replication_factor);
         let load = std::thread::spawn(move || {
-            ensure_compacted_topic(&target, &topic, replication_factor)?;
-            let index = FlowIndex::load(&target, &topic)?;
+            let mut index = FlowIndex::open(&target, &topic)?;
+            let exists = prepared.is_some_and(|p| block_on(p).unwrap_or(false));
+            if !exists {
+                ensure_compacted_topic(&target, &topic, replication_factor)?;
+            }
+            index.catch_up()?;
             info!(flow = %flow, topic, segments = index.segment_count(), "offset map loaded");
             Ok(LoadedMap {
                 index: Mutex::new(index),
@@ -839,7 +847,7 @@ pub(crate) fn run(
     topics: &mut TargetTopics,
     cancel: &CancellationToken,
     on_topics: &mut dyn FnMut(&[String]) -> Result<(), ReplicatorError>,
-    heartbeat_topic: &mut Option<Receiver<bool>>,
+    prepared: &mut Option<Prepared>,
 ) -> Result<(), ReplicatorError> {
     {
         let mut p = lock(progress);
@@ -862,15 +870,22 @@ pub(crate) fn run(
     // On a flow's first start, its own topics are being prepared (the heartbeat topic,
     // and its copy with the offset map's topic in one request): loading the map before
     // then would create its topic in a request of its own, which the target's controller
-    // answers only after the other, on the way to the first record. A channel closed
-    // unsent means there are no heartbeats, and nothing to wait for.
-    let heartbeat_exists = heartbeat_topic
-        .take()
-        .map(|prepared| prepared.recv().unwrap_or(false));
-    let map = spec
-        .offset_map_topic
-        .as_deref()
-        .map(|topic| Arc::new(PersistedMap::start(spec, topic)));
+    // answers only after the other, on the way to the first record. So the map's loading
+    // waits for the target side, and discovery for the source side only.
+    let (heartbeat_exists, own_topics_on_target) = match prepared.take() {
+        Some(p) => (
+            Some(block_on(p.on_source).unwrap_or(false)),
+            Some(p.on_target),
+        ),
+        None => (None, None),
+    };
+    let map = spec.offset_map_topic.as_deref().map(|topic| {
+        Arc::new(PersistedMap::start(
+            spec,
+            topic,
+            own_topics_on_target.clone(),
+        ))
+    });
     let context = RebalanceContext {
         spec: spec.clone(),
         status: status.clone(),
@@ -896,6 +911,7 @@ pub(crate) fn run(
         map: map.as_deref(),
         status,
         heartbeat_exists,
+        own_topics_on_target,
     };
     let result = pipeline.forward_until_cancelled(topics, cancel, on_topics);
 
@@ -1080,6 +1096,9 @@ struct Pipeline<'a> {
     /// (just prepared) exists: the first discovery then waits until the source's
     /// metadata shows it.
     heartbeat_exists: Option<bool>,
+    /// On the flow's first pipeline run in this process: fires once its own topics on the
+    /// target were prepared (see [`Prepared::on_target`]).
+    own_topics_on_target: Option<OwnTopicsOnTarget>,
 }
 
 impl Pipeline<'_> {
@@ -1242,8 +1261,11 @@ impl Pipeline<'_> {
         }
     }
 
-    /// Discovers source topics; creates or grows their targets before subscribing, so a
-    /// record never arrives for a target partition that does not exist.
+    /// Discovers source topics, subscribes to them, and creates or grows their targets.
+    /// Subscribing first lets the group join run while the targets are created; a record
+    /// still never arrives for a target partition that does not exist, since partitions
+    /// are assigned (and fetched) only in the rebalance callback, which runs in this
+    /// thread's next poll.
     fn refresh_topics(
         &mut self,
         topics: &mut TargetTopics,
@@ -1276,6 +1298,21 @@ impl Pipeline<'_> {
         }
         let names: Vec<String> = wanted.keys().cloned().collect();
         on_topics(&names)?;
+        if wanted.keys().ne(subscribed.keys()) {
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            if refs.is_empty() {
+                self.consumer.unsubscribe();
+            } else {
+                self.consumer
+                    .subscribe(&refs)
+                    .map_err(|e| ReplicatorError::kafka("subscribing to source topics", e))?;
+            }
+        }
+        // Otherwise this would create the heartbeat copy a second time, in a request that
+        // the target's controller answers only after the one preparing it.
+        if let Some(prepared) = self.own_topics_on_target.take() {
+            let _ = block_on(prepared);
+        }
         topics.sync(self.spec, &wanted)?;
         for (topic, partitions) in &wanted {
             match subscribed.get(topic) {
@@ -1304,16 +1341,6 @@ impl Pipeline<'_> {
                     })
                     .collect(),
             );
-        }
-        if wanted.keys().ne(subscribed.keys()) {
-            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-            if refs.is_empty() {
-                self.consumer.unsubscribe();
-            } else {
-                self.consumer
-                    .subscribe(&refs)
-                    .map_err(|e| ReplicatorError::kafka("subscribing to source topics", e))?;
-            }
         }
         *subscribed = wanted;
         Ok(())
