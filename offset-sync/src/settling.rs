@@ -9,6 +9,7 @@ use std::time::Duration;
 use backon::{BlockingRetryable, ExponentialBuilder};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
+use tracing::debug;
 
 /// Errors of a partition whose leader is being elected: they pass within seconds.
 pub fn is_leader_settling(code: RDKafkaErrorCode) -> bool {
@@ -22,10 +23,13 @@ pub fn is_leader_settling(code: RDKafkaErrorCode) -> bool {
 }
 
 /// Retries quickly at first and gives up after `within` in all. (backon stops after
-/// 3 attempts unless told otherwise, far too few for an election under load.)
+/// 3 attempts unless told otherwise, far too few for an election under load.) The first
+/// retry comes after 10 ms: a single-node cluster elects the leader of a topic it has
+/// just created within a few milliseconds, and a first start reads such topics (the
+/// offset map's, the heartbeat copy) on the way to its first record.
 pub fn settling_backoff(within: Duration) -> ExponentialBuilder {
     ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(50))
+        .with_min_delay(Duration::from_millis(10))
         .with_max_delay(Duration::from_secs(1))
         .with_total_delay(Some(within))
         .without_max_times()
@@ -43,5 +47,6 @@ pub fn settled_watermarks<C: ConsumerContext>(
         .retry(settling_backoff(within))
         .sleep(std::thread::sleep)
         .when(|e| e.rdkafka_error_code().is_some_and(is_leader_settling))
+        .notify(|e, delay| debug!(topic, partition, error = %e, retry_in = ?delay, "partition leader settling"))
         .call()
 }

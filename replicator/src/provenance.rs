@@ -23,6 +23,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use strait_offset_sync::{is_leader_settling, settled_watermarks, settling_backoff};
+use tracing::debug;
 
 use crate::topics::client_config;
 use crate::{ClusterSpec, FlowSpec, ReplicatorError};
@@ -370,7 +371,10 @@ impl TailScanner {
                 return known;
             }
             match backoff.next() {
-                Some(delay) => std::thread::sleep(delay),
+                Some(delay) => {
+                    debug!(partitions = pending.len(), retry_in = ?delay, "target partition leaders settling");
+                    std::thread::sleep(delay)
+                }
                 None => return known,
             }
         }
