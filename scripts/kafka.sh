@@ -44,7 +44,10 @@ inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$dir/data
 num.partitions=1
-auto.create.topics.enable=false
+# Kafka's default, as on most real clusters: a client that may auto-create topics (a
+# producer, or an admin client looking a topic up) has a missing topic created with the
+# broker's defaults. Strait's clients must never do that (see client_config).
+auto.create.topics.enable=true
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=4
 transaction.state.log.replication.factor=1

@@ -96,6 +96,12 @@ pub fn ensure_single_partition_topics(
     topics: &[SinglePartitionTopic<'_>],
 ) -> Result<(), OffsetSyncError> {
     let admin: AdminClient<DefaultClientContext> = config
+        .clone()
+        // An admin client is a producer to librdkafka, which by default asks the broker to
+        // auto-create a topic it looks up; on a cluster with `auto.create.topics.enable`
+        // (Kafka's default) the lookup below would create a missing topic with the
+        // broker's defaults, before the request that creates it with its own settings.
+        .set("allow.auto.create.topics", "false")
         .create()
         .map_err(|e| OffsetSyncError::kafka("creating admin client", e))?;
     let result = create_missing(&admin, topics);
@@ -493,6 +499,9 @@ impl TopicWriter {
             .set("message.timeout.ms", "0")
             .set("linger.ms", linger_ms.to_string())
             .set("compression.type", "lz4")
+            // A deleted topic is never re-created by writing to it, with the broker's
+            // defaults (not compacted).
+            .set("allow.auto.create.topics", "false")
             .create_with_context(WriterContext {
                 failed: failed.clone(),
             })

@@ -1633,7 +1633,12 @@ fn producer(
         // Never time a record out: a timed-out record followed by a delivered one would
         // leave a hole that the provenance tail cannot see. Backpressure handles outages.
         .set("message.timeout.ms", "0")
-        .set("enable.gapless.guarantee", "true");
+        .set("enable.gapless.guarantee", "true")
+        // A producer may have the broker auto-create a topic it writes to (librdkafka's
+        // default, and Kafka's `auto.create.topics.enable` default): a deleted target
+        // topic would come back empty, with the broker's defaults, and the copy would go
+        // on as if nothing had happened. Never: the flow stops and says so instead.
+        .set("allow.auto.create.topics", "false");
     config
         .create_with_context(DeliveryContext {
             progress: progress.clone(),
