@@ -58,6 +58,7 @@ pub(crate) struct Preparing {
     on_target: oneshot::Sender<bool>,
 }
 
+/// A pair of [`Preparing`] (for [`prepare`]) and [`Prepared`] (for the pipeline).
 pub(crate) fn preparation() -> (Preparing, Prepared) {
     let (source_tx, source_rx) = oneshot::channel();
     let (target_tx, target_rx) = oneshot::channel();
