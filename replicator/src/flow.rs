@@ -64,8 +64,8 @@ pub fn run_flow(
     // subscription holds it. (Subscribing to it later was ~50 ms faster to the first
     // record, but the cooperative rebalance that added it mid-copy was followed once by
     // the consumer handing over records already sent.) It waits for the target side only
-    // before loading the offset map and creating target topics: the group join goes on
-    // meanwhile. Heartbeats are written only once the topic exists: a producer's first
+    // before loading the offset map and assigning partitions: the group join and the
+    // check of the other target topics go on meanwhile. Heartbeats are written only once the topic exists: a producer's first
     // record would otherwise have the broker auto-create it with other settings.
     let (preparing, prepared) = crate::heartbeat::preparation();
     let heartbeats = spec.heartbeat.clone().map(|heartbeat| {

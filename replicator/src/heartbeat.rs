@@ -44,8 +44,8 @@ pub(crate) struct Prepared {
     /// Fires once the heartbeat copy and the offset map topic were looked up on the
     /// target and created where missing (`true`; a creation the cluster refused has been
     /// warned about, naming what to create by hand), or the lookup failed (`false`).
-    /// Loading the map and the first creation of target topics wait for it; discovery and
-    /// the group join go ahead meanwhile.
+    /// Loading the map and the first assignment wait for it; discovery, the group join and
+    /// the check of the other target topics go ahead meanwhile.
     pub(crate) on_target: OwnTopicsOnTarget,
 }
 

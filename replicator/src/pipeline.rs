@@ -1337,12 +1337,10 @@ impl Pipeline<'_> {
             // test bed, as long as the creation itself), and the copy only if that
             // preparation failed. Partitions are assigned only after both.
             Some(prepared) => {
-                let copy_prepared = self.spec.heartbeat.as_ref().map(|h| h.topic.as_str());
-                let others: std::collections::BTreeMap<String, i32> = wanted
-                    .iter()
-                    .filter(|(topic, _)| Some(topic.as_str()) != copy_prepared)
-                    .map(|(topic, partitions)| (topic.clone(), *partitions))
-                    .collect();
+                let mut others = wanted.clone();
+                if let Some(heartbeat) = &self.spec.heartbeat {
+                    others.remove(&heartbeat.topic);
+                }
                 topics.sync(self.spec, &others)?;
                 let began = Instant::now();
                 let created = block_on(prepared).unwrap_or(false);
