@@ -408,7 +408,7 @@ impl Probe {
         } else {
             &self.spec.source
         };
-        Ok(GroupClient::new(&client_config(cluster), group)?.members()?)
+        Ok(GroupClient::new(&client_config(cluster))?.members(group)?)
     }
 }
 
@@ -987,11 +987,8 @@ fn warn_unknown(config: &Config, probe: &Probe) {
         _ => {}
     }
     if let Ok(m) = migration(config) {
-        let known = GroupClient::new(
-            &client_config(&probe.spec.source),
-            "strait-migrate-probe-unused",
-        )
-        .and_then(|c| c.list_groups());
+        let known =
+            GroupClient::new(&client_config(&probe.spec.source)).and_then(|c| c.list_groups());
         if let Ok(Some(known)) = known {
             for g in &m.0.groups {
                 if !known.contains(g) {

@@ -183,8 +183,8 @@ pub fn apply(
     results: &mut [PartitionResult],
     force: bool,
 ) -> Result<()> {
-    let client = GroupClient::new(&client_config(&spec.target), group)?;
-    groups::apply(&client, results, force).with_context(|| {
+    let client = GroupClient::new(&client_config(&spec.target))?;
+    groups::apply(&client, group, results, force).with_context(|| {
         format!(
             "writing offsets of group '{group}' on '{}'",
             spec.target.name
@@ -197,8 +197,8 @@ fn source_offsets(
     group: &str,
     partitions: &[(String, i32)],
 ) -> Result<(Offsets, Offsets)> {
-    let client = GroupClient::new(source, group)?;
-    let committed = client.committed(partitions)?;
+    let client = GroupClient::new(source)?;
+    let committed = client.committed(group, partitions)?;
     let wanted: Vec<(String, i32)> = committed.keys().cloned().collect();
     let log_starts = client.log_starts(&wanted);
     Ok((committed, log_starts))

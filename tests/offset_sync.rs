@@ -405,6 +405,35 @@ fn group_states_and_edge_cases() {
         None,
         "active group was written"
     );
+    // The broker's own refusal, which covers a member joining after the check of the
+    // members: one client writes any group's offsets, as a non-member.
+    let groups_client = strait_offset_sync::groups::GroupClient::new(
+        ClientConfig::new().set("bootstrap.servers", SECONDARY),
+    )
+    .unwrap();
+    let write = groups_client.commit(&active, &BTreeMap::from([((busy_t.clone(), 0), 5)]));
+    assert!(
+        write.is_err(),
+        "the broker accepted offsets for an active group"
+    );
+    assert_eq!(
+        committed_offset(SECONDARY, &active, &busy_t, 0),
+        None,
+        "active group was written"
+    );
+    // The same client reads and writes an empty group's offsets.
+    let idle = unique("states-idle");
+    groups_client
+        .commit(&idle, &BTreeMap::from([((busy_t.clone(), 0), 4)]))
+        .unwrap();
+    assert_eq!(
+        groups_client
+            .committed(&idle, &[(busy_t.clone(), 0), (busy_t.clone(), 1)])
+            .unwrap(),
+        BTreeMap::from([((busy_t.clone(), 0), 4)]),
+        "committed offsets read back through the groups client"
+    );
+    assert_eq!(committed_offset(SECONDARY, &idle, &busy_t, 0), Some(4));
     drop(member);
     // Once its member has left, the daemon writes what it refused while the group was
     // active (a refused group is retried every interval, not only on a new commit).
@@ -553,4 +582,67 @@ fn own_topics_are_created_together_each_with_its_settings() {
     );
     // Everything exists now: a second call creates nothing and succeeds.
     ensure_single_partition_topics(&config, &topics).unwrap();
+}
+
+/// Offset sync serves every selected group with one client per cluster. It used to keep a
+/// client per group on each cluster, so that the default `groups = [".*"]` on a cluster
+/// with hundreds of groups meant hundreds of clients, thousands of threads and a storm of
+/// connections; here 60 groups would have added about 500 threads.
+#[test]
+fn many_groups_are_translated_and_written_through_one_client_per_cluster() {
+    const GROUPS: usize = 60;
+    let topic = unique("many-groups");
+    let prefix = unique("many-groups-app");
+    create_topic(PRIMARY, &topic, 2, &[]);
+    produce_simple(PRIMARY, &topic, 2, 100, "many");
+    let groups: Vec<String> = (0..GROUPS).map(|i| format!("{prefix}-{i:02}")).collect();
+    // Each group at its own offset, so a write to the wrong group shows.
+    let at = |i: usize| (i % 50) as i64;
+    for (i, group) in groups.iter().enumerate() {
+        commit_offsets(PRIMARY, group, &topic, &[(0, at(i)), (1, 50 - at(i))]);
+    }
+    let strait = Strait::start(&flow_config(
+        "many",
+        &topic,
+        "prefix",
+        &format!(
+            "[flows.many.offset_sync]\ngroups = [\"{prefix}-.*\"]\ncheckpoint_interval = \"1s\"\n\
+             sync_group_offsets = true"
+        ),
+    ));
+    let target = format!("primary.{topic}");
+    wait_until(
+        Duration::from_secs(60),
+        "every group translated and written",
+        || {
+            let metrics = strait.metrics();
+            metric_value(&metrics, "strait_groups_translated", "flow=\"many\"")
+                == Some(GROUPS as f64)
+                && metric_value(
+                    &metrics,
+                    "strait_group_offset_writes_total",
+                    "flow=\"many\"",
+                )
+                .is_some_and(|w| w >= (2 * GROUPS) as f64)
+        },
+    );
+    let threads = std::fs::read_dir(format!("/proc/{}/task", strait.child.id()))
+        .unwrap()
+        .count();
+    assert!(
+        threads < 100,
+        "{threads} threads for one flow translating {GROUPS} groups: more clients than one per cluster?"
+    );
+    // The source and its copy have the same offsets (no gaps), so each group's offsets on
+    // the secondary are those it committed on the primary.
+    for (i, group) in groups.iter().enumerate() {
+        assert_eq!(
+            (
+                committed_offset(SECONDARY, group, &target, 0),
+                committed_offset(SECONDARY, group, &target, 1)
+            ),
+            (Some(at(i)), Some(50 - at(i))),
+            "offsets of {group} on the secondary"
+        );
+    }
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::groups::{self, GroupClient, Outcome};
+use crate::groups::{self, GroupClient, Offsets, Outcome};
 use crate::records::Checkpoint;
 use crate::store::{ensure_compacted_topic, FlowIndex};
 use crate::OffsetSyncError;
@@ -164,12 +164,12 @@ struct Checkpointer {
     writer: groups::CheckpointWriter,
     /// Last checkpoint written per (group, topic, partition).
     written: BTreeMap<(String, String, i32), Checkpoint>,
-    /// One client per selected group on the source (see `round`).
-    source_clients: HashMap<String, GroupClient>,
-    /// Lists groups and reads log starts on the source (its own group is never used).
-    source_reader: GroupClient,
-    /// One client per selected group on the target, for writing its offsets.
-    target_clients: HashMap<String, GroupClient>,
+    /// Reads every selected group's offsets on the source, lists groups there and reads
+    /// log starts; one client for all groups (see [`GroupClient`]).
+    source: GroupClient,
+    /// Writes translated offsets into the selected groups on the target (when
+    /// `sync_group_offsets` is on).
+    target: Option<GroupClient>,
     /// Groups whose target offsets match their latest translation: nothing to write until
     /// the group commits again on the source. Without this, every round described and
     /// wrote every group on the target; with 11 groups at a 1 s interval, a new commit
@@ -193,10 +193,12 @@ impl Checkpointer {
             index: FlowIndex::load(&spec.target, &spec.map_topic)?,
             writer: groups::CheckpointWriter::new(&spec.target, &spec.checkpoint_topic)?,
             written,
-            source_clients: HashMap::new(),
-            target_clients: HashMap::new(),
+            source: GroupClient::new(&spec.source)?,
+            target: spec
+                .sync_group_offsets
+                .then(|| GroupClient::new(&spec.target))
+                .transpose()?,
             in_sync: Default::default(),
-            source_reader: GroupClient::new(&spec.source, "strait-log-start-reader-unused")?,
             refused: HashMap::new(),
             warned_no_group_list: false,
         })
@@ -222,7 +224,7 @@ impl Checkpointer {
         if partitions.is_empty() {
             return Ok(summary);
         }
-        let selected: Vec<String> = match self.source_reader.list_groups()? {
+        let selected: Vec<String> = match self.source.list_groups()? {
             Some(all) => all.into_iter().filter(|g| spec.groups.selects(g)).collect(),
             None => {
                 let named = spec.groups.literal_names();
@@ -233,38 +235,16 @@ impl Checkpointer {
                 named
             }
         };
-        self.source_clients.retain(|g, _| selected.contains(g));
-        self.target_clients.retain(|g, _| selected.contains(g));
         self.in_sync.retain(|g| selected.contains(g));
         let now_ms = unix_ms();
         let (mut groups_done, mut exact, mut pending) = (0u64, 0u64, 0u64);
         let mut checkpoints = Vec::new();
-        // librdkafka reads and commits offsets only for a client's own group.id, so each
-        // group has a client per cluster, kept while the group exists: creating one per
-        // round cost measurable CPU next to replication. A new client looks for its
-        // group's coordinator in the background, which takes about a second; creating
-        // every missing client before asking any of them lets those waits overlap (one
-        // after another, ten new groups took ten seconds to their first checkpoints).
-        for group in &selected {
-            if !self.source_clients.contains_key(group) {
-                let client = GroupClient::new(&spec.source, group)?;
-                self.source_clients.insert(group.clone(), client);
-            }
-            if spec.sync_group_offsets && !self.target_clients.contains_key(group) {
-                let client = GroupClient::new(&spec.target, group)?;
-                self.target_clients.insert(group.clone(), client);
-            }
-        }
-        let mut committed_by_group = Vec::new();
-        for group in &selected {
-            let Some(client) = self.source_clients.get(group) else {
-                continue;
-            };
-            let committed = client.committed(&partitions)?;
-            if !committed.is_empty() {
-                committed_by_group.push((group, committed));
-            }
-        }
+        let names: Vec<&str> = selected.iter().map(String::as_str).collect();
+        let committed_by_group: Vec<(&String, Offsets)> = selected
+            .iter()
+            .zip(self.source.committed_each(&names, &partitions)?)
+            .filter(|(_, committed)| !committed.is_empty())
+            .collect();
         // One ListOffsets request for every group's partitions, not one per group: a round
         // runs every checkpoint interval, beside the copy, on the same brokers.
         let wanted: BTreeSet<&(String, i32)> = committed_by_group
@@ -275,7 +255,7 @@ impl Checkpointer {
             Default::default()
         } else {
             let wanted: Vec<(String, i32)> = wanted.into_iter().cloned().collect();
-            self.source_reader.log_starts(&wanted)
+            self.source.log_starts(&wanted)
         };
         for (group, committed) in committed_by_group {
             let mut results =
@@ -342,13 +322,10 @@ impl Checkpointer {
         if !results.iter().any(|r| r.outcome == Outcome::Exact) {
             return Ok(());
         }
-        let target = match self.target_clients.entry(group.to_string()) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(GroupClient::new(&spec.target, group)?)
-            }
+        let Some(target) = &self.target else {
+            return Ok(());
         };
-        if let Err(e) = groups::apply(target, results, false) {
+        if let Err(e) = groups::apply(target, group, results, false) {
             metrics::counter!("strait_group_offset_writes_refused_total",
                 "flow" => spec.flow.clone(), "reason" => "error")
             .increment(1);

@@ -11,6 +11,13 @@ pub enum OffsetSyncError {
         #[source]
         source: KafkaError,
     },
+    /// A consumer-group admin call (listing or altering a group's offsets) failed.
+    #[error("{context}: {reason} ({code:?})")]
+    Group {
+        context: String,
+        code: rdkafka::error::RDKafkaErrorCode,
+        reason: String,
+    },
     #[error("timed out after {0:?} {1}")]
     Timeout(Duration, String),
     #[error("writing to '{topic}' failed: {reason}")]
@@ -22,6 +29,17 @@ impl OffsetSyncError {
         Self::Kafka {
             context: context.into(),
             source,
+        }
+    }
+
+    pub(crate) fn group(
+        context: impl Into<String>,
+        source: crate::group_offsets::AdminCallError,
+    ) -> Self {
+        Self::Group {
+            context: context.into(),
+            code: source.code,
+            reason: source.reason,
         }
     }
 }

@@ -6,11 +6,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 use serde::Serialize;
 
+use crate::group_offsets;
 use crate::map::Translation;
 use crate::records::Checkpoint;
 use crate::store::{FlowIndex, TopicReader, TopicWriter};
@@ -23,69 +24,86 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// (topic, partition) → offset.
 pub type Offsets = BTreeMap<(String, i32), i64>;
 
-/// A client that acts for one group without joining it: reading and committing offsets
-/// this way never triggers a rebalance of the group's real members.
+/// A client that reads and writes the offsets of any consumer group on one cluster,
+/// without joining a group: reading and committing offsets this way never triggers a
+/// rebalance of a group's real members. One client serves every group (see
+/// [`crate::group_offsets`] for why that needs librdkafka's admin calls).
 pub struct GroupClient {
-    group: String,
     consumer: BaseConsumer,
 }
 
 impl GroupClient {
-    pub fn new(config: &ClientConfig, group: &str) -> Result<Self, OffsetSyncError> {
+    pub fn new(config: &ClientConfig) -> Result<Self, OffsetSyncError> {
+        // No `group.id`: this client belongs to no group, and names one in each request.
         let consumer = config
             .clone()
-            .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .create()
-            .map_err(|e| {
-                OffsetSyncError::kafka(format!("creating a client for group '{group}'"), e)
-            })?;
-        Ok(Self {
-            group: group.to_string(),
-            consumer,
-        })
+            .map_err(|e| OffsetSyncError::kafka("creating a client for consumer groups", e))?;
+        Ok(Self { consumer })
     }
 
-    /// The group's committed offsets on `partitions`; partitions it never committed are
+    /// `group`'s committed offsets on `partitions`; partitions it never committed are
     /// left out.
-    pub fn committed(&self, partitions: &[(String, i32)]) -> Result<Offsets, OffsetSyncError> {
+    pub fn committed(
+        &self,
+        group: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<Offsets, OffsetSyncError> {
+        Ok(self
+            .committed_each(&[group], partitions)?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    /// [`Self::committed`] of each of `groups`, in their order, asked all at once. The
+    /// first group that cannot be read fails the whole call, naming that group.
+    pub fn committed_each(
+        &self,
+        groups: &[&str],
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<Offsets>, OffsetSyncError> {
         let mut tpl = TopicPartitionList::new();
         for (topic, partition) in partitions {
             tpl.add_partition(topic, *partition);
         }
-        let committed = self
-            .consumer
-            .committed_offsets(tpl, REQUEST_TIMEOUT)
-            .map_err(|e| {
-                OffsetSyncError::kafka(
-                    format!("reading committed offsets of group '{}'", self.group),
-                    e,
-                )
-            })?;
-        Ok(committed
-            .elements()
+        let answers = group_offsets::list(self.consumer.client(), groups, &tpl, REQUEST_TIMEOUT);
+        groups
             .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
-                _ => None,
+            .zip(answers)
+            .map(|(group, answer)| {
+                let context = || format!("reading committed offsets of group '{group}'");
+                let mut offsets = Offsets::new();
+                for p in answer.map_err(|e| OffsetSyncError::group(context(), e))? {
+                    if let Some(code) = p.error {
+                        return Err(OffsetSyncError::group(
+                            format!("{} on {}[{}]", context(), p.topic, p.partition),
+                            group_offsets::AdminCallError {
+                                code,
+                                reason: code.to_string(),
+                            },
+                        ));
+                    }
+                    if let Some(offset) = p.offset {
+                        offsets.insert((p.topic, p.partition), offset);
+                    }
+                }
+                Ok(offsets)
             })
-            .collect())
+            .collect()
     }
 
-    /// Members the group has right now (0 for an empty or unknown group), or `None` if
-    /// the cluster cannot describe groups (librdkafka's mock cluster, some Kafka-compatible
+    /// Members `group` has right now (0 for an empty or unknown group), or `None` if the
+    /// cluster cannot describe groups (librdkafka's mock cluster, some Kafka-compatible
     /// services).
-    pub fn members(&self) -> Result<Option<usize>, OffsetSyncError> {
-        let list = match self
-            .consumer
-            .fetch_group_list(Some(&self.group), REQUEST_TIMEOUT)
-        {
+    pub fn members(&self, group: &str) -> Result<Option<usize>, OffsetSyncError> {
+        let list = match self.consumer.fetch_group_list(Some(group), REQUEST_TIMEOUT) {
             Ok(list) => list,
             Err(e) if is_unsupported(&e) => return Ok(None),
             Err(e) => {
                 return Err(OffsetSyncError::kafka(
-                    format!("describing group '{}'", self.group),
+                    format!("describing group '{group}'"),
                     e,
                 ))
             }
@@ -93,23 +111,36 @@ impl GroupClient {
         Ok(Some(
             list.groups()
                 .iter()
-                .filter(|g| g.name() == self.group)
+                .filter(|g| g.name() == group)
                 .map(|g| g.members().len())
                 .sum(),
         ))
     }
 
-    /// Commits `offsets` for the group. The broker itself refuses this while the group
-    /// has members, which closes the race with a consumer joining after [`Self::members`].
-    pub fn commit(&self, offsets: &Offsets) -> Result<(), OffsetSyncError> {
+    /// Commits `offsets` for `group`. The broker itself refuses this while the group has
+    /// members, which closes the race with a consumer joining after [`Self::members`].
+    pub fn commit(&self, group: &str, offsets: &Offsets) -> Result<(), OffsetSyncError> {
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), offset) in offsets {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
                 .map_err(|e| OffsetSyncError::kafka("building offsets", e))?;
         }
-        self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| {
-            OffsetSyncError::kafka(format!("committing offsets of group '{}'", self.group), e)
-        })
+        let context = || format!("committing offsets of group '{group}'");
+        let written = group_offsets::alter(self.consumer.client(), group, &tpl, REQUEST_TIMEOUT)
+            .map_err(|e| OffsetSyncError::group(context(), e))?;
+        match written
+            .into_iter()
+            .find_map(|p| p.error.map(|code| (p, code)))
+        {
+            Some((p, code)) => Err(OffsetSyncError::group(
+                format!("{} on {}[{}]", context(), p.topic, p.partition),
+                group_offsets::AdminCallError {
+                    code,
+                    reason: code.to_string(),
+                },
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Every group on the cluster, or `None` if the cluster cannot list groups.
@@ -147,7 +178,7 @@ impl GroupClient {
                 })
                 .collect(),
             Err(e) => {
-                tracing::debug!(group = %self.group, error = %e, "log start offsets not readable");
+                tracing::debug!(error = %e, "log start offsets not readable");
                 Offsets::new()
             }
         }
@@ -268,17 +299,18 @@ pub fn translate_group(
 /// group has members there, and no partition moves backwards unless `force`.
 pub fn apply(
     target: &GroupClient,
+    group: &str,
     results: &mut [PartitionResult],
     force: bool,
 ) -> Result<(), OffsetSyncError> {
     // A cluster that cannot describe groups still refuses this commit while the group
     // has members (see `GroupClient::commit`).
-    let members = target.members()?.unwrap_or(0);
+    let members = target.members(group)?.unwrap_or(0);
     let wanted: Vec<(String, i32)> = results
         .iter()
         .map(|r| (r.target_topic.clone(), r.partition))
         .collect();
-    let current = target.committed(&wanted)?;
+    let current = target.committed(group, &wanted)?;
     let mut to_commit = Offsets::new();
     for r in results.iter_mut() {
         r.target_committed = current.get(&(r.target_topic.clone(), r.partition)).copied();
@@ -297,7 +329,7 @@ pub fn apply(
         };
     }
     if !to_commit.is_empty() {
-        target.commit(&to_commit)?;
+        target.commit(group, &to_commit)?;
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 
 mod checkpointer;
 mod error;
+mod group_offsets;
 pub mod groups;
 pub mod map;
 pub mod records;
