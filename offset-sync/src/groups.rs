@@ -58,7 +58,8 @@ impl GroupClient {
     }
 
     /// [`Self::committed`] of each of `groups`, in their order, asked all at once. The
-    /// first group that cannot be read fails the whole call, naming that group.
+    /// first group that cannot be read fails the whole call, naming that group; a
+    /// partition that cannot be read is left out, with a warning.
     pub fn committed_each(
         &self,
         groups: &[&str],
@@ -77,13 +78,14 @@ impl GroupClient {
                 let mut offsets = Offsets::new();
                 for p in answer.map_err(|e| OffsetSyncError::group(context(), e))? {
                     if let Some(code) = p.error {
-                        return Err(OffsetSyncError::group(
-                            format!("{} on {}[{}]", context(), p.topic, p.partition),
-                            group_offsets::AdminCallError {
-                                code,
-                                reason: code.to_string(),
-                            },
-                        ));
+                        // Left out, as a partition without a commit: one unreadable
+                        // partition (an authorization error, say) must not stop the
+                        // group's others, nor every other group's.
+                        tracing::warn!(
+                            group = %group, topic = %p.topic, partition = p.partition,
+                            error = %code, "committed offset not readable; left out"
+                        );
+                        continue;
                     }
                     if let Some(offset) = p.offset {
                         offsets.insert((p.topic, p.partition), offset);
