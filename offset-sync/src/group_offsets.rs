@@ -16,6 +16,7 @@
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_void, CStr, CString};
+use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 use rdkafka::bindings as rd;
@@ -145,20 +146,20 @@ fn failed(reason: &str) -> AdminCallError {
     }
 }
 
-/// Admin requests of one kind, answered on a queue of their own.
-struct Requests {
+/// Admin requests of one kind, answered on a queue of their own. Borrows the client it
+/// was made from, so that the client outlives the raw pointer kept here.
+struct Requests<'client> {
     rk: *mut rd::rd_kafka_t,
+    _client: PhantomData<&'client ()>,
     queue: Guard<rd::rd_kafka_queue_t>,
     op: rd::rd_kafka_admin_op_t,
     event_type: i32,
     timeout: Duration,
 }
 
-impl Requests {
-    /// `client` must outlive the returned value; the borrow in the callers' signatures
-    /// makes sure of that.
+impl<'client> Requests<'client> {
     fn new<C: ClientContext>(
-        client: &Client<C>,
+        client: &'client Client<C>,
         op: rd::rd_kafka_admin_op_t,
         event_type: i32,
         timeout: Duration,
@@ -175,6 +176,7 @@ impl Requests {
         }
         Ok(Self {
             rk,
+            _client: PhantomData,
             queue,
             op,
             event_type,
