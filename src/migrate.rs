@@ -300,6 +300,10 @@ struct Probe {
     spec: FlowSpec,
     source: BaseConsumer,
     target: BaseConsumer,
+    /// Any group's members (and the source's group list), one client per cluster, kept for the whole
+    /// migration (gates ask every few seconds, for every migrated group).
+    source_groups: GroupClient,
+    target_groups: GroupClient,
     index: FlowIndex,
 }
 
@@ -328,6 +332,8 @@ impl Probe {
         Ok(Self {
             source: connect(&client_config(&spec.source))?,
             target: connect(&target)?,
+            source_groups: GroupClient::new(&client_config(&spec.source))?,
+            target_groups: GroupClient::new(&target)?,
             index: FlowIndex::load(&target, &flow.map_topic(&m.flow))?,
             spec,
         })
@@ -403,12 +409,12 @@ impl Probe {
 
     /// The group's members on one side; `None` if that cluster cannot describe groups.
     fn members(&self, on_target: bool, group: &str) -> Result<Option<usize>> {
-        let cluster = if on_target {
-            &self.spec.target
+        let groups = if on_target {
+            &self.target_groups
         } else {
-            &self.spec.source
+            &self.source_groups
         };
-        Ok(GroupClient::new(&client_config(cluster))?.members(group)?)
+        Ok(groups.members(group)?)
     }
 }
 
@@ -987,9 +993,7 @@ fn warn_unknown(config: &Config, probe: &Probe) {
         _ => {}
     }
     if let Ok(m) = migration(config) {
-        let known =
-            GroupClient::new(&client_config(&probe.spec.source)).and_then(|c| c.list_groups());
-        if let Ok(Some(known)) = known {
+        if let Ok(Some(known)) = probe.source_groups.list_groups() {
             for g in &m.0.groups {
                 if !known.contains(g) {
                     warn!(group = %g, "migration: group not found on the source (never committed?)");
