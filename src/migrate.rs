@@ -300,8 +300,8 @@ struct Probe {
     spec: FlowSpec,
     source: BaseConsumer,
     target: BaseConsumer,
-    /// Any group's members (and the source's group list), one client per cluster, kept for the whole
-    /// migration (gates ask every few seconds, for every migrated group).
+    /// Any group's members (and the source's group list): one client per cluster, kept
+    /// for the whole migration (gates ask every few seconds, for every migrated group).
     source_groups: GroupClient,
     target_groups: GroupClient,
     index: FlowIndex,
