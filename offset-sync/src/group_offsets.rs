@@ -1,8 +1,9 @@
-//! Reading and writing any consumer group's committed offsets through one client:
-//! librdkafka's ListConsumerGroupOffsets and AlterConsumerGroupOffsets admin calls.
+//! Listing consumer groups, and reading and writing any group's committed offsets, through
+//! one client: librdkafka's ListConsumerGroups, ListConsumerGroupOffsets and
+//! AlterConsumerGroupOffsets admin calls.
 //!
 //! Why this module holds the workspace's only `unsafe`: rust-rdkafka 0.39 does not wrap
-//! these two calls, and librdkafka's consumer API reads and commits offsets only for the
+//! these calls, and librdkafka's consumer API reads and commits offsets only for the
 //! client's own `group.id`. Without them, offset sync kept a client per group on each
 //! cluster. With the default `groups = [".*"]` on the test bed's primary, which had
 //! collected 253 groups, one flow's first seconds sent it 759 ApiVersions, 760 Metadata
@@ -132,6 +133,65 @@ pub fn alter<C: ClientContext>(
     results.pop().unwrap_or_else(|| Err(failed("no result")))
 }
 
+/// The names of the cluster's consumer groups: ListGroups only, sent to every broker. (The
+/// consumer API's group list also describes every group, members included, which on a
+/// cluster of thousands of groups is a large answer to throw away every round.)
+/// `Ok(None)`: the cluster does not implement ListGroups (librdkafka's mock cluster, some
+/// Kafka-compatible services).
+pub fn list_group_names<C: ClientContext>(
+    client: &Client<C>,
+    timeout: Duration,
+) -> Result<Option<Vec<String>>, AdminCallError> {
+    let requests = Requests::new(
+        client,
+        rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPS,
+        rd::RD_KAFKA_EVENT_LISTCONSUMERGROUPS_RESULT,
+        timeout,
+    )?;
+    let sent = requests.send(0, |rk, options, queue| {
+        // SAFETY: the options are copied by the call.
+        unsafe { rd::rd_kafka_ListConsumerGroups(rk, options, queue) }
+    });
+    let mut results = requests.collect(vec![sent], |event| {
+        // SAFETY: `event` is a live ListConsumerGroups result event (checked by
+        // `collect`); both arrays and what they point to belong to it, and are copied.
+        unsafe {
+            let result = rd::rd_kafka_event_ListConsumerGroups_result(event);
+            let mut count = 0usize;
+            let errors = rd::rd_kafka_ListConsumerGroups_result_errors(result, &mut count);
+            let errors: Vec<AdminCallError> = (0..count)
+                .map(|i| {
+                    let error = *errors.add(i);
+                    AdminCallError {
+                        code: rd::rd_kafka_error_code(error).into(),
+                        reason: text(rd::rd_kafka_error_string(error)),
+                    }
+                })
+                .collect();
+            let listings = rd::rd_kafka_ListConsumerGroups_result_valid(result, &mut count);
+            let names: Vec<String> = (0..count)
+                .map(|i| text(rd::rd_kafka_ConsumerGroupListing_group_id(*listings.add(i))))
+                .collect();
+            Ok((names, errors))
+        }
+    });
+    let (names, errors) = results.pop().unwrap_or_else(|| Err(failed("no result")))?;
+    // A broker that cannot list groups fails the whole list: a group it coordinates would
+    // otherwise drop out of offset sync without a word.
+    match errors.into_iter().next() {
+        None => Ok(Some(names)),
+        Some(e) if names.is_empty() && is_unsupported(e.code) => Ok(None),
+        Some(e) => Err(e),
+    }
+}
+
+fn is_unsupported(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::UnsupportedFeature | RDKafkaErrorCode::UnsupportedVersion
+    )
+}
+
 fn c_string(group: &str) -> Result<CString, AdminCallError> {
     CString::new(group).map_err(|_| AdminCallError {
         code: RDKafkaErrorCode::InvalidArgument,
@@ -222,13 +282,13 @@ impl<'client> Requests<'client> {
 
     /// The answers to the requests in `sent` (by index; an entry is the error if that
     /// request was never made), each read with `read`.
-    fn collect(
+    fn collect<T>(
         &self,
         sent: Vec<Result<(), AdminCallError>>,
-        read: impl Fn(*mut rd::rd_kafka_event_t) -> Result<Vec<PartitionOffset>, AdminCallError>,
-    ) -> Vec<Result<Vec<PartitionOffset>, AdminCallError>> {
+        read: impl Fn(*mut rd::rd_kafka_event_t) -> Result<T, AdminCallError>,
+    ) -> Vec<Result<T, AdminCallError>> {
         let mut waiting = sent.iter().filter(|s| s.is_ok()).count();
-        let mut results: Vec<Option<Result<Vec<PartitionOffset>, AdminCallError>>> =
+        let mut results: Vec<Option<Result<T, AdminCallError>>> =
             sent.into_iter().map(|s| s.err().map(Err)).collect();
         // Each request times itself out after `timeout`; the extra second lets those
         // answers arrive instead of a bare "no answer" here.

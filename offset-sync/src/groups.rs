@@ -145,15 +145,10 @@ impl GroupClient {
         }
     }
 
-    /// Every group on the cluster, or `None` if the cluster cannot list groups.
+    /// Every consumer group on the cluster, or `None` if the cluster cannot list groups.
     pub fn list_groups(&self) -> Result<Option<Vec<String>>, OffsetSyncError> {
-        match self.consumer.fetch_group_list(None, REQUEST_TIMEOUT) {
-            Ok(list) => Ok(Some(
-                list.groups().iter().map(|g| g.name().to_string()).collect(),
-            )),
-            Err(e) if is_unsupported(&e) => Ok(None),
-            Err(e) => Err(OffsetSyncError::kafka("listing consumer groups", e)),
-        }
+        group_offsets::list_group_names(self.consumer.client(), REQUEST_TIMEOUT)
+            .map_err(|e| OffsetSyncError::group("listing consumer groups", e))
     }
 
     /// Earliest offsets of `partitions` (their log start), in one request per broker.
