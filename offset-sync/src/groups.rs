@@ -65,6 +65,11 @@ impl GroupClient {
         groups: &[&str],
         partitions: &[(String, i32)],
     ) -> Result<Vec<Offsets>, OffsetSyncError> {
+        // No partitions, no offsets. (librdkafka refuses an empty list, and reads a
+        // missing one as "every partition the group committed on".)
+        if partitions.is_empty() {
+            return Ok(groups.iter().map(|_| Offsets::new()).collect());
+        }
         let mut tpl = TopicPartitionList::new();
         for (topic, partition) in partitions {
             tpl.add_partition(topic, *partition);
