@@ -12,11 +12,19 @@ use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
 use tracing::debug;
 
 /// Errors of a partition whose leader is being elected: they pass within seconds.
+///
+/// That includes librdkafka's local "unknown partition": a client whose metadata was
+/// read before another client created the topic does not know its partitions until its
+/// next metadata answer (seen in CI: a 600-partition copy, created by the target's admin
+/// client, read by the tail scanner's consumer 300 ms later). A partition that really
+/// does not exist still fails, once the caller's time is up. (An unknown *topic* is not
+/// in this list: callers read it as "no such topic".)
 pub fn is_leader_settling(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
         RDKafkaErrorCode::NotLeaderForPartition
             | RDKafkaErrorCode::LeaderNotAvailable
+            | RDKafkaErrorCode::UnknownPartition
             | RDKafkaErrorCode::OperationTimedOut
             | RDKafkaErrorCode::RequestTimedOut
     )
