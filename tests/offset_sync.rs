@@ -590,6 +590,33 @@ fn own_topics_are_created_together_each_with_its_settings() {
     ensure_single_partition_topics(&config, &topics).unwrap();
 }
 
+/// A client that read a topic before it grew reads the new partitions' offsets. librdkafka
+/// keeps a topic's partition count from its last metadata answer and fails the others
+/// locally ("unknown partition") until its next periodic refresh, 5 minutes away by
+/// default; asking again was not enough, the metadata must be asked for.
+#[test]
+fn watermarks_of_partitions_added_after_the_client_read_the_topic() {
+    use strait_offset_sync::settled_watermarks;
+
+    let topic = unique("grown");
+    create_topic(SECONDARY, &topic, 2, &[]);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", SECONDARY)
+        .set("group.id", unique("grown-reader"))
+        .create()
+        .unwrap();
+    assert_eq!(
+        settled_watermarks(&consumer, &topic, 1, Duration::from_secs(10)).unwrap(),
+        (0, 0)
+    );
+    add_partitions(SECONDARY, &topic, 4);
+    produce_simple(SECONDARY, &topic, 4, 40, "grown");
+    let began = Instant::now();
+    let (low, high) = settled_watermarks(&consumer, &topic, 3, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("new partition unreadable after {:?}: {e}", began.elapsed()));
+    assert_eq!((low, high), (0, 10));
+}
+
 /// Offset sync serves every selected group with one client per cluster. It used to keep a
 /// client per group on each cluster, so that the default `groups = [".*"]` on a cluster
 /// with hundreds of groups meant hundreds of clients, thousands of threads and a storm of

@@ -303,8 +303,11 @@ fn discovers_new_topics_and_partitions() {
     produce_simple(PRIMARY, &first, 4, 400, "after growth");
 
     let target_later = format!("primary.{later}");
+    // The refresh interval is 2 s. 30 s leaves room for a slow machine and is still well
+    // inside the minute it took while the producer and the tail scanner kept a grown
+    // topic's old partition count (librdkafka's cache), until the flow restarted.
     wait_until(
-        Duration::from_secs(60),
+        Duration::from_secs(30),
         "new topic and new partitions copied",
         || {
             partition_count(SECONDARY, &target_later).is_some()
@@ -328,6 +331,44 @@ fn discovers_new_topics_and_partitions() {
         .find(|e| e.name == "retention.ms")
         .and_then(|e| e.value.clone());
     assert_eq!(retention.as_deref(), Some("86400000"), "{}", strait.logs());
+    let logs = strait.logs();
+    assert!(!logs.contains("flow interrupted"), "{logs}");
+}
+
+/// librdkafka's consumer notices new source partitions at its own metadata refresh and
+/// may assign them before the flow's next refresh has grown the target. Here its refresh
+/// runs every 500 ms and the flow's not at all after the start, so the assignment always
+/// comes first: it must grow the target itself. (Before it did, the assignment waited a
+/// minute for target partitions that did not exist, and the flow restarted.)
+#[test]
+fn partitions_assigned_before_the_flow_refreshes_are_replicated() {
+    let topic = unique("early");
+    create_topic(PRIMARY, &topic, 2, &[]);
+    produce_simple(PRIMARY, &topic, 2, 100, "before");
+    let config = flow_config("early", &topic, "prefix", "")
+        .replace(r#"refresh_interval = "2s""#, r#"refresh_interval = "1h""#)
+        .replace(
+            "[clusters.secondary]",
+            "[clusters.primary.properties]\n\"topic.metadata.refresh.interval.ms\" = \"500\"\n\n[clusters.secondary]",
+        );
+    let strait = Strait::start(&config);
+    let target = format!("primary.{topic}");
+    wait_until(Duration::from_secs(60), "first records copied", || {
+        partition_count(SECONDARY, &target).is_some() && count_all(SECONDARY, &target) == 100
+    });
+
+    add_partitions(PRIMARY, &topic, 4);
+    wait_until(Duration::from_secs(20), "source partitions visible", || {
+        partition_count(PRIMARY, &topic) == Some(4)
+    });
+    produce_simple(PRIMARY, &topic, 4, 400, "after growth");
+    // Well inside the minute the old behaviour took, with room for a slow machine.
+    wait_until(Duration::from_secs(30), "new partitions copied", || {
+        partition_count(SECONDARY, &target) == Some(4) && count_all(SECONDARY, &target) == 500
+    });
+    assert_exact_copy(&topic, &target);
+    let logs = strait.logs();
+    assert!(!logs.contains("flow interrupted"), "{logs}");
 }
 
 /// Graceful restarts and `kill -9` at random points while a live producer keeps writing:

@@ -3,7 +3,7 @@
 //! the rules that keep a group safe (never while it has members, never backwards unless
 //! forced).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::group_offsets;
 use crate::map::Translation;
 use crate::records::Checkpoint;
+use crate::settling::{missed_unknown_partition, refresh_unknown_partitions};
 use crate::store::{FlowIndex, TopicReader, TopicWriter};
 use crate::OffsetSyncError;
 
@@ -169,7 +170,13 @@ impl GroupClient {
                 return Offsets::new();
             }
         }
-        match self.consumer.offsets_for_times(tpl, REQUEST_TIMEOUT) {
+        let found = self.consumer.offsets_for_times(tpl, REQUEST_TIMEOUT);
+        if missed_unknown_partition(&found) {
+            // Partitions added since this client last read their topics: known next round.
+            let topics: BTreeSet<&str> = partitions.iter().map(|(t, _)| t.as_str()).collect();
+            refresh_unknown_partitions(self.consumer.client(), topics, REQUEST_TIMEOUT);
+        }
+        match found {
             Ok(found) => found
                 .elements()
                 .iter()

@@ -22,7 +22,10 @@ pub use checkpointer::{
 pub use error::OffsetSyncError;
 pub use map::{Coverage, MapUpdate, OffsetIndex, PartitionOffsetMap, Segment, Translation};
 pub use records::{Checkpoint, MapRecord};
-pub use settling::{is_leader_settling, settled_watermarks, settling_backoff};
+pub use settling::{
+    is_leader_settling, missed_unknown_partition, refresh_unknown_partitions, settled_watermarks,
+    settling_backoff,
+};
 pub use store::{
     ensure_compacted_topic, ensure_single_partition_topic, ensure_single_partition_topics,
     log_librdkafka, FlowIndex, MapWriter, SinglePartitionTopic, TopicReader, TopicWriter,

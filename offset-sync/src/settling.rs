@@ -7,18 +7,21 @@
 use std::time::Duration;
 
 use backon::{BlockingRetryable, ExponentialBuilder};
+use rdkafka::client::Client;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::{ClientContext, TopicPartitionList};
 use tracing::debug;
 
 /// Errors of a partition whose leader is being elected: they pass within seconds.
 ///
 /// That includes librdkafka's local "unknown partition": a client whose metadata was
-/// read before another client created the topic does not know its partitions until its
-/// next metadata answer (seen in CI: a 600-partition copy, created by the target's admin
-/// client, read by the tail scanner's consumer 300 ms later). A partition that really
-/// does not exist still fails, once the caller's time is up. (An unknown *topic* is not
-/// in this list: callers read it as "no such topic".)
+/// read before another client created or grew the topic does not know the new
+/// partitions until its next metadata answer (seen in CI: a 600-partition copy, created
+/// by the target's admin client, read by the tail scanner's consumer 300 ms later). That
+/// answer has to be asked for: see [`refresh_unknown_partitions`]. A partition that
+/// really does not exist still fails, once the caller's time is up. (An unknown *topic*
+/// is not in this list: callers read it as "no such topic".)
 pub fn is_leader_settling(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
@@ -43,18 +46,66 @@ pub fn settling_backoff(within: Duration) -> ExponentialBuilder {
         .without_max_times()
 }
 
-/// (log start, end) of a partition, asking again while its leader is being elected, for
-/// at most `within` (also each request's timeout).
+/// Asks the cluster for the metadata of `topics`, so that `client` learns partitions
+/// added since it last read them.
+///
+/// librdkafka answers a partition beyond a topic's cached partition count with a local
+/// "unknown partition", without asking a broker, until its next periodic metadata refresh
+/// (`topic.metadata.refresh.interval.ms`, 5 min by default): on the test bed a client
+/// that had read a topic with 2 partitions still failed on the fourth 40 s after another
+/// client grew it to 4, asked once a second. A metadata request for the topic updates the
+/// cache at once. Best effort: a failed request leaves the next attempt to fail as before.
+pub fn refresh_unknown_partitions<'a, C: ClientContext>(
+    client: &Client<C>,
+    topics: impl IntoIterator<Item = &'a str>,
+    within: Duration,
+) {
+    for topic in topics {
+        if let Err(e) = client.fetch_metadata(Some(topic), within) {
+            debug!(topic, error = %e, "topic metadata not refreshed");
+        }
+    }
+}
+
+/// (log start, end) of a partition, asking again while its leader is being elected (or
+/// this client has yet to learn that the partition exists), for at most `within` (also
+/// each request's timeout).
 pub fn settled_watermarks<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     partition: i32,
     within: Duration,
 ) -> KafkaResult<(i64, i64)> {
-    (|| consumer.fetch_watermarks(topic, partition, within))
+    let attempt = || {
+        consumer
+            .fetch_watermarks(topic, partition, within)
+            .inspect_err(|e| {
+                if is_unknown_partition(e) {
+                    refresh_unknown_partitions(consumer.client(), [topic], within);
+                }
+            })
+    };
+    attempt
         .retry(settling_backoff(within))
         .sleep(std::thread::sleep)
         .when(|e| e.rdkafka_error_code().is_some_and(is_leader_settling))
         .notify(|e, delay| debug!(topic, partition, error = %e, retry_in = ?delay, "partition leader settling"))
         .call()
+}
+
+fn is_unknown_partition(e: &KafkaError) -> bool {
+    e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownPartition)
+}
+
+/// Whether an offsets lookup failed, wholly or for some partition, because this client
+/// does not know a partition (yet): see [`refresh_unknown_partitions`]. librdkafka fails
+/// the whole lookup for one such partition.
+pub fn missed_unknown_partition(found: &KafkaResult<TopicPartitionList>) -> bool {
+    match found {
+        Ok(list) => list
+            .elements()
+            .iter()
+            .any(|e| e.error().err().is_some_and(|e| is_unknown_partition(&e))),
+        Err(e) => is_unknown_partition(e),
+    }
 }

@@ -13,7 +13,6 @@ use tracing::{error, info, warn};
 use crate::heartbeat::Prepared;
 use crate::pipeline::{self, SharedProgress};
 use crate::status::FlowStatus;
-use crate::topics::TargetTopics;
 use crate::{FlowSpec, ReplicatorError};
 
 /// How long start-up work off the path to the first record (offset sync's checkpoints)
@@ -104,23 +103,13 @@ fn supervise(
     loop {
         let started = Instant::now();
         status.set_up(&spec.name, true);
-        let result = TargetTopics::new(spec).and_then(|mut topics| {
-            let mut claim = |names: &[String]| {
-                names.iter().try_for_each(|t| {
-                    let target = spec.naming.target_topic(&spec.source.name, t);
-                    claims.claim(&spec.name, &spec.target.name, &target)
-                })
-            };
-            pipeline::run(
-                spec,
-                progress,
-                status,
-                &mut topics,
-                cancel,
-                &mut claim,
-                prepared,
-            )
-        });
+        let mut claim = |names: &[String]| {
+            names.iter().try_for_each(|t| {
+                let target = spec.naming.target_topic(&spec.source.name, t);
+                claims.claim(&spec.name, &spec.target.name, &target)
+            })
+        };
+        let result = pipeline::run(spec, progress, status, cancel, &mut claim, prepared);
         status.set_up(&spec.name, false);
         status.mark_started();
         match result {

@@ -37,7 +37,7 @@ use tracing::{debug, info, warn};
 use crate::heartbeat::{OwnTopicsOnTarget, Prepared};
 use crate::provenance::{Provenance, ScanStart, SourcePartition, TailScanner, PROVENANCE_HEADER};
 use crate::status::{FlowStatus, PartitionStatus, TopicStatus};
-use crate::topics::{client_config, discover, TargetTopics};
+use crate::topics::{client_config, discover, learn_partitions, TargetTopics};
 use crate::{offsets_of, FlowSpec, ReplicatorError, StartFrom};
 
 /// Commit metadata prefix; the rest is the target offset after the committed prefix.
@@ -307,6 +307,9 @@ struct RebalanceContext {
     progress: SharedProgress,
     producer: Arc<BaseProducer<DeliveryContext>>,
     scanner: Option<TailScanner>,
+    /// Shared with the poll loop's topic refresh, which never holds it across a poll (the
+    /// callbacks run inside `poll`).
+    topics: Arc<Mutex<TargetTopics>>,
     /// The persisted offset map (when offset sync is on), to rebuild what it lacks.
     map: Option<Arc<PersistedMap>>,
     /// Bumped by every rebalance callback: see [`Routes::for_record`].
@@ -446,6 +449,7 @@ impl RebalanceContext {
         tpl: &mut TopicPartitionList,
     ) -> Result<(), ReplicatorError> {
         let began = std::time::Instant::now();
+        self.learn_target_partitions(consumer, tpl)?;
         let target_partitions: Vec<(String, i32)> = tpl
             .elements()
             .iter()
@@ -639,6 +643,32 @@ impl RebalanceContext {
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
         info!(flow = %self.spec.name, partitions = assigned.len(), topics = %topics_of(&assigned), "partitions assigned");
+        Ok(())
+    }
+
+    /// Makes sure the target partitions of a new assignment exist and that the producer
+    /// and tail scanner know of them: see [`TargetTopics::partitions_to_learn`].
+    fn learn_target_partitions(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &TopicPartitionList,
+    ) -> Result<(), ReplicatorError> {
+        let assigned: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+        let to_learn = topics.partitions_to_learn(&self.spec, consumer.client(), &assigned)?;
+        for (source_topic, target_topic, partitions) in to_learn {
+            let target = &self.spec.target.name;
+            learn_partitions(self.producer.client(), target, &target_topic, partitions)?;
+            if let Some(scanner) = &self.scanner {
+                scanner.learn_partitions(&source_topic, &target_topic, partitions)?;
+            }
+            topics.learned(&target_topic, partitions);
+            debug!(flow = %self.spec.name, topic = %target_topic, partitions, "target partitions learned");
+        }
         Ok(())
     }
 
@@ -865,7 +895,6 @@ pub(crate) fn run(
     spec: &FlowSpec,
     progress: &SharedProgress,
     status: &Arc<FlowStatus>,
-    topics: &mut TargetTopics,
     cancel: &CancellationToken,
     on_topics: &mut dyn FnMut(&[String]) -> Result<(), ReplicatorError>,
     prepared: &mut Option<Prepared>,
@@ -882,6 +911,7 @@ pub(crate) fn run(
             }
         }
     }
+    let topics = Arc::new(Mutex::new(TargetTopics::new(spec)?));
     let producer = Arc::new(producer(spec, progress, status)?);
     let scanner = if spec.provenance_header {
         Some(TailScanner::new(&spec.target, Some(&spec.source))?)
@@ -913,6 +943,7 @@ pub(crate) fn run(
         progress: progress.clone(),
         producer: producer.clone(),
         scanner,
+        topics: topics.clone(),
         map: map.clone(),
         assignment_changes: AtomicU64::new(0),
     };
@@ -933,8 +964,9 @@ pub(crate) fn run(
         status,
         heartbeat_exists,
         own_topics_on_target,
+        topics: &topics,
     };
-    let result = pipeline.forward_until_cancelled(topics, cancel, on_topics);
+    let result = pipeline.forward_until_cancelled(cancel, on_topics);
 
     // Drain and commit whatever happened, then leave the group (which revokes, drains and
     // commits again for the partitions still held).
@@ -1120,6 +1152,7 @@ struct Pipeline<'a> {
     /// On the flow's first pipeline run in this process: fires once its own topics on the
     /// target were prepared (see [`Prepared::on_target`]).
     own_topics_on_target: Option<OwnTopicsOnTarget>,
+    topics: &'a Mutex<TargetTopics>,
 }
 
 impl Pipeline<'_> {
@@ -1221,12 +1254,11 @@ impl Pipeline<'_> {
 
     fn forward_until_cancelled(
         &mut self,
-        topics: &mut TargetTopics,
         cancel: &CancellationToken,
         on_topics: &mut dyn FnMut(&[String]) -> Result<(), ReplicatorError>,
     ) -> Result<(), ReplicatorError> {
         let mut subscribed = std::collections::BTreeMap::new();
-        self.refresh_topics(topics, &mut subscribed, on_topics)?;
+        self.refresh_topics(&mut subscribed, on_topics)?;
         if subscribed.is_empty() {
             // No assignment is coming (see FlowStatus::wait_started).
             self.status.mark_started();
@@ -1276,7 +1308,7 @@ impl Pipeline<'_> {
             }
             if now >= next_refresh {
                 debug!(flow = %self.spec.name, "refreshing topics");
-                self.refresh_topics(topics, &mut subscribed, on_topics)?;
+                self.refresh_topics(&mut subscribed, on_topics)?;
                 next_refresh = Instant::now() + self.spec.refresh_interval;
             }
         }
@@ -1286,10 +1318,10 @@ impl Pipeline<'_> {
     /// Subscribing first lets the group join run while the targets are created; a record
     /// still never arrives for a target partition that does not exist, since partitions
     /// are assigned (and fetched) only in the rebalance callback, which runs in this
-    /// thread's next poll.
+    /// thread's next poll. (Partitions added to a subscribed topic can be assigned before
+    /// a refresh sees them; the callback grows their targets itself.)
     fn refresh_topics(
         &mut self,
-        topics: &mut TargetTopics,
         subscribed: &mut std::collections::BTreeMap<String, i32>,
         on_topics: &mut dyn FnMut(&[String]) -> Result<(), ReplicatorError>,
     ) -> Result<(), ReplicatorError> {
@@ -1311,6 +1343,7 @@ impl Pipeline<'_> {
                 wanted = discover(self.consumer.client(), self.spec)?;
             }
         }
+        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
         if wanted == *subscribed {
             let began = Instant::now();
             topics.sync_configs(self.spec, &wanted);
@@ -1351,6 +1384,8 @@ impl Pipeline<'_> {
             }
             None => topics.sync(self.spec, &wanted)?,
         }
+        topics.note_synced(self.spec, &wanted);
+        drop(topics);
         for (topic, partitions) in &wanted {
             match subscribed.get(topic) {
                 None => info!(flow = %self.spec.name, topic, partitions, "replicating topic"),

@@ -14,7 +14,7 @@
 //! Without the source (a translation while the primary is down) it stops at the first
 //! record it cannot name, which leaves later offsets *pending* rather than guessed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use backon::BackoffBuilder;
@@ -22,10 +22,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use strait_offset_sync::{is_leader_settling, settled_watermarks, settling_backoff};
+use strait_offset_sync::{
+    is_leader_settling, missed_unknown_partition, refresh_unknown_partitions, settled_watermarks,
+    settling_backoff,
+};
 use tracing::debug;
 
-use crate::topics::client_config;
+use crate::topics::{client_config, learn_partitions};
 use crate::{ClusterSpec, FlowSpec, ReplicatorError};
 
 /// Header key stamped on anchor copies (every copy with `provenance_interval = 1`).
@@ -100,8 +103,8 @@ pub(crate) struct TailScanner {
     consumer: BaseConsumer,
     cluster: String,
     /// Reads the source records that copies without a header are checked against;
-    /// `None` when the source is unreachable.
-    source: Option<BaseConsumer>,
+    /// `None` when the source is unreachable. With the source cluster's name.
+    source: Option<(BaseConsumer, String)>,
 }
 
 /// Where a forward scan begins: a target offset, and the source offset whose copy is
@@ -124,7 +127,7 @@ impl TailScanner {
         source: Option<&ClusterSpec>,
     ) -> Result<Self, ReplicatorError> {
         let source = match source {
-            Some(spec) => Some(
+            Some(spec) => Some((
                 client_config(spec)
                     .set("client.id", "strait-tail-check")
                     .set("group.id", "strait-tail-check-unused")
@@ -141,7 +144,8 @@ impl TailScanner {
                             e,
                         )
                     })?,
-            ),
+                spec.name.clone(),
+            )),
             None => None,
         };
         let consumer = client_config(target)
@@ -159,6 +163,26 @@ impl TailScanner {
             cluster: target.name.clone(),
             source,
         })
+    }
+
+    /// Makes both clients know `partitions` partitions of the topic (see
+    /// [`learn_partitions`]), after the source topic grew and its target with it.
+    pub(crate) fn learn_partitions(
+        &self,
+        source_topic: &str,
+        target_topic: &str,
+        partitions: i32,
+    ) -> Result<(), ReplicatorError> {
+        learn_partitions(
+            self.consumer.client(),
+            &self.cluster,
+            target_topic,
+            partitions,
+        )?;
+        if let Some((consumer, cluster)) = &self.source {
+            learn_partitions(consumer.client(), cluster, source_topic, partitions)?;
+        }
+        Ok(())
     }
 
     /// The (source offset, target offset) of every copy of `source`'s partition written to
@@ -290,7 +314,7 @@ impl TailScanner {
                             let Some(expected) = next_source else {
                                 continue;
                             };
-                            let Some(consumer) = &self.source else {
+                            let Some((consumer, _)) = &self.source else {
                                 // Cannot be checked: name nothing from here on.
                                 break;
                             };
@@ -331,7 +355,7 @@ impl TailScanner {
             .map_err(|e| ReplicatorError::kafka(context(), e))?;
         if originals.is_some() {
             // Or the checker would keep prefetching that source partition.
-            if let Some(consumer) = &self.source {
+            if let Some((consumer, _)) = &self.source {
                 consumer
                     .unassign()
                     .map_err(|e| ReplicatorError::kafka(context(), e))?;
@@ -392,7 +416,13 @@ impl TailScanner {
             // Only fails for an invalid offset, and Beginning and End are valid.
             let _ = tpl.add_partition_offset(topic, *partition, at);
         }
-        match self.consumer.offsets_for_times(tpl, SCAN_STALL) {
+        let found = self.consumer.offsets_for_times(tpl, SCAN_STALL);
+        if missed_unknown_partition(&found) {
+            // A topic grown (or created) since this client read it: the next try knows.
+            let topics: BTreeSet<&str> = partitions.iter().map(|(t, _)| t.as_str()).collect();
+            refresh_unknown_partitions(self.consumer.client(), topics, SCAN_STALL);
+        }
+        match found {
             Ok(found) => found
                 .elements()
                 .iter()

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+use backon::BlockingRetryable;
 use futures::executor::block_on;
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, ConfigResource, ConfigSource, NewPartitions, NewTopic,
@@ -12,6 +13,7 @@ use rdkafka::client::{Client, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::ClientContext;
+use strait_offset_sync::settling_backoff;
 use tracing::{info, warn};
 
 use crate::error::error_code;
@@ -103,6 +105,39 @@ fn partition_counts<C: ClientContext>(
         .collect())
 }
 
+/// Asks for `topic`'s metadata through `client` until it shows at least `partitions`
+/// partitions. A client answers for a partition beyond the count of its last metadata
+/// answer with a local "unknown partition" until its next periodic refresh (see
+/// `strait_offset_sync::refresh_unknown_partitions`), and a broker may apply a growth a
+/// moment after the controller confirmed it.
+pub(crate) fn learn_partitions<C: ClientContext>(
+    client: &Client<C>,
+    cluster: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<(), ReplicatorError> {
+    let shown = || -> Result<(), ReplicatorError> {
+        let metadata = client
+            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+            .map_err(|e| ReplicatorError::kafka(format!("reading {topic} on '{cluster}'"), e))?;
+        let have = metadata
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len() as i32);
+        if have >= partitions {
+            return Ok(());
+        }
+        Err(ReplicatorError::Timeout(
+            METADATA_TIMEOUT,
+            format!("{topic} on '{cluster}' to show {partitions} partitions (it shows {have})"),
+        ))
+    };
+    shown
+        .retry(settling_backoff(METADATA_TIMEOUT))
+        .sleep(std::thread::sleep)
+        .call()
+}
+
 /// Connects to both clusters and reports what the flow would replicate, without changing
 /// anything.
 pub fn plan(spec: &FlowSpec) -> Result<Vec<TopicPlan>, ReplicatorError> {
@@ -140,6 +175,9 @@ pub(crate) struct TargetTopics {
     /// Set once the target (or source) turned out not to support an admin API, so the
     /// warning is logged once and replication carries on with the topics as they are.
     admin_unsupported: HashSet<&'static str>,
+    /// Per target topic: how many of its partitions exist and are known to the clients
+    /// that write and read it (see [`Self::partitions_to_learn`]).
+    known: HashMap<String, i32>,
 }
 
 impl TargetTopics {
@@ -148,7 +186,82 @@ impl TargetTopics {
             source_admin: admin_client(&spec.source)?,
             target_admin: admin_client(&spec.target)?,
             admin_unsupported: HashSet::new(),
+            known: HashMap::new(),
         })
+    }
+
+    /// Notes the target topics of `wanted` (source topic → partitions), just synced, as
+    /// known to the clients with those counts, unless already noted. Clients that have
+    /// never used a topic look it up when they first do; only a count they already hold
+    /// can be out of date.
+    pub(crate) fn note_synced(&mut self, spec: &FlowSpec, wanted: &BTreeMap<String, i32>) {
+        for (source_topic, &partitions) in wanted {
+            let target_topic = spec.naming.target_topic(&spec.source.name, source_topic);
+            self.known.entry(target_topic).or_insert(partitions);
+        }
+    }
+
+    /// For a new assignment of `assigned` (source topic, partition): the topics with
+    /// partitions the clients may not know of yet, as (source topic, target topic, count
+    /// to learn) (see [`learn_partitions`]); target topics that lack those partitions are
+    /// grown first.
+    ///
+    /// Both happen on a partition-count increase. librdkafka's consumer notices it at its
+    /// own metadata refresh and may assign the new partitions before the flow's next
+    /// refresh grows the target (seen on the test bed: the assignment then waited on
+    /// target partitions that did not exist until the flow restarted, a minute later).
+    /// And a client keeps a topic's partition count from its last metadata answer, for
+    /// 5 minutes by default.
+    pub(crate) fn partitions_to_learn<C: ClientContext>(
+        &mut self,
+        spec: &FlowSpec,
+        source: &Client<C>,
+        assigned: &[(String, i32)],
+    ) -> Result<Vec<(String, String, i32)>, ReplicatorError> {
+        let mut lacking: BTreeMap<String, i32> = BTreeMap::new();
+        for (source_topic, partition) in assigned {
+            let target_topic = spec.naming.target_topic(&spec.source.name, source_topic);
+            if self
+                .known
+                .get(&target_topic)
+                .is_some_and(|&k| *partition < k)
+            {
+                continue;
+            }
+            let needed = lacking.entry(source_topic.clone()).or_insert(0);
+            *needed = (*needed).max(partition + 1);
+        }
+        if lacking.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The whole source topic, not just the partitions assigned here: the group may
+        // have given the rest of the new ones to another instance.
+        for (source_topic, needed) in lacking.iter_mut() {
+            let metadata = source
+                .fetch_metadata(Some(source_topic), METADATA_TIMEOUT)
+                .map_err(|e| {
+                    ReplicatorError::kafka(
+                        format!("reading {source_topic} on '{}'", spec.source.name),
+                        e,
+                    )
+                })?;
+            if let Some(topic) = metadata.topics().first() {
+                *needed = (*needed).max(topic.partitions().len() as i32);
+            }
+        }
+        self.sync(spec, &lacking)?;
+        Ok(lacking
+            .into_iter()
+            .map(|(s, n)| {
+                let target_topic = spec.naming.target_topic(&spec.source.name, &s);
+                (s, target_topic, n)
+            })
+            .collect())
+    }
+
+    /// Notes that the clients now know `partitions` partitions of `target_topic`.
+    pub(crate) fn learned(&mut self, target_topic: &str, partitions: i32) {
+        self.known.insert(target_topic.to_string(), partitions);
     }
 
     /// Makes every target topic for `wanted` (source topic → partitions) exist with at
