@@ -485,10 +485,28 @@ fn wide_topic_copies_without_restarts() {
 /// nothing is lost or duplicated.
 #[test]
 fn two_instances_share_a_flow() {
+    two_instances_share(true);
+}
+
+/// The same without provenance headers, where nothing on the target tells the next owner
+/// what was copied after the last commit: the hand-over is duplicate-free only if the
+/// stopping instance committed before letting go (as the README promises). Stopped in the
+/// middle of a rebalance, as it is here more often than not, it used to fail that commit.
+#[test]
+fn two_instances_share_a_flow_without_provenance_headers() {
+    two_instances_share(false);
+}
+
+fn two_instances_share(headers: bool) {
     let topic = unique("shared");
     create_topic(PRIMARY, &topic, 6, &[]);
     produce_simple(PRIMARY, &topic, 6, 60_000, "preload");
-    let config = flow_config("shared", &topic, "identity", "");
+    let extra = if headers {
+        ""
+    } else {
+        "provenance_header = false\n[flows.shared.offset_sync]\nenabled = false"
+    };
+    let config = flow_config("shared", &topic, "identity", extra);
     let mut a = Strait::start(&config);
     wait_until(Duration::from_secs(60), "instance A copying", || {
         partition_count(SECONDARY, &topic).is_some() && end_offsets(SECONDARY, &topic) > 0
@@ -506,12 +524,25 @@ fn two_instances_share_a_flow() {
         "A hands over its partitions:\n{}",
         a.logs()
     );
+    // Committed before letting go, even when the stop lands in a rebalance (B's
+    // assignment comes in a second round, a heartbeat after A's revocation): otherwise B
+    // starts from an older commit, and only the provenance headers keep it from copying
+    // again.
+    assert!(
+        !a.logs().contains("commit failed") && !a.logs().contains("commit on hand-over failed"),
+        "A commits before handing over:\n{}",
+        a.logs()
+    );
     produce_simple(PRIMARY, &topic, 6, 10_000, "after hand-over");
     wait_until(Duration::from_secs(90), "B copies everything", || {
         end_offsets(SECONDARY, &topic) >= 100_000
     });
     std::thread::sleep(Duration::from_secs(2));
-    assert_exact_copy(&topic, &topic);
+    if headers {
+        assert_exact_copy(&topic, &topic);
+    } else {
+        assert_exact_copy_without_headers(&topic, &topic);
+    }
     // Summed over B's "partitions assigned flow=shared partitions=N topics=…" lines.
     let b_assigned: usize = b
         .logs()
