@@ -556,9 +556,22 @@ impl RebalanceContext {
                 }),
                 _ => after_commit,
             };
+            // The target partition's (log start, end): from the batch read, else read on
+            // its own, which reports what kept it from the batch. (Not used to fall back
+            // only inside the scan: the map's start below needs it too, and without it a
+            // partition the batch missed restarted the flow, seen in CI on a just-created
+            // 48-partition target.)
+            let target_watermarks = match (
+                &self.scanner,
+                watermarks.get(&(target_topic.clone(), partition)),
+            ) {
+                (_, Some(&w)) => Some(w),
+                (Some(scanner), None) => scanner.watermarks_of(&target_topic, partition)?,
+                (None, None) => None,
+            };
             // Copies on the target after that position, oldest first.
-            let copied = match &self.scanner {
-                Some(scanner) => scanner.copies_after_commit(
+            let copied = match (&self.scanner, target_watermarks) {
+                (Some(scanner), Some(w)) => scanner.copies_after_commit(
                     &target_topic,
                     &SourcePartition {
                         cluster: &self.spec.source.name,
@@ -566,9 +579,10 @@ impl RebalanceContext {
                         partition,
                     },
                     scan_from,
-                    watermarks.get(&(target_topic.clone(), partition)).copied(),
+                    w,
                 )?,
-                None => Vec::new(),
+                // No scanner, or no target topic yet: nothing was copied.
+                _ => Vec::new(),
             };
             let last_copied = copied.last().copied();
             let start = match (committed_next, last_copied) {
@@ -620,9 +634,7 @@ impl RebalanceContext {
                     .map(|c| c.target_next)
                     .or(copied.first().map(|(_, t)| *t))
                     .or(p.acked_target_next)
-                    .or(watermarks
-                        .get(&(target_topic.clone(), partition))
-                        .map(|&(_, high)| high));
+                    .or(target_watermarks.map(|(_, high)| high));
                 let (Some(from), Some(target_next)) = (from, target_next) else {
                     // Never copy without a map that can vouch for the copies; the
                     // pipeline restarts and asks again.

@@ -186,7 +186,8 @@ impl TailScanner {
     }
 
     /// The (source offset, target offset) of every copy of `source`'s partition written to
-    /// `target_topic` after the committed position, oldest first.
+    /// `target_topic` after the committed position, oldest first, within the target
+    /// partition's (log start, end).
     ///
     /// With `from` (the target offset recorded with the last commit) this reads forward
     /// from there. Without it, it searches backwards from the end in growing windows
@@ -197,16 +198,8 @@ impl TailScanner {
         target_topic: &str,
         source: &SourcePartition<'_>,
         from: Option<ScanStart>,
-        watermarks: Option<(i64, i64)>,
+        (low, high): (i64, i64),
     ) -> Result<Vec<(i64, i64)>, ReplicatorError> {
-        let (low, high) = match watermarks {
-            Some(w) => w,
-            None => match self.watermarks_of(target_topic, source.partition)? {
-                Some(w) => w,
-                // The target topic does not exist yet, so nothing was copied.
-                None => return Ok(Vec::new()),
-            },
-        };
         if let Some(from) = from {
             // Below the log start the copies are gone, and so is the position they named.
             let (start, source_next) = if from.target >= low {
@@ -231,7 +224,7 @@ impl TailScanner {
     }
 
     /// (log start, end) of one target partition; `None` if the topic does not exist.
-    fn watermarks_of(
+    pub(crate) fn watermarks_of(
         &self,
         target_topic: &str,
         partition: i32,
@@ -389,7 +382,10 @@ impl TailScanner {
                 (Some(Err(code)), _) | (_, Some(Err(code))) if is_leader_settling(*code) => true,
                 (None, _) | (_, None) => true,
                 // Any other error: left to the one-by-one read, which reports it.
-                _ => false,
+                answers => {
+                    debug!(topic = %key.0, partition = key.1, ?answers, "target partition offsets left to a read of their own");
+                    false
+                }
             });
             if pending.is_empty() {
                 return known;
@@ -494,6 +490,14 @@ pub fn copies_on_target(
     ends.iter()
         .zip(&target_topics)
         .map(|(end, key)| {
+            let target_watermarks = match watermarks.get(key) {
+                Some(&w) => w,
+                None => match scanner.watermarks_of(&key.0, key.1)? {
+                    Some(w) => w,
+                    // The target topic does not exist (any more): no copies.
+                    None => return Ok(Vec::new()),
+                },
+            };
             scanner.copies_after_commit(
                 &key.0,
                 &SourcePartition {
@@ -505,7 +509,7 @@ pub fn copies_on_target(
                     target: end.target_next,
                     source_next: Some(end.source_next),
                 }),
-                watermarks.get(key).copied(),
+                target_watermarks,
             )
         })
         .collect()
