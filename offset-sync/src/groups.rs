@@ -3,7 +3,7 @@
 //! the rules that keep a group safe (never while it has members, never backwards unless
 //! forced).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::group_offsets;
 use crate::map::Translation;
 use crate::records::Checkpoint;
-use crate::settling::{missed_unknown_partition, refresh_unknown_partitions};
+use crate::settling::offsets_learning_partitions;
 use crate::store::{FlowIndex, TopicReader, TopicWriter};
 use crate::OffsetSyncError;
 
@@ -170,13 +170,8 @@ impl GroupClient {
                 return Offsets::new();
             }
         }
-        let found = self.consumer.offsets_for_times(tpl, REQUEST_TIMEOUT);
-        if missed_unknown_partition(&found) {
-            // Partitions added since this client last read their topics: known next round.
-            let topics: BTreeSet<&str> = partitions.iter().map(|(t, _)| t.as_str()).collect();
-            refresh_unknown_partitions(self.consumer.client(), topics, REQUEST_TIMEOUT);
-        }
-        match found {
+        // Partitions added since this client last read their topics are known next round.
+        match offsets_learning_partitions(&self.consumer, tpl, REQUEST_TIMEOUT) {
             Ok(found) => found
                 .elements()
                 .iter()

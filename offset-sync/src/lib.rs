@@ -23,8 +23,7 @@ pub use error::OffsetSyncError;
 pub use map::{Coverage, MapUpdate, OffsetIndex, PartitionOffsetMap, Segment, Translation};
 pub use records::{Checkpoint, MapRecord};
 pub use settling::{
-    is_leader_settling, missed_unknown_partition, refresh_unknown_partitions, settled_watermarks,
-    settling_backoff,
+    is_leader_settling, offsets_learning_partitions, settled_watermarks, settling_backoff,
 };
 pub use store::{
     ensure_compacted_topic, ensure_single_partition_topic, ensure_single_partition_topics,

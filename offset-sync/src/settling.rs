@@ -4,6 +4,7 @@
 //! and migration state here, target topics in the replicator) retry those errors with
 //! [`settling_backoff`] instead of failing the flow.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use backon::{BlockingRetryable, ExponentialBuilder};
@@ -55,7 +56,7 @@ pub fn settling_backoff(within: Duration) -> ExponentialBuilder {
 /// that had read a topic with 2 partitions still failed on the fourth 40 s after another
 /// client grew it to 4, asked once a second. A metadata request for the topic updates the
 /// cache at once. Best effort: a failed request leaves the next attempt to fail as before.
-pub fn refresh_unknown_partitions<'a, C: ClientContext>(
+fn refresh_unknown_partitions<'a, C: ClientContext>(
     client: &Client<C>,
     topics: impl IntoIterator<Item = &'a str>,
     within: Duration,
@@ -97,10 +98,31 @@ fn is_unknown_partition(e: &KafkaError) -> bool {
     e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownPartition)
 }
 
+/// `consumer.offsets_for_times(partitions, within)`, after which a lookup that failed
+/// (wholly or for some partition) on a partition this client does not know yet asks for
+/// the metadata of the topics asked about, so that the next lookup knows them: see
+/// [`refresh_unknown_partitions`].
+pub fn offsets_learning_partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    partitions: TopicPartitionList,
+    within: Duration,
+) -> KafkaResult<TopicPartitionList> {
+    let topics: BTreeSet<String> = partitions
+        .elements()
+        .iter()
+        .map(|e| e.topic().to_string())
+        .collect();
+    let found = consumer.offsets_for_times(partitions, within);
+    if missed_unknown_partition(&found) {
+        refresh_unknown_partitions(consumer.client(), topics.iter().map(String::as_str), within);
+    }
+    found
+}
+
 /// Whether an offsets lookup failed, wholly or for some partition, because this client
-/// does not know a partition (yet): see [`refresh_unknown_partitions`]. librdkafka fails
-/// the whole lookup for one such partition.
-pub fn missed_unknown_partition(found: &KafkaResult<TopicPartitionList>) -> bool {
+/// does not know a partition (yet). librdkafka fails the whole lookup for one such
+/// partition.
+fn missed_unknown_partition(found: &KafkaResult<TopicPartitionList>) -> bool {
     match found {
         Ok(list) => list
             .elements()

@@ -561,13 +561,9 @@ impl RebalanceContext {
             // only inside the scan: the map's start below needs it too, and without it a
             // partition the batch missed restarted the flow, seen in CI on a just-created
             // 48-partition target.)
-            let target_watermarks = match (
-                &self.scanner,
-                watermarks.get(&(target_topic.clone(), partition)),
-            ) {
-                (_, Some(&w)) => Some(w),
-                (Some(scanner), None) => scanner.watermarks_of(&target_topic, partition)?,
-                (None, None) => None,
+            let target_watermarks = match &self.scanner {
+                Some(scanner) => scanner.watermarks_in(&watermarks, &target_topic, partition)?,
+                None => None,
             };
             // Copies on the target after that position, oldest first.
             let copied = match (&self.scanner, target_watermarks) {

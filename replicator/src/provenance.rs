@@ -14,7 +14,7 @@
 //! Without the source (a translation while the primary is down) it stops at the first
 //! record it cannot name, which leaves later offsets *pending* rather than guessed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use backon::BackoffBuilder;
@@ -23,8 +23,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use strait_offset_sync::{
-    is_leader_settling, missed_unknown_partition, refresh_unknown_partitions, settled_watermarks,
-    settling_backoff,
+    is_leader_settling, offsets_learning_partitions, settled_watermarks, settling_backoff,
 };
 use tracing::debug;
 
@@ -223,8 +222,23 @@ impl TailScanner {
         Ok(Vec::new())
     }
 
+    /// (log start, end) of one target partition: from `batch` (see [`Self::watermarks`]),
+    /// else read on its own, which reports what kept it from the batch; `None` if the
+    /// topic does not exist.
+    pub(crate) fn watermarks_in(
+        &self,
+        batch: &HashMap<(String, i32), (i64, i64)>,
+        target_topic: &str,
+        partition: i32,
+    ) -> Result<Option<(i64, i64)>, ReplicatorError> {
+        match batch.get(&(target_topic.to_string(), partition)) {
+            Some(&w) => Ok(Some(w)),
+            None => self.watermarks_of(target_topic, partition),
+        }
+    }
+
     /// (log start, end) of one target partition; `None` if the topic does not exist.
-    pub(crate) fn watermarks_of(
+    fn watermarks_of(
         &self,
         target_topic: &str,
         partition: i32,
@@ -412,13 +426,8 @@ impl TailScanner {
             // Only fails for an invalid offset, and Beginning and End are valid.
             let _ = tpl.add_partition_offset(topic, *partition, at);
         }
-        let found = self.consumer.offsets_for_times(tpl, SCAN_STALL);
-        if missed_unknown_partition(&found) {
-            // A topic grown (or created) since this client read it: the next try knows.
-            let topics: BTreeSet<&str> = partitions.iter().map(|(t, _)| t.as_str()).collect();
-            refresh_unknown_partitions(self.consumer.client(), topics, SCAN_STALL);
-        }
-        match found {
+        // A topic grown (or created) since this client read it: the next try knows.
+        match offsets_learning_partitions(&self.consumer, tpl, SCAN_STALL) {
             Ok(found) => found
                 .elements()
                 .iter()
@@ -490,13 +499,9 @@ pub fn copies_on_target(
     ends.iter()
         .zip(&target_topics)
         .map(|(end, key)| {
-            let target_watermarks = match watermarks.get(key) {
-                Some(&w) => w,
-                None => match scanner.watermarks_of(&key.0, key.1)? {
-                    Some(w) => w,
-                    // The target topic does not exist (any more): no copies.
-                    None => return Ok(Vec::new()),
-                },
+            let Some(target_watermarks) = scanner.watermarks_in(&watermarks, &key.0, key.1)? else {
+                // The target topic does not exist (any more): no copies.
+                return Ok(Vec::new());
             };
             scanner.copies_after_commit(
                 &key.0,

@@ -108,7 +108,7 @@ fn partition_counts<C: ClientContext>(
 /// Asks for `topic`'s metadata through `client` until it shows at least `partitions`
 /// partitions. A client answers for a partition beyond the count of its last metadata
 /// answer with a local "unknown partition" until its next periodic refresh (see
-/// `strait_offset_sync::refresh_unknown_partitions`), and a broker may apply a growth a
+/// `strait_offset_sync::offsets_learning_partitions`), and a broker may apply a growth a
 /// moment after the controller confirmed it.
 pub(crate) fn learn_partitions<C: ClientContext>(
     client: &Client<C>,
