@@ -622,6 +622,45 @@ fn watermarks_of_partitions_added_after_the_client_read_the_topic() {
     assert_eq!((low, high), (0, 10));
 }
 
+/// A reader of Strait's own topics (the offset map, checkpoints) that was set up, found
+/// nothing, and waited reads the first records promptly. Its partition used to be
+/// assigned (paused) when it was set up and resumed at the first read; after a second or
+/// more of waiting, that first read took a whole second (librdkafka's idle broker thread
+/// noticed it only at its next one-second wake-up). The checkpointer's first read of the
+/// map and a restarted flow's map load paid it. Later reads take milliseconds either way.
+/// (The bound is 500 times what the read takes on the test bed, and half the old wait.)
+#[test]
+fn a_reader_that_waited_reads_its_first_records_promptly() {
+    use strait_offset_sync::TopicReader;
+
+    let topic = unique("reader-waited");
+    create_topic(SECONDARY, &topic, 1, &[("cleanup.policy", "compact")]);
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", SECONDARY);
+    let mut reader = TopicReader::new(&config, &topic).unwrap();
+    let read = |reader: &mut TopicReader| {
+        let mut values = Vec::new();
+        let began = Instant::now();
+        reader
+            .read_new(|_, value| values.push(String::from_utf8_lossy(value.unwrap()).into_owned()))
+            .unwrap();
+        (values, began.elapsed())
+    };
+    assert_eq!(read(&mut reader).0, Vec::<String>::new());
+    std::thread::sleep(Duration::from_millis(1500));
+    for round in 0..3 {
+        produce_simple(SECONDARY, &topic, 1, 5, &format!("round{round}"));
+        let (values, took) = read(&mut reader);
+        let expected: Vec<String> = (0..5).map(|i| format!("round{round}-{i}")).collect();
+        assert_eq!(values, expected, "round {round}");
+        assert!(
+            took < Duration::from_millis(500),
+            "read {round} took {took:?} for 5 records"
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+}
+
 /// Offset sync serves every selected group with one client per cluster. It used to keep a
 /// client per group on each cluster, so that the default `groups = [".*"]` on a cluster
 /// with hundreds of groups meant hundreds of clients, thousands of threads and a storm of
