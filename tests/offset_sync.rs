@@ -484,6 +484,7 @@ fn group_states_and_edge_cases() {
     let metrics = strait.metrics();
     for name in [
         "strait_checkpoint_age_seconds",
+        "strait_checkpoint_unreadable_groups",
         "strait_groups_translated",
         "strait_offset_map_segments",
         "strait_group_offset_writes_total",

@@ -88,6 +88,9 @@ pub struct CheckpointSnapshot {
     pub partitions_pending: u64,
     /// Groups whose translated offsets were not written to the target, with the reason.
     pub refused_groups: BTreeMap<String, String>,
+    /// Groups left out of the last round because their committed offsets on the source
+    /// could not be read, with the error.
+    pub unreadable_groups: BTreeMap<String, String>,
     /// The last round's error, cleared by a successful round.
     pub last_error: Option<String>,
 }
@@ -135,6 +138,7 @@ pub fn run_checkpoints(
                         *st = CheckpointSnapshot {
                             last_round_unix_ms: Some(unix_ms()),
                             refused_groups: refused,
+                            unreadable_groups: s.unreadable.clone(),
                             last_error: None,
                             ..summary
                         }
@@ -177,6 +181,9 @@ struct Checkpointer {
     in_sync: std::collections::HashSet<String>,
     /// Groups whose refusal was logged, with the reason, so it is logged once per change.
     refused: HashMap<String, Outcome>,
+    /// Groups whose committed offsets could not be read in the last round, with the
+    /// error; logged once per change.
+    unreadable: BTreeMap<String, String>,
     warned_no_group_list: bool,
 }
 
@@ -200,6 +207,7 @@ impl Checkpointer {
                 .transpose()?,
             in_sync: Default::default(),
             refused: HashMap::new(),
+            unreadable: BTreeMap::new(),
             warned_no_group_list: false,
         })
     }
@@ -240,11 +248,30 @@ impl Checkpointer {
         let (mut groups_done, mut exact, mut pending) = (0u64, 0u64, 0u64);
         let mut checkpoints = Vec::new();
         let names: Vec<&str> = selected.iter().map(String::as_str).collect();
-        let committed_by_group: Vec<(&String, Offsets)> = selected
-            .iter()
-            .zip(self.source.committed_each(&names, &partitions)?)
-            .filter(|(_, committed)| !committed.is_empty())
-            .collect();
+        let answers = self.source.committed_each(&names, &partitions);
+        // A group that cannot be read this round is left out of it, and the others go on:
+        // when one group failed the whole round, a group whose coordinator was unreachable
+        // (one source broker down, say) stopped the checkpoints of every group. Only when
+        // no group can be read is the source itself taken to be the trouble.
+        let mut unreadable = BTreeMap::new();
+        let mut first_error = None;
+        let mut committed_by_group: Vec<(&String, Offsets)> = Vec::new();
+        for (group, answer) in selected.iter().zip(answers) {
+            match answer {
+                Ok(committed) if committed.is_empty() => {}
+                Ok(committed) => committed_by_group.push((group, committed)),
+                Err(e) => {
+                    unreadable.insert(group.clone(), e.to_string());
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if unreadable.len() == selected.len() {
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+        }
+        self.note_unreadable(spec, unreadable);
         // One ListOffsets request for every group's partitions, not one per group: a round
         // runs every checkpoint interval, beside the copy, on the same brokers.
         let wanted: BTreeSet<&(String, i32)> = committed_by_group
@@ -308,6 +335,24 @@ impl Checkpointer {
         summary.partitions_translated = exact;
         summary.partitions_pending = pending;
         Ok(summary)
+    }
+
+    /// Keeps the groups left out of this round (see [`Self::round`]), logging each once
+    /// per change of its error, and when it can be read again.
+    fn note_unreadable(&mut self, spec: &CheckpointSpec, now: BTreeMap<String, String>) {
+        for (group, error) in &now {
+            if self.unreadable.get(group) != Some(error) {
+                warn!(flow = %spec.flow, group = %group, error = %error, "committed offsets of the group not readable; its checkpoints wait, the other groups' go on");
+            }
+        }
+        for group in self.unreadable.keys() {
+            if !now.contains_key(group) {
+                info!(flow = %spec.flow, group = %group, "committed offsets of the group readable again");
+            }
+        }
+        metrics::gauge!("strait_checkpoint_unreadable_groups", "flow" => spec.flow.clone())
+            .set(now.len() as f64);
+        self.unreadable = now;
     }
 
     fn sync_group(

@@ -52,24 +52,24 @@ impl GroupClient {
         group: &str,
         partitions: &[(String, i32)],
     ) -> Result<Offsets, OffsetSyncError> {
-        Ok(self
-            .committed_each(&[group], partitions)?
+        self.committed_each(&[group], partitions)
             .pop()
-            .unwrap_or_default())
+            .unwrap_or_else(|| Ok(Offsets::new()))
     }
 
-    /// [`Self::committed`] of each of `groups`, in their order, asked all at once. The
-    /// first group that cannot be read fails the whole call, naming that group; a
-    /// partition that cannot be read is left out, with a warning.
+    /// [`Self::committed`] of each of `groups`, in their order, asked all at once. Each
+    /// group has its own answer: one that cannot be read (its coordinator unreachable,
+    /// say) is an error naming it, beside the others' offsets. A partition that cannot be
+    /// read is left out, with a warning.
     pub fn committed_each(
         &self,
         groups: &[&str],
         partitions: &[(String, i32)],
-    ) -> Result<Vec<Offsets>, OffsetSyncError> {
+    ) -> Vec<Result<Offsets, OffsetSyncError>> {
         // No partitions, no offsets. (librdkafka refuses an empty list, and reads a
         // missing one as "every partition the group committed on".)
         if partitions.is_empty() {
-            return Ok(groups.iter().map(|_| Offsets::new()).collect());
+            return groups.iter().map(|_| Ok(Offsets::new())).collect();
         }
         let mut tpl = TopicPartitionList::new();
         for (topic, partition) in partitions {
@@ -377,7 +377,48 @@ fn is_unsupported(err: &rdkafka::error::KafkaError) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::Outcome;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    use rdkafka::ClientConfig;
+
+    use super::{GroupClient, Offsets, Outcome};
+
+    /// Each group gets its own answer: one whose offsets cannot be read is an error in
+    /// its place, beside the other groups' offsets. (The whole call used to fail, and with
+    /// it the checkpoint round of every group.) The mock cluster refuses the first
+    /// offset read; which group's request comes first is up to librdkafka.
+    #[test]
+    fn one_unreadable_group_leaves_the_other_groups_answers() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("t", 2, 1).expect("topic");
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", cluster.bootstrap_servers());
+        let client = GroupClient::new(&config).expect("client");
+        let partitions = [("t".to_string(), 0), ("t".to_string(), 1)];
+        let offsets = |n: i64| -> Offsets { [(("t".to_string(), 0), n)].into_iter().collect() };
+        client.commit("g1", &offsets(11)).expect("commit g1");
+        client.commit("g2", &offsets(22)).expect("commit g2");
+        assert_eq!(
+            client
+                .committed_each(&["g1", "g2"], &partitions)
+                .into_iter()
+                .map(|a| a.expect("readable"))
+                .collect::<Vec<_>>(),
+            vec![offsets(11), offsets(22)]
+        );
+
+        cluster.request_errors(
+            RDKafkaApiKey::OffsetFetch,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED],
+        );
+        let answers = client.committed_each(&["g1", "g2"], &partitions);
+        let refused: Vec<usize> = (0..2).filter(|&i| answers[i].is_err()).collect();
+        assert_eq!(refused.len(), 1, "{answers:?}");
+        let (bad, good) = (refused[0], 1 - refused[0]);
+        let error = answers[bad].as_ref().expect_err("refused").to_string();
+        assert!(error.contains(["g1", "g2"][bad]), "{error}");
+        assert_eq!(answers[good].as_ref().ok(), Some(&offsets([11, 22][good])));
+    }
 
     #[test]
     fn labels_match_the_json_names() {
