@@ -40,7 +40,8 @@
 //!
 //! `bench --pool FILE...` pools the backlog copy's per-run ratios of several JSON files
 //! (invocations of one build) and prints them as one table: median, 95 % interval of the
-//! median, verdict against the goal.
+//! median, verdict against the goal. It warns when the files come from different kinds of
+//! machine, whose ratios differ.
 //!
 //! Verification (`scripts/bench.sh --verify` sets `STRAIT_BENCH_VERIFY=1`): after each
 //! Strait run, `strait verify` compares the whole copy with the source, and its rate in
@@ -1324,6 +1325,7 @@ fn pool(files: &[String]) -> Result<()> {
         return Err(USAGE.into());
     }
     let mut samples = Vec::new();
+    let mut machines = std::collections::BTreeSet::new();
     for (index, file) in files.iter().enumerate() {
         let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
         let json: serde_json::Value =
@@ -1351,10 +1353,30 @@ fn pool(files: &[String]) -> Result<()> {
                 brokers_cpu_seconds: number("brokers_cpu_seconds").unwrap_or(f64::NAN),
             });
         }
-        println!("{file}: {} runs", runs.len());
+        let machine = json["machine"].as_str().unwrap_or("machine not recorded");
+        println!("{file}: {} measured copies, {machine}", runs.len());
+        machines.insert(machine.to_string());
+    }
+    if let Some(warning) = mixed_machines_warning(&machines) {
+        println!("\n{warning}");
     }
     print_ratios(ratio_goals(&samples));
     Ok(())
+}
+
+/// The test VMs come in more than one kind, and the ratio to the loop differs by kind
+/// (0.94x on Intel Xeon against 0.89x on AMD EPYC over 2026-12-04/05), so a pool across
+/// kinds answers for neither.
+fn mixed_machines_warning(machines: &std::collections::BTreeSet<String>) -> Option<String> {
+    (machines.len() > 1).then(|| {
+        let list: Vec<&str> = machines.iter().map(String::as_str).collect();
+        format!(
+            "Warning: these files come from {} kinds of machine ({}); ratios differ by \
+             machine, so pool one kind at a time.",
+            machines.len(),
+            list.join("; ")
+        )
+    })
 }
 
 fn report(samples: &[Sample], records: u64, size: usize) -> serde_json::Value {
@@ -1756,6 +1778,22 @@ mod tests {
 
     fn ratios(n: usize) -> RunRatios {
         RunRatios((1..=n).map(|i| i as f64 / 10.0).collect())
+    }
+
+    #[test]
+    fn pooling_files_of_different_machines_warns() {
+        let kinds = |names: &[&str]| names.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            mixed_machines_warning(&kinds(&["2 cores, 24 GiB, AMD EPYC"])),
+            None
+        );
+        let warning = mixed_machines_warning(&kinds(&[
+            "2 cores, 24 GiB, AMD EPYC",
+            "2 cores, 24 GiB, Intel(R) Xeon(R) Processor",
+        ]))
+        .expect("two kinds of machine");
+        assert!(warning.contains("2 kinds of machine"), "{warning}");
+        assert!(warning.contains("AMD EPYC; 2 cores"), "{warning}");
     }
 
     #[test]
