@@ -421,10 +421,15 @@ fn group_states_and_edge_cases() {
         None,
         "active group was written"
     );
-    // The same client reads and writes an empty group's offsets.
+    // The same client reads and writes an empty group's offsets, and answers for the
+    // partitions asked about only (it reads every partition the group committed on, and
+    // cuts the answer to those), on the first topic and not on the second.
     let idle = unique("states-idle");
     groups_client
-        .commit(&idle, &BTreeMap::from([((busy_t.clone(), 0), 4)]))
+        .commit(
+            &idle,
+            &BTreeMap::from([((busy_t.clone(), 0), 4), ((empty_t.clone(), 0), 2)]),
+        )
         .unwrap();
     assert_eq!(
         groups_client
@@ -432,6 +437,15 @@ fn group_states_and_edge_cases() {
             .unwrap(),
         BTreeMap::from([((busy_t.clone(), 0), 4)]),
         "committed offsets read back through the groups client"
+    );
+    assert_eq!(
+        groups_client
+            .committed_each(&[&idle, &active], &[(empty_t.clone(), 0)])
+            .into_iter()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>(),
+        vec![BTreeMap::from([((empty_t.clone(), 0), 2)]), BTreeMap::new()],
+        "each group's offsets, on the partitions asked about"
     );
     assert_eq!(committed_offset(SECONDARY, &idle, &busy_t, 0), Some(4));
     // No partitions asked for: no offsets, not an error (the migration's offset step asks

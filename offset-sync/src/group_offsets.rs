@@ -42,13 +42,14 @@ pub struct PartitionOffset {
     pub error: Option<RDKafkaErrorCode>,
 }
 
-/// The committed offsets of each of `groups` on `partitions`, in the order of `groups`.
-/// librdkafka takes one group per request, so there is a request per group, all in
-/// flight together: a round over hundreds of groups takes a few round trips, not hundreds.
+/// The committed offsets of each of `groups` on `partitions` (`None`: on every partition
+/// the group committed on), in the order of `groups`. librdkafka takes one group per
+/// request, so there is a request per group, all in flight together: a round over
+/// hundreds of groups takes a few round trips, not hundreds.
 pub fn list<C: ClientContext>(
     client: &Client<C>,
     groups: &[&str],
-    partitions: &TopicPartitionList,
+    partitions: Option<&TopicPartitionList>,
     timeout: Duration,
 ) -> Vec<Result<Vec<PartitionOffset>, AdminCallError>> {
     let requests = match Requests::new(
@@ -65,12 +66,13 @@ pub fn list<C: ClientContext>(
         sent.push(c_string(group).and_then(|group_c| {
             requests.send(index, |rk, options, queue| {
                 // SAFETY: `group_c` and `partitions` outlive the call; librdkafka copies
-                // both into the request object, and the call copies that object (and the
-                // options) again, so it is destroyed right after.
+                // both into the request object (a null list asks for every committed
+                // partition), and the call copies that object (and the options) again, so
+                // it is destroyed right after.
                 unsafe {
                     let request = rd::rd_kafka_ListConsumerGroupOffsets_new(
                         group_c.as_ptr(),
-                        partitions.ptr(),
+                        partitions.map_or(std::ptr::null(), |list| list.ptr().cast_const()),
                     );
                     let mut one = [request];
                     rd::rd_kafka_ListConsumerGroupOffsets(rk, one.as_mut_ptr(), 1, options, queue);
