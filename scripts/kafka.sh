@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Strait's real-Kafka test bed: two single-node KRaft clusters on 127.0.0.1.
-#   primary   client 127.0.0.1:19092  controller 127.0.0.1:19093
-#   secondary client 127.0.0.1:29092  controller 127.0.0.1:29093
-# Usage: scripts/kafka.sh fetch | start [primary|secondary|all] | stop [..] | restart [..] | reset | status | classpath
+#   primary   client 127.0.0.1:19092  controller 127.0.0.1:19093  secured 127.0.0.1:19094
+#   secondary client 127.0.0.1:29092  controller 127.0.0.1:29093  secured 127.0.0.1:29094
+# The secured listeners are SASL_SSL, mechanism PLAIN, users `strait` / `strait-secret` and
+# `admin` / `admin-secret`, with ACLs enforced; `scripts/kafka.sh tls-ca` prints the CA
+# file a client trusts.
+# Usage: scripts/kafka.sh fetch | start [primary|secondary|all] | stop [..] | restart [..] | reset | status | classpath | tls-ca
 # Jars come from Maven Central (testbed/pom.xml) and are cached outside git in $STRAIT_KAFKA_CACHE.
 set -euo pipefail
 
@@ -30,18 +33,51 @@ fetch() {
 
 is_up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# A self-signed certificate for 127.0.0.1 (key and certificate in one PEM file, which
+# Kafka reads as a keystore of type PEM); the certificate alone is what clients trust.
+write_tls() {
+  local dir=$1
+  [ -f "$dir/ca.pem" ] && [ -f "$dir/broker.pem" ] && return
+  command -v openssl >/dev/null || { log "openssl not found; install openssl"; exit 1; }
+  mkdir -p "$dir"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=127.0.0.1" \
+    -addext "subjectAltName=IP:127.0.0.1" \
+    -keyout "$dir/key.pem" -out "$dir/ca.pem" 2>"$dir/openssl.log" \
+    || { log "creating the test bed's certificate failed:"; cat "$dir/openssl.log" >&2; exit 1; }
+  cat "$dir/key.pem" "$dir/ca.pem" > "$dir/broker.pem"
+}
+
+# Each cluster's third listener, for tests of secured clusters: SASL_SSL with PLAIN, as
+# Event Hubs and most managed clusters use, and Kafka's own authorizer. Clients on the
+# PLAINTEXT listeners are User:ANONYMOUS, a super user, so nothing else changes for them
+# (the controller and the broker itself included); `strait` may do only what ACLs allow.
+secured_props() {
+  local dir=$1
+  cat <<PROPS
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_admin="admin-secret" user_strait="strait-secret";
+ssl.keystore.type=PEM
+ssl.keystore.location=$dir/broker.pem
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS;User:admin
+allow.everyone.if.no.acl.found=false
+PROPS
+}
+
 write_config() {
-  local name=$1 port=$2 dir=$3
+  local name=$1 port=$2 dir=$3 listeners
   mkdir -p "$dir/data"
+  write_tls "$STATE/tls"
+  listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$((port + 1)),SASL_SSL://127.0.0.1:$((port + 2))"
   cat > "$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$((port + 1))
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$((port + 1))
-advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$((port + 1))
+listeners=$listeners
+advertised.listeners=$listeners
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
 log.dirs=$dir/data
 num.partitions=1
 # Kafka's default, as on most real clusters: a client that may auto-create topics (a
@@ -63,6 +99,7 @@ log.retention.check.interval.ms=5000
 # between runs, and a deferred delete would land in the middle of a later run.
 log.segment.delete.delay.ms=1000
 PROPS
+  secured_props "$STATE/tls" >> "$dir/server.properties"
   cat > "$dir/log4j2.properties" <<PROPS
 rootLogger.level=INFO
 rootLogger.appenderRef.file.ref=file
@@ -131,5 +168,6 @@ case "$cmd" in
   reset) for n in primary secondary; do stop_one "$n"; done; rm -rf "$STATE" ;;
   status) for n in primary secondary; do if is_up "$(port_of $n)"; then echo "$n up"; else echo "$n down"; fi; done ;;
   classpath) fetch; echo "$LIBS/*" ;;
-  *) sed -n '2,6p' "$0" >&2; exit 2 ;;
+  tls-ca) write_tls "$STATE/tls"; echo "$STATE/tls/ca.pem" ;;
+  *) sed -n '2,9p' "$0" >&2; exit 2 ;;
 esac

@@ -11,6 +11,7 @@ command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v perl >/dev/null || need_apt+=(perl)      # vendored OpenSSL's build
+command -v openssl >/dev/null || need_apt+=(openssl)  # the test bed's certificate (scripts/kafka.sh)
 command -v prometheus >/dev/null || need_apt+=(prometheus)  # tests/dashboards.rs
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "[test.sh] installing ${need_apt[*]}"

@@ -26,6 +26,19 @@ pub enum ReplicatorError {
         /// Extra detail, e.g. which record of a refused batch was too large.
         hint: String,
     },
+    /// The target producer stopped for good: librdkafka's fatal error, e.g. a produce
+    /// request the broker refused, which the idempotent producer's gap-less guarantee
+    /// makes fatal. Every record still queued then fails with a bare "Fatal"; this says
+    /// why. Nothing after a partition's last acknowledged record is committed.
+    #[error(
+        "the producer to '{cluster}' stopped: {reason} ({code}). Records not yet on the \
+         target stay uncommitted and are copied after a restart"
+    )]
+    ProducerStopped {
+        cluster: String,
+        code: String,
+        reason: String,
+    },
     /// Two flows would write the same target topic.
     #[error("flow '{flow}' would write {cluster}/{topic}, which flow '{owner}' already writes")]
     TargetConflict {
@@ -60,7 +73,10 @@ impl ReplicatorError {
         match self {
             Self::Kafka { retriable, .. } => *retriable,
             Self::Timeout(..) | Self::OffsetMap(_) => true,
-            Self::RecordRefused { .. } | Self::TargetConflict { .. } | Self::Invariant(_) => false,
+            Self::RecordRefused { .. }
+            | Self::ProducerStopped { .. }
+            | Self::TargetConflict { .. }
+            | Self::Invariant(_) => false,
         }
     }
 }

@@ -37,7 +37,7 @@ use tracing::{debug, info, warn};
 use crate::heartbeat::{OwnTopicsOnTarget, Prepared};
 use crate::provenance::{Provenance, ScanStart, SourcePartition, TailScanner, PROVENANCE_HEADER};
 use crate::status::{FlowStatus, PartitionStatus, TopicStatus};
-use crate::topics::{client_config, discover, learn_partitions, TargetTopics};
+use crate::topics::{apply_cluster, client_config, discover, learn_partitions, TargetTopics};
 use crate::{offsets_of, FlowSpec, ReplicatorError, StartFrom};
 
 /// Commit metadata prefix; the rest is the target offset after the committed prefix.
@@ -1374,7 +1374,7 @@ impl Pipeline<'_> {
             serve_delivery_reports(self.producer);
             since_producer_poll = 0;
             if let Some(err) = lock(self.progress).failure.take() {
-                return Err(err);
+                return Err(with_fatal_cause(err, self.producer, &self.spec.target.name));
             }
             let now = Instant::now();
             if now >= next_commit {
@@ -1642,7 +1642,7 @@ impl Pipeline<'_> {
                         return Ok(false);
                     }
                     if let Some(err) = lock(self.progress).failure.take() {
-                        return Err(err);
+                        return Err(with_fatal_cause(err, self.producer, &self.spec.target.name));
                     }
                     if blocked_since.get_or_insert_with(Instant::now).elapsed() > MAX_BLOCKED {
                         return Err(ReplicatorError::Timeout(
@@ -1653,7 +1653,7 @@ impl Pipeline<'_> {
                 }
                 Err((err, _)) => {
                     let code = err.rdkafka_error_code();
-                    return Err(match code {
+                    let err = match code {
                         // The target partition does not exist yet: restart, which grows it.
                         Some(RDKafkaErrorCode::UnknownPartition) => ReplicatorError::kafka(
                             format!("producing to {target_topic}[{}]", msg.partition()),
@@ -1667,7 +1667,8 @@ impl Pipeline<'_> {
                             reason: err.to_string(),
                             hint: String::new(),
                         },
-                    });
+                    };
+                    return Err(with_fatal_cause(err, self.producer, &self.spec.target.name));
                 }
             }
         }
@@ -1739,9 +1740,7 @@ fn consumer_config(spec: &FlowSpec) -> rdkafka::ClientConfig {
             "topic.metadata.refresh.interval.ms",
             spec.refresh_interval.as_millis().max(1000).to_string(),
         );
-    for (k, v) in client_config(&spec.source).config_map() {
-        config.set(k, v);
-    }
+    apply_cluster(&mut config, &spec.source);
     config
         .set("client.id", format!("strait-{}", spec.name))
         .set("group.id", &spec.group_id)
@@ -1765,6 +1764,22 @@ fn producer(
     progress: &SharedProgress,
     status: &Arc<FlowStatus>,
 ) -> Result<BaseProducer<DeliveryContext>, ReplicatorError> {
+    producer_config(spec)
+        .create_with_context(DeliveryContext {
+            progress: progress.clone(),
+            status: status.clone(),
+            sample_latency: AtomicBool::new(false),
+            latency: metrics::histogram!(
+                "strait_replication_latency_seconds", "flow" => spec.name.clone()
+            ),
+            retries: metrics::counter!("strait_produce_retries_total", "flow" => spec.name.clone()),
+        })
+        .map_err(|e| {
+            ReplicatorError::kafka(format!("creating producer for '{}'", spec.target.name), e)
+        })
+}
+
+fn producer_config(spec: &FlowSpec) -> rdkafka::ClientConfig {
     let t = &spec.tuning;
     let mut config = rdkafka::ClientConfig::new();
     config
@@ -1782,9 +1797,7 @@ fn producer(
         .set("message.copy.max.bytes", "0")
         // Connection state for /readyz.
         .set("statistics.interval.ms", "2000");
-    for (k, v) in client_config(&spec.target).config_map() {
-        config.set(k, v);
-    }
+    apply_cluster(&mut config, &spec.target);
     config
         .set("client.id", format!("strait-{}", spec.name))
         .set("enable.idempotence", "true")
@@ -1799,18 +1812,24 @@ fn producer(
         // on as if nothing had happened. Never: the flow stops and says so instead.
         .set("allow.auto.create.topics", "false");
     config
-        .create_with_context(DeliveryContext {
-            progress: progress.clone(),
-            status: status.clone(),
-            sample_latency: AtomicBool::new(false),
-            latency: metrics::histogram!(
-                "strait_replication_latency_seconds", "flow" => spec.name.clone()
-            ),
-            retries: metrics::counter!("strait_produce_retries_total", "flow" => spec.name.clone()),
-        })
-        .map_err(|e| {
-            ReplicatorError::kafka(format!("creating producer for '{}'", spec.target.name), e)
-        })
+}
+
+/// After a fatal producer error, every record still queued fails with a bare "Fatal",
+/// and the first of those reports may be of any partition: the cause (which request the
+/// broker refused, and why) is the client's fatal error, so that is what the flow reports.
+fn with_fatal_cause(
+    err: ReplicatorError,
+    producer: &BaseProducer<DeliveryContext>,
+    cluster: &str,
+) -> ReplicatorError {
+    match producer.client().fatal_error() {
+        Some((code, reason)) => ReplicatorError::ProducerStopped {
+            cluster: cluster.to_string(),
+            code: format!("{code:?}"),
+            reason,
+        },
+        None => err,
+    }
 }
 
 fn now_ms() -> i64 {
@@ -1834,7 +1853,28 @@ fn topics_of(partitions: &[(String, i32)]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{DeliveryOpaque, SentRecords};
+    use super::{consumer_config, producer_config, DeliveryOpaque, SentRecords};
+
+    /// The copy's own clients get a cluster's secrets as written. They once took the
+    /// cluster's properties from rdkafka's `config_map()`, which puts a placeholder in
+    /// place of `sasl.password`, and could not log in to any SASL cluster.
+    #[test]
+    fn the_copy_clients_keep_the_clusters_secrets() {
+        let mut spec = crate::topics::tests::spec("127.0.0.1:1", "127.0.0.1:2");
+        for cluster in [&mut spec.source, &mut spec.target] {
+            cluster
+                .properties
+                .insert("sasl.password".into(), format!("{}-secret", cluster.name));
+        }
+        assert_eq!(
+            consumer_config(&spec).get("sasl.password"),
+            Some("src-secret")
+        );
+        assert_eq!(
+            producer_config(&spec).get("sasl.password"),
+            Some("dst-secret")
+        );
+    }
 
     #[test]
     fn delivery_opaque_carries_the_topic_id_where_both_fit_and_the_offset_always() {

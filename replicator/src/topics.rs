@@ -60,6 +60,16 @@ pub struct TopicPlan {
 /// Base librdkafka settings for any client of `cluster`.
 pub fn client_config(cluster: &ClusterSpec) -> ClientConfig {
     let mut config = ClientConfig::new();
+    apply_cluster(&mut config, cluster);
+    config
+}
+
+/// Sets the base settings and `properties` of `cluster` on `config`, over what it has.
+/// Clients that need their own defaults under the cluster's properties start from those
+/// and call this. (Not by copying `client_config(cluster).config_map()`: rdkafka puts a
+/// placeholder in that map for secrets such as `sasl.password`, and a client built from
+/// it failed to log in.)
+pub(crate) fn apply_cluster(config: &mut ClientConfig, cluster: &ClusterSpec) {
     // Connect to every broker when the client starts instead of when first needed. With
     // librdkafka's sparse connections, a new client's first or second request waited
     // about 50 ms for a connection to the broker named in the bootstrap answer (connection
@@ -70,7 +80,6 @@ pub fn client_config(cluster: &ClusterSpec) -> ClientConfig {
     for (key, value) in &cluster.properties {
         config.set(key, value);
     }
-    config
 }
 
 /// Source topics the flow selects, with their partition counts.
@@ -570,12 +579,12 @@ fn admin_unsupported(code: RDKafkaErrorCode) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{NamingPolicy, StartFrom, TopicSelector, Tuning};
     use rdkafka::mocking::MockCluster;
 
-    fn spec(source: &str, target: &str) -> FlowSpec {
+    pub(crate) fn spec(source: &str, target: &str) -> FlowSpec {
         let cluster = |name: &str, servers: &str| ClusterSpec {
             name: name.into(),
             properties: [("bootstrap.servers".to_string(), servers.to_string())].into(),

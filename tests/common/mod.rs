@@ -802,16 +802,40 @@ impl Drop for ProducerQuota {
     }
 }
 
-fn kafka_configs(servers: &str, client_id: &str, change: &[&str]) -> bool {
+/// What `scripts/kafka.sh <what>` prints (`classpath`, `tls-ca`), trimmed.
+pub fn kafka_sh_output(what: &str) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh");
-    let classpath = Command::new(script).arg("classpath").output().unwrap();
+    let out = Command::new(script).arg(what).output().unwrap();
+    assert!(out.status.success(), "scripts/kafka.sh {what} failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Adds or removes (`change` = `--add` or `--remove`) ACLs with Kafka's own `kafka-acls`
+/// tool over a cluster's PLAINTEXT listener, whose clients are super users on the test
+/// bed. `args` are the tool's: principal, operations and resource.
+pub fn kafka_acls(servers: &str, change: &str, args: &[&str]) {
+    let out = Command::new("java")
+        .args(["-cp", &kafka_sh_output("classpath")])
+        .arg("org.apache.kafka.tools.AclCommand")
+        .args(["--bootstrap-server", servers, change, "--force"])
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
-        classpath.status.success(),
-        "scripts/kafka.sh classpath failed"
+        out.status.success(),
+        "kafka-acls {change} {args:?} on {servers} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
-    let classpath = String::from_utf8(classpath.stdout).unwrap();
+}
+
+fn kafka_configs(servers: &str, client_id: &str, change: &[&str]) -> bool {
     Command::new("java")
-        .args(["-cp", classpath.trim(), "kafka.admin.ConfigCommand"])
+        .args([
+            "-cp",
+            &kafka_sh_output("classpath"),
+            "kafka.admin.ConfigCommand",
+        ])
         .args(["--bootstrap-server", servers, "--alter"])
         .args(["--entity-type", "clients", "--entity-name", client_id])
         .args(change)

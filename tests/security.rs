@@ -1,0 +1,207 @@
+//! Strait between secured clusters: both sides SASL_SSL (mechanism PLAIN, the test bed's
+//! own certificate), with Kafka's authorizer enforcing ACLs and nothing allowed by
+//! default. The flow's user gets exactly the ACLs the README lists (Operations,
+//! Permissions), so an operation Strait needs and the list leaves out fails this test.
+//! The source topic is stored zstd-compressed.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const PRIMARY_SECURED: &str = "127.0.0.1:19094";
+const SECONDARY_SECURED: &str = "127.0.0.1:29094";
+const USER: &str = "User:strait";
+
+fn secured_cluster(name: &str, servers: &str, ca: &str) -> String {
+    format!(
+        r#"
+[clusters.{name}]
+bootstrap_servers = "{servers}"
+
+[clusters.{name}.properties]
+"security.protocol" = "SASL_SSL"
+"sasl.mechanism" = "PLAIN"
+"sasl.username" = "strait"
+"sasl.password" = "strait-secret"
+"ssl.ca.location" = "{ca}"
+"#
+    )
+}
+
+fn allow(servers: &str, operations: &[&str], resource: &[&str]) {
+    let mut args = vec!["--allow-principal", USER];
+    for op in operations {
+        args.extend(["--operation", op]);
+    }
+    args.extend(resource);
+    kafka_acls(servers, "--add", &args);
+}
+
+/// The README's ACLs for a `prefix` flow named `flow` from `primary` to `secondary` that
+/// copies topics starting with `topics` and translates groups starting with `groups`.
+fn grant_documented_acls(flow: &str, topics: &str, groups: &str) {
+    let heartbeats = format!("strait.heartbeats.{flow}");
+    let map = format!("__strait.offsets.{flow}");
+    let checkpoints = format!("__strait.checkpoints.{flow}");
+    // Source.
+    allow(
+        PRIMARY,
+        &["Read", "Describe", "DescribeConfigs"],
+        &["--topic", topics, "--resource-pattern-type", "prefixed"],
+    );
+    allow(
+        PRIMARY,
+        &["Create", "Write", "Read", "Describe", "DescribeConfigs"],
+        &["--topic", &heartbeats],
+    );
+    allow(
+        PRIMARY,
+        &["Read", "Describe"],
+        &["--group", "strait-", "--resource-pattern-type", "prefixed"],
+    );
+    allow(
+        PRIMARY,
+        &["Describe"],
+        &["--group", groups, "--resource-pattern-type", "prefixed"],
+    );
+    // Target.
+    allow(
+        SECONDARY,
+        &[
+            "Create",
+            "Write",
+            "Read",
+            "Describe",
+            "DescribeConfigs",
+            "AlterConfigs",
+            "Alter",
+        ],
+        &["--topic", "primary.", "--resource-pattern-type", "prefixed"],
+    );
+    allow(
+        SECONDARY,
+        &["Create", "Write", "Read", "Describe", "DescribeConfigs"],
+        &["--topic", &map, "--topic", &checkpoints],
+    );
+    allow(
+        SECONDARY,
+        &["Describe"],
+        &["--group", "strait-", "--resource-pattern-type", "prefixed"],
+    );
+    allow(
+        SECONDARY,
+        &["Read", "Describe"],
+        &["--group", groups, "--resource-pattern-type", "prefixed"],
+    );
+}
+
+#[test]
+fn secured_clusters_with_the_documented_acls_replicate_and_a_denied_write_stops_the_flow() {
+    let ca = kafka_sh_output("tls-ca");
+    let flow = unique("sec").replace('-', "_");
+    let prefix = format!("{flow}-");
+    let app = format!("{flow}-app");
+    let topic = format!("{prefix}a");
+    let copy = format!("primary.{topic}");
+    grant_documented_acls(&flow, &prefix, &app);
+
+    // Stored zstd-compressed by the broker, whatever the producer sends.
+    create_topic(PRIMARY, &topic, 3, &[("compression.type", "zstd")]);
+    produce_simple(PRIMARY, &topic, 3, 3_000, "before");
+    commit_offsets(PRIMARY, &app, &topic, &[(0, 400), (1, 700), (2, 1_000)]);
+
+    let config = format!(
+        r#"{}{}
+[flows.{flow}]
+source = "primary"
+target = "secondary"
+topics = ["{prefix}.*"]
+naming = "prefix"
+refresh_interval = "2s"
+
+[flows.{flow}.offset_sync]
+groups = ["{app}"]
+sync_group_offsets = true
+checkpoint_interval = "1s"
+
+[tuning]
+commit_interval = "500ms"
+"#,
+        secured_cluster("primary", PRIMARY_SECURED, &ca),
+        secured_cluster("secondary", SECONDARY_SECURED, &ca),
+    );
+    let mut strait = Strait::start(&config);
+    wait_until(Duration::from_secs(90), "the first records copied", || {
+        partition_count(SECONDARY, &copy) == Some(3) && count_all(SECONDARY, &copy) == 3_000
+    });
+    assert_exact_copy(&topic, &copy);
+    assert_eq!(
+        topic_configs(SECONDARY, &copy).get("compression.type"),
+        Some(&"zstd".to_string()),
+        "the topic's compression is copied"
+    );
+
+    // Growing the topic and changing its settings need the target's Alter and
+    // AlterConfigs; the group's translated offsets need Read on the target's group.
+    add_partitions(PRIMARY, &topic, 4);
+    set_topic_configs(PRIMARY, &topic, &[("retention.ms", "86400000")]);
+    produce_simple(PRIMARY, &topic, 4, 400, "grown");
+    wait_until(Duration::from_secs(60), "the grown topic copied", || {
+        partition_count(SECONDARY, &copy) == Some(4) && count_all(SECONDARY, &copy) == 3_400
+    });
+    assert_exact_copy(&topic, &copy);
+    wait_until(Duration::from_secs(60), "the new setting copied", || {
+        topic_configs(SECONDARY, &copy).get("retention.ms") == Some(&"86400000".to_string())
+    });
+    for (partition, committed) in [(0, 400), (1, 700), (2, 1_000)] {
+        wait_until(
+            Duration::from_secs(60),
+            "the group's offsets written on the target",
+            || committed_offset(SECONDARY, &app, &copy, partition) == Some(committed),
+        );
+    }
+    let logs = strait.logs();
+    for sign in ["uthoriz", "uthenticat", "flow interrupted", "not readable"] {
+        assert!(!logs.contains(sign), "'{sign}' in the log:\n{logs}");
+    }
+
+    // A topic whose copy Strait may create but not write: the flow stops and says why,
+    // and nothing of that topic is acknowledged, so nothing is skipped.
+    let denied = format!("{prefix}b");
+    let denied_copy = format!("primary.{denied}");
+    let deny = [
+        "--deny-principal",
+        USER,
+        "--operation",
+        "Write",
+        "--topic",
+        denied_copy.as_str(),
+    ];
+    kafka_acls(SECONDARY, "--add", &deny);
+    create_topic(PRIMARY, &denied, 2, &[]);
+    produce_simple(PRIMARY, &denied, 2, 200, "denied");
+    let code = strait.wait_exit(Duration::from_secs(90));
+    let logs = strait.logs();
+    assert_eq!(code, Some(1), "{logs}");
+    let error = logs
+        .lines()
+        .rfind(|l| l.starts_with("error: flow"))
+        .unwrap_or_else(|| panic!("no final error line:\n{logs}"));
+    assert!(
+        error.contains("Topic authorization failed") && error.contains(&denied_copy),
+        "the error names the refusal and the topic: {error}"
+    );
+    assert_eq!(count_all(SECONDARY, &denied_copy), 0);
+
+    // Once allowed, a restart copies it from the start.
+    kafka_acls(SECONDARY, "--remove", &deny);
+    strait.restart();
+    wait_until(Duration::from_secs(90), "the allowed topic copied", || {
+        count_all(SECONDARY, &denied_copy) == 200
+    });
+    assert_exact_copy(&denied, &denied_copy);
+    assert_exact_copy(&topic, &copy);
+    assert_eq!(strait.terminate(), Some(0), "{}", strait.logs());
+}
