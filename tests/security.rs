@@ -97,6 +97,23 @@ fn grant_documented_acls(flow: &str, topics: &str, groups: &str) {
     );
 }
 
+/// Runs a one-shot `strait` subcommand on the running instance's config; returns the exit
+/// code, stdout and stderr.
+fn strait_command(strait: &Strait, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args(args)
+        .arg("--config")
+        .arg(&strait.config)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running strait");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn secured_clusters_with_the_documented_acls_replicate_and_a_denied_write_stops_the_flow() {
     let ca = kafka_sh_output("tls-ca");
@@ -165,6 +182,34 @@ commit_interval = "500ms"
     let logs = strait.logs();
     for sign in ["uthoriz", "uthenticat", "flow interrupted", "not readable"] {
         assert!(!logs.contains(sign), "'{sign}' in the log:\n{logs}");
+    }
+
+    // The operator's commands need nothing more: checking the copy, and a failover's
+    // translation of the group into the target.
+    let (code, out, err) =
+        strait_command(&strait, &["verify", "--flow", &flow, "--output", "json"]);
+    assert_eq!(code, 0, "verify failed:\n{out}\n{err}");
+    let (code, out, err) = strait_command(
+        &strait,
+        &[
+            "offsets",
+            "translate",
+            "--flow",
+            &flow,
+            "--group",
+            &app,
+            "--apply",
+        ],
+    );
+    assert_eq!(code, 0, "translate --apply failed:\n{out}\n{err}");
+    for partition in 0..3 {
+        let row = format!("{topic}[{partition}]");
+        assert!(
+            out.lines().any(
+                |l| l.starts_with(&row) && (l.ends_with("unchanged") || l.ends_with("applied"))
+            ),
+            "{row} written or already there:\n{out}"
+        );
     }
 
     // A topic whose copy Strait may create but not write: the flow stops and says why,

@@ -107,6 +107,10 @@ pub(crate) struct FlowProgress {
     ids: FxHashMap<String, usize>,
     /// First error seen inside a callback; the loop picks it up and stops.
     pub failure: Option<ReplicatorError>,
+    /// `failure` is a delivery report that said only "Fatal": once the producer has hit a
+    /// fatal error, every record still queued fails that way, in no particular order. A
+    /// later report with a reason of its own (the refused request's records) replaces it.
+    pub failure_is_collateral: bool,
     /// Size of the largest record in the refused batch behind `failure`.
     pub largest_refused: usize,
     /// A consumed record was not handed to the producer (shutdown while waiting for
@@ -159,6 +163,20 @@ impl FlowProgress {
         if self.failure.is_none() {
             self.failure = Some(err);
         }
+    }
+
+    /// The failure recorded by a callback, if any. One that said only "Fatal" is replaced
+    /// by the producer's fatal error, which names the request the broker refused and why.
+    fn take_failure(
+        &mut self,
+        producer: &BaseProducer<DeliveryContext>,
+        cluster: &str,
+    ) -> Option<ReplicatorError> {
+        let failure = self.failure.take()?;
+        if !std::mem::take(&mut self.failure_is_collateral) {
+            return Some(failure);
+        }
+        Some(fatal_cause(producer, cluster).unwrap_or(failure))
     }
 }
 
@@ -261,14 +279,18 @@ impl ProducerContext for DeliveryContext {
                 // in order. Keep the first (where the copied prefix ends) and, for size
                 // errors, point at the record that is actually too large.
                 let state = &mut *progress;
-                if let Some(ReplicatorError::RecordRefused { hint, .. }) = &mut state.failure {
-                    if is_size_error(err) && size > state.largest_refused {
-                        state.largest_refused = size;
-                        *hint = size_hint(&source_topic, partition, source_offset, size);
+                let collateral = matches!(err.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal));
+                if state.failure.is_some() && (collateral || !state.failure_is_collateral) {
+                    if let Some(ReplicatorError::RecordRefused { hint, .. }) = &mut state.failure {
+                        if is_size_error(err) && size > state.largest_refused {
+                            state.largest_refused = size;
+                            *hint = size_hint(&source_topic, partition, source_offset, size);
+                        }
                     }
                     return;
                 }
-                progress.largest_refused = size;
+                state.largest_refused = size;
+                state.failure_is_collateral = collateral;
                 let hint = if is_size_error(err) {
                     size_hint(&source_topic, partition, source_offset, size)
                 } else if matches!(
@@ -287,7 +309,7 @@ impl ProducerContext for DeliveryContext {
                 } else {
                     String::new()
                 };
-                progress.fail(ReplicatorError::RecordRefused {
+                state.failure = Some(ReplicatorError::RecordRefused {
                     source_topic,
                     target_topic,
                     partition,
@@ -987,6 +1009,7 @@ pub(crate) fn run(
     {
         let mut p = lock(progress);
         p.failure = None;
+        p.failure_is_collateral = false;
         p.position_untrusted = false;
         // Map updates handed to a writer that then failed are lost; start from what the map
         // topic holds, and let each assignment rebuild the rest from the target.
@@ -1373,8 +1396,9 @@ impl Pipeline<'_> {
             }
             serve_delivery_reports(self.producer);
             since_producer_poll = 0;
-            if let Some(err) = lock(self.progress).failure.take() {
-                return Err(with_fatal_cause(err, self.producer, &self.spec.target.name));
+            let failure = lock(self.progress).take_failure(self.producer, &self.spec.target.name);
+            if let Some(err) = failure {
+                return Err(err);
             }
             let now = Instant::now();
             if now >= next_commit {
@@ -1641,8 +1665,10 @@ impl Pipeline<'_> {
                     if cancel.is_cancelled() {
                         return Ok(false);
                     }
-                    if let Some(err) = lock(self.progress).failure.take() {
-                        return Err(with_fatal_cause(err, self.producer, &self.spec.target.name));
+                    let failure =
+                        lock(self.progress).take_failure(self.producer, &self.spec.target.name);
+                    if let Some(err) = failure {
+                        return Err(err);
                     }
                     if blocked_since.get_or_insert_with(Instant::now).elapsed() > MAX_BLOCKED {
                         return Err(ReplicatorError::Timeout(
@@ -1652,8 +1678,17 @@ impl Pipeline<'_> {
                     }
                 }
                 Err((err, _)) => {
+                    // The producer stopped earlier: report why (a delivery report may
+                    // already have said), not this record.
+                    let target = &self.spec.target.name;
+                    if let Some(failure) = lock(self.progress).take_failure(self.producer, target) {
+                        return Err(failure);
+                    }
+                    if let Some(stopped) = fatal_cause(self.producer, target) {
+                        return Err(stopped);
+                    }
                     let code = err.rdkafka_error_code();
-                    let err = match code {
+                    return Err(match code {
                         // The target partition does not exist yet: restart, which grows it.
                         Some(RDKafkaErrorCode::UnknownPartition) => ReplicatorError::kafka(
                             format!("producing to {target_topic}[{}]", msg.partition()),
@@ -1667,8 +1702,7 @@ impl Pipeline<'_> {
                             reason: err.to_string(),
                             hint: String::new(),
                         },
-                    };
-                    return Err(with_fatal_cause(err, self.producer, &self.spec.target.name));
+                    });
                 }
             }
         }
@@ -1814,22 +1848,15 @@ fn producer_config(spec: &FlowSpec) -> rdkafka::ClientConfig {
     config
 }
 
-/// After a fatal producer error, every record still queued fails with a bare "Fatal",
-/// and the first of those reports may be of any partition: the cause (which request the
-/// broker refused, and why) is the client's fatal error, so that is what the flow reports.
-fn with_fatal_cause(
-    err: ReplicatorError,
-    producer: &BaseProducer<DeliveryContext>,
-    cluster: &str,
-) -> ReplicatorError {
-    match producer.client().fatal_error() {
-        Some((code, reason)) => ReplicatorError::ProducerStopped {
-            cluster: cluster.to_string(),
-            code: format!("{code:?}"),
-            reason,
-        },
-        None => err,
-    }
+/// The producer's fatal error, if it has stopped: which request the broker refused, and
+/// why.
+fn fatal_cause(producer: &BaseProducer<DeliveryContext>, cluster: &str) -> Option<ReplicatorError> {
+    let (code, reason) = producer.client().fatal_error()?;
+    Some(ReplicatorError::ProducerStopped {
+        cluster: cluster.to_string(),
+        code: format!("{code:?}"),
+        reason,
+    })
 }
 
 fn now_ms() -> i64 {
