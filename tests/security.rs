@@ -2,7 +2,8 @@
 //! own certificate), with Kafka's authorizer enforcing ACLs and nothing allowed by
 //! default. The flow's user gets exactly the ACLs the README lists (Operations,
 //! Permissions), so an operation Strait needs and the list leaves out fails this test.
-//! The source topic is stored zstd-compressed.
+//! The source topic is stored zstd-compressed, and the target's password comes from the
+//! environment.
 
 mod common;
 
@@ -14,7 +15,14 @@ const PRIMARY_SECURED: &str = "127.0.0.1:19094";
 const SECONDARY_SECURED: &str = "127.0.0.1:29094";
 const USER: &str = "User:strait";
 
-fn secured_cluster(name: &str, servers: &str, ca: &str) -> String {
+/// The target's password comes from the environment, as the README advises for secrets.
+const PASSWORD_FROM_ENV: (&str, &str) = (
+    "STRAIT__CLUSTERS__SECONDARY__PROPERTIES__SASL_PASSWORD",
+    "strait-secret",
+);
+
+fn secured_cluster(name: &str, servers: &str, ca: &str, password: Option<&str>) -> String {
+    let password = password.map_or(String::new(), |p| format!("\"sasl.password\" = \"{p}\"\n"));
     format!(
         r#"
 [clusters.{name}]
@@ -24,9 +32,8 @@ bootstrap_servers = "{servers}"
 "security.protocol" = "SASL_SSL"
 "sasl.mechanism" = "PLAIN"
 "sasl.username" = "strait"
-"sasl.password" = "strait-secret"
 "ssl.ca.location" = "{ca}"
-"#
+{password}"#
     )
 }
 
@@ -105,6 +112,7 @@ fn strait_command(strait: &Strait, args: &[&str]) -> (i32, String, String) {
         .arg("--config")
         .arg(&strait.config)
         .env("RUST_LOG", "warn")
+        .envs(strait.env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("running strait");
     (
@@ -146,10 +154,10 @@ checkpoint_interval = "1s"
 [tuning]
 commit_interval = "500ms"
 "#,
-        secured_cluster("primary", PRIMARY_SECURED, &ca),
-        secured_cluster("secondary", SECONDARY_SECURED, &ca),
+        secured_cluster("primary", PRIMARY_SECURED, &ca, Some("strait-secret")),
+        secured_cluster("secondary", SECONDARY_SECURED, &ca, None),
     );
-    let mut strait = Strait::start(&config);
+    let mut strait = Strait::start_with_env(&config, &[PASSWORD_FROM_ENV]);
     wait_until(Duration::from_secs(90), "the first records copied", || {
         partition_count(SECONDARY, &copy) == Some(3) && count_all(SECONDARY, &copy) == 3_000
     });

@@ -547,6 +547,8 @@ pub struct Strait {
     pub log: PathBuf,
     /// The subcommand: `run`, or e.g. `migrate run`.
     command: Vec<String>,
+    /// Extra environment, e.g. `STRAIT__…` overrides; kept across restarts.
+    pub env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -583,21 +585,35 @@ impl Strait {
         Self::spawn_command(config, &["run"])
     }
 
+    /// [`Strait::start`] with extra environment variables.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn(config, &["run"], env)
+    }
+
     /// Like [`Strait::start`], for another long-running subcommand (`migrate run`).
     pub fn spawn_command(config: &str, command: &[&str]) -> Self {
+        Self::spawn(config, command, &[])
+    }
+
+    fn spawn(config: &str, command: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("strait.toml");
         let port = free_port();
         let full = format!("[http]\nlisten = \"127.0.0.1:{port}\"\n{config}");
         std::fs::write(&path, full).unwrap();
         let command: Vec<String> = command.iter().map(|c| c.to_string()).collect();
-        let (child, log) = spawn_child(&path, dir.path(), &command);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, log) = spawn_child(&path, dir.path(), &command, &env);
         Self {
             child,
             port,
             config: path,
             log,
             command,
+            env,
             _dir: dir,
         }
     }
@@ -614,7 +630,7 @@ impl Strait {
             &format!("127.0.0.1:{port}"),
         );
         std::fs::write(&self.config, text).unwrap();
-        let (child, log) = spawn_child(&self.config, self._dir.path(), &self.command);
+        let (child, log) = spawn_child(&self.config, self._dir.path(), &self.command, &self.env);
         self.child = child;
         self.log = log;
         self.port = port;
@@ -672,6 +688,7 @@ fn spawn_child(
     config: &std::path::Path,
     dir: &std::path::Path,
     command: &[String],
+    env: &[(String, String)],
 ) -> (Child, PathBuf) {
     let log = dir.join(format!("strait-{}.log", rand::rng().random::<u32>()));
     let file = std::fs::File::create(&log).unwrap();
@@ -684,6 +701,7 @@ fn spawn_child(
             "RUST_LOG",
             std::env::var("STRAIT_TEST_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()),
         )
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(file)
         .spawn()
