@@ -21,14 +21,12 @@ const PASSWORD_FROM_ENV: (&str, &str) = (
     "strait-secret",
 );
 
-fn secured_cluster(name: &str, servers: &str, ca: &str, password: Option<&str>) -> String {
+/// The properties that log a client of the test bed in on a secured listener.
+fn secured(cluster: &str, ca: &str, password: Option<&str>) -> String {
     let password = password.map_or(String::new(), |p| format!("\"sasl.password\" = \"{p}\"\n"));
     format!(
         r#"
-[clusters.{name}]
-bootstrap_servers = "{servers}"
-
-[clusters.{name}.properties]
+[clusters.{cluster}.properties]
 "security.protocol" = "SASL_SSL"
 "sasl.mechanism" = "PLAIN"
 "sasl.username" = "strait"
@@ -137,25 +135,33 @@ fn secured_clusters_with_the_documented_acls_replicate_and_a_denied_write_stops_
     produce_simple(PRIMARY, &topic, 3, 3_000, "before");
     commit_offsets(PRIMARY, &app, &topic, &[(0, 400), (1, 700), (2, 1_000)]);
 
-    let config = format!(
-        r#"{}{}
-[flows.{flow}]
-source = "primary"
-target = "secondary"
-topics = ["{prefix}.*"]
-naming = "prefix"
-refresh_interval = "2s"
-
+    let offset_sync = format!(
+        r#"
 [flows.{flow}.offset_sync]
 groups = ["{app}"]
 sync_group_offsets = true
 checkpoint_interval = "1s"
-
-[tuning]
-commit_interval = "500ms"
-"#,
-        secured_cluster("primary", PRIMARY_SECURED, &ca, Some("strait-secret")),
-        secured_cluster("secondary", SECONDARY_SECURED, &ca, None),
+"#
+    );
+    // The test bed's flow config, moved to the secured listeners.
+    let config = flow_config(&flow, &format!("{prefix}.*"), "prefix", &offset_sync)
+        .replace(
+            &format!("\"{PRIMARY}\"\n"),
+            &format!(
+                "\"{PRIMARY_SECURED}\"\n{}",
+                secured("primary", &ca, Some("strait-secret"))
+            ),
+        )
+        .replace(
+            &format!("\"{SECONDARY}\"\n"),
+            &format!(
+                "\"{SECONDARY_SECURED}\"\n{}",
+                secured("secondary", &ca, None)
+            ),
+        );
+    assert!(
+        !config.contains(PRIMARY) && !config.contains(SECONDARY),
+        "{config}"
     );
     let mut strait = Strait::start_with_env(&config, &[PASSWORD_FROM_ENV]);
     wait_until(Duration::from_secs(90), "the first records copied", || {
