@@ -263,4 +263,18 @@ checkpoint_interval = "1s"
     assert_exact_copy(&denied, &denied_copy);
     assert_exact_copy(&topic, &copy);
     assert_eq!(strait.terminate(), Some(0), "{}", strait.logs());
+
+    // A wrong password: the flow's own error says that logging in failed, where the call
+    // that needed the connection saw only a transport failure.
+    let mut refused = Strait::start_with_env(&config, &[(PASSWORD_FROM_ENV.0, "wrong-secret")]);
+    let began = std::time::Instant::now();
+    wait_until(Duration::from_secs(120), "the flow's error", || {
+        refused.logs().lines().any(|l| {
+            l.contains("strait_replicator::flow")
+                && l.contains("logging in to 'secondary' failed")
+                && l.contains("Invalid username or password")
+        })
+    });
+    eprintln!("the flow said why after {:?}", began.elapsed());
+    refused.kill9();
 }

@@ -68,6 +68,33 @@ impl ReplicatorError {
         }
     }
 
+    /// Says why a connection failed, where the error itself shows only its effect (a
+    /// transport failure, a timeout): `failure` is a client's last login failure.
+    pub(crate) fn with_login_failure(self, failure: &str) -> Self {
+        match self {
+            Self::Kafka {
+                context,
+                source,
+                retriable,
+            } if !matches!(
+                error_code(&source),
+                Some(
+                    rdkafka::error::RDKafkaErrorCode::Authentication
+                        | rdkafka::error::RDKafkaErrorCode::SaslAuthenticationFailed
+                )
+            ) =>
+            {
+                Self::Kafka {
+                    context: format!("{context} ({failure})"),
+                    source,
+                    retriable,
+                }
+            }
+            Self::Timeout(after, what) => Self::Timeout(after, format!("{what} ({failure})")),
+            other => other,
+        }
+    }
+
     /// Retriable errors restart the flow's pipeline after a backoff; the rest stop the flow.
     pub fn is_retriable(&self) -> bool {
         match self {

@@ -193,6 +193,8 @@ pub(crate) fn lock(progress: &SharedProgress) -> MutexGuard<'_, FlowProgress> {
 struct DeliveryContext {
     progress: SharedProgress,
     status: Arc<FlowStatus>,
+    /// The target cluster's name, for errors.
+    cluster: String,
     /// Set before each round of delivery reports: the first acknowledgement of the round
     /// records its end-to-end latency. Sampling keeps a clock read and a histogram update
     /// off the per-record path.
@@ -203,6 +205,10 @@ struct DeliveryContext {
 }
 
 impl ClientContext for DeliveryContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.status.client_error(&self.cluster, &error, reason);
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         // Demotes the warning about `enable.gapless.guarantee`, which this producer sets.
         strait_offset_sync::log_librdkafka(level, fac, log_message);
@@ -401,6 +407,11 @@ impl PersistedMap {
 }
 
 impl ClientContext for RebalanceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.status
+            .client_error(&self.spec.source.name, &error, reason);
+    }
+
     fn stats(&self, statistics: Statistics) {
         self.status.observe_source(&statistics);
         let mut progress = lock(&self.progress);
@@ -1802,6 +1813,7 @@ fn producer(
         .create_with_context(DeliveryContext {
             progress: progress.clone(),
             status: status.clone(),
+            cluster: spec.target.name.clone(),
             sample_latency: AtomicBool::new(false),
             latency: metrics::histogram!(
                 "strait_replication_latency_seconds", "flow" => spec.name.clone()

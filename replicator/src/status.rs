@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use serde::Serialize;
 
@@ -16,6 +17,10 @@ pub struct FlowStatus {
     source_connected: AtomicBool,
     target_connected: AtomicBool,
     snapshot: Mutex<Vec<TopicStatus>>,
+    /// The last login failure (SASL or TLS) a client of the current pipeline run reported,
+    /// with its cluster. The call that needed the connection fails only with a transport
+    /// failure or a timeout, which does not say why.
+    login_failure: Mutex<Option<String>>,
     /// Whether the flow got as far as copying (see [`FlowStatus::wait_started`]).
     started: Mutex<bool>,
     started_changed: Condvar,
@@ -109,6 +114,9 @@ impl FlowStatus {
 
     pub(crate) fn set_up(&self, flow: &str, up: bool) {
         self.up.store(up, Ordering::Relaxed);
+        if up {
+            *self.login_failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
         if !up {
             // The next pipeline run proves its connections afresh.
             self.source_connected.store(false, Ordering::Relaxed);
@@ -125,6 +133,31 @@ impl FlowStatus {
     pub(crate) fn observe_target(&self, statistics: &Statistics) {
         self.target_connected
             .store(any_broker_up(statistics), Ordering::Relaxed);
+    }
+
+    /// A client's global error: logged (as rdkafka does by default), and kept if it says
+    /// that logging in to `cluster` failed.
+    pub(crate) fn client_error(&self, cluster: &str, error: &KafkaError, reason: &str) {
+        tracing::error!("librdkafka: {error}: {reason}");
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::Authentication
+                    | RDKafkaErrorCode::SaslAuthenticationFailed
+                    | RDKafkaErrorCode::SSL
+            )
+        ) {
+            *self.login_failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(format!("logging in to '{cluster}' failed: {reason}"));
+        }
+    }
+
+    /// See [`FlowStatus::client_error`].
+    pub(crate) fn login_failure(&self) -> Option<String> {
+        self.login_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(crate) fn set_topics(&self, mut topics: Vec<TopicStatus>) {
