@@ -116,8 +116,7 @@ impl FlowStatus {
         self.up.store(up, Ordering::Relaxed);
         if up {
             *self.login_failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        }
-        if !up {
+        } else {
             // The next pipeline run proves its connections afresh.
             self.source_connected.store(false, Ordering::Relaxed);
             self.target_connected.store(false, Ordering::Relaxed);
