@@ -264,8 +264,25 @@ checkpoint_interval = "1s"
     assert_exact_copy(&topic, &copy);
     assert_eq!(strait.terminate(), Some(0), "{}", strait.logs());
 
-    // A wrong password: the flow's own error says that logging in failed, where the call
-    // that needed the connection saw only a transport failure.
+    // A wrong password: `check-config` and the flow's own error say that logging in
+    // failed, where the request that needed the connection saw only a transport failure.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strait"))
+        .arg("check-config")
+        .arg(&strait.config)
+        .env(PASSWORD_FROM_ENV.0, "wrong-secret")
+        .output()
+        .expect("running strait check-config");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let error = stderr
+        .lines()
+        .rfind(|l| l.starts_with("error:"))
+        .unwrap_or("");
+    assert!(
+        !out.status.success()
+            && error.contains("logging in to 'secondary' failed")
+            && error.contains("Invalid username or password"),
+        "check-config says why it cannot connect: {stderr}"
+    );
     let mut refused = Strait::start_with_env(&config, &[(PASSWORD_FROM_ENV.0, "wrong-secret")]);
     let began = std::time::Instant::now();
     wait_until(Duration::from_secs(120), "the flow's error", || {

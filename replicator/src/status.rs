@@ -138,16 +138,8 @@ impl FlowStatus {
     /// that logging in to `cluster` failed.
     pub(crate) fn client_error(&self, cluster: &str, error: &KafkaError, reason: &str) {
         tracing::error!("librdkafka: {error}: {reason}");
-        if matches!(
-            error.rdkafka_error_code(),
-            Some(
-                RDKafkaErrorCode::Authentication
-                    | RDKafkaErrorCode::SaslAuthenticationFailed
-                    | RDKafkaErrorCode::SSL
-            )
-        ) {
-            *self.login_failure.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(format!("logging in to '{cluster}' failed: {reason}"));
+        if let Some(failure) = login_failure(cluster, error, reason) {
+            *self.login_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(failure);
         }
     }
 
@@ -163,6 +155,29 @@ impl FlowStatus {
         topics.sort_by(|a, b| a.source_topic.cmp(&b.source_topic));
         *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = topics;
     }
+}
+
+/// What a client's global error says about logging in to `cluster` (SASL or TLS), if
+/// anything.
+pub(crate) fn login_failure(cluster: &str, error: &KafkaError, reason: &str) -> Option<String> {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::SSL
+        )
+    )
+    .then(|| format!("logging in to '{cluster}' failed: {reason}"))
+}
+
+/// The same from a librdkafka log line. An admin client's global errors are never
+/// served (nothing polls its main queue), but its connection failures are logged, under
+/// the `FAIL` facility, as they happen.
+pub(crate) fn login_failure_in_log(cluster: &str, fac: &str, message: &str) -> Option<String> {
+    (fac == "FAIL"
+        && (message.contains("SASL authentication error") || message.contains("SSL handshake")))
+    .then(|| format!("logging in to '{cluster}' failed: {message}"))
 }
 
 /// Whether the client holds an open connection to at least one broker. librdkafka's

@@ -1,6 +1,7 @@
 //! Topic discovery on the source, and creation and growth of target topics.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use backon::BlockingRetryable;
@@ -10,8 +11,9 @@ use rdkafka::admin::{
     ResourceSpecifier, TopicReplication, TopicResult,
 };
 use rdkafka::client::{Client, DefaultClientContext};
-use rdkafka::config::ClientConfig;
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
 use strait_offset_sync::settling_backoff;
 use tracing::{info, warn};
@@ -150,10 +152,11 @@ pub(crate) fn learn_partitions<C: ClientContext>(
 /// Connects to both clusters and reports what the flow would replicate, without changing
 /// anything.
 pub fn plan(spec: &FlowSpec) -> Result<Vec<TopicPlan>, ReplicatorError> {
-    let source = admin_client(&spec.source)?;
-    let target = admin_client(&spec.target)?;
-    let wanted = discover(source.inner(), spec)?;
-    let existing = partition_counts(target.inner(), &spec.target.name)?;
+    let source = watched_client(&spec.source)?;
+    let target = watched_client(&spec.target)?;
+    let wanted = discover(source.client(), spec).map_err(|e| explain(&source, e))?;
+    let existing =
+        partition_counts(target.client(), &spec.target.name).map_err(|e| explain(&target, e))?;
     Ok(wanted
         .into_iter()
         .map(|(topic, partitions)| {
@@ -174,6 +177,74 @@ pub(crate) fn admin_client(
     client_config(cluster).create().map_err(|e| {
         ReplicatorError::kafka(format!("creating admin client for '{}'", cluster.name), e)
     })
+}
+
+/// A client for metadata requests whose log lines and errors are served (an admin
+/// client's never are: nothing polls its main queue), so that a failed request can say
+/// why it failed.
+fn watched_client(cluster: &ClusterSpec) -> Result<BaseProducer<LoginWatch>, ReplicatorError> {
+    client_config(cluster)
+        .create_with_context(LoginWatch {
+            cluster: cluster.name.clone(),
+            failure: Mutex::new(None),
+        })
+        .map_err(|e| ReplicatorError::kafka(format!("connecting to '{}'", cluster.name), e))
+}
+
+/// `err`, with the client's last login failure if it had one.
+fn explain(client: &BaseProducer<LoginWatch>, err: ReplicatorError) -> ReplicatorError {
+    // Serve what the client has queued (its log lines and errors), one event per poll.
+    for _ in 0..1_000 {
+        client.poll(Duration::ZERO);
+    }
+    let failure = client
+        .context()
+        .failure
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    match failure {
+        Some(failure) => err.with_login_failure(&failure),
+        None => err,
+    }
+}
+
+/// A client context that remembers the client's last login failure: a request that
+/// needed the connection fails only with a transport failure or a timeout, which does not
+/// say why (a wrong password, an untrusted certificate).
+struct LoginWatch {
+    cluster: String,
+    failure: Mutex<Option<String>>,
+}
+
+impl LoginWatch {
+    fn note(&self, failure: Option<String>) {
+        if let Some(failure) = failure {
+            *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(failure);
+        }
+    }
+}
+
+impl ClientContext for LoginWatch {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        strait_offset_sync::log_librdkafka(level, fac, log_message);
+        self.note(crate::status::login_failure_in_log(
+            &self.cluster,
+            fac,
+            log_message,
+        ));
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::error!("librdkafka: {error}: {reason}");
+        self.note(crate::status::login_failure(&self.cluster, &error, reason));
+    }
+}
+
+impl ProducerContext for LoginWatch {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
 }
 
 /// Keeps target topics in step with the source: creates missing ones with the source's
