@@ -109,13 +109,8 @@ fn supervise(
                 claims.claim(&spec.name, &spec.target.name, &target)
             })
         };
-        let result =
-            pipeline::run(spec, progress, status, cancel, &mut claim, prepared).map_err(|err| {
-                match status.login_failure() {
-                    Some(failure) => err.with_login_failure(&failure),
-                    None => err,
-                }
-            });
+        let result = pipeline::run(spec, progress, status, cancel, &mut claim, prepared)
+            .map_err(|err| status.login.explain(err));
         status.set_up(&spec.name, false);
         status.mark_started();
         match result {

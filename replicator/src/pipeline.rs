@@ -206,7 +206,9 @@ struct DeliveryContext {
 
 impl ClientContext for DeliveryContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        self.status.client_error(&self.cluster, &error, reason);
+        self.status
+            .login
+            .client_error(&self.cluster, &error, reason);
     }
 
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
@@ -409,6 +411,7 @@ impl PersistedMap {
 impl ClientContext for RebalanceContext {
     fn error(&self, error: KafkaError, reason: &str) {
         self.status
+            .login
             .client_error(&self.spec.source.name, &error, reason);
     }
 

@@ -10,6 +10,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use serde::Serialize;
 
+use crate::ReplicatorError;
+
 /// A flow's live state, shared between its pipeline and the HTTP endpoints.
 #[derive(Debug, Default)]
 pub struct FlowStatus {
@@ -17,10 +19,8 @@ pub struct FlowStatus {
     source_connected: AtomicBool,
     target_connected: AtomicBool,
     snapshot: Mutex<Vec<TopicStatus>>,
-    /// The last login failure (SASL or TLS) a client of the current pipeline run reported,
-    /// with its cluster. The call that needed the connection fails only with a transport
-    /// failure or a timeout, which does not say why.
-    login_failure: Mutex<Option<String>>,
+    /// Reported by the copy's consumer and producer during the current pipeline run.
+    pub(crate) login: LoginFailure,
     /// Whether the flow got as far as copying (see [`FlowStatus::wait_started`]).
     started: Mutex<bool>,
     started_changed: Condvar,
@@ -115,7 +115,7 @@ impl FlowStatus {
     pub(crate) fn set_up(&self, flow: &str, up: bool) {
         self.up.store(up, Ordering::Relaxed);
         if up {
-            *self.login_failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            self.login.set(None);
         } else {
             // The next pipeline run proves its connections afresh.
             self.source_connected.store(false, Ordering::Relaxed);
@@ -134,50 +134,58 @@ impl FlowStatus {
             .store(any_broker_up(statistics), Ordering::Relaxed);
     }
 
-    /// A client's global error: logged (as rdkafka does by default), and kept if it says
-    /// that logging in to `cluster` failed.
-    pub(crate) fn client_error(&self, cluster: &str, error: &KafkaError, reason: &str) {
-        tracing::error!("librdkafka: {error}: {reason}");
-        if let Some(failure) = login_failure(cluster, error, reason) {
-            *self.login_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(failure);
-        }
-    }
-
-    /// See [`FlowStatus::client_error`].
-    pub(crate) fn login_failure(&self) -> Option<String> {
-        self.login_failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
     pub(crate) fn set_topics(&self, mut topics: Vec<TopicStatus>) {
         topics.sort_by(|a, b| a.source_topic.cmp(&b.source_topic));
         *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = topics;
     }
 }
 
-/// What a client's global error says about logging in to `cluster` (SASL or TLS), if
-/// anything.
-pub(crate) fn login_failure(cluster: &str, error: &KafkaError, reason: &str) -> Option<String> {
-    matches!(
-        error.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::Authentication
-                | RDKafkaErrorCode::SaslAuthenticationFailed
-                | RDKafkaErrorCode::SSL
-        )
-    )
-    .then(|| format!("logging in to '{cluster}' failed: {reason}"))
-}
+/// The last login failure (SASL or TLS) a client reported, with its cluster. The request
+/// that needed the connection fails only with a transport failure or a timeout, which
+/// does not say why (a wrong password, an untrusted certificate).
+#[derive(Debug, Default)]
+pub(crate) struct LoginFailure(Mutex<Option<String>>);
 
-/// The same from a librdkafka log line. An admin client's global errors are never
-/// served (nothing polls its main queue), but its connection failures are logged, under
-/// the `FAIL` facility, as they happen.
-pub(crate) fn login_failure_in_log(cluster: &str, fac: &str, message: &str) -> Option<String> {
-    (fac == "FAIL"
-        && (message.contains("SASL authentication error") || message.contains("SSL handshake")))
-    .then(|| format!("logging in to '{cluster}' failed: {message}"))
+impl LoginFailure {
+    /// A client's global error: logged (as rdkafka does by default), and kept if it says
+    /// that logging in to `cluster` failed.
+    pub(crate) fn client_error(&self, cluster: &str, error: &KafkaError, reason: &str) {
+        tracing::error!("librdkafka: {error}: {reason}");
+        let login = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::Authentication
+                    | RDKafkaErrorCode::SaslAuthenticationFailed
+                    | RDKafkaErrorCode::SSL
+            )
+        );
+        if login {
+            self.set(Some(format!("logging in to '{cluster}' failed: {reason}")));
+        }
+    }
+
+    /// The same from a librdkafka log line. An admin client's global errors are never
+    /// served (nothing polls its main queue), but its connection failures are logged,
+    /// under the `FAIL` facility, as they happen.
+    pub(crate) fn log_line(&self, cluster: &str, fac: &str, message: &str) {
+        if fac == "FAIL"
+            && (message.contains("SASL authentication error") || message.contains("SSL handshake"))
+        {
+            self.set(Some(format!("logging in to '{cluster}' failed: {message}")));
+        }
+    }
+
+    /// `err`, saying why the connection failed if a login failure was kept.
+    pub(crate) fn explain(&self, err: ReplicatorError) -> ReplicatorError {
+        match self.0.lock().unwrap_or_else(|p| p.into_inner()).as_deref() {
+            Some(failure) => err.with_login_failure(failure),
+            None => err,
+        }
+    }
+
+    fn set(&self, failure: Option<String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = failure;
+    }
 }
 
 /// Whether the client holds an open connection to at least one broker. librdkafka's

@@ -1,7 +1,6 @@
 //! Topic discovery on the source, and creation and growth of target topics.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use backon::BlockingRetryable;
@@ -19,6 +18,7 @@ use strait_offset_sync::settling_backoff;
 use tracing::{info, warn};
 
 use crate::error::error_code;
+use crate::status::LoginFailure;
 use crate::{ClusterSpec, FlowSpec, ReplicatorError};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(15);
@@ -186,7 +186,7 @@ fn watched_client(cluster: &ClusterSpec) -> Result<BaseProducer<LoginWatch>, Rep
     client_config(cluster)
         .create_with_context(LoginWatch {
             cluster: cluster.name.clone(),
-            failure: Mutex::new(None),
+            login: LoginFailure::default(),
         })
         .map_err(|e| ReplicatorError::kafka(format!("connecting to '{}'", cluster.name), e))
 }
@@ -197,47 +197,23 @@ fn explain(client: &BaseProducer<LoginWatch>, err: ReplicatorError) -> Replicato
     for _ in 0..1_000 {
         client.poll(Duration::ZERO);
     }
-    let failure = client
-        .context()
-        .failure
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    match failure {
-        Some(failure) => err.with_login_failure(&failure),
-        None => err,
-    }
+    client.context().login.explain(err)
 }
 
-/// A client context that remembers the client's last login failure: a request that
-/// needed the connection fails only with a transport failure or a timeout, which does not
-/// say why (a wrong password, an untrusted certificate).
+/// The context of [`watched_client`]: keeps the client's last login failure.
 struct LoginWatch {
     cluster: String,
-    failure: Mutex<Option<String>>,
-}
-
-impl LoginWatch {
-    fn note(&self, failure: Option<String>) {
-        if let Some(failure) = failure {
-            *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(failure);
-        }
-    }
+    login: LoginFailure,
 }
 
 impl ClientContext for LoginWatch {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         strait_offset_sync::log_librdkafka(level, fac, log_message);
-        self.note(crate::status::login_failure_in_log(
-            &self.cluster,
-            fac,
-            log_message,
-        ));
+        self.login.log_line(&self.cluster, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::error!("librdkafka: {error}: {reason}");
-        self.note(crate::status::login_failure(&self.cluster, &error, reason));
+        self.login.client_error(&self.cluster, &error, reason);
     }
 }
 
