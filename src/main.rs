@@ -202,10 +202,31 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, like anyhow's `{:#}`, without the causes the
+/// text already says. rdkafka's errors, and ours (`{context}: {source}`), put their cause
+/// in their own message and also return it as `source()`, so `{:#}` printed the same
+/// librdkafka error two or three times: "listing topics on 'primary': Meta data fetch
+/// error: BrokerTransportFailure (…): Meta data fetch error: BrokerTransportFailure (…):
+/// BrokerTransportFailure (…)".
+pub(crate) fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
 }
 
 fn init_logging(format: LogFormat, daemon: bool) {
@@ -368,7 +389,7 @@ pub(crate) fn run(path: PathBuf, migrating: bool) -> Result<()> {
         if let Some(task) = migration {
             match task.await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => failed.push(format!("migration: {e:#}")),
+                Ok(Err(e)) => failed.push(format!("migration: {}", error_text(&e))),
                 Err(e) => failed.push(format!("migration panicked: {e}")),
             }
         }
@@ -409,4 +430,28 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         _ = shutdown.cancelled() => return,
     }
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use anyhow::Context;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+    use super::error_text;
+
+    #[test]
+    fn an_error_text_says_each_cause_once() {
+        let kafka: Result<(), KafkaError> = Err(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::BrokerTransportFailure,
+        ));
+        let e = kafka
+            .context("listing topics on 'primary'")
+            .context("flows.dr: connecting")
+            .expect_err("an error");
+        assert_eq!(
+            error_text(&e),
+            "flows.dr: connecting: listing topics on 'primary': Meta data fetch error: \
+             BrokerTransportFailure (Local: Broker transport failure)"
+        );
+    }
 }

@@ -520,7 +520,7 @@ impl Controller {
                 // Look at the new stage's gate at once, so status says what it waits for.
                 Ok(stage) if stage != before => continue,
                 Ok(_) => {}
-                Err(e) => warn!(error = %format!("{e:#}"), "migration step failed; retrying"),
+                Err(e) => warn!(error = %crate::error_text(&e), "migration step failed; retrying"),
             }
             let deadline = Instant::now() + TICK;
             while Instant::now() < deadline && !shutdown.is_cancelled() {

@@ -126,8 +126,10 @@ pub fn translate_group(
         Ok((committed, log_starts)) => (committed, log_starts, "source"),
         Err(e) if allow_checkpoints => {
             eprintln!(
-                "source cluster '{}' unreachable ({e:#}); using the last checkpoints on '{}'",
-                spec.source.name, spec.target.name
+                "source cluster '{}' unreachable ({}); using the last checkpoints on '{}'",
+                spec.source.name,
+                crate::error_text(&e),
+                spec.target.name
             );
             let checkpoint_topic = flow.checkpoint_topic(flow_name);
             let checkpoints = groups::load_checkpoints(&target, &checkpoint_topic)

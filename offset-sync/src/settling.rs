@@ -56,16 +56,33 @@ pub fn settling_backoff(within: Duration) -> ExponentialBuilder {
 /// that had read a topic with 2 partitions still failed on the fourth 40 s after another
 /// client grew it to 4, asked once a second. A metadata request for the topic updates the
 /// cache at once. Best effort: a failed request leaves the next attempt to fail as before.
+///
+/// Returns the error to give up with if the answer says the principal may not describe a
+/// topic: librdkafka reports such a topic's partitions as unknown too, which would
+/// otherwise be retried for the caller's whole time and then read as "no such topic" (a
+/// migration's state topic without ACLs looked like no migration, after 30 s).
 fn refresh_unknown_partitions<'a, C: ClientContext>(
     client: &Client<C>,
     topics: impl IntoIterator<Item = &'a str>,
     within: Duration,
-) {
+) -> Option<KafkaError> {
     for topic in topics {
-        if let Err(e) = client.fetch_metadata(Some(topic), within) {
-            debug!(topic, error = %e, "topic metadata not refreshed");
+        match client.fetch_metadata(Some(topic), within) {
+            Ok(metadata) => {
+                let refused = metadata
+                    .topics()
+                    .iter()
+                    .filter_map(|t| t.error())
+                    .map(RDKafkaErrorCode::from)
+                    .find(|code| *code == RDKafkaErrorCode::TopicAuthorizationFailed);
+                if let Some(code) = refused {
+                    return Some(KafkaError::MetadataFetch(code));
+                }
+            }
+            Err(e) => debug!(topic, error = %e, "topic metadata not refreshed"),
         }
     }
+    None
 }
 
 /// (log start, end) of a partition, asking again while its leader is being elected (or
@@ -80,10 +97,15 @@ pub fn settled_watermarks<C: ConsumerContext>(
     let attempt = || {
         consumer
             .fetch_watermarks(topic, partition, within)
-            .inspect_err(|e| {
-                if is_unknown_partition(e) {
-                    refresh_unknown_partitions(consumer.client(), [topic], within);
+            .map_err(|e| {
+                if is_unknown_partition(&e) {
+                    if let Some(refused) =
+                        refresh_unknown_partitions(consumer.client(), [topic], within)
+                    {
+                        return refused;
+                    }
                 }
+                e
             })
     };
     attempt
@@ -114,7 +136,11 @@ pub fn offsets_learning_partitions<C: ConsumerContext>(
         .collect();
     let found = consumer.offsets_for_times(partitions, within);
     if missed_unknown_partition(&found) {
-        refresh_unknown_partitions(consumer.client(), topics.iter().map(String::as_str), within);
+        if let Some(refused) =
+            refresh_unknown_partitions(consumer.client(), topics.iter().map(String::as_str), within)
+        {
+            return Err(refused);
+        }
     }
     found
 }

@@ -595,7 +595,8 @@ impl Strait {
         Self::spawn(config, command, &[])
     }
 
-    fn spawn(config: &str, command: &[&str], env: &[(&str, &str)]) -> Self {
+    /// `strait <command>` on `config` with extra environment variables.
+    pub fn spawn(config: &str, command: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("strait.toml");
         let port = free_port();
