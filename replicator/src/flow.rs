@@ -128,6 +128,13 @@ fn supervise(
                 warn!(flow = %spec.name, error = %err, retry_in = ?delay, "flow interrupted; restarting");
                 sleep_unless_cancelled(cancel, delay);
             }
+            // Stopping was asked for while the pipeline was failing with an error that a
+            // restart would have retried (a cluster unreachable, a login refused): that is
+            // a stop, not a failure of the flow.
+            Err(err) if err.is_retriable() => {
+                warn!(flow = %spec.name, error = %err, "flow stopped while interrupted");
+                return Ok(());
+            }
             Err(err) => {
                 error!(flow = %spec.name, error = %err, "flow failed");
                 return Err(err);

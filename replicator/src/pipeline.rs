@@ -406,6 +406,11 @@ impl PersistedMap {
     fn writer(map: Option<&Self>) -> Result<Option<&MapWriter>, ReplicatorError> {
         Ok(map.map(Self::get).transpose()?.map(|m| &m.writer))
     }
+
+    /// The writer if the map was loaded, without waiting for a load still running.
+    fn loaded_writer(map: Option<&Self>) -> Option<&MapWriter> {
+        map.and_then(|m| m.ready.get()).map(|m| &m.writer)
+    }
 }
 
 impl ClientContext for RebalanceContext {
@@ -856,8 +861,18 @@ fn advance_and_persist<C: ConsumerContext>(
     map: Option<&PersistedMap>,
     only: Option<&[(String, i32)]>,
 ) -> Result<(), ReplicatorError> {
-    let writer = PersistedMap::writer(map)?;
     serve_delivery_reports(producer);
+    // Nothing assigned, nothing to advance: and the map, which may still be loading (a
+    // first assignment waits for it), is not waited for. A flow stopped before its first
+    // assignment otherwise waited on the way out for a load the target never answered.
+    let nothing_assigned = lock(progress)
+        .topics
+        .iter()
+        .all(|t| t.partitions.iter().all(|p| !p.assigned));
+    if nothing_assigned {
+        return Ok(());
+    }
+    let writer = PersistedMap::writer(map)?;
     let idle = producer.in_flight_count() == 0 && !lock(progress).position_untrusted;
     let positions = if idle { consumer.position().ok() } else { None };
     let mut batches = Vec::new();
@@ -1104,7 +1119,9 @@ pub(crate) fn run(
     pipeline.publish_status();
     consumer.unsubscribe();
     drop(consumer);
-    if let Ok(Some(writer)) = PersistedMap::writer(map.as_deref()) {
+    // A map still loading has had nothing written to it; waiting for its load here held a
+    // SIGTERM up by its timeouts (seconds) when the target could not be reached.
+    if let Some(writer) = PersistedMap::loaded_writer(map.as_deref()) {
         if let Err(e) = writer.flush(spec.tuning.drain_timeout) {
             warn!(flow = %spec.name, error = %e, "offset map not fully written on the way out; it is rebuilt at the next start");
         }

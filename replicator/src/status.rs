@@ -2,8 +2,9 @@
 //! gauge. The pipeline updates it once per commit interval and from client statistics,
 //! never per record.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -115,7 +116,7 @@ impl FlowStatus {
     pub(crate) fn set_up(&self, flow: &str, up: bool) {
         self.up.store(up, Ordering::Relaxed);
         if up {
-            self.login.set(None);
+            self.login.clear();
         } else {
             // The next pipeline run proves its connections afresh.
             self.source_connected.store(false, Ordering::Relaxed);
@@ -140,11 +141,14 @@ impl FlowStatus {
     }
 }
 
-/// The last login failure (SASL or TLS) a client reported, with its cluster. The request
-/// that needed the connection fails only with a transport failure or a timeout, which
-/// does not say why (a wrong password, an untrusted certificate).
+/// The last login failure (SASL or TLS) clients reported, per cluster. The request that
+/// needed the connection fails only with a transport failure or a timeout, which does
+/// not say why (a wrong password, an untrusted certificate). Kept per cluster so that an
+/// error names every cluster that refused the login, not just the last one to report
+/// (with both passwords wrong, "listing topics on 'primary'" was explained by the
+/// target's failure alone).
 #[derive(Debug, Default)]
-pub(crate) struct LoginFailure(Mutex<Option<String>>);
+pub(crate) struct LoginFailure(Mutex<BTreeMap<String, String>>);
 
 impl LoginFailure {
     /// A client's global error: logged (as rdkafka does by default), and kept if it says
@@ -160,7 +164,7 @@ impl LoginFailure {
             )
         );
         if login {
-            self.set(Some(format!("logging in to '{cluster}' failed: {reason}")));
+            self.keep(cluster, reason);
         }
     }
 
@@ -171,20 +175,35 @@ impl LoginFailure {
         if fac == "FAIL"
             && (message.contains("SASL authentication error") || message.contains("SSL handshake"))
         {
-            self.set(Some(format!("logging in to '{cluster}' failed: {message}")));
+            self.keep(cluster, message);
         }
     }
 
-    /// `err`, saying why the connection failed if a login failure was kept.
+    /// `err`, saying why the connection failed if login failures were kept.
     pub(crate) fn explain(&self, err: ReplicatorError) -> ReplicatorError {
-        match self.0.lock().unwrap_or_else(|p| p.into_inner()).as_deref() {
-            Some(failure) => err.with_login_failure(failure),
-            None => err,
+        let failures = self.lock();
+        if failures.is_empty() {
+            return err;
         }
+        let failure = failures
+            .iter()
+            .map(|(cluster, reason)| format!("logging in to '{cluster}' failed: {reason}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        err.with_login_failure(&failure)
     }
 
-    fn set(&self, failure: Option<String>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = failure;
+    /// Forgets the kept failures: the connections were proved since.
+    pub(crate) fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn keep(&self, cluster: &str, reason: &str) {
+        self.lock().insert(cluster.to_string(), reason.to_string());
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -217,5 +236,46 @@ mod tests {
         handle.join().expect("the marking thread panicked");
         // Once started, it stays started.
         assert!(status.wait_started(Duration::ZERO));
+    }
+
+    #[test]
+    fn an_error_names_every_cluster_whose_login_failed_until_cleared() {
+        let transport = || {
+            ReplicatorError::kafka(
+                "listing topics on 'primary'",
+                KafkaError::MetadataFetch(RDKafkaErrorCode::BrokerTransportFailure),
+            )
+        };
+        let login = LoginFailure::default();
+        assert_eq!(
+            login.explain(transport()).to_string(),
+            transport().to_string()
+        );
+        let authentication = KafkaError::Global(RDKafkaErrorCode::Authentication);
+        login.client_error("primary", &authentication, "wrong password on primary");
+        login.log_line(
+            "secondary",
+            "FAIL",
+            "SASL authentication error: wrong password on secondary",
+        );
+        // Only the connection failures that are about logging in.
+        login.log_line("secondary", "FAIL", "Connect to ipv4#127.0.0.1:1 failed");
+        login.client_error(
+            "primary",
+            &KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+            "1/1 brokers are down",
+        );
+        assert_eq!(
+            login.explain(transport()).to_string(),
+            "listing topics on 'primary' (logging in to 'primary' failed: wrong password on \
+             primary; logging in to 'secondary' failed: SASL authentication error: wrong \
+             password on secondary): Meta data fetch error: BrokerTransportFailure (Local: \
+             Broker transport failure)"
+        );
+        login.clear();
+        assert_eq!(
+            login.explain(transport()).to_string(),
+            transport().to_string()
+        );
     }
 }
