@@ -312,7 +312,19 @@ checkpoint_interval = "1s"
         })
     });
     eprintln!("the flow said why after {:?}", began.elapsed());
-    refused.kill9();
+    // Stopped while it retries (the error above said why), it is not a failed flow: it
+    // says it stopped and exits 0.
+    let stopping = Instant::now();
+    assert_eq!(refused.terminate(), Some(0), "{}", refused.logs());
+    eprintln!("stopped {:?} after SIGTERM", stopping.elapsed());
+    assert!(
+        refused
+            .logs()
+            .lines()
+            .any(|l| l.contains("strait_replicator::flow: flow stopped while")),
+        "{}",
+        refused.logs()
+    );
 }
 
 /// The stage `strait migrate status` reports, if it answers.

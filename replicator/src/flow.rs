@@ -127,6 +127,12 @@ fn supervise(
                     .increment(1);
                 warn!(flow = %spec.name, error = %err, retry_in = ?delay, "flow interrupted; restarting");
                 sleep_unless_cancelled(cancel, delay);
+                // Stopped during the wait: a new pipeline would only meet the same trouble
+                // (its calls to an unreachable cluster held a SIGTERM up 30 s).
+                if cancel.is_cancelled() {
+                    info!(flow = %spec.name, "flow stopped while waiting to restart");
+                    return Ok(());
+                }
             }
             // Stopping was asked for while the pipeline was failing with an error that a
             // restart would have retried (a cluster unreachable, a login refused): that is
