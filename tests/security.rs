@@ -285,21 +285,34 @@ checkpoint_interval = "1s"
 
     // A wrong password: `check-config` and the flow's own error say that logging in
     // failed, where the request that needed the connection saw only a transport failure.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strait"))
-        .arg("check-config")
-        .arg(&strait.config)
-        .env(PASSWORD_FROM_ENV.0, "wrong-secret")
-        .output()
-        .expect("running strait check-config");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let error = stderr
-        .lines()
-        .rfind(|l| l.starts_with("error:"))
-        .unwrap_or("");
+    let (ok, error, stderr) = check_config(&strait.config, "wrong-secret");
     assert!(
-        !out.status.success()
-            && error.contains("logging in to 'secondary' failed")
+        !ok && error.contains("logging in to 'secondary' failed")
             && error.contains("Invalid username or password"),
+        "check-config says why it cannot connect: {stderr}"
+    );
+    // A certificate the client does not trust: the same, with TLS's reason.
+    let untrusted = tempfile::tempdir().unwrap();
+    let other_ca = untrusted.path().join("other-ca.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-nodes", "-newkey", "rsa:2048", "-days", "1",
+        ])
+        .args(["-subj", "/CN=not the test bed"])
+        .arg("-keyout")
+        .arg(untrusted.path().join("other.key"))
+        .arg("-out")
+        .arg(&other_ca)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let distrusting = untrusted.path().join("strait.toml");
+    let text = std::fs::read_to_string(&strait.config).unwrap();
+    std::fs::write(&distrusting, text.replace(&ca, other_ca.to_str().unwrap())).unwrap();
+    let (ok, error, stderr) = check_config(&distrusting, PASSWORD_FROM_ENV.1);
+    assert!(
+        !ok && error.contains("logging in to 'primary' failed")
+            && error.contains("certificate verify failed"),
         "check-config says why it cannot connect: {stderr}"
     );
     let mut refused = Strait::start_with_env(&config, &[(PASSWORD_FROM_ENV.0, "wrong-secret")]);
@@ -325,6 +338,24 @@ checkpoint_interval = "1s"
         "{}",
         refused.logs()
     );
+}
+
+/// `strait check-config` on `config` with the target's password from the environment:
+/// whether it passed, its final error line, and all it wrote to stderr.
+fn check_config(config: &std::path::Path, target_password: &str) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strait"))
+        .arg("check-config")
+        .arg(config)
+        .env(PASSWORD_FROM_ENV.0, target_password)
+        .output()
+        .expect("running strait check-config");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let error = stderr
+        .lines()
+        .rfind(|l| l.starts_with("error:"))
+        .unwrap_or("")
+        .to_string();
+    (out.status.success(), error, stderr)
 }
 
 /// The stage `strait migrate status` reports, if it answers.
