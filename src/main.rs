@@ -3,6 +3,7 @@
 mod config;
 mod demo;
 mod http;
+mod login_failures;
 mod migrate;
 mod offsets;
 mod verify;
@@ -17,6 +18,8 @@ use strait_offset_sync::{run_checkpoints, CheckpointSpec, CheckpointStatus};
 use strait_replicator::{plan, run_flow, FlowStatus, TargetClaims, START_WAIT};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::Config;
 
@@ -202,7 +205,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", error_text(&e));
+            eprintln!("error: {}", login_failures::explain(error_text(&e)));
             ExitCode::FAILURE
         }
     }
@@ -242,9 +245,10 @@ fn init_logging(format: LogFormat, daemon: bool) {
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
+    let login_failures = login_failures::LoginFailures;
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.finish().with(login_failures).init(),
+        LogFormat::Json => builder.json().finish().with(login_failures).init(),
     }
 }
 

@@ -457,6 +457,26 @@ producers_idle_for = "2s"
     let mut read = consumer.stop();
     read.sort_unstable();
     assert_eq!(read, expected, "read on the target after the migration");
+
+    // An operator's command with a wrong password says why it cannot read the state,
+    // where the read itself saw only that no broker answered.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args(["migrate", "status", "--config"])
+        .arg(&strait.config)
+        .env(PASSWORD_FROM_ENV.0, "wrong-secret")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let error = stderr
+        .lines()
+        .rfind(|l| l.starts_with("error:"))
+        .unwrap_or("");
+    assert!(
+        !out.status.success()
+            && error.contains("logging in failed: sasl_ssl://127.0.0.1:29094/")
+            && error.contains("Invalid username or password"),
+        "migrate status says why it cannot connect: {stderr}"
+    );
 }
 
 /// A consumer of the migrated group on the target (a super user of the test bed's
