@@ -9,13 +9,20 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 
-/// Per broker (`sasl_ssl://host:port/id`), its last login failure.
-static FAILURES: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+/// Per broker (`sasl_ssl://host:port/id`), its last login failure and when it came.
+static FAILURES: Mutex<BTreeMap<String, (Instant, String)>> = Mutex::new(BTreeMap::new());
+
+/// How long a failure explains later errors. The request that needed the connection
+/// fails within its own timeout (30 s at most) of the failure; a long-running command
+/// must not blame an error on a login that failed long ago and has worked since (no
+/// event says that a login worked).
+const RECENT: Duration = Duration::from_secs(120);
 
 /// What librdkafka says when a login fails.
 const LOGIN_FAILURES: [&str; 2] = ["SASL authentication error", "SSL handshake failed"];
@@ -33,7 +40,7 @@ impl<S: Subscriber> Layer<S> for LoginFailures {
         let mut message = Message(String::new());
         event.record(&mut message);
         if let Some((broker, failure)) = login_failure(&message.0) {
-            lock().insert(broker.to_string(), failure.to_string());
+            lock().insert(broker.to_string(), (Instant::now(), failure.to_string()));
         }
     }
 }
@@ -76,14 +83,18 @@ pub fn explain(error: String) -> String {
         return error;
     }
     let failures = lock();
-    if failures.is_empty() {
+    let why: Vec<&str> = failures
+        .values()
+        .filter(|(when, _)| when.elapsed() < RECENT)
+        .map(|(_, failure)| failure.as_str())
+        .collect();
+    if why.is_empty() {
         return error;
     }
-    let why: Vec<&str> = failures.values().map(String::as_str).collect();
     format!("{error} (logging in failed: {})", why.join("; "))
 }
 
-fn lock() -> std::sync::MutexGuard<'static, BTreeMap<String, String>> {
+fn lock() -> std::sync::MutexGuard<'static, BTreeMap<String, (Instant, String)>> {
     FAILURES.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -114,5 +125,35 @@ mod tests {
             login_failure("librdkafka: Global error: AllBrokersDown: 1/1 brokers are down"),
             None
         );
+    }
+
+    #[test]
+    fn only_an_error_that_shows_just_the_effect_gets_a_recent_login_failure() {
+        let transport = "reading t: Meta data fetch error: AllBrokersDown (Local: …)";
+        assert_eq!(explain(transport.to_string()), transport);
+        if let Some(long_ago) = Instant::now().checked_sub(RECENT * 2) {
+            lock().insert(
+                "ssl://old:9093/1".into(),
+                (long_ago, "old: SSL handshake failed".into()),
+            );
+            assert_eq!(explain(transport.to_string()), transport);
+        }
+        lock().insert(
+            "sasl_ssl://b:9094/1".into(),
+            (
+                Instant::now(),
+                "sasl_ssl://b:9094/1: SASL authentication error: no".into(),
+            ),
+        );
+        assert_eq!(
+            explain(transport.to_string()),
+            format!("{transport} (logging in failed: sasl_ssl://b:9094/1: SASL authentication error: no)")
+        );
+        for unrelated in [
+            "reading t: Topic authorization failed",
+            "listing topics (logging in to 'x' failed: …): BrokerTransportFailure",
+        ] {
+            assert_eq!(explain(unrelated.to_string()), unrelated);
+        }
     }
 }
