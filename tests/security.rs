@@ -3,7 +3,8 @@
 //! default. The flow's user gets exactly the ACLs the README lists (Operations,
 //! Permissions), so an operation Strait needs and the list leaves out fails this test.
 //! The source topic is stored zstd-compressed, and the target's password comes from the
-//! environment.
+//! environment. A second test runs a whole staged migration (`strait migrate run`) the
+//! same way, with the one extra row of ACLs a migration needs.
 
 #![allow(clippy::unwrap_used)]
 
