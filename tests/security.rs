@@ -344,12 +344,22 @@ checkpoint_interval = "1s"
 /// `strait check-config` on `config` with the target's password from the environment:
 /// whether it passed, its final error line, and all it wrote to stderr.
 fn check_config(config: &std::path::Path, target_password: &str) -> (bool, String, String) {
+    strait_with_target_password(&["check-config"], config, target_password)
+}
+
+/// `strait <args> <config>`, the target's password from the environment:
+/// whether it passed, its final error line, and all it wrote to stderr.
+fn strait_with_target_password(
+    args: &[&str],
+    config: &std::path::Path,
+    target_password: &str,
+) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_strait"))
-        .arg("check-config")
+        .args(args)
         .arg(config)
         .env(PASSWORD_FROM_ENV.0, target_password)
         .output()
-        .expect("running strait check-config");
+        .expect("running strait");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let error = stderr
         .lines()
@@ -461,20 +471,13 @@ producers_idle_for = "2s"
 
     // An operator's command with a wrong password says why it cannot read the state,
     // where the read itself saw only that no broker answered.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strait"))
-        .args(["migrate", "status", "--config"])
-        .arg(&strait.config)
-        .env(PASSWORD_FROM_ENV.0, "wrong-secret")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let error = stderr
-        .lines()
-        .rfind(|l| l.starts_with("error:"))
-        .unwrap_or("");
+    let (ok, error, stderr) = strait_with_target_password(
+        &["migrate", "status", "--config"],
+        &strait.config,
+        "wrong-secret",
+    );
     assert!(
-        !out.status.success()
-            && error.contains("logging in failed: sasl_ssl://127.0.0.1:29094/")
+        !ok && error.contains("logging in failed: sasl_ssl://127.0.0.1:29094/")
             && error.contains("Invalid username or password"),
         "migrate status says why it cannot connect: {stderr}"
     );
