@@ -2,9 +2,9 @@
 //! one client: librdkafka's ListConsumerGroups, ListConsumerGroupOffsets and
 //! AlterConsumerGroupOffsets admin calls.
 //!
-//! Why this module holds the workspace's only `unsafe`: rust-rdkafka 0.39 does not wrap
-//! these calls, and librdkafka's consumer API reads and commits offsets only for the
-//! client's own `group.id`. Without them, offset sync kept a client per group on each
+//! Why this module holds `unsafe` (as does `replicator/src/produce.rs`): rust-rdkafka
+//! 0.39 does not wrap these calls, and librdkafka's consumer API reads and commits offsets
+//! only for the client's own `group.id`. Without them, offset sync kept a client per group on each
 //! cluster. With the default `groups = [".*"]` on the test bed's primary, which had
 //! collected 253 groups, one flow's first seconds sent it 759 ApiVersions, 760 Metadata
 //! and 698 FindCoordinator requests; 60 groups with `sync_group_offsets` made 529

@@ -12,6 +12,7 @@ mod flow;
 mod heartbeat;
 mod naming;
 mod pipeline;
+mod produce;
 mod provenance;
 mod status;
 mod topics;

@@ -24,8 +24,8 @@ use futures::executor::block_on;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::heartbeat::{OwnTopicsOnTarget, Prepared};
+use crate::produce::{OutgoingHeaders, TargetTopic};
 use crate::provenance::{Provenance, ScanStart, SourcePartition, TailScanner, PROVENANCE_HEADER};
 use crate::status::{FlowStatus, PartitionStatus, TopicStatus};
 use crate::topics::{apply_cluster, client_config, discover, learn_partitions, TargetTopics};
@@ -1132,6 +1133,8 @@ pub(crate) fn run(
 struct Route {
     source_topic: String,
     target_topic: String,
+    /// librdkafka's handle of the target topic, which each copy is sent through.
+    target: TargetTopic<DeliveryContext>,
     /// Its target topic's id in [`FlowProgress::topics`].
     progress_id: usize,
     /// `<cluster>/<topic>/`: the constant start of this topic's provenance headers.
@@ -1274,7 +1277,7 @@ impl SentRecords {
 struct Pipeline<'a> {
     spec: &'a FlowSpec,
     progress: &'a SharedProgress,
-    producer: &'a BaseProducer<DeliveryContext>,
+    producer: &'a Arc<BaseProducer<DeliveryContext>>,
     consumer: &'a BaseConsumer<RebalanceContext>,
     /// Where each subscribed source topic's records go.
     routes: Routes,
@@ -1536,21 +1539,25 @@ impl Pipeline<'_> {
         let mut old_sent = std::mem::take(&mut self.routes).into_sent();
         {
             let mut progress = lock(self.progress);
-            self.routes = Routes::new(
-                wanted
-                    .keys()
-                    .map(|t| {
-                        let target_topic = self.spec.naming.target_topic(&self.spec.source.name, t);
-                        Route {
-                            progress_id: progress.topic_id(&target_topic, t),
-                            source_topic: t.clone(),
-                            target_topic,
-                            header_prefix: Provenance::prefix(&self.spec.source.name, t),
-                            sent: old_sent.remove(t).unwrap_or_default(),
-                        }
-                    })
-                    .collect(),
-            );
+            let mut routes = Vec::with_capacity(wanted.len());
+            for t in wanted.keys() {
+                let target_topic = self.spec.naming.target_topic(&self.spec.source.name, t);
+                let target = TargetTopic::new(self.producer, &target_topic).map_err(|code| {
+                    ReplicatorError::kafka(
+                        format!("preparing to produce to {target_topic}"),
+                        KafkaError::MessageProduction(code),
+                    )
+                })?;
+                routes.push(Route {
+                    progress_id: progress.topic_id(&target_topic, t),
+                    source_topic: t.clone(),
+                    target_topic,
+                    target,
+                    header_prefix: Provenance::prefix(&self.spec.source.name, t),
+                    sent: old_sent.remove(t).unwrap_or_default(),
+                });
+            }
+            self.routes = Routes::new(routes);
         }
         *subscribed = wanted;
         Ok(())
@@ -1645,19 +1652,12 @@ impl Pipeline<'_> {
         let target_topic = &route.target_topic;
         let source_headers = msg.headers();
         let count = source_headers.map_or(0, |h| h.count()) + usize::from(stamp);
-        let mut record: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(
-            target_topic,
-            DeliveryOpaque::encode(route.progress_id, source_offset),
-        )
-        .partition(msg.partition());
         // A header list costs allocations in librdkafka; build one only when needed.
+        let mut headers = None;
         if count > 0 {
-            let mut headers = OwnedHeaders::new_with_capacity(count);
+            let list = headers.insert(OutgoingHeaders::with_capacity(count));
             for h in source_headers.iter().flat_map(|h| h.iter()) {
-                headers = headers.insert(Header {
-                    key: h.key,
-                    value: h.value,
-                });
+                list.add(h.key, h.value);
             }
             if stamp {
                 Provenance::encode_with_prefix(
@@ -1666,32 +1666,28 @@ impl Pipeline<'_> {
                     source_offset,
                     &mut self.header_buf,
                 );
-                headers = headers.insert(Header {
-                    key: PROVENANCE_HEADER,
-                    value: Some(self.header_buf.as_slice()),
-                });
+                list.add(PROVENANCE_HEADER, Some(self.header_buf.as_slice()));
             }
-            record = record.headers(headers);
         }
-        if let Some(key) = msg.key() {
-            record = record.key(key);
-        }
-        if let Some(payload) = msg.payload() {
-            record = record.payload(payload);
-        }
-        if let Some(ts) = timestamp {
-            record = record.timestamp(ts);
-        }
+        let opaque = DeliveryOpaque::encode(route.progress_id, source_offset);
+        let (key, payload) = (msg.key(), msg.payload());
 
         // Read the clock only once the queue is full: a clock read per record was a
         // visible share of this thread's time in a profile.
         let mut blocked_since: Option<Instant> = None;
         loop {
-            match self.producer.send(record) {
+            let sent = route.target.send(
+                msg.partition(),
+                key,
+                payload,
+                timestamp,
+                &mut headers,
+                opaque,
+            );
+            match sent.map_err(KafkaError::MessageProduction) {
                 Ok(()) => return Ok(true),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
                     // Backpressure: the producer queue is the only buffer, and it is bounded.
-                    record = returned;
                     self.producer.poll(Duration::from_millis(20));
                     if cancel.is_cancelled() {
                         return Ok(false);
@@ -1708,7 +1704,7 @@ impl Pipeline<'_> {
                         ));
                     }
                 }
-                Err((err, _)) => {
+                Err(err) => {
                     // The producer stopped earlier: report why (a delivery report may
                     // already have said), not this record.
                     let target = &self.spec.target.name;
