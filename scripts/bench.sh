@@ -9,6 +9,9 @@
 #     --steady         20,000 records/s for 60 s (STRAIT_BENCH_RATE, STRAIT_BENCH_SECONDS):
 #                      latency p50/p99 and largest lag, Strait versus MM2
 #     --scale          the backlog copy at 1, 12, 120, 1200 partitions (STRAIT_BENCH_SCALE)
+#     --topics         [RECORDS] [RECORD_BYTES] [TOPICS] [RUNS]: the backlog spread over TOPICS
+#                      single-partition topics, Strait against strait-alt (STRAIT_BENCH_ALT_BIN,
+#                      another build; or STRAIT_BENCH_ALT, other settings)
 #     --offset-sync    Strait with offset sync on versus off, on a backlog written in
 #                      transactions of 1000 records (a commit marker, i.e. an offset gap, in
 #                      every partition every ~83 records with 12 partitions); also prints the
@@ -24,7 +27,7 @@ case "${1:-}" in
   --verify)
     shift; SCENARIO="--backlog"
     export STRAIT_BENCH_VERIFY=1 STRAIT_BENCH_SYSTEMS="${STRAIT_BENCH_SYSTEMS:-strait}" ;;
-  --all|--backlog|--steady|--scale) SCENARIO="$1"; shift ;;
+  --all|--backlog|--steady|--scale|--topics) SCENARIO="$1"; shift ;;
 esac
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

@@ -2,6 +2,9 @@
 //!
 //! bench [RECORDS] [RECORD_BYTES] [PARTITIONS] [RUNS]   (defaults 1000000 1024 12 3)
 //!
+//! (`bench --topics RECORDS RECORD_BYTES TOPICS RUNS` spreads the backlog over that many
+//! single-partition topics instead and compares two Strait builds: see topics.rs.)
+//!
 //! Preloads the primary (127.0.0.1:19092) once, then for each run copies it to the
 //! secondary (127.0.0.1:29092) with `strait run` and with `ceiling`, alternately. Time is
 //! measured until the target's end offsets hold every record; CPU seconds and peak RSS
@@ -55,6 +58,7 @@ mod failover;
 mod kafka_tools;
 mod mm2;
 mod steady;
+mod topics;
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -99,7 +103,8 @@ struct SyncSample {
 }
 
 const USAGE: &str = "usage: bench [--all|--backlog|--steady|--scale] [RECORDS] [RECORD_BYTES] \
-     [PARTITIONS] [RUNS] | bench --pool BENCH_JSON...";
+     [PARTITIONS] [RUNS] | bench --topics [RECORDS] [RECORD_BYTES] [TOPICS] [RUNS] | \
+     bench --pool BENCH_JSON...";
 
 fn main() -> Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -142,6 +147,9 @@ fn main() -> Result<()> {
         }
         "--steady" => json["steady"] = steady_state(&bin_dir, &load, runs)?,
         "--scale" => json["scale"] = scale(&bin_dir, records, size, runs, None)?,
+        "--topics" => {
+            json["topics"] = topics::many_topics(&bin_dir, records, size, partitions, runs)?;
+        }
         "--all" => {
             let main = backlog(&bin_dir, records, size, partitions, runs, true)?;
             json["steady"] = steady_state(&bin_dir, &load, runs)?;
@@ -196,7 +204,7 @@ fn backlog(
         .ok()
         .map(|n| n.parse::<u64>())
         .transpose()?;
-    preload(&source, records, size, partitions, txn)?;
+    preload(&[&source], records, size, partitions, txn)?;
     warm_up(&source)?;
     warm_up_copy(&bin_dir, &source, partitions, records)?;
     // The failover arithmetic needs a source without offset gaps (see failover.rs), so
@@ -276,8 +284,13 @@ fn backlog(
                     return Err(format!("unknown system '{other}' in STRAIT_BENCH_SYSTEMS").into())
                 }
             };
-            let (mut sample, child) =
-                measure(system, child, &watcher, &target, partitions, records as i64)?;
+            let (mut sample, child) = measure(
+                system,
+                child,
+                &watcher,
+                &[(target.clone(), partitions)],
+                records as i64,
+            )?;
             sample.run = run;
             if system == "strait" && systems.iter().any(|s| s == "strait-nosync") {
                 let s = offset_sync_cost(&alias, &source, partitions)?;
@@ -715,8 +728,7 @@ fn measure(
     system: &str,
     mut child: Child,
     watcher: &BaseConsumer,
-    target: &str,
-    partitions: i32,
+    targets: &[(String, i32)],
     records: i64,
 ) -> Result<(Sample, Child)> {
     let started = Instant::now();
@@ -734,7 +746,7 @@ fn measure(
             cpu = c;
             rss = f64::max(rss, r);
         }
-        let copied = end_offsets_sum(watcher, target, partitions);
+        let copied = end_offsets_sum(watcher, targets);
         if trace && last_trace.elapsed() >= Duration::from_millis(500) {
             eprintln!(
                 "  {system} t={:.1}s copied={copied}",
@@ -758,7 +770,7 @@ fn measure(
         }
         if let Some(status) = child.try_wait()? {
             // It may have finished since `copied` was read.
-            let copied = end_offsets_sum(watcher, target, partitions);
+            let copied = end_offsets_sum(watcher, targets);
             if copied >= records {
                 break;
             }
@@ -799,16 +811,19 @@ fn measure(
     ))
 }
 
-/// The sum of a topic's end offsets, in one request per broker (1,200 requests one by
-/// one took seconds, which blurred the timing); 0 while it cannot be read.
-fn end_offsets_sum(watcher: &BaseConsumer, topic: &str, partitions: i32) -> i64 {
+/// The sum of the end offsets of topics (name, partitions), in one request per broker
+/// (1,200 requests one by one took seconds, which blurred the timing); partitions that
+/// cannot be read count 0.
+fn end_offsets_sum(watcher: &BaseConsumer, topics: &[(String, i32)]) -> i64 {
     let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..partitions {
-        if tpl
-            .add_partition_offset(topic, p, rdkafka::Offset::End)
-            .is_err()
-        {
-            return 0;
+    for (topic, partitions) in topics {
+        for p in 0..*partitions {
+            if tpl
+                .add_partition_offset(topic, p, rdkafka::Offset::End)
+                .is_err()
+            {
+                return 0;
+            }
         }
     }
     watcher
@@ -1562,8 +1577,7 @@ fn warm_up_copy(
             "warm-up",
             child,
             &watcher,
-            &target,
-            partitions,
+            &[(target.clone(), partitions)],
             records as i64,
         )?;
         stop(child)?;
@@ -1697,8 +1711,10 @@ fn delete_topic(servers: &str, topic: &str) -> Result<()> {
     Ok(())
 }
 
+/// Writes `records` of `size` bytes round-robin over `topics`, each record of a topic to
+/// its next partition.
 fn preload(
-    topic: &str,
+    topics: &[&str],
     records: u64,
     size: usize,
     partitions: i32,
@@ -1733,8 +1749,9 @@ fn preload(
             let bytes = x.to_le_bytes();
             chunk.copy_from_slice(&bytes[..chunk.len()]);
         }
-        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
-            .partition((i % partitions as u64) as i32)
+        let n = topics.len() as u64;
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topics[(i % n) as usize])
+            .partition((i / n % partitions as u64) as i32)
             .payload(&payload);
         loop {
             match producer.send(rec) {
