@@ -1656,27 +1656,40 @@ fn create_topic_with(
 /// to the harness, not to whichever system runs first. Returns the client that asked,
 /// which has the topic's metadata by then.
 fn wait_for_leaders(servers: &str, topic: &str, partitions: i32) -> Result<BaseConsumer> {
+    wait_for_leaders_of(servers, &[(topic.to_string(), partitions)])
+}
+
+/// A client that has read the end offset of every partition of `topics` (name, partitions)
+/// once, which needs a leader for each.
+fn wait_for_leaders_of(servers: &str, topics: &[(String, i32)]) -> Result<BaseConsumer> {
     let probe: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", servers)
         .create()?;
+    let expected: i32 = topics.iter().map(|(_, p)| p).sum();
     let started = Instant::now();
     loop {
         let mut tpl = rdkafka::TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition_offset(topic, p, rdkafka::Offset::End)?;
+        for (topic, partitions) in topics {
+            for p in 0..*partitions {
+                tpl.add_partition_offset(topic, p, rdkafka::Offset::End)?;
+            }
         }
         let ready = probe
             .offsets_for_times(tpl, Duration::from_secs(10))
             .is_ok_and(|found| {
-                found.count() == partitions as usize
+                found.count() == expected as usize
                     && found.elements().iter().all(|e| e.error().is_ok())
             });
         if ready {
             return Ok(probe);
         }
         if started.elapsed() > Duration::from_secs(120) {
+            let names = match topics {
+                [(one, _)] => one.clone(),
+                _ => format!("{} topics", topics.len()),
+            };
             return Err(
-                format!("{topic} on {servers}: partitions without a leader after 120 s").into(),
+                format!("{names} on {servers}: partitions without a leader after 120 s").into(),
             );
         }
         std::thread::sleep(Duration::from_millis(200));

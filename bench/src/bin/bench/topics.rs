@@ -10,12 +10,10 @@ use std::time::Duration;
 
 use futures::executor::block_on;
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
 
 use crate::{
-    admin, delete_topics_matching, measure, preload, report, spawn_strait, stop, Result, PRIMARY,
-    SECONDARY,
+    admin, delete_topics_matching, measure, preload, report, spawn_strait, stop,
+    wait_for_leaders_of, Result, PRIMARY, SECONDARY,
 };
 
 pub fn many_topics(
@@ -65,7 +63,7 @@ pub fn many_topics(
                 .collect();
             let target_names: Vec<String> = targets.iter().map(|(t, _)| t.clone()).collect();
             create_topics(SECONDARY, &target_names)?;
-            let watcher = wait_for_leaders(&targets)?;
+            let watcher = wait_for_leaders_of(SECONDARY, &targets)?;
             let dir = std::env::temp_dir().join(format!("strait-bench-{prefix}-{alias}"));
             std::fs::create_dir_all(&dir)?;
             let include = format!("^{prefix}-.*");
@@ -104,31 +102,4 @@ fn create_topics(servers: &str, names: &[String]) -> Result<()> {
         r.map_err(|(t, e)| format!("creating {t}: {e}"))?;
     }
     Ok(())
-}
-
-/// A client that has read every target partition's end offset once (see the backlog
-/// scenario's `wait_for_leaders`).
-fn wait_for_leaders(targets: &[(String, i32)]) -> Result<BaseConsumer> {
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", SECONDARY)
-        .create()?;
-    let started = std::time::Instant::now();
-    loop {
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for (topic, _) in targets {
-            tpl.add_partition_offset(topic, 0, rdkafka::Offset::End)?;
-        }
-        let ready = probe
-            .offsets_for_times(tpl, Duration::from_secs(10))
-            .is_ok_and(|found| {
-                found.count() == targets.len() && found.elements().iter().all(|e| e.error().is_ok())
-            });
-        if ready {
-            return Ok(probe);
-        }
-        if started.elapsed() > Duration::from_secs(120) {
-            return Err("target topics without a leader after 120 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
