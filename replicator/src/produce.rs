@@ -263,11 +263,12 @@ mod tests {
         }
     }
 
-    /// A producer whose records stay queued: no broker listens on port 1.
-    fn unconnected_producer() -> Arc<BaseProducer<Opaque>> {
+    /// A producer whose records stay queued, at most `queue_records` of them: no broker
+    /// listens on port 1.
+    fn unconnected_producer(queue_records: u32) -> Arc<BaseProducer<Opaque>> {
         let producer = ClientConfig::new()
             .set("bootstrap.servers", "127.0.0.1:1")
-            .set("queue.buffering.max.messages", "10000000")
+            .set("queue.buffering.max.messages", queue_records.to_string())
             .set("queue.buffering.max.kbytes", "4000000")
             .set("message.timeout.ms", "0")
             .set("log_level", "0")
@@ -278,7 +279,7 @@ mod tests {
 
     #[test]
     fn a_record_sent_through_a_handle_is_queued_as_given_with_its_headers_handed_over() {
-        let producer = unconnected_producer();
+        let producer = unconnected_producer(10_000_000);
         let topic = TargetTopic::new(&producer, "primary.orders").expect("handle");
         let mut headers = Some(OutgoingHeaders::with_capacity(3));
         if let Some(h) = headers.as_mut() {
@@ -341,14 +342,7 @@ mod tests {
 
     #[test]
     fn a_record_refused_for_a_full_queue_keeps_its_headers_for_the_next_try() {
-        let producer: Arc<BaseProducer<Opaque>> = Arc::new(
-            ClientConfig::new()
-                .set("bootstrap.servers", "127.0.0.1:1")
-                .set("queue.buffering.max.messages", "1")
-                .set("log_level", "0")
-                .create_with_context(Opaque::default())
-                .expect("producer"),
-        );
+        let producer = unconnected_producer(1);
         let topic = TargetTopic::new(&producer, "primary.orders").expect("handle");
         topic
             .send(0, None, Some(b"first"), None, &mut None, 0)
@@ -384,7 +378,7 @@ mod tests {
             let names: Vec<String> = (0..count)
                 .map(|i| format!("primary.topic-{i:04}"))
                 .collect();
-            let by_name = unconnected_producer();
+            let by_name = unconnected_producer(10_000_000);
             for name in &names {
                 let record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(name, 0);
                 by_name
@@ -401,7 +395,7 @@ mod tests {
             let named = began.elapsed().as_nanos() as f64 / sends as f64;
             by_name.purge(PurgeConfig::default().queue());
 
-            let through_handles = unconnected_producer();
+            let through_handles = unconnected_producer(10_000_000);
             let handles: Vec<_> = names
                 .iter()
                 .map(|n| TargetTopic::new(&through_handles, n).expect("handle"))

@@ -26,7 +26,7 @@ pub fn many_topics(
     println!("\n## Backlog copy over {topics} topics: {records} records of {size} B, {runs} runs");
     let prefix = format!("bench-{}t", std::process::id());
     let sources: Vec<String> = (0..topics).map(|i| format!("{prefix}-{i:04}")).collect();
-    create_topics(PRIMARY, &sources)?;
+    create_topics(PRIMARY, sources.iter())?;
     eprintln!("preloading {records} records of {size} B into {topics} topics ({prefix}-*)");
     let names: Vec<&str> = sources.iter().map(String::as_str).collect();
     preload(&names, records, size, 1, None)?;
@@ -61,8 +61,7 @@ pub fn many_topics(
                 .iter()
                 .map(|t| (format!("{alias}.{t}"), 1))
                 .collect();
-            let target_names: Vec<String> = targets.iter().map(|(t, _)| t.clone()).collect();
-            create_topics(SECONDARY, &target_names)?;
+            create_topics(SECONDARY, targets.iter().map(|(t, _)| t))?;
             let watcher = wait_for_leaders_of(SECONDARY, &targets)?;
             let dir = std::env::temp_dir().join(format!("strait-bench-{prefix}-{alias}"));
             std::fs::create_dir_all(&dir)?;
@@ -93,9 +92,8 @@ pub fn many_topics(
 }
 
 /// Creates single-partition topics in one request.
-fn create_topics(servers: &str, names: &[String]) -> Result<()> {
+fn create_topics<'a>(servers: &str, names: impl Iterator<Item = &'a String>) -> Result<()> {
     let new: Vec<NewTopic<'_>> = names
-        .iter()
         .map(|n| NewTopic::new(n, 1, TopicReplication::Fixed(1)))
         .collect();
     for r in block_on(admin(servers)?.create_topics(&new, &AdminOptions::new()))? {
