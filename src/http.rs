@@ -17,6 +17,7 @@ use strait_replicator::{FlowStatus, TopicStatus};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::login_failures;
 use crate::migrate::MigrationState;
 
 /// Buckets of the end-to-end latency histogram, in seconds: from a busy local pair of
@@ -192,7 +193,13 @@ async fn status(
                 lag_records: topics.iter().map(|t| t.lag_records).sum(),
                 lag_seconds: topics.iter().filter_map(|t| t.lag_seconds).reduce(f64::max),
                 topics,
-                offset_sync: f.checkpoints.as_ref().map(|c| c.snapshot()),
+                offset_sync: f.checkpoints.as_ref().map(|c| {
+                    // Offset sync's clients report a failed login only by its effect (a
+                    // transport failure, a timeout); the reason is in librdkafka's log.
+                    let mut snapshot = c.snapshot();
+                    snapshot.last_error = snapshot.last_error.map(login_failures::explain);
+                    snapshot
+                }),
             }
         })
         .collect();

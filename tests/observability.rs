@@ -13,12 +13,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-fn status(strait: &Strait) -> Value {
-    let raw = http_get(strait.port, "/status").unwrap_or_default();
-    let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default();
-    serde_json::from_str(body).unwrap_or(Value::Null)
-}
-
 fn ready_code(strait: &Strait) -> Option<u16> {
     let raw = http_get(strait.port, "/readyz")?;
     raw.split(' ').nth(1)?.parse().ok()
@@ -59,12 +53,12 @@ fn readiness_status_and_lag_follow_the_clusters() {
 
     // Caught up: lag 0 in records and seconds, and every partition accounted for.
     wait_until(Duration::from_secs(10), "/status shows the copy", || {
-        let s = status(&strait);
+        let s = status_json(&strait);
         topic_status(&s, &topic).is_some_and(|t| {
             t["records_replicated"] == 3_000 && t["lag_records"] == 0 && t["lag_seconds"] == 0.0
         })
     });
-    let s = status(&strait);
+    let s = status_json(&strait);
     assert_eq!(s["ready"], true, "{s:#}");
     assert_eq!(s["flows"][0]["source"]["connected"], true);
     assert_eq!(s["flows"][0]["target"]["connected"], true);
@@ -178,11 +172,11 @@ fn readiness_status_and_lag_follow_the_clusters() {
     );
     produce_simple(PRIMARY, &topic, 3, 300, "second");
     wait_until(Duration::from_secs(20), "lag of 300 records", || {
-        let s = status(&strait);
+        let s = status_json(&strait);
         topic_status(&s, &topic).is_some_and(|t| t["lag_records"] == 300)
     });
     std::thread::sleep(Duration::from_secs(3));
-    let s = status(&strait);
+    let s = status_json(&strait);
     let t = topic_status(&s, &topic).unwrap();
     let lag_seconds = t["lag_seconds"].as_f64().unwrap();
     assert!((3.0..60.0).contains(&lag_seconds), "{t:#}");
@@ -202,7 +196,7 @@ fn readiness_status_and_lag_follow_the_clusters() {
         ready_code(&strait) == Some(200)
     });
     wait_until(Duration::from_secs(10), "lag back to 0", || {
-        let s = status(&strait);
+        let s = status_json(&strait);
         topic_status(&s, &topic).is_some_and(|t| t["lag_records"] == 0 && t["lag_seconds"] == 0.0)
     });
     assert_exact_copy(&topic, &target);
@@ -219,6 +213,6 @@ fn readiness_status_and_lag_follow_the_clusters() {
     wait_until(
         Duration::from_secs(90),
         "the migration at start_consumers",
-        || status(&strait)["migration"]["stage"] == "start_consumers",
+        || status_json(&strait)["migration"]["stage"] == "start_consumers",
     );
 }

@@ -326,6 +326,29 @@ checkpoint_interval = "1s"
         })
     });
     eprintln!("the flow said why after {:?}", began.elapsed());
+    // Offset sync's clients fail the same way, each request with only its effect; its
+    // error in /status says why too.
+    let offset_sync_error = || {
+        status_json(&refused)["flows"][0]["offset_sync"]["last_error"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let error = offset_sync_error();
+        if error
+            .as_ref()
+            .is_some_and(|e| e.contains("Invalid username or password"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "offset sync's error in /status does not say why: {error:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("offset sync said why after {:?}", began.elapsed());
     // Stopped while it retries (the error above said why), it is not a failed flow: it
     // says it stopped and exits 0.
     let stopping = Instant::now();

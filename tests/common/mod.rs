@@ -492,6 +492,13 @@ pub fn count_all(servers: &str, topic: &str) -> usize {
     read_all(servers, topic).values().map(Vec::len).sum()
 }
 
+/// `strait`'s `/status` as JSON, or `Null` while it does not answer.
+pub fn status_json(strait: &Strait) -> serde_json::Value {
+    let raw = http_get(strait.port, "/status").unwrap_or_default();
+    let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+}
+
 pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
