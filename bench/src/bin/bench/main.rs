@@ -44,8 +44,9 @@
 //! `bench --pool FILE...` pools the backlog copy's per-run ratios of several JSON files
 //! (invocations of one build) and prints them as one table: median, 95 % interval of the
 //! median, verdict against the goal. It warns when the files come from different kinds of
-//! machine, whose ratios differ, and prints each file's own median throughput ratio, since
-//! the runs of one invocation rise and fall together.
+//! machine, whose ratios differ. Since the runs of one invocation rise and fall together,
+//! it also prints each file's own median throughput ratio to the loop and judges those
+//! medians as samples of their own (`By invocation`).
 //!
 //! Verification (`scripts/bench.sh --verify` sets `STRAIT_BENCH_VERIFY=1`): after each
 //! Strait run, `strait verify` compares the whole copy with the source, and its rate in
