@@ -216,11 +216,7 @@ fn backlog(
     } else {
         None
     };
-    let systems: Vec<String> = std::env::var("STRAIT_BENCH_SYSTEMS")
-        .unwrap_or_else(|_| "strait,mm2,ceiling".into())
-        .split(',')
-        .map(str::to_string)
-        .collect();
+    let systems = systems_to_measure("strait,mm2,ceiling");
 
     let mut samples = Vec::new();
     let mut sync_samples = Vec::new();
@@ -813,21 +809,34 @@ fn measure(
     ))
 }
 
+/// `STRAIT_BENCH_SYSTEMS` (comma-separated), or `default`.
+fn systems_to_measure(default: &str) -> Vec<String> {
+    std::env::var("STRAIT_BENCH_SYSTEMS")
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every partition of `topics` (name, partitions), at its end: what the copy's progress
+/// and the leaders' readiness are read from.
+fn at_end(topics: &[(String, i32)]) -> rdkafka::error::KafkaResult<rdkafka::TopicPartitionList> {
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (topic, partitions) in topics {
+        for p in 0..*partitions {
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::End)?;
+        }
+    }
+    Ok(tpl)
+}
+
 /// The sum of the end offsets of topics (name, partitions), in one request per broker
 /// (1,200 requests one by one took seconds, which blurred the timing); partitions that
 /// cannot be read count 0.
 fn end_offsets_sum(watcher: &BaseConsumer, topics: &[(String, i32)]) -> i64 {
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for (topic, partitions) in topics {
-        for p in 0..*partitions {
-            if tpl
-                .add_partition_offset(topic, p, rdkafka::Offset::End)
-                .is_err()
-            {
-                return 0;
-            }
-        }
-    }
+    let Ok(tpl) = at_end(topics) else {
+        return 0;
+    };
     watcher
         .offsets_for_times(tpl, Duration::from_secs(10))
         .map_or(0, |found| {
@@ -1228,12 +1237,17 @@ impl std::fmt::Display for Goal {
     }
 }
 
+/// `a`'s throughput over `b`'s, run by run.
+fn throughput_ratios(samples: &[Sample], a: &str, b: &str) -> Option<RunRatios> {
+    RunRatios::of(samples, a, b, |s| 1.0 / s.seconds)
+}
+
 /// The ratios the backlog copy reports, each with its goal.
 fn ratio_goals(samples: &[Sample]) -> [(&'static str, Option<RunRatios>, Goal); 10] {
     // Each run's systems ran back to back under the same conditions; the brokers drift over
     // a session (background deletion of earlier runs' topics), so per-run ratios are the
     // fairest comparison.
-    let throughput = |a, b| RunRatios::of(samples, a, b, |s| 1.0 / s.seconds);
+    let throughput = |a, b| throughput_ratios(samples, a, b);
     let cpu = |a, b| RunRatios::of(samples, a, b, |s| s.cpu_seconds);
     let rss = |a, b| RunRatios::of(samples, a, b, |s| s.peak_rss_mb);
     [
@@ -1373,10 +1387,8 @@ fn pool(files: &[String]) -> Result<()> {
             });
         }
         let machine = json["machine"].as_str().unwrap_or("machine not recorded");
-        let own = RunRatios::of(&samples[first_of_file..], "strait", "ceiling", |s| {
-            1.0 / s.seconds
-        });
-        let own_median = own.as_ref().map(RunRatios::median);
+        let own_median = throughput_ratios(&samples[first_of_file..], "strait", "ceiling")
+            .map(|own| own.median());
         println!(
             "{file}: {} measured copies, {machine}{}",
             runs.len(),
@@ -1718,14 +1730,8 @@ fn wait_for_leaders_of(servers: &str, topics: &[(String, i32)]) -> Result<BaseCo
     let expected: i32 = topics.iter().map(|(_, p)| p).sum();
     let started = Instant::now();
     loop {
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for (topic, partitions) in topics {
-            for p in 0..*partitions {
-                tpl.add_partition_offset(topic, p, rdkafka::Offset::End)?;
-            }
-        }
         let ready = probe
-            .offsets_for_times(tpl, Duration::from_secs(10))
+            .offsets_for_times(at_end(topics)?, Duration::from_secs(10))
             .is_ok_and(|found| {
                 found.count() == expected as usize
                     && found.elements().iter().all(|e| e.error().is_ok())

@@ -13,7 +13,7 @@ use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 
 use crate::{
     admin, delete_topics_matching, measure, preload, report, spawn_strait, stop,
-    wait_for_leaders_of, Result, PRIMARY, SECONDARY,
+    systems_to_measure, wait_for_leaders_of, Result, PRIMARY, SECONDARY,
 };
 
 pub fn many_topics(
@@ -30,11 +30,7 @@ pub fn many_topics(
     eprintln!("preloading {records} records of {size} B into {topics} topics ({prefix}-*)");
     let names: Vec<&str> = sources.iter().map(String::as_str).collect();
     preload(&names, records, size, 1, None)?;
-    let systems: Vec<String> = std::env::var("STRAIT_BENCH_SYSTEMS")
-        .unwrap_or_else(|_| "strait,strait-alt".into())
-        .split(',')
-        .map(str::to_string)
-        .collect();
+    let systems = systems_to_measure("strait,strait-alt");
     let mut samples = Vec::new();
     for round in 0..=runs {
         let warming = round == 0;
