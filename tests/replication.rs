@@ -629,6 +629,67 @@ fn refused_record_stops_the_flow_with_a_clear_error() {
     assert_exact_copy(&topic, &topic);
 }
 
+/// A record larger than the target producer's own limit (`message.max.bytes`, checked
+/// before anything is sent) stops the flow too, with an error naming the record and the
+/// limit; neither it nor the records consumed with it are committed past, so a restart
+/// with the limit raised copies everything exactly once.
+#[test]
+fn record_refused_before_sending_is_not_skipped() {
+    let topic = unique("toolarge-client");
+    create_topic(PRIMARY, &topic, 1, &[]);
+    create_topic(SECONDARY, &topic, 1, &[]);
+    let p = producer(PRIMARY);
+    for i in 0..12 {
+        let size = if i == 10 { 20_000 } else { 100 };
+        send(
+            &p,
+            &topic,
+            &Out {
+                partition: 0,
+                key: None,
+                value: Some(vec![b'x'; size]),
+                headers: vec![],
+                timestamp: None,
+            },
+        );
+    }
+    flush(&p);
+    let limited = flow_config(
+        "toolarge-client",
+        &topic,
+        "identity",
+        "[clusters.secondary.properties]\n\"message.max.bytes\" = \"10000\"\n",
+    );
+    let mut strait = Strait::start(&limited);
+    let code = strait.wait_exit(Duration::from_secs(90));
+    assert_eq!(code, Some(1), "{}", strait.logs());
+    let logs = strait.logs();
+    assert!(
+        logs.contains(&format!("{topic}[0] offset 10 ")),
+        "error names the record:\n{logs}"
+    );
+    assert!(
+        logs.contains("20000 bytes") && logs.contains("message.max.bytes, 10000"),
+        "error says the size and the limit to change:\n{logs}"
+    );
+    assert_eq!(
+        count_all(SECONDARY, &topic),
+        10,
+        "the records before the refused one arrived, nothing at or after it"
+    );
+
+    // The same flow (and group), with the limit raised.
+    let mut strait = Strait::start(&limited.replace("\"10000\"", "\"1000000\""));
+    wait_until(
+        Duration::from_secs(60),
+        "all 12 records after the fix",
+        || count_all(SECONDARY, &topic) >= 12,
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_exact_copy(&topic, &topic);
+    assert_eq!(strait.terminate(), Some(0));
+}
+
 /// A target topic deleted while replicating stops the flow with an error that says so;
 /// Strait never re-creates it on its own.
 #[test]

@@ -1105,6 +1105,11 @@ pub(crate) fn run(
         topics: &topics,
     };
     let result = pipeline.forward_until_cancelled(cancel, on_topics);
+    if result.is_err() {
+        // The consumer's position may be past a record taken but not handed to the
+        // producer (the one that failed): only what the target acknowledged counts.
+        lock(progress).position_untrusted = true;
+    }
 
     // Drain and commit whatever happened, then leave the group (which revokes, drains and
     // commits again for the partitions still held).
@@ -1727,7 +1732,25 @@ impl Pipeline<'_> {
                             partition: msg.partition(),
                             offset: source_offset,
                             reason: err.to_string(),
-                            hint: String::new(),
+                            hint: if is_size_error(&err) {
+                                // Refused before sending: the producer's own limit.
+                                let size =
+                                    key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len);
+                                let limit = self
+                                    .spec
+                                    .target
+                                    .properties
+                                    .get("message.max.bytes")
+                                    .map_or("1000000 (librdkafka's default)", String::as_str);
+                                format!(
+                                    "; the record has {size} bytes of key and value, more than \
+                                     the target producer's message.max.bytes, {limit}: raise it \
+                                     in the target cluster's properties (and the target topic's \
+                                     max.message.bytes if needed)"
+                                )
+                            } else {
+                                String::new()
+                            },
                         },
                     });
                 }
