@@ -8,6 +8,7 @@
 //! until its cancellation token fires, or ask [`plan`] what it would replicate.
 
 mod error;
+mod fetch;
 mod flow;
 mod heartbeat;
 mod naming;

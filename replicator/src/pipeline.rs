@@ -16,7 +16,7 @@
 use rustc_hash::FxHashMap;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,7 +24,7 @@ use futures::executor::block_on;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -34,6 +34,7 @@ use strait_offset_sync::{ensure_compacted_topic, FlowIndex, MapWriter, Partition
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::fetch::{FetchQueue, Fetched, SourceRecord, BATCH_SIZE};
 use crate::heartbeat::{OwnTopicsOnTarget, Prepared};
 use crate::produce::{OutgoingHeaders, TargetTopic};
 use crate::provenance::{Provenance, ScanStart, SourcePartition, TailScanner, PROVENANCE_HEADER};
@@ -345,6 +346,9 @@ struct RebalanceContext {
     map: Option<Arc<PersistedMap>>,
     /// Bumped by every rebalance callback: see [`Routes::for_record`].
     assignment_changes: AtomicU64,
+    /// Where assigned partitions' records go (set once the consumer exists; owned by
+    /// [`run`], which destroys it before the consumer).
+    fetch: OnceLock<Weak<FetchQueue<RebalanceContext>>>,
 }
 
 /// The persisted offset map and its writer. Creating the map topic and reading it takes
@@ -481,6 +485,13 @@ impl ConsumerContext for RebalanceContext {
                 let resolved = self.choose_start_offsets(consumer, tpl);
                 // Whatever the outcome, the start-up work waiting for this may go ahead.
                 self.status.mark_started();
+                if let Some(fetch) = self.fetch.get().and_then(Weak::upgrade) {
+                    for e in tpl.elements() {
+                        if !fetch.route(e.topic(), e.partition()) {
+                            debug!(flow = %self.spec.name, topic = e.topic(), partition = e.partition(), "records of this partition come through the consumer's queue");
+                        }
+                    }
+                }
                 if let Err(e) = consumer.incremental_assign(tpl) {
                     lock(&self.progress).fail(ReplicatorError::kafka("assigning partitions", e));
                     return;
@@ -1084,12 +1095,23 @@ pub(crate) fn run(
         topics: topics.clone(),
         map: map.clone(),
         assignment_changes: AtomicU64::new(0),
+        fetch: OnceLock::new(),
     };
-    let consumer: BaseConsumer<RebalanceContext> = consumer_config(spec)
-        .create_with_context(context)
-        .map_err(|e| {
-            ReplicatorError::kafka(format!("creating consumer for '{}'", spec.source.name), e)
-        })?;
+    let consumer: Arc<BaseConsumer<RebalanceContext>> = Arc::new(
+        consumer_config(spec)
+            .create_with_context(context)
+            .map_err(|e| {
+                ReplicatorError::kafka(format!("creating consumer for '{}'", spec.source.name), e)
+            })?,
+    );
+    // Declared after the consumer, so dropped before it on every way out.
+    let fetch = Arc::new(FetchQueue::new(&consumer).ok_or_else(|| {
+        ReplicatorError::Invariant(format!(
+            "the consumer of flow '{}' has no queue of its own",
+            spec.name
+        ))
+    })?);
+    let _ = consumer.context().fetch.set(Arc::downgrade(&fetch));
 
     let mut pipeline = Pipeline {
         spec,
@@ -1103,11 +1125,13 @@ pub(crate) fn run(
         heartbeat_exists,
         own_topics_on_target,
         topics: &topics,
+        fetch: &fetch,
     };
     let result = pipeline.forward_until_cancelled(cancel, on_topics);
     if result.is_err() {
-        // The consumer's position may be past a record taken but not handed to the
-        // producer (the one that failed): only what the target acknowledged counts.
+        // The consumer's position may be past records taken but not handed to the
+        // producer (the rest of a batch, or the record that failed): only what the
+        // target acknowledged counts.
         lock(progress).position_untrusted = true;
     }
 
@@ -1124,6 +1148,7 @@ pub(crate) fn run(
     // Everything was flushed above, so these figures are final.
     pipeline.publish_status();
     consumer.unsubscribe();
+    drop(fetch);
     drop(consumer);
     // A map still loading has had nothing written to it; waiting for its load here held a
     // SIGTERM up by its timeouts (seconds) when the target could not be reached.
@@ -1193,14 +1218,14 @@ impl Routes {
     /// (the tests) check every record's route by name.
     fn for_record(
         &mut self,
-        msg: &BorrowedMessage<'_>,
+        msg: &SourceRecord<'_>,
         assignment_changes: u64,
     ) -> Option<&mut Route> {
         if assignment_changes != self.handles_learned_at {
             self.by_handle.clear();
             self.handles_learned_at = assignment_changes;
         }
-        let handle = msg.topic_ptr() as usize;
+        let handle = msg.topic_handle();
         let index = match self.by_handle.get(&handle) {
             Some(&index) => index,
             None => {
@@ -1298,6 +1323,7 @@ struct Pipeline<'a> {
     /// target were prepared (see [`Prepared::on_target`]).
     own_topics_on_target: Option<OwnTopicsOnTarget>,
     topics: &'a Mutex<TargetTopics>,
+    fetch: &'a FetchQueue<RebalanceContext>,
 }
 
 impl Pipeline<'_> {
@@ -1410,31 +1436,38 @@ impl Pipeline<'_> {
         }
         let mut next_refresh = Instant::now() + self.spec.refresh_interval;
         let mut next_commit = Instant::now() + self.spec.tuning.commit_interval;
-        let mut since_producer_poll = 0u32;
 
         loop {
-            // Delivery reports, failure checks, cancellation and timers are served every
-            // 256 records (or when idle): often enough to keep them flowing, without a
-            // poll, a lock and a clock read per record. (`is_cancelled` takes a mutex.)
-            match self.consumer.poll(Duration::from_millis(100)) {
+            // The consumer's own queue: rebalances (whose callbacks run here, so never in
+            // the middle of a batch), commits and errors; and the records of a partition
+            // that could not be routed to the fetch queue.
+            let mut served_records = false;
+            match self.consumer.poll(Duration::ZERO) {
                 None => {}
                 Some(Err(e)) => self.on_consumer_error(e)?,
                 Some(Ok(msg)) => {
-                    if !self.forward(&msg, cancel)? {
+                    served_records = true;
+                    if !self.forward(&SourceRecord::of(&msg), cancel)? {
                         lock(self.progress).position_untrusted = true;
                         return Ok(());
                     }
-                    since_producer_poll += 1;
-                    if since_producer_poll < 256 {
-                        continue;
-                    }
                 }
             }
+            // Waits (for a record or a consumer event) only when there is nothing to do.
+            let wait = (!served_records).then_some(Duration::from_millis(100));
+            let fetched = self.fetch.take(wait);
+            if !self.forward_batch(&fetched, cancel)? {
+                lock(self.progress).position_untrusted = true;
+                return Ok(());
+            }
+            drop(fetched);
+            // Delivery reports, failure checks, cancellation and timers are served once a
+            // batch (up to 256 records): often enough to keep them flowing, without a poll,
+            // a lock and a clock read per record. (`is_cancelled` takes a mutex.)
             if cancel.is_cancelled() {
                 return Ok(());
             }
             serve_delivery_reports(self.producer);
-            since_producer_poll = 0;
             let failure = lock(self.progress).take_failure(self.producer, &self.spec.target.name);
             if let Some(err) = failure {
                 return Err(err);
@@ -1593,11 +1626,32 @@ impl Pipeline<'_> {
         }
     }
 
+    /// Hands a batch of records to the producer, in order. Returns `false` if cancelled
+    /// while waiting for room in the producer queue; the rest of the batch then stays
+    /// uncommitted.
+    fn forward_batch(
+        &mut self,
+        fetched: &Fetched<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<bool, ReplicatorError> {
+        for record in fetched.records() {
+            match record {
+                Ok(record) => {
+                    if !self.forward(&record, cancel)? {
+                        return Ok(false);
+                    }
+                }
+                Err(e) => self.on_consumer_error(e)?,
+            }
+        }
+        Ok(true)
+    }
+
     /// Hands one record to the producer. Returns `false` if cancelled while waiting for
     /// room in the producer queue; the record then stays uncommitted.
     fn forward(
         &mut self,
-        msg: &BorrowedMessage<'_>,
+        msg: &SourceRecord<'_>,
         cancel: &CancellationToken,
     ) -> Result<bool, ReplicatorError> {
         let assignment_changes = self
@@ -1612,7 +1666,7 @@ impl Pipeline<'_> {
             )));
         };
         let source_offset = msg.offset();
-        let timestamp = msg.timestamp().to_millis();
+        let timestamp = msg.timestamp();
         let idx = msg.partition() as usize;
         if route.sent.len() <= idx {
             route.sent.resize_with(idx + 1, SentRecords::default);
@@ -1622,21 +1676,25 @@ impl Pipeline<'_> {
             // The consumer handed over a record this pipeline already sent. librdkafka
             // does that at a rebalance: it pauses every assigned partition, and the pause
             // (on librdkafka's thread) saves the application's position to resume from,
-            // which can race with this thread taking the next record off the queue and
-            // only then moving that position past it (rd_kafka_fetch_op_app_prepare), so
-            // the record is fetched again after the resume. Seen as a one-record rewind
-            // a few ms after a rebalance. The producer is idempotent and never times a
-            // record out, so the first copy arrives or the flow stops; a second would be
-            // a duplicate.
+            // which can race with this thread taking a batch off the queue and only then
+            // moving that position past it (rd_kafka_q_serve_rkmessages), so the batch's
+            // records of that partition are fetched again after the resume. Seen (when
+            // records were taken one at a time) as a one-record rewind a few ms after a
+            // rebalance. The producer is idempotent and never times a record out, so the
+            // first copy arrives or the flow stops; a second would be a duplicate.
             if !sent.rewound {
                 sent.rewound = true;
                 let (flow, topic, partition) = (&self.spec.name, msg.topic(), msg.partition());
-                if sent.last_sent == Some(source_offset) {
-                    // Exactly the race above: expected now and then, and harmless.
+                let within_a_batch = sent
+                    .last_sent
+                    .is_some_and(|last| last - source_offset < BATCH_SIZE as i64);
+                if within_a_batch {
+                    // The race above: expected now and then, and harmless.
                     info!(
                         flow = %flow, topic, partition, offset = source_offset,
-                        "the source consumer handed over the last record sent again (a \
-                         librdkafka race at rebalances); skipping it"
+                        last_sent = ?sent.last_sent,
+                        "the source consumer handed over records of the last batch again (a \
+                         librdkafka race at rebalances); skipping them"
                     );
                 } else {
                     warn!(
@@ -1656,13 +1714,13 @@ impl Pipeline<'_> {
         let route = &*route;
         let target_topic = &route.target_topic;
         let source_headers = msg.headers();
-        let count = source_headers.map_or(0, |h| h.count()) + usize::from(stamp);
+        let count = source_headers.count() + usize::from(stamp);
         // A header list costs allocations in librdkafka; build one only when needed.
         let mut headers = None;
         if count > 0 {
             let list = headers.insert(OutgoingHeaders::with_capacity(count));
-            for h in source_headers.iter().flat_map(|h| h.iter()) {
-                list.add(h.key, h.value);
+            for (name, value) in source_headers.iter() {
+                list.add(name, value);
             }
             if stamp {
                 Provenance::encode_with_prefix(

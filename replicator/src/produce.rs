@@ -185,7 +185,8 @@ impl OutgoingHeaders {
 
     /// Adds a header; a `None` value stays distinct from an empty one. Names are passed
     /// with their length, so they need not be valid C strings.
-    pub(crate) fn add(&mut self, name: &str, value: Option<&[u8]>) {
+    pub(crate) fn add(&mut self, name: impl AsRef<[u8]>, value: Option<&[u8]>) {
+        let name = name.as_ref();
         let (value, size) = match value {
             // An empty slice's pointer is not null, so an empty value stays empty.
             Some(v) => (v.as_ptr().cast::<c_void>(), v.len() as isize),
