@@ -8,11 +8,24 @@
 //! that keeps them pays. `CEILING_DROP_HEADERS=1` drops them instead: a loop that is not a
 //! faithful copy, measured by the bench as `ceiling-bare` for comparison.
 //!
+//! The loop takes records one at a time with rust-rdkafka's `poll`. Strait takes them in
+//! batches (replicator/src/fetch.rs), which saves librdkafka's and rust-rdkafka's
+//! per-call costs; `CEILING_BATCH=1` does the same here (each partition's records
+//! forwarded to a queue of the loop's own, read with `rd_kafka_consume_batch_queue`, up
+//! to 256 at a time), measured by the bench as `ceiling-batch`: what Strait costs beyond a
+//! loop that consumes the way it does.
+//!
 //! ceiling SOURCE_SERVERS TARGET_SERVERS SOURCE_TOPIC TARGET_TOPIC
 //! Exits after copying every record that was in SOURCE_TOPIC when it started.
 
+// Only the batch mode's queue (`BatchQueue`) and its records are read through librdkafka's
+// C API, as in replicator/src/fetch.rs.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString};
 use std::time::Duration;
 
+use rdkafka::bindings as rd;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -72,11 +85,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         remaining += high - low;
         assignment.add_partition_offset(topic, p, rdkafka::Offset::Beginning)?;
     }
+    // Forwarded before the assignment, so that no record reaches the consumer's queue.
+    let batches = match std::env::var_os("CEILING_BATCH") {
+        Some(_) => Some(BatchQueue::new(&consumer, topic, partitions)?),
+        None => None,
+    };
     consumer.assign(&assignment)?;
     let keep_headers = std::env::var_os("CEILING_DROP_HEADERS").is_none();
     // Experiment: CEILING_ADD_HEADER=1 adds a 40-byte header per record (what a provenance
     // header on every copy costs).
     let add_header = std::env::var_os("CEILING_ADD_HEADER").is_some();
+    if let Some(queue) = batches {
+        queue.copy_all(&consumer, &producer, dest, remaining, keep_headers)?;
+        producer.flush(Duration::from_secs(120))?;
+        return Ok(());
+    }
     let mut since_poll = 0u32;
     while remaining > 0 {
         let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
@@ -135,6 +158,147 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     producer.flush(Duration::from_secs(120))?;
     Ok(())
+}
+
+/// `CEILING_BATCH=1`: a queue of the loop's own that every partition's records are
+/// forwarded to, read in batches.
+struct BatchQueue(*mut rd::rd_kafka_queue_t);
+
+impl BatchQueue {
+    fn new(
+        consumer: &BaseConsumer,
+        topic: &str,
+        partitions: i32,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
+        let rk = consumer.client().native_ptr();
+        let name = CString::new(topic)?;
+        // SAFETY: the client outlives the queue (dropped at the end of main, after it);
+        // each partition queue handle is destroyed once forwarded.
+        unsafe {
+            let queue = Self(rd::rd_kafka_queue_new(rk));
+            for partition in 0..partitions {
+                let of_partition = rd::rd_kafka_queue_get_partition(rk, name.as_ptr(), partition);
+                if of_partition.is_null() {
+                    return Err(format!("no queue for {topic}[{partition}]").into());
+                }
+                rd::rd_kafka_queue_forward(of_partition, queue.0);
+                rd::rd_kafka_queue_destroy(of_partition);
+            }
+            Ok(queue)
+        }
+    }
+
+    /// Copies `remaining` records, as the per-record loop does, a batch at a time; the
+    /// consumer's own queue (statistics only: no group, no rebalance) is polled once a
+    /// batch, as Strait does.
+    fn copy_all(
+        &self,
+        consumer: &BaseConsumer,
+        producer: &BaseProducer,
+        dest: &str,
+        mut remaining: i64,
+        keep_headers: bool,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let mut batch: Vec<*mut rd::rd_kafka_message_t> = Vec::with_capacity(256);
+        while remaining > 0 {
+            let _ = consumer.poll(Duration::ZERO);
+            // SAFETY: librdkafka writes at most the given count of pointers, each to a
+            // record we own until it is destroyed below.
+            unsafe {
+                let mut taken =
+                    rd::rd_kafka_consume_batch_queue(self.0, 0, batch.as_mut_ptr(), 256);
+                if taken == 0 {
+                    // Waiting for a full batch would wait the whole timeout: one record.
+                    taken = rd::rd_kafka_consume_batch_queue(self.0, 100, batch.as_mut_ptr(), 1);
+                }
+                batch.set_len(taken.max(0) as usize);
+            }
+            for &msg in &batch {
+                // SAFETY: a record of this batch, alive until destroyed after the loop.
+                let result = unsafe { copy_one(producer, dest, msg, keep_headers) };
+                if let Err(e) = result {
+                    for &m in &batch {
+                        // SAFETY: as below.
+                        unsafe { rd::rd_kafka_message_destroy(m) };
+                    }
+                    return Err(e);
+                }
+            }
+            remaining -= batch.len() as i64;
+            for &msg in &batch {
+                // SAFETY: each record is ours and no longer read.
+                unsafe { rd::rd_kafka_message_destroy(msg) };
+            }
+            batch.clear();
+            serve_delivery_reports(producer);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BatchQueue {
+    fn drop(&mut self) {
+        // SAFETY: the queue is ours; the consumer is still alive (see `new`).
+        unsafe { rd::rd_kafka_queue_destroy(self.0) }
+    }
+}
+
+/// Sends a copy of one record taken from a [`BatchQueue`], as the per-record loop does.
+///
+/// # Safety
+/// `msg` must be a live record of the consumer.
+unsafe fn copy_one(
+    producer: &BaseProducer,
+    dest: &str,
+    msg: *mut rd::rd_kafka_message_t,
+    keep_headers: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let raw = unsafe { &*msg };
+    if raw.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        return Err(format!("consumer error: {:?}", RDKafkaErrorCode::from(raw.err)).into());
+    }
+    let bytes = |ptr: *mut std::ffi::c_void, len: usize| {
+        (!ptr.is_null()).then(|| unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
+    };
+    let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(dest).partition(raw.partition);
+    let mut list = std::ptr::null_mut();
+    let has_headers = keep_headers
+        && unsafe { rd::rd_kafka_message_headers(msg, &mut list) }
+            == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
+    if has_headers {
+        let count = unsafe { rd::rd_kafka_header_cnt(list) };
+        let mut headers = OwnedHeaders::new_with_capacity(count);
+        for idx in 0..count {
+            let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0);
+            unsafe { rd::rd_kafka_header_get_all(list, idx, &mut name, &mut value, &mut size) };
+            headers = headers.insert(Header {
+                key: unsafe { CStr::from_ptr(name) }.to_str()?,
+                value: bytes(value.cast_mut(), size),
+            });
+        }
+        record = record.headers(headers);
+    }
+    if let Some(k) = bytes(raw.key, raw.key_len) {
+        record = record.key(k);
+    }
+    if let Some(v) = bytes(raw.payload, raw.len) {
+        record = record.payload(v);
+    }
+    let mut kind = rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+    let ts = unsafe { rd::rd_kafka_message_timestamp(msg, &mut kind) };
+    if ts != -1 {
+        record = record.timestamp(ts);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                producer.poll(Duration::from_millis(20));
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
 }
 
 /// Serves every delivery report that has arrived: `poll(Duration::ZERO)` serves at most

@@ -21,7 +21,8 @@
 //!   moments copies took over 200 ms;
 //! - `CEILING_CONSUMER_EXTRA='key=value;…'` adds consumer settings to the ceiling;
 //! - `STRAIT_BENCH_SYSTEMS=strait,ceiling,ceiling-bare` also measures the loop without
-//!   the source's headers (see bench/src/bin/ceiling.rs);
+//!   the source's headers, and `…,ceiling-batch` the loop taking records in batches as
+//!   Strait does (see bench/src/bin/ceiling.rs);
 //! - `STRAIT_BENCH_SYSTEMS=strait,strait-alt,ceiling` with
 //!   `STRAIT_BENCH_ALT='STRAIT__TUNING__CONSUMER_QUEUE_KBYTES=8192;…'` measures Strait
 //!   with other settings (environment overrides) beside the defaults, in the same runs;
@@ -267,10 +268,13 @@ fn backlog(
                 "strait-nosync" => spawn_strait(&bin_dir, &dir, &alias, &source, false, false)?,
                 "strait-alt" => spawn_strait(&bin_dir, &dir, &alias, &source, true, true)?,
                 "mm2" => mm2::spawn(&dir, &alias, &source)?,
-                "ceiling" | "ceiling-bare" => {
+                "ceiling" | "ceiling-bare" | "ceiling-batch" => {
                     let mut ceiling = wrapped(bin_dir.join("ceiling"));
                     if system == "ceiling-bare" {
                         ceiling.env("CEILING_DROP_HEADERS", "1");
+                    }
+                    if system == "ceiling-batch" {
+                        ceiling.env("CEILING_BATCH", "1");
                     }
                     ceiling
                         .args([PRIMARY, SECONDARY, &source, &target])
@@ -1243,7 +1247,7 @@ fn throughput_ratios(samples: &[Sample], a: &str, b: &str) -> Option<RunRatios> 
 }
 
 /// The ratios the backlog copy reports, each with its goal.
-fn ratio_goals(samples: &[Sample]) -> [(&'static str, Option<RunRatios>, Goal); 10] {
+fn ratio_goals(samples: &[Sample]) -> [(&'static str, Option<RunRatios>, Goal); 11] {
     // Each run's systems ran back to back under the same conditions; the brokers drift over
     // a session (background deletion of earlier runs' topics), so per-run ratios are the
     // fairest comparison.
@@ -1264,6 +1268,11 @@ fn ratio_goals(samples: &[Sample]) -> [(&'static str, Option<RunRatios>, Goal); 
         (
             "throughput, Strait / bare loop (drops headers)",
             throughput("strait", "ceiling-bare"),
+            Goal::None,
+        ),
+        (
+            "throughput, Strait / batch loop (consumes in batches, as Strait)",
+            throughput("strait", "ceiling-batch"),
             Goal::None,
         ),
         (
@@ -1471,6 +1480,7 @@ fn report(samples: &[Sample], records: u64, size: usize) -> serde_json::Value {
         "mm2",
         "ceiling",
         "ceiling-bare",
+        "ceiling-batch",
     ] {
         let Some(secs) = median_of(samples, system, |s| s.seconds) else {
             continue;
