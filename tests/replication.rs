@@ -572,19 +572,15 @@ fn two_instances_share(headers: bool) {
     );
 }
 
-/// A record the target refuses stops the flow with an error naming the record; nothing
-/// is skipped: once the operator raises the limit, a restart copies everything exactly once.
-#[test]
-fn refused_record_stops_the_flow_with_a_clear_error() {
-    let topic = unique("toolarge");
-    create_topic(PRIMARY, &topic, 1, &[]);
-    create_topic(SECONDARY, &topic, 1, &[("max.message.bytes", "4096")]);
+/// Writes 12 records of 100 bytes to partition 0 of `topic`, except the one at offset 10,
+/// which has 20,000.
+fn write_twelve_with_a_large_eleventh(topic: &str) {
     let p = producer(PRIMARY);
     for i in 0..12 {
         let size = if i == 10 { 20_000 } else { 100 };
         send(
             &p,
-            &topic,
+            topic,
             &Out {
                 partition: 0,
                 key: None,
@@ -595,6 +591,28 @@ fn refused_record_stops_the_flow_with_a_clear_error() {
         );
     }
     flush(&p);
+}
+
+/// Waits until all 12 records of [`write_twelve_with_a_large_eleventh`] are on the
+/// target, then checks that each is there exactly once.
+fn all_twelve_copied_exactly_once(topic: &str) {
+    wait_until(
+        Duration::from_secs(60),
+        "all 12 records after the fix",
+        || count_all(SECONDARY, topic) >= 12,
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_exact_copy(topic, topic);
+}
+
+/// A record the target refuses stops the flow with an error naming the record; nothing
+/// is skipped: once the operator raises the limit, a restart copies everything exactly once.
+#[test]
+fn refused_record_stops_the_flow_with_a_clear_error() {
+    let topic = unique("toolarge");
+    create_topic(PRIMARY, &topic, 1, &[]);
+    create_topic(SECONDARY, &topic, 1, &[("max.message.bytes", "4096")]);
+    write_twelve_with_a_large_eleventh(&topic);
     let mut strait = Strait::start(&flow_config("toolarge", &topic, "identity", ""));
     let code = strait.wait_exit(Duration::from_secs(90));
     assert_eq!(code, Some(1), "{}", strait.logs());
@@ -620,13 +638,7 @@ fn refused_record_stops_the_flow_with_a_clear_error() {
     .unwrap();
     assert!(altered.iter().all(Result::is_ok));
     strait.restart();
-    wait_until(
-        Duration::from_secs(60),
-        "all 12 records after the fix",
-        || count_all(SECONDARY, &topic) >= 12,
-    );
-    std::thread::sleep(Duration::from_secs(1));
-    assert_exact_copy(&topic, &topic);
+    all_twelve_copied_exactly_once(&topic);
 }
 
 /// A record larger than the target producer's own limit (`message.max.bytes`, checked
@@ -638,22 +650,7 @@ fn record_refused_before_sending_is_not_skipped() {
     let topic = unique("toolarge-client");
     create_topic(PRIMARY, &topic, 1, &[]);
     create_topic(SECONDARY, &topic, 1, &[]);
-    let p = producer(PRIMARY);
-    for i in 0..12 {
-        let size = if i == 10 { 20_000 } else { 100 };
-        send(
-            &p,
-            &topic,
-            &Out {
-                partition: 0,
-                key: None,
-                value: Some(vec![b'x'; size]),
-                headers: vec![],
-                timestamp: None,
-            },
-        );
-    }
-    flush(&p);
+    write_twelve_with_a_large_eleventh(&topic);
     let limited = flow_config(
         "toolarge-client",
         &topic,
@@ -680,13 +677,7 @@ fn record_refused_before_sending_is_not_skipped() {
 
     // The same flow (and group), with the limit raised.
     let mut strait = Strait::start(&limited.replace("\"10000\"", "\"1000000\""));
-    wait_until(
-        Duration::from_secs(60),
-        "all 12 records after the fix",
-        || count_all(SECONDARY, &topic) >= 12,
-    );
-    std::thread::sleep(Duration::from_secs(1));
-    assert_exact_copy(&topic, &topic);
+    all_twelve_copied_exactly_once(&topic);
     assert_eq!(strait.terminate(), Some(0));
 }
 

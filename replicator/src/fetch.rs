@@ -130,7 +130,7 @@ impl<C: ConsumerContext> FetchQueue<C> {
         } else if let Some(wait) = wait {
             // A batch call waits until the batch is full: ask for one record, then come
             // back for the rest without waiting.
-            // SAFETY: the queue is alive and both its lengths are thread-safe reads.
+            // SAFETY: the consumer queue is alive; its length is read under its lock.
             let events_waiting = unsafe { rd::rd_kafka_queue_length(self.consumer_queue.as_ptr()) };
             if events_waiting == 0 {
                 let timeout_ms = wait.as_millis().min(i32::MAX as u128) as i32;
