@@ -40,7 +40,7 @@ use crate::produce::{OutgoingHeaders, TargetTopic};
 use crate::provenance::{Provenance, ScanStart, SourcePartition, TailScanner, PROVENANCE_HEADER};
 use crate::status::{FlowStatus, PartitionStatus, TopicStatus};
 use crate::topics::{apply_cluster, client_config, discover, learn_partitions, TargetTopics};
-use crate::{offsets_of, FlowSpec, ReplicatorError, StartFrom};
+use crate::{offsets_of, ClusterSpec, FlowSpec, ReplicatorError, StartFrom};
 
 /// Commit metadata prefix; the rest is the target offset after the committed prefix.
 const COMMIT_METADATA_PREFIX: &str = "strait:t=";
@@ -132,6 +132,19 @@ fn size_hint(topic: &str, partition: i32, offset: i64, size: usize) -> String {
     format!(
         "; the largest record in the refused batch is {topic}[{partition}] offset {offset} \
          ({size} bytes of key and value): raise the target topic's max.message.bytes"
+    )
+}
+
+/// For a record refused before it was sent: the target producer's own limit.
+fn producer_limit_hint(target: &ClusterSpec, size: usize) -> String {
+    let limit = target
+        .properties
+        .get("message.max.bytes")
+        .map_or("1000000 (librdkafka's default)", String::as_str);
+    format!(
+        "; the record has {size} bytes of key and value, more than the target producer's \
+         message.max.bytes, {limit}: raise it in the target cluster's properties (and the \
+         target topic's max.message.bytes if needed)"
     )
 }
 
@@ -1791,21 +1804,9 @@ impl Pipeline<'_> {
                             offset: source_offset,
                             reason: err.to_string(),
                             hint: if is_size_error(&err) {
-                                // Refused before sending: the producer's own limit.
                                 let size =
                                     key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len);
-                                let limit = self
-                                    .spec
-                                    .target
-                                    .properties
-                                    .get("message.max.bytes")
-                                    .map_or("1000000 (librdkafka's default)", String::as_str);
-                                format!(
-                                    "; the record has {size} bytes of key and value, more than \
-                                     the target producer's message.max.bytes, {limit}: raise it \
-                                     in the target cluster's properties (and the target topic's \
-                                     max.message.bytes if needed)"
-                                )
+                                producer_limit_hint(&self.spec.target, size)
                             } else {
                                 String::new()
                             },

@@ -139,16 +139,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Some(ts) = msg.timestamp().to_millis() {
             record = record.timestamp(ts);
         }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(20));
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
+        send_waiting_for_room(&producer, record)?;
         remaining -= 1;
         since_poll += 1;
         if since_poll >= 256 {
@@ -289,6 +280,14 @@ unsafe fn copy_one(
     if ts != -1 {
         record = record.timestamp(ts);
     }
+    send_waiting_for_room(producer, record)
+}
+
+/// Sends `record`, serving delivery reports while the producer queue is full.
+fn send_waiting_for_room(
+    producer: &BaseProducer,
+    mut record: BaseRecord<'_, [u8], [u8]>,
+) -> Result<(), Box<dyn std::error::Error>> {
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
