@@ -575,8 +575,51 @@ impl Config {
                 }
             }
         }
+        self.refuse_identity_loops()?;
         if let Some(m) = &self.migration {
             self.validate_migration(m)?;
+        }
+        Ok(())
+    }
+
+    /// Two flows with identity naming in opposite directions between the same two
+    /// clusters copy each other's copies back for ever (Strait replicates one way per
+    /// pair of clusters), unless they select topics no name could match in both. That is
+    /// proven only for lists of plain topic names; any other regex is refused.
+    fn refuse_identity_loops(&self) -> Result<()> {
+        let same_cluster = |a: &str, b: &str| {
+            a == b
+                || match (self.clusters.get(a), self.clusters.get(b)) {
+                    (Some(a), Some(b)) => {
+                        normalize_servers(&a.bootstrap_servers)
+                            == normalize_servers(&b.bootstrap_servers)
+                    }
+                    _ => false,
+                }
+        };
+        let identity: Vec<(&String, &FlowConfig)> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| f.naming == Naming::Identity)
+            .collect();
+        for (i, (name, flow)) in identity.iter().enumerate() {
+            for (other_name, other) in &identity[i + 1..] {
+                let opposite = same_cluster(&flow.source, &other.target)
+                    && same_cluster(&flow.target, &other.source);
+                if opposite && may_select_the_same_topic(&flow.topics, &other.topics) {
+                    bail!(
+                        "flows.{other_name}: flows '{name}' ('{}' → '{}') and '{other_name}' \
+                         ('{}' → '{}') both use identity naming in opposite directions, so each \
+                         would copy the other's copies back, for ever. Two-way replication under \
+                         the same topic names is not supported: use naming = \"prefix\" on one \
+                         of them, or give both flows lists of plain topic names that share none",
+                        flow.source,
+                        flow.target,
+                        other.source,
+                        other.target
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -823,6 +866,24 @@ fn check_name(field: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether some topic name could be selected by a regex of `a` and one of `b`. Exact for
+/// plain names (where `.` is the only regex character, matching any one character);
+/// any other regex may match anything, as far as this can tell.
+fn may_select_the_same_topic(a: &[String], b: &[String]) -> bool {
+    let plain = |p: &String| p.chars().all(is_topic_char);
+    if !a.iter().chain(b).all(plain) {
+        return true;
+    }
+    a.iter().any(|x| {
+        b.iter().any(|y| {
+            x.len() == y.len()
+                && x.bytes()
+                    .zip(y.bytes())
+                    .all(|(c, d)| c == d || c == b'.' || d == b'.')
+        })
+    })
+}
+
 fn is_topic_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
@@ -862,6 +923,26 @@ fn offset_sync_client_config(cluster: &ClusterSpec, flow: &str) -> rdkafka::Clie
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topic_lists_that_could_share_a_topic() {
+        let list = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let overlap = |a: &[&str], b: &[&str]| may_select_the_same_topic(&list(a), &list(b));
+        assert!(!overlap(&["orders"], &["payments"]));
+        assert!(!overlap(&["orders", "audit"], &["payments", "ordersx"]));
+        assert!(overlap(&["orders", "audit"], &["payments", "orders"]));
+        assert!(
+            overlap(&["orders.eu"], &["orders-eu"]),
+            "'.' matches any character"
+        );
+        assert!(overlap(&["ab.c"], &["a.bc"]), "both match abbc");
+        assert!(!overlap(&["orders.eu"], &["orders.us"]));
+        assert!(overlap(&["orders"], &[".*"]), "a regex may match anything");
+        assert!(
+            overlap(&["orders.*"], &["payments"]),
+            "a regex may match anything"
+        );
+    }
 
     #[test]
     fn secrets_are_redacted_in_debug() {

@@ -163,8 +163,11 @@ pub fn translate_group(
         .collect();
     let copies = copies_on_target(&spec, source_reachable, &ends)
         .context("reading the copies after the persisted offset map on the target")?;
+    // Copies the scan could not name are of records below the source's log start, and
+    // a committed offset below it is translated from the log start (see
+    // `groups::translate_group`), so the named copies are all a translation needs.
     for (end, copies) in ends.iter().zip(copies) {
-        index.add_copies(&end.source_topic, end.partition, &copies);
+        index.add_copies(&end.source_topic, end.partition, &copies.pairs);
     }
 
     let rename = |t: &str| spec.naming.target_topic(&spec.source.name, t);

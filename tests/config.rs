@@ -85,6 +85,45 @@ fn identity_to_the_same_cluster_is_rejected() {
 }
 
 #[test]
+fn identity_flows_in_opposite_directions_are_rejected() {
+    let both = |a_topics: &str, b_topics: &str, b_naming: &str| {
+        format!(
+            "{CLUSTERS}\n[flows.east]\nsource = \"primary\"\ntarget = \"secondary\"\ntopics = {a_topics}\nnaming = \"identity\"\n\
+             [flows.west]\nsource = \"secondary\"\ntarget = \"primary\"\ntopics = {b_topics}\nnaming = \"{b_naming}\""
+        )
+    };
+    assert_rejected(
+        &both(r#"["orders"]"#, r#"["orders"]"#, "identity"),
+        &[
+            "'east'",
+            "'west'",
+            "opposite directions",
+            "for ever",
+            "prefix",
+        ],
+    );
+    // A regex could select a topic of the other list: refused, as nothing proves otherwise.
+    assert_rejected(
+        &both(r#"[".*"]"#, r#"["payments"]"#, "identity"),
+        &["'east'", "'west'"],
+    );
+    // The same cluster under two names is caught by its bootstrap servers.
+    let alias = format!(
+        "{CLUSTERS}\n[clusters.again]\nbootstrap_servers = \"localhost:19092\"\n\
+         [flows.east]\nsource = \"primary\"\ntarget = \"secondary\"\ntopics = [\"orders\"]\nnaming = \"identity\"\n\
+         [flows.west]\nsource = \"secondary\"\ntarget = \"again\"\ntopics = [\"orders\"]\nnaming = \"identity\""
+    );
+    assert_rejected(&alias, &["opposite directions"]);
+    for fine in [
+        both(r#"["orders"]"#, r#"["payments"]"#, "identity"),
+        both(r#"[".*"]"#, r#"[".*"]"#, "prefix"),
+    ] {
+        let (ok, text) = check(&fine, &[]);
+        assert!(ok, "{fine}\n{text}");
+    }
+}
+
+#[test]
 fn two_flows_writing_the_same_topics_are_rejected() {
     let config = format!(
         "{CLUSTERS}\n[clusters.third]\nbootstrap_servers = \"127.0.0.1:39092\"\n\

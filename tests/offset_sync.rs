@@ -297,6 +297,70 @@ fn cut_over_sweep_is_exact() {
     eprintln!("{checked} stop points exact");
 }
 
+/// The remedy for a damaged offset map is to delete its topic: the map is rebuilt from
+/// the copies on the target. Rebuilt after the source's log start moved past the first
+/// copies (retention, DeleteRecords), it must still name every copy whose original the
+/// source holds (a copy between anchors is named by comparing it with its original), so
+/// replication goes on and every translation is exact.
+#[test]
+fn a_map_rebuilt_after_the_source_log_start_moved_translates_exactly() {
+    const FIRST: i64 = 5_000;
+    const LOG_START: i64 = 2_500;
+    const MORE: i64 = 500;
+    let topic = unique("rebuild");
+    let target = format!("primary.{topic}");
+    create_topic(PRIMARY, &topic, 1, &[]);
+    produce_simple(PRIMARY, &topic, 1, FIRST as usize, "before");
+    let flow = "rebuild";
+    let mut strait = Strait::start(&flow_config(flow, &topic, "prefix", ""));
+    let copied = |n: i64| {
+        partition_count(SECONDARY, &target).is_some() && end_offsets(SECONDARY, &target) >= n
+    };
+    wait_until(Duration::from_secs(60), "the first records copied", || {
+        copied(FIRST)
+    });
+    assert_eq!(strait.terminate(), Some(0), "{}", strait.logs());
+
+    delete_records_before(PRIMARY, &topic, &[(0, LOG_START)]);
+    delete_topic(SECONDARY, &format!("__strait.offsets.{flow}"));
+    strait.restart();
+    wait_until(
+        Duration::from_secs(60),
+        "the map rebuilt and the flow assigned",
+        || strait.logs().contains("partitions assigned"),
+    );
+    produce_simple(PRIMARY, &topic, 1, MORE as usize, "after");
+    wait_until(
+        Duration::from_secs(60),
+        "the records written after the rebuild copied",
+        || copied(FIRST + MORE),
+    );
+    let logs = strait.logs();
+    assert!(!logs.contains("flow interrupted"), "{logs}");
+
+    let source = read_all(PRIMARY, &topic).remove(&0).unwrap();
+    let copies = read_all(SECONDARY, &target).remove(&0).unwrap();
+    assert_eq!(copies.len() as i64, FIRST + MORE, "each record copied once");
+    // Below the log start, a group's next record on the source is the log start's.
+    for committed in [1_500, LOG_START, LOG_START + 1, 2_700, 3_999, 4_001, 5_200] {
+        let group = unique("rebuild-app");
+        commit_offsets(PRIMARY, &group, &topic, &[(0, committed)]);
+        apply_until_exact(&strait.config, flow, &group);
+        let translated = committed_offset(SECONDARY, &group, &target, 0)
+            .unwrap_or_else(|| panic!("no offset written for a commit at {committed}"));
+        let next = committed.max(LOG_START);
+        let original = source.iter().find(|r| r.offset == next).unwrap();
+        let copy = &copies[translated as usize];
+        assert_eq!(
+            copy.without_provenance(),
+            original.content(),
+            "committed {committed}: translated to target offset {translated}, which must hold \
+             the copy of source offset {next}"
+        );
+    }
+    assert_eq!(strait.terminate(), Some(0));
+}
+
 /// Group states (active, excluded, never committed), idle and empty topics, and an offset
 /// below the source log start; with `prefix` naming and the daemon's group sync.
 #[test]

@@ -375,14 +375,40 @@ fn partitions_assigned_before_the_flow_refreshes_are_replicated() {
 /// every source record is on the target exactly once.
 #[test]
 fn restarts_and_kill9_leave_each_record_exactly_once() {
+    let topic = unique("crash");
+    interrupt_under_a_live_producer(&topic);
+    assert_exact_copy(&topic, &format!("primary.{topic}"));
+}
+
+/// The same on a target topic that stamps records with the broker's clock
+/// (`message.timestamp.type=LogAppendTime`, a common platform default): copies between
+/// anchors differ from their originals in the timestamp alone, and must still be
+/// recognised after a crash, or every restart copies up to an interval of records again.
+#[test]
+fn kill9_on_a_log_append_time_target_leaves_each_record_exactly_once() {
+    let topic = unique("crash-lat");
+    let target = format!("primary.{topic}");
+    create_topic(
+        SECONDARY,
+        &target,
+        6,
+        &[("message.timestamp.type", "LogAppendTime")],
+    );
+    interrupt_under_a_live_producer(&topic);
+    assert_exact_copy_but_timestamps(&topic, &target);
+}
+
+/// Copies `topic` (created here, on the primary) while a producer writes to it, with three
+/// `kill -9` and one graceful stop of Strait mid-stream, and waits until every record has
+/// arrived (plus a moment for a duplicate to show up). The caller checks the copy.
+fn interrupt_under_a_live_producer(topic: &str) {
     use rand::Rng;
     const PRELOAD: usize = 50_000;
     const LIVE: usize = 100_000;
-    let topic = unique("crash");
-    create_topic(PRIMARY, &topic, 6, &[]);
-    produce_simple(PRIMARY, &topic, 6, PRELOAD, "preload");
+    create_topic(PRIMARY, topic, 6, &[]);
+    produce_simple(PRIMARY, topic, 6, PRELOAD, "preload");
     let live = {
-        let topic = topic.clone();
+        let topic = topic.to_string();
         // About 2,500 records/s for about 40 s, so every interruption lands mid-stream.
         std::thread::spawn(move || {
             let p = producer(PRIMARY);
@@ -403,7 +429,7 @@ fn restarts_and_kill9_leave_each_record_exactly_once() {
         })
     };
     let target = format!("primary.{topic}");
-    let mut strait = Strait::start(&flow_config("crash", &topic, "prefix", ""));
+    let mut strait = Strait::start(&flow_config("crash", topic, "prefix", ""));
     let mut rng = rand::rng();
     let copied = |t: &str| {
         if partition_count(SECONDARY, t).is_some() {
@@ -449,7 +475,6 @@ fn restarts_and_kill9_leave_each_record_exactly_once() {
     });
     // Give a duplicate, if one were coming, the time to show up.
     std::thread::sleep(Duration::from_secs(3));
-    assert_exact_copy(&topic, &target);
     assert_eq!(strait.terminate(), Some(0));
 }
 
@@ -639,6 +664,65 @@ fn refused_record_stops_the_flow_with_a_clear_error() {
     assert!(altered.iter().all(Result::is_ok));
     strait.restart();
     all_twelve_copied_exactly_once(&topic);
+}
+
+/// Two flows with identity naming in opposite directions, each in a process of its own
+/// so that no config validation sees both: a flow never copies a record whose provenance
+/// header says it came from the flow's own target. The reverse flow stops with an error
+/// saying so, and no record goes back.
+#[test]
+fn a_copy_is_never_copied_back_to_the_cluster_it_came_from() {
+    const RECORDS: usize = 100;
+    let topic = unique("loop");
+    create_topic(PRIMARY, &topic, 2, &[]);
+    create_topic(SECONDARY, &topic, 2, &[]);
+    let forward = Strait::start(&flow_config("there", &topic, "identity", ""));
+    let reverse_config = format!(
+        r#"
+[clusters.primary]
+bootstrap_servers = "{PRIMARY}"
+
+[clusters.secondary]
+bootstrap_servers = "{SECONDARY}"
+
+[flows.back]
+source = "secondary"
+target = "primary"
+topics = ["{topic}"]
+naming = "identity"
+refresh_interval = "2s"
+group_id = "{group}"
+
+[tuning]
+commit_interval = "500ms"
+"#,
+        group = unique("strait-test-back")
+    );
+    let mut reverse = Strait::start(&reverse_config);
+    produce_simple(PRIMARY, &topic, 2, RECORDS, "origin");
+    wait_until(Duration::from_secs(60), "the records copied", || {
+        count_all(SECONDARY, &topic) >= RECORDS
+    });
+    assert_eq!(
+        reverse.wait_exit(Duration::from_secs(60)),
+        Some(1),
+        "the reverse flow stops:\n{}",
+        reverse.logs()
+    );
+    let logs = reverse.logs();
+    assert!(
+        logs.contains("copying it back would loop") && logs.contains("'primary'"),
+        "the error says why:\n{logs}"
+    );
+    // Time for a copy going back, or coming again, to show.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(count_all(PRIMARY, &topic), RECORDS, "nothing came back");
+    assert_eq!(
+        count_all(SECONDARY, &topic),
+        RECORDS,
+        "nothing copied twice"
+    );
+    drop(forward);
 }
 
 /// A record larger than the target producer's own limit (`message.max.bytes`, checked

@@ -39,6 +39,25 @@ pub enum ReplicatorError {
         code: String,
         reason: String,
     },
+    /// A source record is itself a copy of a record from the flow's target cluster
+    /// (its provenance header says so): copying it would send it back where it came
+    /// from, and a flow in the opposite direction would copy it again, for ever. The
+    /// record is not copied; nothing from it on is committed.
+    #[error(
+        "{source_topic}[{partition}] offset {offset} is a copy of {origin_topic}[{origin_partition}] \
+         offset {origin_offset} on '{target}', this flow's target: copying it back would loop \
+         (two flows with identity naming in opposite directions copy each other's copies for \
+         ever). Replicate one direction only, or use naming = \"prefix\""
+    )]
+    CopyLoop {
+        source_topic: String,
+        partition: i32,
+        offset: i64,
+        target: String,
+        origin_topic: String,
+        origin_partition: i32,
+        origin_offset: i64,
+    },
     /// Two flows would write the same target topic.
     #[error("flow '{flow}' would write {cluster}/{topic}, which flow '{owner}' already writes")]
     TargetConflict {
@@ -101,6 +120,7 @@ impl ReplicatorError {
             Self::Kafka { retriable, .. } => *retriable,
             Self::Timeout(..) | Self::OffsetMap(_) => true,
             Self::RecordRefused { .. }
+            | Self::CopyLoop { .. }
             | Self::ProducerStopped { .. }
             | Self::TargetConflict { .. }
             | Self::Invariant(_) => false,

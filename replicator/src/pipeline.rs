@@ -37,7 +37,9 @@ use tracing::{debug, info, warn};
 use crate::fetch::{FetchQueue, Fetched, SourceRecord, BATCH_SIZE};
 use crate::heartbeat::{OwnTopicsOnTarget, Prepared};
 use crate::produce::{OutgoingHeaders, TargetTopic};
-use crate::provenance::{Provenance, ScanStart, SourcePartition, TailScanner, PROVENANCE_HEADER};
+use crate::provenance::{
+    origin_in, FoundCopies, Provenance, ScanStart, SourcePartition, TailScanner, PROVENANCE_HEADER,
+};
 use crate::status::{FlowStatus, PartitionStatus, TopicStatus};
 use crate::topics::{apply_cluster, client_config, discover, learn_partitions, TargetTopics};
 use crate::{offsets_of, ClusterSpec, FlowSpec, ReplicatorError, StartFrom};
@@ -644,9 +646,9 @@ impl RebalanceContext {
                     w,
                 )?,
                 // No scanner, or no target topic yet: nothing was copied.
-                _ => Vec::new(),
+                _ => FoundCopies::default(),
             };
-            let last_copied = copied.last().copied();
+            let last_copied = copied.last();
             let start = match (committed_next, last_copied) {
                 (Some(c), Some((s, _))) => Some(c.max(s + 1)),
                 (Some(c), None) => Some(c),
@@ -677,24 +679,28 @@ impl RebalanceContext {
             } else if committed_target.is_some() {
                 p.acked_target_next = committed_target;
             }
-            for &(source, target) in &copied {
+            for &(source, target) in &copied.pairs {
                 // Pairs this process already saw acknowledged are refused as not newer.
                 p.offsets.record(source, target);
             }
             if index.is_some() {
                 // Where this writer's map begins: the persisted map's start, else the
-                // oldest copy found, else where replication starts now.
-                let from = persisted
-                    .map(|c| c.from)
-                    .or(copied.first().map(|(s, _)| *s))
-                    .or(start);
+                // oldest copy found (but not below copies the scan could not name: a map
+                // rebuilt after the source's log start moved on), else where replication
+                // starts now.
+                let rebuilt_from = copied
+                    .pairs
+                    .first()
+                    .map(|(s, _)| *s)
+                    .map(|first| copied.named_from.map_or(first, |named| first.max(named)));
+                let from = persisted.map(|c| c.from).or(rebuilt_from).or(start);
                 // The target's end from the settled watermarks: a target topic created
                 // moments ago answers "not leader" for a while, and a map started without
                 // this never said how far it was complete, so every translation stayed
                 // pending (a migration waited at `mirror` for ever).
                 let target_next = persisted
                     .map(|c| c.target_next)
-                    .or(copied.first().map(|(_, t)| *t))
+                    .or(rebuilt_from.and_then(|from| copied.target_of_first_from(from)))
                     .or(p.acked_target_next)
                     .or(target_watermarks.map(|(_, high)| high));
                 let (Some(from), Some(target_next)) = (from, target_next) else {
@@ -1721,12 +1727,23 @@ impl Pipeline<'_> {
                 .increment(1);
             return Ok(true);
         }
+        let source_headers = msg.headers();
+        if let Some(origin) = origin_in(source_headers.iter(), &self.spec.target.name) {
+            return Err(ReplicatorError::CopyLoop {
+                source_topic: msg.topic().to_string(),
+                partition: msg.partition(),
+                offset: source_offset,
+                target: self.spec.target.name.clone(),
+                origin_topic: origin.topic.to_string(),
+                origin_partition: origin.partition,
+                origin_offset: origin.offset,
+            });
+        }
         sent.rewound = false;
         let anchor = sent.send(source_offset, timestamp, self.spec.provenance_interval);
         let stamp = self.spec.provenance_header && anchor;
         let route = &*route;
         let target_topic = &route.target_topic;
-        let source_headers = msg.headers();
         let count = source_headers.count() + usize::from(stamp);
         // A header list costs allocations in librdkafka; build one only when needed.
         let mut headers = None;

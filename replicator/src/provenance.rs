@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use backon::BackoffBuilder;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Headers, Message, OwnedMessage, Timestamp};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use strait_offset_sync::{
     is_leader_settling, offsets_learning_partitions, settled_watermarks, settling_backoff,
@@ -90,6 +90,20 @@ impl<'a> Provenance<'a> {
     }
 }
 
+/// The provenance header among `headers` that names `cluster` as where the record was
+/// copied from: proof that the record came from `cluster` (a record copied along a
+/// chain carries a header per hop), so copying it to `cluster` would bring it back
+/// where it started, and two such flows would copy it back and forth for ever.
+pub(crate) fn origin_in<'h>(
+    headers: impl Iterator<Item = (&'h [u8], Option<&'h [u8]>)>,
+    cluster: &str,
+) -> Option<Provenance<'h>> {
+    headers
+        .filter(|(name, _)| *name == PROVENANCE_HEADER.as_bytes())
+        .filter_map(|(_, value)| value.and_then(Provenance::decode))
+        .find(|p| p.cluster == cluster)
+}
+
 /// A source partition, as named in provenance headers.
 pub(crate) struct SourcePartition<'a> {
     pub cluster: &'a str,
@@ -104,6 +118,31 @@ pub(crate) struct TailScanner {
     /// Reads the source records that copies without a header are checked against;
     /// `None` when the source is unreachable. With the source cluster's name.
     source: Option<(BaseConsumer, String)>,
+}
+
+/// Copies of one source partition found on the target.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FoundCopies {
+    /// (source offset, target offset) of each copy named, oldest first.
+    pub pairs: Vec<(i64, i64)>,
+    /// Set when the scan passed over target records that may be copies of source records
+    /// below this offset, the source's log start: their originals are gone, so no content
+    /// check can name them, and a map must not vouch for source offsets below it.
+    pub named_from: Option<i64>,
+}
+
+impl FoundCopies {
+    pub fn last(&self) -> Option<(i64, i64)> {
+        self.pairs.last().copied()
+    }
+
+    /// The target offset of the oldest copy of a source record at or after `source`.
+    pub fn target_of_first_from(&self, source: i64) -> Option<i64> {
+        self.pairs
+            .iter()
+            .find(|(s, _)| *s >= source)
+            .map(|(_, t)| *t)
+    }
 }
 
 /// Where a forward scan begins: a target offset, and the source offset whose copy is
@@ -134,6 +173,9 @@ impl TailScanner {
                     .set("enable.partition.eof", "false")
                     .set("isolation.level", "read_committed")
                     .set("fetch.wait.max.ms", "10")
+                    // The log start may move during a scan: read on from the new one
+                    // (librdkafka's default, the end, would skip everything).
+                    .set("auto.offset.reset", "earliest")
                     // It reads at most an interval of records past the last anchor.
                     .set("queued.max.messages.kbytes", "4096")
                     .create()
@@ -184,9 +226,8 @@ impl TailScanner {
         Ok(())
     }
 
-    /// The (source offset, target offset) of every copy of `source`'s partition written to
-    /// `target_topic` after the committed position, oldest first, within the target
-    /// partition's (log start, end).
+    /// Every copy of `source`'s partition written to `target_topic` after the committed
+    /// position, within the target partition's (log start, end).
     ///
     /// With `from` (the target offset recorded with the last commit) this reads forward
     /// from there. Without it, it searches backwards from the end in growing windows
@@ -198,7 +239,7 @@ impl TailScanner {
         source: &SourcePartition<'_>,
         from: Option<ScanStart>,
         (low, high): (i64, i64),
-    ) -> Result<Vec<(i64, i64)>, ReplicatorError> {
+    ) -> Result<FoundCopies, ReplicatorError> {
         if let Some(from) = from {
             // Below the log start the copies are gone, and so is the position they named.
             let (start, source_next) = if from.target >= low {
@@ -213,13 +254,13 @@ impl TailScanner {
         while end > low {
             let start = (end - window).max(low);
             let found = self.scan(target_topic, source, start, end, None)?;
-            if !found.is_empty() {
+            if !found.pairs.is_empty() {
                 return Ok(found);
             }
             end = start;
             window = window.saturating_mul(4);
         }
-        Ok(Vec::new())
+        Ok(FoundCopies::default())
     }
 
     /// (log start, end) of one target partition: from `batch` (see [`Self::watermarks`]),
@@ -272,8 +313,8 @@ impl TailScanner {
         start: i64,
         end: i64,
         source_next: Option<i64>,
-    ) -> Result<Vec<(i64, i64)>, ReplicatorError> {
-        let mut found = Vec::new();
+    ) -> Result<FoundCopies, ReplicatorError> {
+        let mut found = FoundCopies::default();
         let mut next_source = source_next;
         // Opened on the first record that needs checking: after a clean stop there is none.
         let mut originals: Option<SourceCursor<'_>> = None;
@@ -312,7 +353,7 @@ impl TailScanner {
                                 && p.topic == source.topic
                                 && p.partition == source.partition =>
                         {
-                            found.push((p.offset, msg.offset()));
+                            found.pairs.push((p.offset, msg.offset()));
                             next_source = Some(p.offset + 1);
                         }
                         // No header of ours: our copy of the next source record (which
@@ -333,11 +374,19 @@ impl TailScanner {
                                     source.partition,
                                 )?),
                             };
-                            if let Some(original) = originals.first_from(expected)? {
-                                if same_content(original, &msg) {
-                                    found.push((original.offset(), msg.offset()));
+                            let source_start = originals.start;
+                            let named = match originals.first_from(expected)? {
+                                Some(original) if same_content(original, &msg) => {
+                                    found.pairs.push((original.offset(), msg.offset()));
                                     next_source = Some(original.offset() + 1);
+                                    true
                                 }
+                                _ => false,
+                            };
+                            // Compared with the first record still on the source, this may
+                            // be a copy of one deleted since (retention, DeleteRecords).
+                            if !named && expected < source_start {
+                                found.named_from = Some(source_start);
                             }
                         }
                     }
@@ -485,7 +534,7 @@ pub fn copies_on_target(
     spec: &FlowSpec,
     source_reachable: bool,
     ends: &[MapEnd],
-) -> Result<Vec<Vec<(i64, i64)>>, ReplicatorError> {
+) -> Result<Vec<FoundCopies>, ReplicatorError> {
     let source = source_reachable.then_some(&spec.source);
     let scanner = TailScanner::new(&spec.target, source)?;
     let target_topics: Vec<(String, i32)> = ends
@@ -501,7 +550,7 @@ pub fn copies_on_target(
         .map(|(end, key)| {
             let Some(target_watermarks) = scanner.watermarks_in(&watermarks, &key.0, key.1)? else {
                 // The target topic does not exist (any more): no copies.
-                return Ok(Vec::new());
+                return Ok(FoundCopies::default());
             };
             scanner.copies_after_commit(
                 &key.0,
@@ -526,6 +575,9 @@ struct SourceCursor<'a> {
     consumer: &'a BaseConsumer,
     topic: &'a str,
     partition: i32,
+    /// The source's log start when the scan began: records below it are gone, and the
+    /// first record at or after an offset below it is the first one at or after it.
+    start: i64,
     /// The source end when the scan began: no copy can be of a record at or after it.
     end: i64,
     /// The offset the consumer delivers from next, once assigned.
@@ -542,7 +594,7 @@ impl<'a> SourceCursor<'a> {
         topic: &'a str,
         partition: i32,
     ) -> Result<Self, ReplicatorError> {
-        let (_, end) = consumer
+        let (start, end) = consumer
             .fetch_watermarks(topic, partition, SCAN_STALL)
             .map_err(|e| {
                 ReplicatorError::kafka(
@@ -554,6 +606,7 @@ impl<'a> SourceCursor<'a> {
             consumer,
             topic,
             partition,
+            start,
             end,
             position: None,
             held: None,
@@ -563,6 +616,9 @@ impl<'a> SourceCursor<'a> {
 
     /// The first record a `read_committed` consumer sees at or after `offset`.
     fn first_from(&mut self, offset: i64) -> Result<Option<&OwnedMessage>, ReplicatorError> {
+        // Asked from below the log start, the consumer would reset its position, and
+        // this cursor would not know where to.
+        let offset = offset.max(self.start);
         if let Some((from, msg)) = &self.held {
             if *from <= offset && offset <= msg.offset() {
                 return Ok(self.held.as_ref().map(|(_, m)| m));
@@ -632,7 +688,7 @@ impl<'a> SourceCursor<'a> {
 fn same_content<A: Message, B: Message>(original: &A, copy: &B) -> bool {
     original.key() == copy.key()
         && original.payload() == copy.payload()
-        && original.timestamp().to_millis() == copy.timestamp().to_millis()
+        && same_timestamp(original.timestamp(), copy.timestamp())
         && match (original.headers(), copy.headers()) {
             (None, None) => true,
             (Some(a), Some(b)) => a
@@ -641,6 +697,17 @@ fn same_content<A: Message, B: Message>(original: &A, copy: &B) -> bool {
                 .eq(b.iter().map(|h| (h.key, h.value))),
             _ => false,
         }
+}
+
+/// Whether a copy's timestamp matches its original's. A target topic with
+/// `message.timestamp.type=LogAppendTime` stamps every record with the time the broker
+/// appended it, whatever the producer set, so such a copy's timestamp says nothing about
+/// its original; the rest of the content still has to match.
+fn same_timestamp(original: Timestamp, copy: Timestamp) -> bool {
+    match copy {
+        Timestamp::LogAppendTime(_) => true,
+        _ => original.to_millis() == copy.to_millis(),
+    }
 }
 
 /// The newest provenance header of a record (a record copied along a chain of clusters
@@ -671,5 +738,37 @@ mod tests {
         assert_eq!(Provenance::decode(&buf), Some(p));
         assert_eq!(Provenance::decode(b"garbage"), None);
         assert_eq!(Provenance::decode(b"a/b/x/1"), None);
+    }
+
+    #[test]
+    fn a_header_of_any_hop_names_the_origin() {
+        let own: &[(&[u8], Option<&[u8]>)] = &[
+            (b"trace", Some(b"x")),
+            (b"strait.source", Some(b"east/orders/3/17")),
+            (b"strait.source", Some(b"west/orders/3/40")),
+        ];
+        let found = origin_in(own.iter().copied(), "east").expect("east is an origin");
+        assert_eq!(
+            (found.topic, found.partition, found.offset),
+            ("orders", 3, 17)
+        );
+        assert!(origin_in(own.iter().copied(), "west").is_some());
+        assert!(origin_in(own.iter().copied(), "north").is_none());
+        let unreadable: &[(&[u8], Option<&[u8]>)] =
+            &[(b"strait.source", None), (b"strait.source", Some(b"east"))];
+        assert!(origin_in(unreadable.iter().copied(), "east").is_none());
+        let other_name: &[(&[u8], Option<&[u8]>)] = &[(b"source", Some(b"east/orders/3/17"))];
+        assert!(origin_in(other_name.iter().copied(), "east").is_none());
+    }
+
+    #[test]
+    fn a_log_append_time_copy_matches_whatever_its_timestamp() {
+        use Timestamp::{CreateTime, LogAppendTime, NotAvailable};
+        assert!(same_timestamp(CreateTime(5), CreateTime(5)));
+        assert!(!same_timestamp(CreateTime(5), CreateTime(6)));
+        assert!(!same_timestamp(CreateTime(5), NotAvailable));
+        assert!(same_timestamp(CreateTime(5), LogAppendTime(9_000)));
+        assert!(same_timestamp(LogAppendTime(5), CreateTime(5)));
+        assert!(!same_timestamp(LogAppendTime(5), CreateTime(6)));
     }
 }

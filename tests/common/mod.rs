@@ -279,6 +279,17 @@ pub fn delete_records_before(servers: &str, topic: &str, before: &[(i32, i64)]) 
     block_on(admin(servers).delete_records(&tpl, &AdminOptions::new())).unwrap();
 }
 
+/// Deletes `topic` and waits until the cluster no longer knows it, so that creating it
+/// again cannot fail on the deletion still under way.
+pub fn delete_topic(servers: &str, topic: &str) {
+    for result in block_on(admin(servers).delete_topics(&[topic], &AdminOptions::new())).unwrap() {
+        result.unwrap_or_else(|(t, e)| panic!("deleting {t}: {e}"));
+    }
+    wait_until(Duration::from_secs(30), &format!("{topic} deleted"), || {
+        partition_count(servers, topic).is_none()
+    });
+}
+
 pub fn add_partitions(servers: &str, topic: &str, total: usize) {
     let res = block_on(
         admin(servers).create_partitions([&NewPartitions::new(topic, total)], &AdminOptions::new()),
@@ -893,16 +904,22 @@ pub fn metric_value(metrics: &str, name: &str, label_fragment: &str) -> Option<f
 /// Asserts the target has each source record exactly once, same partition, same order and
 /// content; every provenance header (anchors only) names the right source offset.
 pub fn assert_exact_copy(source_topic: &str, target_topic: &str) {
-    assert_copy(source_topic, target_topic, true);
+    assert_copy(source_topic, target_topic, true, true);
 }
 
 /// [`assert_exact_copy`] for a flow with `provenance_header = false`: the same records,
 /// none of them with a header.
 pub fn assert_exact_copy_without_headers(source_topic: &str, target_topic: &str) {
-    assert_copy(source_topic, target_topic, false);
+    assert_copy(source_topic, target_topic, false, true);
 }
 
-fn assert_copy(source_topic: &str, target_topic: &str, headers: bool) {
+/// [`assert_exact_copy`] for a target topic with `message.timestamp.type=LogAppendTime`,
+/// whose broker replaces every copy's timestamp with its own clock.
+pub fn assert_exact_copy_but_timestamps(source_topic: &str, target_topic: &str) {
+    assert_copy(source_topic, target_topic, true, false);
+}
+
+fn assert_copy(source_topic: &str, target_topic: &str, headers: bool, timestamps: bool) {
     let source = read_all(PRIMARY, source_topic);
     let target = read_all(SECONDARY, target_topic);
     for (partition, src) in &source {
@@ -930,9 +947,12 @@ fn assert_copy(source_topic: &str, target_topic: &str, headers: bool) {
                     "{target_topic}[{partition}] record {i}: provenance"
                 );
             }
+            let (mut copy, mut original) = (t.without_provenance(), s.content());
+            if !timestamps {
+                (copy.3, original.3) = (None, None);
+            }
             assert_eq!(
-                t.without_provenance(),
-                s.content(),
+                copy, original,
                 "{target_topic}[{partition}] record {i} (source offset {})",
                 s.offset
             );
