@@ -749,6 +749,7 @@ impl Config {
                     .with_context(|| format!("flows.{}.offset_sync.groups", spec.name))?;
                 let naming = spec.naming.clone();
                 let source_name = spec.source.name.clone();
+                let selector = spec.selector.clone();
                 Ok(CheckpointSpec {
                     flow: spec.name.clone(),
                     source: offset_sync_client_config(&spec.source, &spec.name),
@@ -762,6 +763,7 @@ impl Config {
                         .unwrap_or(flow.naming == Naming::Identity),
                     replication_factor: spec.replication_factor,
                     rename: Arc::new(move |topic| naming.target_topic(&source_name, topic)),
+                    topics: Arc::new(move |topic| selector.selects(topic)),
                 })
             })
             .collect()

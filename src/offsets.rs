@@ -122,27 +122,28 @@ pub fn translate_group(
         .partitions()
         .map(|(t, p, _)| (t.to_string(), p))
         .collect();
-    let (committed, log_starts, offsets_from) = match source_offsets(&source, group, &partitions) {
-        Ok((committed, log_starts)) => (committed, log_starts, "source"),
-        Err(e) if allow_checkpoints => {
-            eprintln!(
-                "source cluster '{}' unreachable ({}); using the last checkpoints on '{}'",
-                spec.source.name,
-                crate::error_text(&e),
-                spec.target.name
-            );
-            let checkpoint_topic = flow.checkpoint_topic(flow_name);
-            let checkpoints = groups::load_checkpoints(&target, &checkpoint_topic)
-                .with_context(|| format!("reading checkpoints from {checkpoint_topic}"))?;
-            let committed: Offsets = checkpoints
-                .into_values()
-                .filter(|c| c.group == group)
-                .map(|c| ((c.topic, c.partition), c.source_offset))
-                .collect();
-            (committed, Offsets::new(), "checkpoints")
-        }
-        Err(e) => return Err(e),
-    };
+    let (committed, log_starts, offsets_from) =
+        match source_offsets(&source, group, &partitions, &spec) {
+            Ok((committed, log_starts)) => (committed, log_starts, "source"),
+            Err(e) if allow_checkpoints => {
+                eprintln!(
+                    "source cluster '{}' unreachable ({}); using the last checkpoints on '{}'",
+                    spec.source.name,
+                    crate::error_text(&e),
+                    spec.target.name
+                );
+                let checkpoint_topic = flow.checkpoint_topic(flow_name);
+                let checkpoints = groups::load_checkpoints(&target, &checkpoint_topic)
+                    .with_context(|| format!("reading checkpoints from {checkpoint_topic}"))?;
+                let committed: Offsets = checkpoints
+                    .into_values()
+                    .filter(|c| c.group == group)
+                    .map(|c| ((c.topic, c.partition), c.source_offset))
+                    .collect();
+                (committed, Offsets::new(), "checkpoints")
+            }
+            Err(e) => return Err(e),
+        };
     // The persisted map may trail the copies by up to a commit interval (or more after a
     // crash): read the copies after it back from the target, so the answer is never
     // based on a map that is behind the data. Copies between provenance anchors are
@@ -171,7 +172,7 @@ pub fn translate_group(
     }
 
     let rename = |t: &str| spec.naming.target_topic(&spec.source.name, t);
-    let results = groups::translate_group(&index, &committed, &log_starts, &rename);
+    let results = groups::translate_group(index.partitions(), &committed, &log_starts, &rename);
     Ok(Translated {
         committed_anywhere: committed.len(),
         spec,
@@ -201,9 +202,10 @@ fn source_offsets(
     source: &rdkafka::ClientConfig,
     group: &str,
     partitions: &[(String, i32)],
+    spec: &FlowSpec,
 ) -> Result<(Offsets, Offsets)> {
     let client = GroupClient::new(source)?;
-    let committed = client.committed(group, partitions)?;
+    let committed = client.committed(group, partitions, &|topic| spec.selector.selects(topic))?;
     let wanted: Vec<(String, i32)> = committed.keys().cloned().collect();
     let log_starts = client.log_starts(&wanted);
     Ok((committed, log_starts))

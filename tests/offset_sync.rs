@@ -361,6 +361,74 @@ fn a_map_rebuilt_after_the_source_log_start_moved_translates_exactly() {
     assert_eq!(strait.terminate(), Some(0));
 }
 
+/// A partition the source topic grew by has nothing in the offset map until it is
+/// copied. A group's commit there is reported as pending, and `--apply` refuses while it
+/// is, whether the partition was added while Strait was stopped or while it copied;
+/// never left out, which would start the group there from its reset policy.
+#[test]
+fn partitions_added_on_the_source_are_pending_until_copied() {
+    let topic = unique("grown");
+    let target = format!("primary.{topic}");
+    create_topic(PRIMARY, &topic, 2, &[]);
+    produce_simple(PRIMARY, &topic, 2, 2_000, "first");
+    let flow = "grown";
+    let mut strait = Strait::start(&flow_config(flow, &topic, "prefix", ""));
+    wait_until(Duration::from_secs(60), "the first records copied", || {
+        partition_count(SECONDARY, &target).is_some() && end_offsets(SECONDARY, &target) >= 2_000
+    });
+    assert_eq!(strait.terminate(), Some(0), "{}", strait.logs());
+
+    // Grown while Strait is stopped.
+    add_partitions(PRIMARY, &topic, 3);
+    produce_into(PRIMARY, &topic, 2, 500, "grown");
+    let group = unique("grown-app");
+    commit_offsets(PRIMARY, &group, &topic, &[(0, 1_000), (1, 1_000), (2, 500)]);
+    let (code, out, err) = translate(&strait.config, flow, &group, &["--apply"]);
+    assert_ne!(
+        code, 0,
+        "--apply must refuse a partition it cannot translate:\n{out}\n{err}"
+    );
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(&format!("{topic}[2]")))
+        .unwrap_or_else(|| panic!("the new partition is reported:\n{out}"));
+    assert!(row.contains("pending"), "{row}");
+    assert!(
+        err.contains(&format!("{topic}[2]")),
+        "the error names it:\n{err}"
+    );
+
+    strait.restart();
+    apply_until_exact(&strait.config, flow, &group);
+    for (partition, next) in [(0, 1_000), (1, 1_000), (2, 500)] {
+        assert_eq!(
+            committed_offset(SECONDARY, &group, &target, partition),
+            Some(next)
+        );
+    }
+
+    // Grown while Strait copies: reported from the first translation on, pending or
+    // exact, and exact once copied.
+    add_partitions(PRIMARY, &topic, 4);
+    produce_into(PRIMARY, &topic, 3, 300, "grown-live");
+    let live = unique("grown-live-app");
+    commit_offsets(
+        PRIMARY,
+        &live,
+        &topic,
+        &[(0, 1_000), (1, 1_000), (2, 500), (3, 300)],
+    );
+    let (_, out, err) = translate(&strait.config, flow, &live, &[]);
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(&format!("{topic}[3]")))
+        .unwrap_or_else(|| panic!("the partition added mid-flow is reported:\n{out}\n{err}"));
+    assert!(row.contains("pending") || row.contains("exact"), "{row}");
+    apply_until_exact(&strait.config, flow, &live);
+    assert_eq!(committed_offset(SECONDARY, &live, &target, 3), Some(300));
+    assert_eq!(strait.terminate(), Some(0));
+}
+
 /// Group states (active, excluded, never committed), idle and empty topics, and an offset
 /// below the source log start; with `prefix` naming and the daemon's group sync.
 #[test]
@@ -497,14 +565,23 @@ fn group_states_and_edge_cases() {
         .unwrap();
     assert_eq!(
         groups_client
-            .committed(&idle, &[(busy_t.clone(), 0), (busy_t.clone(), 1)])
+            .committed(&idle, &[(busy_t.clone(), 0), (busy_t.clone(), 1)], &|_| {
+                false
+            })
             .unwrap(),
         BTreeMap::from([((busy_t.clone(), 0), 4)]),
         "committed offsets read back through the groups client"
     );
     assert_eq!(
         groups_client
-            .committed_each(&[&idle, &active], &[(empty_t.clone(), 0)])
+            .committed(&idle, &[(busy_t.clone(), 1)], &|t| t == empty_t)
+            .unwrap(),
+        BTreeMap::from([((empty_t.clone(), 0), 2)]),
+        "and on every partition of the topics selected"
+    );
+    assert_eq!(
+        groups_client
+            .committed_each(&[&idle, &active], &[(empty_t.clone(), 0)], &|_| false)
             .into_iter()
             .map(Result::unwrap)
             .collect::<Vec<_>>(),
@@ -515,7 +592,7 @@ fn group_states_and_edge_cases() {
     // No partitions asked for: no offsets, not an error (the migration's offset step asks
     // that way for a group with nothing to write).
     assert_eq!(
-        groups_client.committed(&idle, &[]).unwrap(),
+        groups_client.committed(&idle, &[], &|_| false).unwrap(),
         BTreeMap::new()
     );
     drop(member);

@@ -366,6 +366,65 @@ checkpoint_interval = "1s"
 
 /// `strait check-config` on `config` with the target's password from the environment:
 /// whether it passed, its final error line, and all it wrote to stderr.
+/// A committed offset the broker will not show (the client may not describe the topic,
+/// or the group) is an error naming it, never read as "no commit": a migration would
+/// then start the group from its reset policy.
+#[test]
+fn a_committed_offset_that_cannot_be_read_is_an_error() {
+    use strait_offset_sync::groups::GroupClient;
+    let ca = kafka_sh_output("tls-ca");
+    let topic = unique("hidden");
+    let group = unique("hidden-app");
+    create_topic(PRIMARY, &topic, 1, &[]);
+    produce_simple(PRIMARY, &topic, 1, 10, "hidden");
+    commit_offsets(PRIMARY, &group, &topic, &[(0, 5)]);
+    let client = GroupClient::new(
+        ClientConfig::new()
+            .set("bootstrap.servers", PRIMARY_SECURED)
+            .set("security.protocol", "SASL_SSL")
+            .set("sasl.mechanism", "PLAIN")
+            .set("sasl.username", "strait")
+            .set("sasl.password", "strait-secret")
+            .set("ssl.ca.location", &ca),
+    )
+    .unwrap();
+    let partitions = [(topic.clone(), 0)];
+    let read = || client.committed(&group, &partitions, &|t| t == topic);
+
+    // The group may be described, the topic not: the broker answers per partition.
+    allow(PRIMARY, &["Describe"], &["--group", &group]);
+    let error = read()
+        .expect_err("an unreadable partition is an error")
+        .to_string();
+    assert!(
+        error.contains(&group) && error.contains(&format!("{topic}[0]")),
+        "the error names the group and the partition: {error}"
+    );
+
+    // The topic may be described, the group not: the whole answer is refused.
+    allow(PRIMARY, &["Describe"], &["--topic", &topic]);
+    let deny = [
+        "--deny-principal",
+        USER,
+        "--operation",
+        "Describe",
+        "--group",
+        &group,
+    ];
+    kafka_acls(PRIMARY, "--add", &deny);
+    let error = read()
+        .expect_err("an unreadable group is an error")
+        .to_string();
+    assert!(error.contains(&group), "the error names the group: {error}");
+
+    kafka_acls(PRIMARY, "--remove", &deny);
+    assert_eq!(
+        read().unwrap(),
+        std::collections::BTreeMap::from([((topic.clone(), 0), 5)]),
+        "readable once allowed"
+    );
+}
+
 fn check_config(config: &std::path::Path, target_password: &str) -> (bool, String, String) {
     strait_with_target_password(&["check-config"], config, target_password)
 }

@@ -71,6 +71,9 @@ pub struct CheckpointSpec {
     pub replication_factor: Option<i32>,
     /// Source topic → target topic.
     pub rename: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    /// Whether the flow copies a source topic: a group's commits on such a topic are
+    /// translated (or reported pending) even before the map has anything of it.
+    pub topics: Arc<dyn Fn(&str) -> bool + Send + Sync>,
 }
 
 /// What a flow's checkpointer last did, for `/status`.
@@ -248,7 +251,9 @@ impl Checkpointer {
         let (mut groups_done, mut exact, mut pending) = (0u64, 0u64, 0u64);
         let mut checkpoints = Vec::new();
         let names: Vec<&str> = selected.iter().map(String::as_str).collect();
-        let answers = self.source.committed_each(&names, &partitions);
+        let answers = self
+            .source
+            .committed_each(&names, &partitions, spec.topics.as_ref());
         // A group that cannot be read this round is left out of it, and the others go on:
         // when one group failed the whole round, a group whose coordinator was unreachable
         // (one source broker down, say) stopped the checkpoints of every group. Only when
@@ -285,8 +290,12 @@ impl Checkpointer {
             self.source.log_starts(&wanted)
         };
         for (group, committed) in committed_by_group {
-            let mut results =
-                groups::translate_group(&self.index, &committed, &log_starts, spec.rename.as_ref());
+            let mut results = groups::translate_group(
+                self.index.partitions(),
+                &committed,
+                &log_starts,
+                spec.rename.as_ref(),
+            );
             groups_done += 1;
             let unchanged = checkpoints.len();
             for r in &results {

@@ -3,7 +3,7 @@
 //! the rules that keep a group safe (never while it has members, never backwards unless
 //! forced).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -12,10 +12,10 @@ use rdkafka::ClientConfig;
 use serde::Serialize;
 
 use crate::group_offsets;
-use crate::map::Translation;
+use crate::map::{OffsetIndex, Translation};
 use crate::records::Checkpoint;
 use crate::settling::offsets_learning_partitions;
-use crate::store::{FlowIndex, TopicReader, TopicWriter};
+use crate::store::{TopicReader, TopicWriter};
 use crate::OffsetSyncError;
 
 /// Offset requests to a healthy cluster take milliseconds; an unreachable one is reported
@@ -45,26 +45,33 @@ impl GroupClient {
         Ok(Self { consumer })
     }
 
-    /// `group`'s committed offsets on `partitions`; partitions it never committed are
-    /// left out.
+    /// `group`'s committed offsets on `partitions`, and on every partition of the topics
+    /// `topics` selects; partitions it never committed are left out.
     pub fn committed(
         &self,
         group: &str,
         partitions: &[(String, i32)],
+        topics: &dyn Fn(&str) -> bool,
     ) -> Result<Offsets, OffsetSyncError> {
-        self.committed_each(&[group], partitions)
+        self.committed_each(&[group], partitions, topics)
             .pop()
             .unwrap_or_else(|| Ok(Offsets::new()))
     }
 
     /// [`Self::committed`] of each of `groups`, in their order, asked all at once. Each
     /// group has its own answer: one that cannot be read (its coordinator unreachable,
-    /// say) is an error naming it, beside the others' offsets. A partition that cannot be
-    /// read is left out, with a warning.
+    /// say), or one of whose wanted partitions cannot be read, is an error naming it,
+    /// beside the others' offsets. A partition read as "no commit" when the broker said
+    /// it could not tell would let a migration start the group from its reset policy.
+    ///
+    /// `topics` adds partitions the caller does not know of yet: a partition the source
+    /// topic grew by, which the offset map has nothing of until it is copied, must be
+    /// reported (as pending), not left out as if the group had never read it.
     pub fn committed_each(
         &self,
         groups: &[&str],
         partitions: &[(String, i32)],
+        topics: &dyn Fn(&str) -> bool,
     ) -> Vec<Result<Offsets, OffsetSyncError>> {
         // No partitions, no offsets.
         if partitions.is_empty() {
@@ -107,18 +114,17 @@ impl GroupClient {
                 let context = || format!("reading committed offsets of group '{group}'");
                 let mut offsets = Offsets::new();
                 for p in answer.map_err(|e| OffsetSyncError::group(context(), e))? {
-                    if !wanted.contains(&(p.topic.as_str(), p.partition)) {
+                    if !wanted.contains(&(p.topic.as_str(), p.partition)) && !topics(&p.topic) {
                         continue;
                     }
                     if let Some(code) = p.error {
-                        // Left out, as a partition without a commit: one unreadable
-                        // partition (an authorization error, say) must not stop the
-                        // group's others, nor every other group's.
-                        tracing::warn!(
-                            group = %group, topic = %p.topic, partition = p.partition,
-                            error = %code, "committed offset not readable; left out"
-                        );
-                        continue;
+                        return Err(OffsetSyncError::group(
+                            format!("{} on {}[{}]", context(), p.topic, p.partition),
+                            group_offsets::AdminCallError {
+                                code,
+                                reason: code.to_string(),
+                            },
+                        ));
                     }
                     if let Some(offset) = p.offset {
                         offsets.insert((p.topic, p.partition), offset);
@@ -279,34 +285,46 @@ pub struct PartitionResult {
     pub outcome: Outcome,
 }
 
-/// Translates a group's committed offsets with the map, for every partition of the topics
-/// it committed on. Pure: no I/O.
+/// Translates a group's committed offsets with the map (`maps`: each partition's, as
+/// [`crate::FlowIndex::partitions`] gives them), for every partition of the topics it
+/// committed on. Pure: no I/O.
+///
+/// A committed partition the map has nothing of (the source topic grew, and nothing of
+/// the new partition is copied yet) is pending: its answer is not known yet, and leaving
+/// it out would let the group start there from its reset policy.
 ///
 /// `log_starts` (when the source is reachable) lifts an offset below the source log start
 /// to the log start, since those records no longer exist on the source either.
-pub fn translate_group(
-    index: &FlowIndex,
+pub fn translate_group<'m>(
+    maps: impl IntoIterator<Item = (&'m str, i32, &'m OffsetIndex)>,
     committed: &Offsets,
     log_starts: &Offsets,
     rename: &dyn Fn(&str) -> String,
 ) -> Vec<PartitionResult> {
     // Partitions of topics the group never committed on are left out: a flow may copy
     // hundreds of topics, and a group reads a few.
-    let topics: std::collections::BTreeSet<&str> =
-        committed.keys().map(|(t, _)| t.as_str()).collect();
-    index
-        .partitions()
+    let topics: BTreeSet<&str> = committed.keys().map(|(t, _)| t.as_str()).collect();
+    let mut partitions: BTreeMap<(&str, i32), Option<&OffsetIndex>> = maps
+        .into_iter()
         .filter(|(topic, _, _)| topics.contains(topic))
-        .map(|(topic, partition, map)| {
+        .map(|(topic, partition, map)| ((topic, partition), Some(map)))
+        .collect();
+    for (topic, partition) in committed.keys() {
+        partitions.entry((topic, *partition)).or_insert(None);
+    }
+    partitions
+        .into_iter()
+        .map(|((topic, partition), map)| {
             let key = (topic.to_string(), partition);
             let source_offset = committed.get(&key).copied();
             let log_start = log_starts
                 .get(&key)
                 .copied()
                 .filter(|low| source_offset.is_some_and(|c| c < *low));
-            let (target_offset, outcome) = match source_offset {
-                None => (None, Outcome::NoCommit),
-                Some(c) => match map.translate(log_start.unwrap_or(c)) {
+            let (target_offset, outcome) = match (source_offset, map) {
+                (None, _) => (None, Outcome::NoCommit),
+                (Some(_), None) => (None, Outcome::Pending),
+                (Some(c), Some(map)) => match map.translate(log_start.unwrap_or(c)) {
                     Translation::Exact(t) => (Some(t), Outcome::Exact),
                     Translation::Pending => (None, Outcome::Pending),
                     Translation::BeforeMap { .. } => (None, Outcome::BeforeMap),
@@ -341,7 +359,7 @@ pub fn apply(
         .iter()
         .map(|r| (r.target_topic.clone(), r.partition))
         .collect();
-    let current = target.committed(group, &wanted)?;
+    let current = target.committed(group, &wanted, &|_| false)?;
     let mut to_commit = Offsets::new();
     for r in results.iter_mut() {
         r.target_committed = current.get(&(r.target_topic.clone(), r.partition)).copied();
@@ -427,7 +445,7 @@ mod tests {
         client.commit("g2", &offsets(22)).expect("commit g2");
         assert_eq!(
             client
-                .committed_each(&["g1", "g2"], &partitions)
+                .committed_each(&["g1", "g2"], &partitions, &|_| false)
                 .into_iter()
                 .map(|a| a.expect("readable"))
                 .collect::<Vec<_>>(),
@@ -438,13 +456,55 @@ mod tests {
             RDKafkaApiKey::OffsetFetch,
             &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED],
         );
-        let answers = client.committed_each(&["g1", "g2"], &partitions);
+        let answers = client.committed_each(&["g1", "g2"], &partitions, &|_| false);
         let refused: Vec<usize> = (0..2).filter(|&i| answers[i].is_err()).collect();
         assert_eq!(refused.len(), 1, "{answers:?}");
         let (bad, good) = (refused[0], 1 - refused[0]);
         let error = answers[bad].as_ref().expect_err("refused").to_string();
         assert!(error.contains(["g1", "g2"][bad]), "{error}");
         assert_eq!(answers[good].as_ref().ok(), Some(&offsets([11, 22][good])));
+    }
+
+    /// A partition the group committed on that the map knows nothing of (the source
+    /// topic grew since it was copied) is pending, not left out.
+    #[test]
+    fn a_committed_partition_missing_from_the_map_is_pending() {
+        use crate::map::{Coverage, MapUpdate, OffsetIndex, Segment};
+        let mut copied = OffsetIndex::default();
+        copied.apply(MapUpdate::Segment(Segment {
+            source: 0,
+            target: 0,
+            len: 1000,
+        }));
+        copied.apply(MapUpdate::Coverage(Coverage {
+            from: 0,
+            through: 1000,
+            target_next: 1000,
+        }));
+        let key = |t: &str, p: i32| (t.to_string(), p);
+        let committed: Offsets = [(key("t", 0), 1000), (key("t", 2), 500), (key("new", 0), 7)]
+            .into_iter()
+            .collect();
+        let maps = [("t", 0, &copied), ("t", 1, &copied), ("other", 0, &copied)];
+        let results =
+            super::translate_group(maps, &committed, &Offsets::new(), &|t| format!("x.{t}"));
+        let rows: Vec<(&str, i32, Outcome, Option<i64>)> = results
+            .iter()
+            .map(|r| (r.topic.as_str(), r.partition, r.outcome, r.target_offset))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("new", 0, Outcome::Pending, None),
+                ("t", 0, Outcome::Exact, Some(1000)),
+                ("t", 1, Outcome::NoCommit, None),
+                ("t", 2, Outcome::Pending, None),
+            ]
+        );
+        assert!(
+            !Outcome::Pending.is_ok(),
+            "--apply refuses a pending partition"
+        );
     }
 
     #[test]

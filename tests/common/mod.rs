@@ -387,6 +387,22 @@ pub fn produce_simple(servers: &str, topic: &str, partitions: i32, count: usize,
     });
 }
 
+/// Simple values: `count` records, all in `partition`.
+pub fn produce_into(servers: &str, topic: &str, partition: i32, count: usize, tag: &str) {
+    let p = producer(servers);
+    for i in 0..count {
+        let out = Out {
+            partition,
+            key: None,
+            value: Some(format!("{tag}-{i}").into_bytes()),
+            headers: vec![],
+            timestamp: None,
+        };
+        send(&p, topic, &out);
+    }
+    flush(&p);
+}
+
 /// `count` records of `size` bytes each (plus a key), spread round-robin over `partitions`.
 pub fn produce_sized(servers: &str, topic: &str, partitions: i32, count: usize, size: usize) {
     let value = vec![b'v'; size];
