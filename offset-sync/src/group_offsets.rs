@@ -1,6 +1,6 @@
-//! Listing consumer groups, and reading and writing any group's committed offsets, through
-//! one client: librdkafka's ListConsumerGroups, ListConsumerGroupOffsets and
-//! AlterConsumerGroupOffsets admin calls.
+//! Listing and describing consumer groups, and reading and writing any group's committed
+//! offsets, through one client: librdkafka's ListConsumerGroups, DescribeConsumerGroups,
+//! ListConsumerGroupOffsets and AlterConsumerGroupOffsets admin calls.
 //!
 //! Why this module holds `unsafe` (as does `replicator/src/produce.rs`): rust-rdkafka
 //! 0.39 does not wrap these calls, and librdkafka's consumer API reads and commits offsets
@@ -184,6 +184,78 @@ pub fn list_group_names<C: ClientContext>(
         None => Ok(Some(names)),
         Some(e) if names.is_empty() && is_unsupported(e.code) => Ok(None),
         Some(e) => Err(e),
+    }
+}
+
+/// What a consumer group is doing now, as its coordinator describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// librdkafka's name of the group's state: "Stable", "Empty", "Dead" (no such
+    /// group), "PreparingRebalance", "CompletingRebalance" or "Unknown".
+    pub state: String,
+    pub members: usize,
+    /// The group's protocol: "classic", or "consumer" for KIP-848 groups.
+    pub protocol: String,
+}
+
+/// Describes `group` with librdkafka's DescribeConsumerGroups, which asks the coordinator
+/// with ConsumerGroupDescribe (KIP-848) where the broker has it, and with the classic
+/// DescribeGroups for classic groups and older brokers. (The consumer API's group list,
+/// DescribeGroups alone, shows a group of the new protocol as "Dead" with no members,
+/// even while its consumers run.) `Ok(None)`: the cluster cannot describe groups.
+pub fn describe<C: ClientContext>(
+    client: &Client<C>,
+    group: &str,
+    timeout: Duration,
+) -> Result<Option<GroupDescription>, AdminCallError> {
+    let requests = Requests::new(
+        client,
+        rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS,
+        rd::RD_KAFKA_EVENT_DESCRIBECONSUMERGROUPS_RESULT,
+        timeout,
+    )?;
+    let group_c = c_string(group)?;
+    let sent = requests.send(0, |rk, options, queue| {
+        // SAFETY: the name outlives the call, which copies it and the options.
+        unsafe {
+            let mut one = [group_c.as_ptr()];
+            rd::rd_kafka_DescribeConsumerGroups(rk, one.as_mut_ptr(), 1, options, queue);
+        }
+    });
+    let mut results = requests.collect(vec![sent], |event| {
+        // SAFETY: `event` is a live DescribeConsumerGroups result event (checked by
+        // `collect`); the descriptions and their strings belong to it and are copied.
+        unsafe {
+            let result = rd::rd_kafka_event_DescribeConsumerGroups_result(event);
+            let mut count = 0usize;
+            let groups = rd::rd_kafka_DescribeConsumerGroups_result_groups(result, &mut count);
+            if groups.is_null() || count == 0 {
+                return Err(failed("librdkafka returned no group description"));
+            }
+            let description = *groups;
+            let error = rd::rd_kafka_ConsumerGroupDescription_error(description);
+            if !error.is_null() {
+                return Err(AdminCallError {
+                    code: rd::rd_kafka_error_code(error).into(),
+                    reason: text(rd::rd_kafka_error_string(error)),
+                });
+            }
+            Ok(GroupDescription {
+                state: text(rd::rd_kafka_consumer_group_state_name(
+                    rd::rd_kafka_ConsumerGroupDescription_state(description),
+                )),
+                members: rd::rd_kafka_ConsumerGroupDescription_member_count(description),
+                protocol: text(rd::rd_kafka_consumer_group_type_name(
+                    rd::rd_kafka_ConsumerGroupDescription_type(description),
+                ))
+                .to_lowercase(),
+            })
+        }
+    });
+    match results.pop().unwrap_or_else(|| Err(failed("no result"))) {
+        Ok(description) => Ok(Some(description)),
+        Err(e) if is_unsupported(e.code) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

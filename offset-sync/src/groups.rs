@@ -137,25 +137,19 @@ impl GroupClient {
 
     /// Members `group` has right now (0 for an empty or unknown group), or `None` if the
     /// cluster cannot describe groups (librdkafka's mock cluster, some Kafka-compatible
-    /// services).
+    /// services). Groups of either protocol, classic or KIP-848's, are counted.
     pub fn members(&self, group: &str) -> Result<Option<usize>, OffsetSyncError> {
-        let list = match self.consumer.fetch_group_list(Some(group), REQUEST_TIMEOUT) {
-            Ok(list) => list,
-            Err(e) if is_unsupported(&e) => return Ok(None),
-            Err(e) => {
-                return Err(OffsetSyncError::kafka(
-                    format!("describing group '{group}'"),
-                    e,
-                ))
-            }
-        };
-        Ok(Some(
-            list.groups()
-                .iter()
-                .filter(|g| g.name() == group)
-                .map(|g| g.members().len())
-                .sum(),
-        ))
+        Ok(self.describe(group)?.map(|d| d.members))
+    }
+
+    /// `group`'s state and members (see [`group_offsets::describe`]), or `None` if the
+    /// cluster cannot describe groups.
+    pub fn describe(
+        &self,
+        group: &str,
+    ) -> Result<Option<group_offsets::GroupDescription>, OffsetSyncError> {
+        group_offsets::describe(self.consumer.client(), group, REQUEST_TIMEOUT)
+            .map_err(|e| OffsetSyncError::group(format!("describing group '{group}'"), e))
     }
 
     /// Commits `offsets` for `group`. The broker itself refuses this while the group has
@@ -413,11 +407,6 @@ impl CheckpointWriter {
         }
         self.0.flush(REQUEST_TIMEOUT)
     }
-}
-
-/// The cluster does not implement the request (ListGroups, DescribeGroups).
-fn is_unsupported(err: &rdkafka::error::KafkaError) -> bool {
-    err.rdkafka_error_code() == Some(rdkafka::error::RDKafkaErrorCode::UnsupportedFeature)
 }
 
 #[cfg(test)]
