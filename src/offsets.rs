@@ -190,7 +190,7 @@ pub fn apply(
     force: bool,
 ) -> Result<()> {
     let client = GroupClient::new(&client_config(&spec.target))?;
-    groups::apply(&client, group, results, force).with_context(|| {
+    groups::apply(&client, group, results, force, false).with_context(|| {
         format!(
             "writing offsets of group '{group}' on '{}'",
             spec.target.name
@@ -237,7 +237,7 @@ fn print_text(report: &Report<'_>, source: &str, target: &str) {
             };
             let status = r.outcome.label().replace('_', " ");
             let status = match (r.outcome, r.target_committed) {
-                (groups::Outcome::WouldRewind, Some(c)) => {
+                (groups::Outcome::WouldRewind | groups::Outcome::CommittedElsewhere, Some(c)) => {
                     format!("{status} (target group at {c}; --force)")
                 }
                 _ => status,

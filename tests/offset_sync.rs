@@ -429,6 +429,67 @@ fn partitions_added_on_the_source_are_pending_until_copied() {
     assert_eq!(strait.terminate(), Some(0));
 }
 
+/// A consumer that assigns its partitions itself commits to a group without ever being
+/// a member of it, so the group looks empty. Once it has committed on the target, the
+/// daemon's group sync leaves the group alone, forwards as well as backwards, and says
+/// so, until the operator hands it back with `strait offsets translate --apply`.
+#[test]
+fn group_sync_never_overwrites_a_commit_made_on_the_target() {
+    let topic = unique("foreign-commit");
+    let target = format!("primary.{topic}");
+    let group = unique("foreign-commit-app");
+    create_topic(PRIMARY, &topic, 1, &[]);
+    produce_simple(PRIMARY, &topic, 1, 2_000, "r");
+    commit_offsets(PRIMARY, &group, &topic, &[(0, 1_000)]);
+    let flow = "foreigncommit";
+    let strait = Strait::start(&flow_config(
+        flow,
+        &topic,
+        "prefix",
+        &format!(
+            "[flows.{flow}.offset_sync]\ngroups = [\"{group}\"]\nsync_group_offsets = true\n\
+             checkpoint_interval = \"1s\""
+        ),
+    ));
+    wait_until(
+        Duration::from_secs(60),
+        "the daemon writes the group",
+        || committed_offset(SECONDARY, &group, &target, 0) == Some(1_000),
+    );
+
+    // An application re-reads the copy on the target from 600, committing as it goes,
+    // while the group moves on on the source.
+    commit_offsets(SECONDARY, &group, &target, &[(0, 600)]);
+    commit_offsets(PRIMARY, &group, &topic, &[(0, 1_500)]);
+    wait_until(Duration::from_secs(30), "the refusal reported", || {
+        status_json(&strait)["flows"][0]["offset_sync"]["refused_groups"][&group]
+            == "committed_elsewhere"
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        committed_offset(SECONDARY, &group, &target, 0),
+        Some(600),
+        "the application's commit stands"
+    );
+    let logs = strait.logs();
+    assert!(
+        logs.contains("someone else committed to it on the target"),
+        "{logs}"
+    );
+
+    // The operator takes the group over explicitly.
+    let (code, out, err) = translate(&strait.config, flow, &group, &["--apply"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(committed_offset(SECONDARY, &group, &target, 0), Some(1_500));
+    // From there, the daemon keeps it in step again.
+    commit_offsets(PRIMARY, &group, &topic, &[(0, 1_700)]);
+    wait_until(
+        Duration::from_secs(30),
+        "the daemon to write the group again",
+        || committed_offset(SECONDARY, &group, &target, 0) == Some(1_700),
+    );
+}
+
 /// Group states (active, excluded, never committed), idle and empty topics, and an offset
 /// below the source log start; with `prefix` naming and the daemon's group sync.
 #[test]

@@ -379,7 +379,7 @@ impl Checkpointer {
         let Some(target) = &self.target else {
             return Ok(());
         };
-        if let Err(e) = groups::apply(target, group, results, false) {
+        if let Err(e) = groups::apply(target, group, results, false, true) {
             metrics::counter!("strait_group_offset_writes_refused_total",
                 "flow" => spec.flow.clone(), "reason" => "error")
             .increment(1);
@@ -396,10 +396,12 @@ impl Checkpointer {
                 .increment(applied as u64);
             debug!(flow = %spec.flow, group, partitions = applied, "wrote translated offsets to the target group");
         }
-        let refusal = results
-            .iter()
-            .map(|r| r.outcome)
-            .find(|o| matches!(o, Outcome::GroupActive | Outcome::WouldRewind));
+        let refusal = results.iter().map(|r| r.outcome).find(|o| {
+            matches!(
+                o,
+                Outcome::GroupActive | Outcome::WouldRewind | Outcome::CommittedElsewhere
+            )
+        });
         match refusal {
             Some(reason) => {
                 self.in_sync.remove(group);
@@ -413,6 +415,7 @@ impl Checkpointer {
                         "not writing translated offsets to the target group: {}",
                         match reason {
                             Outcome::GroupActive => "it has active members on the target; offsets of an active group are never changed",
+                            Outcome::CommittedElsewhere => "someone else committed to it on the target (a consumer that assigns partitions itself commits without being a member); the group is left to them, and `strait offsets translate --apply` takes it over",
                             _ => "the target group is ahead of the translation; `strait offsets translate --apply --force` moves it back",
                         }
                     );

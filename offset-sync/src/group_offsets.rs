@@ -39,6 +39,8 @@ pub struct PartitionOffset {
     pub topic: String,
     pub partition: i32,
     pub offset: Option<i64>,
+    /// The metadata committed with the offset ("" for none).
+    pub metadata: String,
     pub error: Option<RDKafkaErrorCode>,
 }
 
@@ -461,6 +463,15 @@ unsafe fn group_results(
             partition: p.partition,
             // librdkafka's "no offset" is negative (RD_KAFKA_OFFSET_INVALID).
             offset: (p.offset >= 0).then_some(p.offset),
+            metadata: if p.metadata.is_null() || p.metadata_size == 0 {
+                String::new()
+            } else {
+                String::from_utf8_lossy(std::slice::from_raw_parts(
+                    p.metadata.cast::<u8>(),
+                    p.metadata_size,
+                ))
+                .into_owned()
+            },
             error: (p.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR)
                 .then(|| p.err.into()),
         });

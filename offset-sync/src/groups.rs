@@ -25,6 +25,14 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// (topic, partition) → offset.
 pub type Offsets = BTreeMap<(String, i32), i64>;
 
+/// (topic, partition) → offset, and the metadata committed with it.
+type Commits = BTreeMap<(String, i32), (i64, String)>;
+
+/// The metadata Strait commits with every offset it writes to a group: a target offset
+/// with other metadata was committed by someone else (applications commit none, or
+/// their own).
+pub const WRITTEN_BY_STRAIT: &str = "strait: translated";
+
 /// A client that reads and writes the offsets of any consumer group on one cluster,
 /// without joining a group: reading and committing offsets this way never triggers a
 /// rebalance of a group's real members. One client serves every group (see
@@ -73,9 +81,33 @@ impl GroupClient {
         partitions: &[(String, i32)],
         topics: &dyn Fn(&str) -> bool,
     ) -> Vec<Result<Offsets, OffsetSyncError>> {
+        self.commits_each(groups, partitions, topics)
+            .into_iter()
+            .map(|answer| Ok(answer?.into_iter().map(|(k, (o, _))| (k, o)).collect()))
+            .collect()
+    }
+
+    /// [`Self::committed`], with the metadata committed with each offset.
+    fn commits(
+        &self,
+        group: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<Commits, OffsetSyncError> {
+        self.commits_each(&[group], partitions, &|_| false)
+            .pop()
+            .unwrap_or_else(|| Ok(Commits::new()))
+    }
+
+    /// [`Self::committed_each`], with the metadata committed with each offset.
+    fn commits_each(
+        &self,
+        groups: &[&str],
+        partitions: &[(String, i32)],
+        topics: &dyn Fn(&str) -> bool,
+    ) -> Vec<Result<Commits, OffsetSyncError>> {
         // No partitions, no offsets.
         if partitions.is_empty() {
-            return groups.iter().map(|_| Ok(Offsets::new())).collect();
+            return groups.iter().map(|_| Ok(Commits::new())).collect();
         }
         let wanted: HashSet<(&str, i32)> = partitions
             .iter()
@@ -112,7 +144,7 @@ impl GroupClient {
             .zip(answers)
             .map(|(group, answer)| {
                 let context = || format!("reading committed offsets of group '{group}'");
-                let mut offsets = Offsets::new();
+                let mut offsets = Commits::new();
                 for p in answer.map_err(|e| OffsetSyncError::group(context(), e))? {
                     if !wanted.contains(&(p.topic.as_str(), p.partition)) && !topics(&p.topic) {
                         continue;
@@ -127,7 +159,7 @@ impl GroupClient {
                         ));
                     }
                     if let Some(offset) = p.offset {
-                        offsets.insert((p.topic, p.partition), offset);
+                        offsets.insert((p.topic, p.partition), (offset, p.metadata));
                     }
                 }
                 Ok(offsets)
@@ -159,6 +191,9 @@ impl GroupClient {
         for ((topic, partition), offset) in offsets {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
                 .map_err(|e| OffsetSyncError::kafka("building offsets", e))?;
+            if let Some(mut elem) = tpl.find_partition(topic, *partition) {
+                elem.set_metadata(WRITTEN_BY_STRAIT);
+            }
         }
         let context = || format!("committing offsets of group '{group}'");
         let written = group_offsets::alter(self.consumer.client(), group, &tpl, REQUEST_TIMEOUT)
@@ -232,6 +267,10 @@ pub enum Outcome {
     GroupActive,
     /// Not written: the target group is further ahead; `--force` moves it back.
     WouldRewind,
+    /// Not written: someone else committed to the target group since Strait last wrote
+    /// it (a consumer that assigns its partitions itself commits without being a
+    /// member), or while Strait wrote it. The group is theirs; `--force` takes it over.
+    CommittedElsewhere,
     /// The target group already has exactly this offset.
     Unchanged,
     /// Written to the target group.
@@ -256,6 +295,7 @@ impl Outcome {
             Self::NoCommit => "no_commit",
             Self::GroupActive => "group_active",
             Self::WouldRewind => "would_rewind",
+            Self::CommittedElsewhere => "committed_elsewhere",
             Self::Unchanged => "unchanged",
             Self::Applied => "applied",
         }
@@ -338,43 +378,86 @@ pub fn translate_group<'m>(
         .collect()
 }
 
-/// Writes the exact translations to the group on the target. Nothing is written while the
-/// group has members there, and no partition moves backwards unless `force`.
+/// Writes the exact translations to the group on the target. Nothing is written unless
+/// the group is empty there (no members, not rebalancing), and no partition moves
+/// backwards, unless `force`. With `only_own` (the daemon's group sync), nothing is
+/// written over an offset that someone else committed (see [`WRITTEN_BY_STRAIT`]),
+/// unless `force`: a consumer that assigns its partitions itself commits without being
+/// a member, so the group looks empty while it is in use.
+///
+/// Kafka has no conditional commit, so such a consumer can still commit between the read
+/// here and the write. The offsets are read again after the write, and a partition that
+/// no longer holds what was written is reported as [`Outcome::CommittedElsewhere`]: a
+/// commit that lands after Strait's is detected and stands; one that lands between the
+/// read and the write (milliseconds) is overwritten without a trace.
 pub fn apply(
     target: &GroupClient,
     group: &str,
     results: &mut [PartitionResult],
     force: bool,
+    only_own: bool,
 ) -> Result<(), OffsetSyncError> {
     // A cluster that cannot describe groups still refuses this commit while the group
     // has members (see `GroupClient::commit`).
-    let members = target.members(group)?.unwrap_or(0);
+    let active = target
+        .describe(group)?
+        .is_some_and(|d| d.members > 0 || !matches!(d.state.as_str(), "Empty" | "Dead"));
     let wanted: Vec<(String, i32)> = results
         .iter()
         .map(|r| (r.target_topic.clone(), r.partition))
         .collect();
-    let current = target.committed(group, &wanted, &|_| false)?;
+    let current = target.commits(group, &wanted)?;
     let mut to_commit = Offsets::new();
     for r in results.iter_mut() {
-        r.target_committed = current.get(&(r.target_topic.clone(), r.partition)).copied();
+        let key = (r.target_topic.clone(), r.partition);
+        let here = current.get(&key);
+        r.target_committed = here.map(|(o, _)| *o);
         let Some(t) = r.target_offset.filter(|_| r.outcome == Outcome::Exact) else {
             continue;
         };
-        r.outcome = if members > 0 {
-            Outcome::GroupActive
-        } else if r.target_committed == Some(t) {
-            Outcome::Unchanged
-        } else if r.target_committed.is_some_and(|c| c > t) && !force {
-            Outcome::WouldRewind
-        } else {
-            to_commit.insert((r.target_topic.clone(), r.partition), t);
-            Outcome::Applied
-        };
+        let someone_elses = only_own && here.is_some_and(|(_, m)| m != WRITTEN_BY_STRAIT);
+        r.outcome = decide_write(t, r.target_committed, someone_elses, active, force);
+        if r.outcome == Outcome::Applied {
+            to_commit.insert(key, t);
+        }
     }
-    if !to_commit.is_empty() {
-        target.commit(group, &to_commit)?;
+    if to_commit.is_empty() {
+        return Ok(());
+    }
+    target.commit(group, &to_commit)?;
+    let wanted: Vec<(String, i32)> = to_commit.keys().cloned().collect();
+    let after = target.commits(group, &wanted)?;
+    for r in results.iter_mut().filter(|r| r.outcome == Outcome::Applied) {
+        let key = (r.target_topic.clone(), r.partition);
+        let ours = (to_commit[&key], WRITTEN_BY_STRAIT.to_string());
+        if after.get(&key) != Some(&ours) {
+            r.outcome = Outcome::CommittedElsewhere;
+            r.target_committed = after.get(&key).map(|(o, _)| *o);
+        }
     }
     Ok(())
+}
+
+/// What to do with translation `t` of one partition of a target group whose committed
+/// offset is `current`; `someone_elses`: that offset was committed by someone else.
+pub fn decide_write(
+    t: i64,
+    current: Option<i64>,
+    someone_elses: bool,
+    active: bool,
+    force: bool,
+) -> Outcome {
+    if active {
+        Outcome::GroupActive
+    } else if current == Some(t) {
+        Outcome::Unchanged
+    } else if someone_elses && !force {
+        Outcome::CommittedElsewhere
+    } else if current.is_some_and(|c| c > t) && !force {
+        Outcome::WouldRewind
+    } else {
+        Outcome::Applied
+    }
 }
 
 /// Reads every checkpoint of a flow (newest per group and partition).
@@ -497,6 +580,57 @@ mod tests {
     }
 
     #[test]
+    fn a_group_is_written_only_while_nobody_else_uses_it() {
+        use super::decide_write;
+        assert_eq!(
+            decide_write(10, None, false, false, false),
+            Outcome::Applied
+        );
+        assert_eq!(
+            decide_write(10, Some(4), false, false, false),
+            Outcome::Applied
+        );
+        assert_eq!(
+            decide_write(10, Some(10), false, false, false),
+            Outcome::Unchanged
+        );
+        assert_eq!(
+            decide_write(10, Some(12), false, false, false),
+            Outcome::WouldRewind
+        );
+        assert_eq!(
+            decide_write(10, Some(12), false, false, true),
+            Outcome::Applied
+        );
+        assert_eq!(
+            decide_write(10, Some(4), false, true, true),
+            Outcome::GroupActive
+        );
+        // Someone else's commit, forwards or backwards, is left alone unless forced.
+        assert_eq!(
+            decide_write(10, Some(4), true, false, false),
+            Outcome::CommittedElsewhere
+        );
+        assert_eq!(
+            decide_write(10, Some(12), true, false, false),
+            Outcome::CommittedElsewhere
+        );
+        assert_eq!(
+            decide_write(10, Some(4), true, false, true),
+            Outcome::Applied
+        );
+        assert_eq!(
+            decide_write(10, Some(4), true, true, false),
+            Outcome::GroupActive
+        );
+        // Whoever committed it, the translation is already there.
+        assert_eq!(
+            decide_write(10, Some(10), true, false, false),
+            Outcome::Unchanged
+        );
+    }
+
+    #[test]
     fn labels_match_the_json_names() {
         for o in [
             Outcome::Exact,
@@ -505,6 +639,7 @@ mod tests {
             Outcome::NoCommit,
             Outcome::GroupActive,
             Outcome::WouldRewind,
+            Outcome::CommittedElsewhere,
             Outcome::Unchanged,
             Outcome::Applied,
         ] {
