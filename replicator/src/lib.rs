@@ -7,6 +7,7 @@
 //! The public surface is small: describe a flow with [`FlowSpec`], then [`run_flow`] it
 //! until its cancellation token fires, or ask [`plan`] what it would replicate.
 
+mod copies;
 mod error;
 mod fetch;
 mod flow;
@@ -18,6 +19,7 @@ mod provenance;
 mod status;
 mod topics;
 
+pub use copies::FoundCopies;
 pub use error::ReplicatorError;
 pub use flow::{run_flow, TargetClaims, START_WAIT};
 pub use heartbeat::HeartbeatSpec;

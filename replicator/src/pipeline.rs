@@ -34,11 +34,12 @@ use strait_offset_sync::{ensure_compacted_topic, FlowIndex, MapWriter, Partition
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::copies::FoundCopies;
 use crate::fetch::{FetchQueue, Fetched, SourceRecord, BATCH_SIZE};
 use crate::heartbeat::{OwnTopicsOnTarget, Prepared};
 use crate::produce::{OutgoingHeaders, TargetTopic};
 use crate::provenance::{
-    origin_in, FoundCopies, Provenance, ScanStart, SourcePartition, TailScanner, PROVENANCE_HEADER,
+    origin_in, Provenance, ScanStart, SourcePartition, TailScanner, PROVENANCE_HEADER,
 };
 use crate::status::{FlowStatus, PartitionStatus, TopicStatus};
 use crate::topics::{apply_cluster, client_config, discover, learn_partitions, TargetTopics};
@@ -688,19 +689,19 @@ impl RebalanceContext {
                 // oldest copy found (but not below copies the scan could not name: a map
                 // rebuilt after the source's log start moved on), else where replication
                 // starts now.
-                let rebuilt_from = copied
-                    .pairs
-                    .first()
-                    .map(|(s, _)| *s)
-                    .map(|first| copied.named_from.map_or(first, |named| first.max(named)));
-                let from = persisted.map(|c| c.from).or(rebuilt_from).or(start);
+                let rebuilt =
+                    target_watermarks.and_then(|(_, high)| copied.rebuilt_map_start(high));
+                let from = persisted
+                    .map(|c| c.from)
+                    .or(rebuilt.map(|(from, _)| from))
+                    .or(start);
                 // The target's end from the settled watermarks: a target topic created
                 // moments ago answers "not leader" for a while, and a map started without
                 // this never said how far it was complete, so every translation stayed
                 // pending (a migration waited at `mirror` for ever).
                 let target_next = persisted
                     .map(|c| c.target_next)
-                    .or(rebuilt_from.and_then(|from| copied.target_of_first_from(from)))
+                    .or(rebuilt.map(|(_, target)| target))
                     .or(p.acked_target_next)
                     .or(target_watermarks.map(|(_, high)| high));
                 let (Some(from), Some(target_next)) = (from, target_next) else {

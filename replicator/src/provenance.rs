@@ -27,6 +27,7 @@ use strait_offset_sync::{
 };
 use tracing::debug;
 
+use crate::copies::{CopyNamer, FoundCopies};
 use crate::topics::{client_config, learn_partitions};
 use crate::{ClusterSpec, FlowSpec, ReplicatorError};
 
@@ -118,31 +119,6 @@ pub(crate) struct TailScanner {
     /// Reads the source records that copies without a header are checked against;
     /// `None` when the source is unreachable. With the source cluster's name.
     source: Option<(BaseConsumer, String)>,
-}
-
-/// Copies of one source partition found on the target.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct FoundCopies {
-    /// (source offset, target offset) of each copy named, oldest first.
-    pub pairs: Vec<(i64, i64)>,
-    /// Set when the scan passed over target records that may be copies of source records
-    /// below this offset, the source's log start: their originals are gone, so no content
-    /// check can name them, and a map must not vouch for source offsets below it.
-    pub named_from: Option<i64>,
-}
-
-impl FoundCopies {
-    pub fn last(&self) -> Option<(i64, i64)> {
-        self.pairs.last().copied()
-    }
-
-    /// The target offset of the oldest copy of a source record at or after `source`.
-    pub fn target_of_first_from(&self, source: i64) -> Option<i64> {
-        self.pairs
-            .iter()
-            .find(|(s, _)| *s >= source)
-            .map(|(_, t)| *t)
-    }
 }
 
 /// Where a forward scan begins: a target offset, and the source offset whose copy is
@@ -314,12 +290,11 @@ impl TailScanner {
         end: i64,
         source_next: Option<i64>,
     ) -> Result<FoundCopies, ReplicatorError> {
-        let mut found = FoundCopies::default();
-        let mut next_source = source_next;
+        let mut namer = CopyNamer::new(source_next);
         // Opened on the first record that needs checking: after a clean stop there is none.
         let mut originals: Option<SourceCursor<'_>> = None;
         if start >= end {
-            return Ok(found);
+            return Ok(namer.finish());
         }
         let context = || {
             format!(
@@ -353,13 +328,12 @@ impl TailScanner {
                                 && p.topic == source.topic
                                 && p.partition == source.partition =>
                         {
-                            found.pairs.push((p.offset, msg.offset()));
-                            next_source = Some(p.offset + 1);
+                            namer.named(p.offset, msg.offset());
                         }
                         // No header of ours: our copy of the next source record (which
                         // may carry an upstream copier's header), or someone else's.
                         _ => {
-                            let Some(expected) = next_source else {
+                            let Some(expected) = namer.expected() else {
                                 continue;
                             };
                             let Some((consumer, _)) = &self.source else {
@@ -375,19 +349,13 @@ impl TailScanner {
                                 )?),
                             };
                             let source_start = originals.start;
-                            let named = match originals.first_from(expected)? {
-                                Some(original) if same_content(original, &msg) => {
-                                    found.pairs.push((original.offset(), msg.offset()));
-                                    next_source = Some(original.offset() + 1);
-                                    true
+                            let (compared, same) = match originals.first_from(expected)? {
+                                Some(original) => {
+                                    (Some(original.offset()), same_content(original, &msg))
                                 }
-                                _ => false,
+                                None => (None, false),
                             };
-                            // Compared with the first record still on the source, this may
-                            // be a copy of one deleted since (retention, DeleteRecords).
-                            if !named && expected < source_start {
-                                found.named_from = Some(source_start);
-                            }
+                            namer.compared(msg.offset(), compared, same, source_start);
                         }
                     }
                 }
@@ -417,7 +385,7 @@ impl TailScanner {
                     .map_err(|e| ReplicatorError::kafka(context(), e))?;
             }
         }
-        Ok(found)
+        Ok(namer.finish())
     }
 }
 
