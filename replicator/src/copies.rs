@@ -35,8 +35,23 @@ impl FoundCopies {
     /// every copy is named, and the target offset a consumer of everything from there
     /// starts at (the first such copy, else `target_end`, where the next copy lands).
     /// `None` if nothing was named.
-    pub fn rebuilt_map_start(&self, target_end: i64) -> Option<(i64, i64)> {
+    ///
+    /// `source_head`: the source's log start and the first record it holds at or after
+    /// it. When the first copy named is that record's, nothing a consumer could read lies
+    /// before it on the source, and the map begins at the log start: a group committed
+    /// on a compacted-away offset before it translates, as it did before the rebuild.
+    pub fn rebuilt_map_start(
+        &self,
+        target_end: i64,
+        source_head: Option<(i64, Option<i64>)>,
+    ) -> Option<(i64, i64)> {
         let (first, _) = *self.pairs.first()?;
+        let first = match source_head {
+            Some((log_start, Some(head))) if head == first && self.named_from.is_none() => {
+                log_start.min(first)
+            }
+            _ => first,
+        };
         let from = self.named_from.map_or(first, |named| named.max(first));
         let target = self
             .pairs
@@ -199,7 +214,10 @@ mod tests {
             let found = name(&history);
             let target_end = history.target.len() as i64;
             // The first copy is always an anchor, so something is named.
-            let (from, target_next) = found.rebuilt_map_start(target_end).expect("named");
+            let head = history.visible.iter().copied().find(|&o| o >= history.log_start);
+            let (from, target_next) = found
+                .rebuilt_map_start(target_end, Some((history.log_start, head)))
+                .expect("named");
             let mut map = PartitionOffsetMap::default();
             map.start_at(from, target_next);
             for &(source, target) in &found.pairs {

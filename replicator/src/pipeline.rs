@@ -685,12 +685,16 @@ impl RebalanceContext {
                 p.offsets.record(source, target);
             }
             if index.is_some() {
-                // Where this writer's map begins: the persisted map's start, else the
-                // oldest copy found (but not below copies the scan could not name: a map
-                // rebuilt after the source's log start moved on), else where replication
-                // starts now.
-                let rebuilt =
-                    target_watermarks.and_then(|(_, high)| copied.rebuilt_map_start(high));
+                // Where this writer's map begins: the persisted map's start, else where
+                // the copies found name everything from (see
+                // `FoundCopies::rebuilt_map_start`), else where replication starts now.
+                let rebuilt = match (persisted, &self.scanner, target_watermarks) {
+                    (None, Some(scanner), Some((_, high))) if !copied.pairs.is_empty() => {
+                        let head = scanner.source_head(&source_topic, partition)?;
+                        copied.rebuilt_map_start(high, head)
+                    }
+                    _ => None,
+                };
                 let from = persisted
                     .map(|c| c.from)
                     .or(rebuilt.map(|(from, _)| from))

@@ -239,6 +239,26 @@ impl TailScanner {
         Ok(FoundCopies::default())
     }
 
+    /// The source partition's log start, and the first record a `read_committed`
+    /// consumer sees at or after it (`None`: none before the end); `None` without the
+    /// source.
+    pub(crate) fn source_head(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<(i64, Option<i64>)>, ReplicatorError> {
+        let Some((consumer, _)) = &self.source else {
+            return Ok(None);
+        };
+        let mut cursor = SourceCursor::open(consumer, topic, partition)?;
+        let start = cursor.start;
+        let head = cursor.first_from(start)?.map(|m| m.offset());
+        consumer
+            .unassign()
+            .map_err(|e| ReplicatorError::kafka("reading the source's first record", e))?;
+        Ok(Some((start, head)))
+    }
+
     /// (log start, end) of one target partition: from `batch` (see [`Self::watermarks`]),
     /// else read on its own, which reports what kept it from the batch; `None` if the
     /// topic does not exist.
