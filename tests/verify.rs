@@ -225,3 +225,36 @@ fn verify_passes_on_a_faithful_copy_and_names_a_corrupted_and_a_missing_record()
         "{text}"
     );
 }
+
+/// A target topic that stamps records with the broker's clock
+/// (`message.timestamp.type=LogAppendTime`) cannot keep the source's timestamps: its
+/// copies verify on everything else.
+#[test]
+fn verify_passes_on_a_target_that_stamps_its_own_timestamps() {
+    let topic = unique("verify-lat");
+    let target = format!("primary.{topic}");
+    create_topic(PRIMARY, &topic, 1, &[]);
+    create_topic(
+        SECONDARY,
+        &target,
+        1,
+        &[("message.timestamp.type", "LogAppendTime")],
+    );
+    write_partition(&topic, 0);
+    let mut strait = Strait::start(&flow_config("auditlat", &topic, "prefix", ""));
+    wait_until(Duration::from_secs(60), "copied", || {
+        count_all(SECONDARY, &target) >= 70
+    });
+    assert_eq!(strait.terminate(), Some(0), "{}", strait.logs());
+    let source = &read_all(PRIMARY, &topic)[&0];
+    let copies = &read_all(SECONDARY, &target)[&0];
+    assert_ne!(
+        source[0].timestamp, copies[0].timestamp,
+        "the broker set the copy's timestamp"
+    );
+    let (code, json, stderr) = verify(&strait.config, "auditlat");
+    assert_eq!(code, Some(0), "{json:#}\n{stderr}");
+    let report = partition_report(&json, &topic, 0);
+    assert_eq!(report["status"], "verified", "{report:#}");
+    assert_eq!(report["records"], 70, "{report:#}");
+}

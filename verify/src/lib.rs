@@ -4,12 +4,15 @@
 //!
 //! Both sides are read in parallel, one consumer per cluster, each partition paired
 //! through a small queue per side; a side that runs ahead is paused, so memory stays
-//! bounded however large the partitions are. A record matches when its timestamp, key,
-//! value and headers (in order) hash the same; order is implied by pairing offset by
-//! offset. The first difference per partition is reported with both records summarised.
+//! bounded however large the partitions are. A record matches when its key, value and
+//! headers (in order) hash the same and its timestamp is the same (unless the target
+//! topic stamps records with the broker's clock, `LogAppendTime`, which no copy can
+//! keep); order is implied by pairing offset by offset. The first difference per partition is reported with both records summarised.
 
 mod error;
 mod record;
+
+use record::Digest;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -30,7 +33,7 @@ pub use record::RecordSummary;
 /// How long both clusters may deliver nothing before verification gives up.
 const STALL: Duration = Duration::from_secs(30);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
-/// Queued digests (24 bytes each) across all partitions of one side before the busiest
+/// Queued digests (48 bytes each) across all partitions of one side before the busiest
 /// partitions are paused.
 const QUEUE_BUDGET: usize = 400_000;
 
@@ -301,7 +304,7 @@ struct Reading {
     done: bool,
     paused: bool,
     /// (offset, digest) read but not yet paired.
-    queue: VecDeque<(i64, u128)>,
+    queue: VecDeque<(i64, Digest)>,
 }
 
 impl Reading {
@@ -327,7 +330,7 @@ struct PartitionRun {
     digest: Xxh3,
     /// Digest of the target record at a `ContentDiffers` mismatch, to look for the source
     /// record it is a copy of.
-    differing_target_digest: Option<u128>,
+    differing_target_digest: Option<Digest>,
     report: PartitionReport,
 }
 
@@ -446,7 +449,7 @@ impl PartitionRun {
             }
             match self.target.queue.front() {
                 Some(&(t, target_digest)) if t == target_offset => {
-                    if target_digest != source_digest {
+                    if !target_digest.is_copy_of(&source_digest) {
                         self.differing_target_digest = Some(target_digest);
                         self.report.mismatch = Some(Mismatch::new(
                             MismatchKind::ContentDiffers,
@@ -751,7 +754,7 @@ fn find_by_digest(
     topic: &str,
     partition: i32,
     from: i64,
-    wanted: u128,
+    wanted: Digest,
 ) -> Option<i64> {
     let consumer = record_reader(config)?;
     let (_, high) = consumer
@@ -770,7 +773,7 @@ fn find_by_digest(
     while Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(msg)) if msg.offset() >= until => return None,
-            Some(Ok(msg)) if record::digest(&msg, None, &mut hasher) == wanted => {
+            Some(Ok(msg)) if wanted.is_copy_of(&record::digest(&msg, None, &mut hasher)) => {
                 return Some(msg.offset())
             }
             Some(Ok(_)) | Some(Err(_)) => {}

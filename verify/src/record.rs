@@ -1,19 +1,47 @@
 //! What verification compares about a record: a digest over its content, and a short
 //! human summary for reports.
 
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Headers, Message, Timestamp};
 use serde::Serialize;
 use strait_replicator::{Provenance, PROVENANCE_HEADER};
 use xxhash_rust::xxh3::Xxh3;
 
-/// xxh3-128 over timestamp, key, value and headers (in order), with null kept distinct
-/// from empty everywhere. On a copy from `copy_of` (the source cluster's name), a last
-/// provenance header naming that cluster is Strait's own stamp (on anchors only), not
-/// part of the copied content, and is left out; one naming another cluster came with
-/// the source record.
-pub(crate) fn digest<M: Message>(msg: &M, copy_of: Option<&str>, hasher: &mut Xxh3) -> u128 {
+/// What is compared of a record: its timestamp, and a hash of the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Digest {
+    /// xxh3-128 over key, value and headers.
+    pub content: u128,
+    /// Milliseconds since the epoch, -1 for none.
+    pub timestamp: i64,
+    /// The broker set the timestamp (`message.timestamp.type=LogAppendTime`), whatever
+    /// the producer sent.
+    pub stamped_by_broker: bool,
+}
+
+impl Digest {
+    /// Whether a record with this digest is a faithful copy of one with `original`'s. A
+    /// copy on a topic that stamps records with the broker's clock cannot keep its
+    /// original's timestamp, so only the rest is compared then.
+    pub(crate) fn is_copy_of(&self, original: &Digest) -> bool {
+        self.content == original.content
+            && (self.stamped_by_broker || self.timestamp == original.timestamp)
+    }
+
+    pub(crate) fn to_le_bytes(self) -> [u8; 24] {
+        let mut bytes = [0; 24];
+        bytes[..16].copy_from_slice(&self.content.to_le_bytes());
+        bytes[16..].copy_from_slice(&self.timestamp.to_le_bytes());
+        bytes
+    }
+}
+
+/// xxh3-128 over key, value and headers (in order), with null kept distinct from empty
+/// everywhere, and the timestamp beside it. On a copy from `copy_of` (the source
+/// cluster's name), a last provenance header naming that cluster is Strait's own stamp
+/// (on anchors only), not part of the copied content, and is left out; one naming
+/// another cluster came with the source record.
+pub(crate) fn digest<M: Message>(msg: &M, copy_of: Option<&str>, hasher: &mut Xxh3) -> Digest {
     hasher.reset();
-    hasher.update(&msg.timestamp().to_millis().unwrap_or(-1).to_le_bytes());
     hash_optional(hasher, msg.key());
     hash_optional(hasher, msg.payload());
     if let Some(headers) = msg.headers() {
@@ -39,7 +67,11 @@ pub(crate) fn digest<M: Message>(msg: &M, copy_of: Option<&str>, hasher: &mut Xx
     } else {
         hasher.update(&0u64.to_le_bytes());
     }
-    hasher.digest128()
+    Digest {
+        content: hasher.digest128(),
+        timestamp: msg.timestamp().to_millis().unwrap_or(-1),
+        stamped_by_broker: matches!(msg.timestamp(), Timestamp::LogAppendTime(_)),
+    }
 }
 
 fn hash_optional(hasher: &mut Xxh3, bytes: Option<&[u8]>) {
@@ -128,7 +160,7 @@ fn preview(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
+    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 
     fn message(value: Option<&[u8]>, headers: OwnedHeaders) -> OwnedMessage {
         OwnedMessage::new(
@@ -176,5 +208,27 @@ mod tests {
         // An upstream copier's stamp (another cluster) is part of the source record.
         assert_ne!(original, digest(&copy, Some("b"), &mut h));
         assert_eq!(RecordSummary::of(&copy).copy_of_source_offset, Some(7));
+    }
+
+    #[test]
+    fn a_copy_stamped_by_its_broker_matches_whatever_its_timestamp() {
+        let mut h = Xxh3::new();
+        let mut at = |value: &[u8], timestamp| {
+            let m = OwnedMessage::new(
+                Some(value.to_vec()),
+                None,
+                "t".into(),
+                timestamp,
+                0,
+                0,
+                None,
+            );
+            digest(&m, None, &mut h)
+        };
+        let original = at(b"v", Timestamp::CreateTime(42));
+        assert!(at(b"v", Timestamp::CreateTime(42)).is_copy_of(&original));
+        assert!(!at(b"v", Timestamp::CreateTime(43)).is_copy_of(&original));
+        assert!(at(b"v", Timestamp::LogAppendTime(99)).is_copy_of(&original));
+        assert!(!at(b"w", Timestamp::LogAppendTime(42)).is_copy_of(&original));
     }
 }
