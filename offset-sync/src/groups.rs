@@ -582,52 +582,31 @@ mod tests {
     #[test]
     fn a_group_is_written_only_while_nobody_else_uses_it() {
         use super::decide_write;
-        assert_eq!(
-            decide_write(10, None, false, false, false),
-            Outcome::Applied
-        );
-        assert_eq!(
-            decide_write(10, Some(4), false, false, false),
-            Outcome::Applied
-        );
-        assert_eq!(
-            decide_write(10, Some(10), false, false, false),
-            Outcome::Unchanged
-        );
-        assert_eq!(
-            decide_write(10, Some(12), false, false, false),
-            Outcome::WouldRewind
-        );
-        assert_eq!(
-            decide_write(10, Some(12), false, false, true),
-            Outcome::Applied
-        );
-        assert_eq!(
-            decide_write(10, Some(4), false, true, true),
-            Outcome::GroupActive
-        );
-        // Someone else's commit, forwards or backwards, is left alone unless forced.
-        assert_eq!(
-            decide_write(10, Some(4), true, false, false),
-            Outcome::CommittedElsewhere
-        );
-        assert_eq!(
-            decide_write(10, Some(12), true, false, false),
-            Outcome::CommittedElsewhere
-        );
-        assert_eq!(
-            decide_write(10, Some(4), true, false, true),
-            Outcome::Applied
-        );
-        assert_eq!(
-            decide_write(10, Some(4), true, true, false),
-            Outcome::GroupActive
-        );
-        // Whoever committed it, the translation is already there.
-        assert_eq!(
-            decide_write(10, Some(10), true, false, false),
-            Outcome::Unchanged
-        );
+        use Outcome::*;
+        // (target group's offset, someone else's, group active, --force) → outcome, for
+        // a translation to 10.
+        let cases = [
+            ((None, false, false, false), Applied),
+            ((Some(4), false, false, false), Applied),
+            ((Some(10), false, false, false), Unchanged),
+            ((Some(12), false, false, false), WouldRewind),
+            ((Some(12), false, false, true), Applied),
+            ((Some(4), false, true, true), GroupActive),
+            // Someone else's commit, forwards or backwards, is left alone unless forced.
+            ((Some(4), true, false, false), CommittedElsewhere),
+            ((Some(12), true, false, false), CommittedElsewhere),
+            ((Some(4), true, false, true), Applied),
+            ((Some(4), true, true, false), GroupActive),
+            // Whoever committed it, the translation is already there.
+            ((Some(10), true, false, false), Unchanged),
+        ];
+        for ((current, someone_elses, active, force), outcome) in cases {
+            assert_eq!(
+                decide_write(10, current, someone_elses, active, force),
+                outcome,
+                "{current:?}, someone else's {someone_elses}, active {active}, force {force}"
+            );
+        }
     }
 
     #[test]
