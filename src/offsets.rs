@@ -162,8 +162,12 @@ pub fn translate_group(
             })
         })
         .collect();
-    let copies = copies_on_target(&spec, source_reachable, &ends)
-        .context("reading the copies after the persisted offset map on the target")?;
+    let copies = copies_on_target(
+        (&spec.source, &spec.target, &spec.naming),
+        source_reachable,
+        &ends,
+    )
+    .context("reading the copies after the persisted offset map on the target")?;
     // Copies the scan could not name are of records below the source's log start, and
     // a committed offset below it is translated from the log start (see
     // `groups::translate_group`), so the named copies are all a translation needs.

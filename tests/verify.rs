@@ -258,3 +258,55 @@ fn verify_passes_on_a_target_that_stamps_its_own_timestamps() {
     assert_eq!(report["status"], "verified", "{report:#}");
     assert_eq!(report["records"], 70, "{report:#}");
 }
+
+/// Records on the target that are no copies are reported with their offsets: duplicates
+/// appended after the newest copy (the persisted map ends before them), and someone
+/// else's record written between two copies while Strait copied.
+#[test]
+fn verify_names_records_that_are_no_copies_after_and_between_the_copies() {
+    let topic = unique("verify-extra");
+    let target = format!("primary.{topic}");
+    create_topic(PRIMARY, &topic, 2, &[]);
+    produce_simple(PRIMARY, &topic, 2, 60, "first");
+    let mut strait = Strait::start(&flow_config("auditextra", &topic, "prefix", ""));
+    wait_until(Duration::from_secs(60), "copied", || {
+        partition_count(SECONDARY, &target).is_some() && count_all(SECONDARY, &target) >= 60
+    });
+    let (code, json, stderr) = verify(&strait.config, "auditextra");
+    assert_eq!(code, Some(0), "a faithful copy:\n{json:#}\n{stderr}");
+
+    // Someone else writes to partition 1 of the copy; Strait then copies ten more.
+    produce_into(SECONDARY, &target, 1, 1, "someone else");
+    produce_into(PRIMARY, &topic, 1, 10, "second");
+    wait_until(Duration::from_secs(60), "copied again", || {
+        count_all(SECONDARY, &target) >= 71
+    });
+    assert_eq!(strait.terminate(), Some(0), "{}", strait.logs());
+
+    // Ten duplicates of partition 0's first copies, appended after the newest.
+    let copies = read_all(SECONDARY, &target);
+    let again = producer(SECONDARY);
+    for rec in &copies[&0][..10] {
+        let out = Out {
+            partition: 0,
+            key: rec.key.clone(),
+            value: rec.value.clone(),
+            headers: rec.headers.clone(),
+            timestamp: rec.timestamp,
+        };
+        send(&again, &target, &out);
+    }
+    flush(&again);
+
+    let (code, json, stderr) = verify(&strait.config, "auditextra");
+    assert_eq!(code, Some(1), "{json:#}\n{stderr}");
+    for (partition, first_extra) in [(0, 30), (1, 30)] {
+        let report = partition_report(&json, &topic, partition);
+        assert_eq!(report["status"], "mismatch", "{report:#}");
+        assert_eq!(report["mismatch"]["kind"], "not_a_copy", "{report:#}");
+        assert_eq!(
+            report["mismatch"]["target_offset"], first_extra,
+            "{report:#}"
+        );
+    }
+}

@@ -272,6 +272,19 @@ impl OffsetIndex {
         (source < seg.source_end()).then(|| seg.target + (source - seg.source))
     }
 
+    /// The source offset whose copy is at target offset `target`, if the map says a copy
+    /// is there: a target record the map does not name is not a copy (someone else's, a
+    /// duplicate, or a copy the map never learned of).
+    pub fn source_of(&self, target: i64) -> Option<i64> {
+        // Copies are written in source order, so target offsets rise with source offsets.
+        let seg = self
+            .segments
+            .values()
+            .take_while(|s| s.target <= target)
+            .last()?;
+        (target < seg.target_end()).then(|| seg.source + (target - seg.target))
+    }
+
     /// Source offset below which the replicator has handled everything: the larger of
     /// the persisted coverage and the end of the newest copy.
     pub fn handled_through(&self) -> Option<i64> {
@@ -375,6 +388,10 @@ mod tests {
         assert_eq!(index.copy_of(0), Some(50));
         assert_eq!(index.copy_of(999), Some(1049));
         assert_eq!(index.copy_of(1000), None, "not copied (yet)");
+        assert_eq!(index.source_of(50), Some(0));
+        assert_eq!(index.source_of(1049), Some(999));
+        assert_eq!(index.source_of(49), None, "before the first copy");
+        assert_eq!(index.source_of(1050), None, "after the newest copy");
         assert_eq!(index.handled_through(), Some(1000));
         assert_eq!(index.foreign_below(2000), 0);
     }
@@ -417,6 +434,10 @@ mod tests {
         }
         m.advance_through(7);
         let index = index_of(&mut m);
+        assert_eq!(index.source_of(4), Some(4));
+        assert_eq!(index.source_of(5), None, "someone else's record");
+        assert_eq!(index.source_of(7), None, "someone else's record");
+        assert_eq!(index.source_of(8), Some(5));
         assert_eq!(index.foreign_below(5), 0);
         assert_eq!(index.foreign_below(6), 1);
         assert_eq!(index.foreign_below(8), 3);
@@ -550,6 +571,11 @@ mod tests {
                     .map_or(Translation::Exact(last_t + 1), |(_, tgt)| Translation::Exact(*tgt))
             };
             prop_assert_eq!(index.translate(probe), expected);
+            // And back: each copy's target offset names its source offset, nothing else.
+            let copies: BTreeMap<i64, i64> = pairs.iter().map(|(s, t)| (*t, *s)).collect();
+            for target in 0..=last_t + 2 {
+                prop_assert_eq!(index.source_of(target), copies.get(&target).copied());
+            }
             // Segments only where a side skipped.
             let gaps = pairs.windows(2)
                 .filter(|w| w[1].0 != w[0].0 + 1 || w[1].1 != w[0].1 + 1).count();

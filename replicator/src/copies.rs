@@ -24,6 +24,9 @@ pub struct FoundCopies {
     /// offset, the source's log start: their originals are gone, so nothing can name
     /// them, and a map must not vouch for source offsets below it.
     pub named_from: Option<i64>,
+    /// The target end the records were read up to, where known: every record before it
+    /// after the newest copy named is not a copy.
+    pub scanned_to: Option<i64>,
 }
 
 impl FoundCopies {
@@ -80,8 +83,14 @@ impl CopyNamer {
         }
     }
 
-    /// A record whose header of ours names `source`.
+    /// A record whose header of ours names `source`. Copies are written in source order,
+    /// so one naming a record before the copy expected next is a duplicate (written
+    /// again, by someone else or by an instance that no longer owned the partition), not
+    /// a copy in the sequence, and is passed over.
     pub(crate) fn named(&mut self, source: i64, target: i64) {
+        if self.next_source.is_some_and(|next| source < next) {
+            return;
+        }
         self.found.pairs.push((source, target));
         self.next_source = Some(source + 1);
     }
@@ -123,6 +132,17 @@ impl CopyNamer {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_header_naming_an_earlier_record_is_a_duplicate() {
+        let mut namer = CopyNamer::new(Some(30));
+        namer.named(30, 100);
+        // The first copies again, anchor first, then the one after it by content.
+        namer.named(0, 101);
+        namer.compared(102, Some(31), false, 0);
+        namer.named(31, 103);
+        assert_eq!(namer.finish().pairs, vec![(30, 100), (31, 103)]);
+    }
     use strait_offset_sync::{OffsetIndex, PartitionOffsetMap, Translation};
 
     /// A source partition and its copy, as they are on the clusters.

@@ -29,7 +29,7 @@ use tracing::debug;
 
 use crate::copies::{CopyNamer, FoundCopies};
 use crate::topics::{client_config, learn_partitions};
-use crate::{ClusterSpec, FlowSpec, ReplicatorError};
+use crate::{ClusterSpec, NamingPolicy, ReplicatorError};
 
 /// Header key stamped on anchor copies (every copy with `provenance_interval = 1`).
 pub const PROVENANCE_HEADER: &str = "strait.source";
@@ -519,16 +519,15 @@ pub struct MapEnd {
 /// read in one request per broker: a client per partition cost about 200 ms each, and
 /// `strait offsets translate` took 85 s for a map of 625 partitions.
 pub fn copies_on_target(
-    spec: &FlowSpec,
+    (source, target, naming): (&ClusterSpec, &ClusterSpec, &NamingPolicy),
     source_reachable: bool,
     ends: &[MapEnd],
 ) -> Result<Vec<FoundCopies>, ReplicatorError> {
-    let source = source_reachable.then_some(&spec.source);
-    let scanner = TailScanner::new(&spec.target, source)?;
+    let scanner = TailScanner::new(target, source_reachable.then_some(source))?;
     let target_topics: Vec<(String, i32)> = ends
         .iter()
         .map(|e| {
-            let topic = spec.naming.target_topic(&spec.source.name, &e.source_topic);
+            let topic = naming.target_topic(&source.name, &e.source_topic);
             (topic, e.partition)
         })
         .collect();
@@ -540,10 +539,10 @@ pub fn copies_on_target(
                 // The target topic does not exist (any more): no copies.
                 return Ok(FoundCopies::default());
             };
-            scanner.copies_after_commit(
+            let mut found = scanner.copies_after_commit(
                 &key.0,
                 &SourcePartition {
-                    cluster: &spec.source.name,
+                    cluster: &source.name,
                     topic: &end.source_topic,
                     partition: end.partition,
                 },
@@ -552,7 +551,9 @@ pub fn copies_on_target(
                     source_next: Some(end.source_next),
                 }),
                 target_watermarks,
-            )
+            )?;
+            found.scanned_to = Some(target_watermarks.1);
+            Ok(found)
         })
         .collect()
 }

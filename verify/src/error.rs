@@ -14,6 +14,8 @@ pub enum VerifyError {
     },
     #[error("reading the offset map: {0}")]
     OffsetMap(#[from] strait_offset_sync::OffsetSyncError),
+    #[error("reading the newest copies back from the target: {0}")]
+    NewestCopies(#[from] strait_replicator::ReplicatorError),
     #[error("no progress for {0:?} while reading {1}")]
     Stalled(Duration, String),
 }

@@ -24,7 +24,9 @@ use rdkafka::ClientConfig;
 use regex::Regex;
 use serde::Serialize;
 use strait_offset_sync::{FlowIndex, OffsetIndex, Translation};
-use strait_replicator::{client_config, ClusterSpec, NamingPolicy, TopicSelector};
+use strait_replicator::{
+    client_config, copies_on_target, ClusterSpec, MapEnd, NamingPolicy, TopicSelector,
+};
 use xxhash_rust::xxh3::Xxh3;
 
 pub use error::VerifyError;
@@ -116,6 +118,9 @@ pub struct PartitionReport {
     /// Target range `[target_from, target_to)` holding the copies of that range.
     pub target_from: i64,
     pub target_to: i64,
+    /// The target was read up to here: every record in `[target_to, target_read_to)`,
+    /// after the newest copy, is someone else's or a duplicate.
+    pub target_read_to: i64,
     /// Source records compared and found identical to their copies.
     pub records: u64,
     /// Target records in the range that are copies of source records no longer there
@@ -147,6 +152,10 @@ pub enum MismatchKind {
     MissingOnTarget,
     /// The source record lies in a range the map says holds nothing to copy.
     NotInMap,
+    /// The record at the target offset is no copy (the map names none there, and the
+    /// read-back of the newest copies found none): someone else's record, or a
+    /// duplicate. `source_offset` is where the copying had got to.
+    NotACopy,
 }
 
 impl MismatchKind {
@@ -155,6 +164,10 @@ impl MismatchKind {
             Self::ContentDiffers => "the copy differs from the source record",
             Self::MissingOnTarget => "the copy is missing on the target",
             Self::NotInMap => "the offset map has no copy of this source record",
+            Self::NotACopy => {
+                "the record at the target offset is no copy of a source record: someone \
+                 else's record, or a duplicate"
+            }
         }
     }
 }
@@ -165,22 +178,52 @@ pub fn verify_flow(
     progress: &dyn Progress,
 ) -> Result<VerifyReport, VerifyError> {
     let (source_config, target_config) = (client_config(&spec.source), client_config(&spec.target));
-    let index = FlowIndex::load(&target_config, &spec.map_topic)?;
+    let mut index = FlowIndex::load(&target_config, &spec.map_topic)?;
     let source = Side::new(&source_config, SideKind::Source, &spec.flow)?;
     let target = Side::new(&target_config, SideKind::Target, &spec.flow)?;
+    let topics = source.topics(|t| {
+        spec.selector.selects(t) && spec.topics.as_ref().is_none_or(|r| r.is_match(t))
+    })?;
+
+    // The persisted map trails the copies by up to a commit interval (more after a
+    // crash). The copies written since are read back from the target, as `strait offsets
+    // translate` does, so every copy is named, and a record after the newest copy is
+    // known to be none (someone else's, or a duplicate).
+    let ends: Vec<MapEnd> = topics
+        .iter()
+        .flat_map(|(topic, count)| (0..*count).map(move |p| (topic, p)))
+        .filter_map(|(topic, partition)| {
+            let coverage = index.persisted_coverage(topic, partition)?;
+            Some(MapEnd {
+                source_topic: topic.clone(),
+                partition,
+                target_next: coverage.target_next,
+                source_next: coverage.through,
+            })
+        })
+        .collect();
+    let newest = copies_on_target((&spec.source, &spec.target, &spec.naming), true, &ends)?;
+    let mut scanned_to = HashMap::new();
+    for (end, found) in ends.iter().zip(newest) {
+        index.add_copies(&end.source_topic, end.partition, &found.pairs);
+        scanned_to.insert((end.source_topic.clone(), end.partition), found.scanned_to);
+    }
 
     let mut partitions = Vec::new();
-    for (topic, count) in source.topics(|t| {
-        spec.selector.selects(t) && spec.topics.as_ref().is_none_or(|r| r.is_match(t))
-    })? {
+    for (topic, count) in topics {
         let target_topic = spec.naming.target_topic(&spec.source.name, &topic);
         for partition in 0..count {
+            // Read after the copies were: every copy found is of a record below it.
             let (low, high) = source.watermarks(&topic, partition)?;
             let map = index.partition(&topic, partition).cloned();
             let target_marks = match map {
                 Some(_) => Some(target.watermarks(&target_topic, partition)?),
                 None => None,
             };
+            let scanned = scanned_to
+                .get(&(topic.clone(), partition))
+                .copied()
+                .flatten();
             partitions.push(PartitionRun::plan(
                 &topic,
                 partition,
@@ -188,6 +231,7 @@ pub fn verify_flow(
                 map,
                 (low, high),
                 target_marks,
+                scanned,
             ));
         }
     }
@@ -342,6 +386,7 @@ impl PartitionRun {
         map: Option<OffsetIndex>,
         (source_low, source_high): (i64, i64),
         target_marks: Option<(i64, i64)>,
+        scanned_to: Option<i64>,
     ) -> Self {
         let mut report = PartitionReport {
             topic: topic.to_string(),
@@ -353,6 +398,7 @@ impl PartitionRun {
             source_end: source_high,
             target_from: 0,
             target_to: 0,
+            target_read_to: 0,
             records: 0,
             target_only: 0,
             expired_on_target: 0,
@@ -376,12 +422,18 @@ impl PartitionRun {
                 Translation::Pending | Translation::BeforeMap { .. } => 0,
             };
             let (target_from, target_to) = (target_at(from), target_at(to));
+            // Past the newest copy, up to where the read-back of the copies reached: it
+            // named every copy before that.
+            let read_to = scanned_to
+                .map_or(target_to, |scanned| target_to.max(scanned))
+                .min(target_high);
             report.source_from = from;
             report.source_to = to;
             report.target_from = target_from;
             report.target_to = target_to;
+            report.target_read_to = read_to.max(target_to);
             source = Reading::new(from, to);
-            target = Reading::new(target_from.max(target_low), target_to.min(target_high));
+            target = Reading::new(target_from.max(target_low), read_to);
             target_log_start = target_low;
         } else {
             source.done = true;
@@ -437,15 +489,20 @@ impl PartitionRun {
                 self.source.queue.pop_front();
                 continue;
             }
-            // Copies of source records that are gone from the source now.
-            while self
-                .target
-                .queue
-                .front()
-                .is_some_and(|&(t, _)| t < target_offset)
-            {
-                self.target.queue.pop_front();
-                self.report.target_only += 1;
+            // Copies of source records that are gone from the source now; a record the
+            // map names no copy is someone else's, or a duplicate.
+            if let Some(t) = pass_target_records_before(
+                map,
+                &mut self.target,
+                &mut self.report.target_only,
+                target_offset,
+            ) {
+                self.report.mismatch = Some(Mismatch::new(
+                    MismatchKind::NotACopy,
+                    source_offset,
+                    Some(t),
+                ));
+                break;
             }
             match self.target.queue.front() {
                 Some(&(t, target_digest)) if t == target_offset => {
@@ -480,6 +537,25 @@ impl PartitionRun {
                     break;
                 }
                 None => return,
+            }
+        }
+        if self.report.mismatch.is_none() && self.source.done && self.source.queue.is_empty() {
+            // Every source record paired: whatever the target holds after the newest
+            // copy, up to where it is read, is no copy.
+            let passed = pass_target_records_before(
+                map,
+                &mut self.target,
+                &mut self.report.target_only,
+                i64::MAX,
+            );
+            if let Some(t) = passed {
+                self.report.mismatch = Some(Mismatch::new(
+                    MismatchKind::NotACopy,
+                    self.report.source_to,
+                    Some(t),
+                ));
+            } else if !self.target.done {
+                return;
             }
         }
         if self.report.mismatch.is_some() || (self.source.done && self.source.queue.is_empty()) {
@@ -548,6 +624,25 @@ impl PartitionRun {
             }
         }
     }
+}
+
+/// Takes the queued target records before `target_offset` off the queue, counting in
+/// `target_only` those the map names as copies (of source records no longer there, or
+/// the comparison would have reached them); the offset of the first it names no copy.
+fn pass_target_records_before(
+    map: &OffsetIndex,
+    target: &mut Reading,
+    target_only: &mut u64,
+    target_offset: i64,
+) -> Option<i64> {
+    while let Some(&(t, _)) = target.queue.front().filter(|(t, _)| *t < target_offset) {
+        if map.source_of(t).is_none() {
+            return Some(t);
+        }
+        target.queue.pop_front();
+        *target_only += 1;
+    }
+    None
 }
 
 impl Mismatch {
