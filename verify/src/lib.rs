@@ -121,6 +121,11 @@ pub struct PartitionReport {
     /// The target was read up to here: every record in `[target_to, target_read_to)`,
     /// after the newest copy, is someone else's or a duplicate.
     pub target_read_to: i64,
+    /// With identity naming, the target offsets after the newest copy (up to where the
+    /// newest copies were read back): records applications wrote there, as they do once
+    /// a migration moved them. Counted, not compared; with prefix naming they are
+    /// differences instead.
+    pub target_after_copies: i64,
     /// Source records compared and found identical to their copies.
     pub records: u64,
     /// Target records in the range that are copies of source records no longer there
@@ -209,6 +214,9 @@ pub fn verify_flow(
         scanned_to.insert((end.source_topic.clone(), end.partition), found.scanned_to);
     }
 
+    // A copy topic of prefix naming is Strait's alone; with identity naming,
+    // applications write to the same topic once a migration moved them.
+    let after_copies_differ = matches!(spec.naming, NamingPolicy::Prefix { .. });
     let mut partitions = Vec::new();
     for (topic, count) in topics {
         let target_topic = spec.naming.target_topic(&spec.source.name, &topic);
@@ -231,7 +239,7 @@ pub fn verify_flow(
                 map,
                 (low, high),
                 target_marks,
-                scanned,
+                (scanned, after_copies_differ),
             ));
         }
     }
@@ -386,7 +394,7 @@ impl PartitionRun {
         map: Option<OffsetIndex>,
         (source_low, source_high): (i64, i64),
         target_marks: Option<(i64, i64)>,
-        scanned_to: Option<i64>,
+        (scanned_to, after_copies_differ): (Option<i64>, bool),
     ) -> Self {
         let mut report = PartitionReport {
             topic: topic.to_string(),
@@ -399,6 +407,7 @@ impl PartitionRun {
             target_from: 0,
             target_to: 0,
             target_read_to: 0,
+            target_after_copies: 0,
             records: 0,
             target_only: 0,
             expired_on_target: 0,
@@ -424,9 +433,15 @@ impl PartitionRun {
             let (target_from, target_to) = (target_at(from), target_at(to));
             // Past the newest copy, up to where the read-back of the copies reached: it
             // named every copy before that.
-            let read_to = scanned_to
+            let past_copies = scanned_to
                 .map_or(target_to, |scanned| target_to.max(scanned))
                 .min(target_high);
+            let read_to = if after_copies_differ {
+                past_copies
+            } else {
+                report.target_after_copies = past_copies - target_to;
+                target_to
+            };
             report.source_from = from;
             report.source_to = to;
             report.target_from = target_from;
