@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use strait_offset_sync::{CheckpointSpec, GroupSelector};
 use strait_replicator::{
-    client_config, is_secret_key, ClusterSpec, FlowSpec, HeartbeatSpec, NamingPolicy, StartFrom,
-    TopicSelector, Tuning,
+    client_config, is_secret_key, ClusterSpec, FlowSpec, HeartbeatSpec, NamingPolicy, OnDataLoss,
+    StartFrom, TopicSelector, Tuning,
 };
 
 /// The whole file.
@@ -212,6 +212,10 @@ pub struct FlowConfig {
     pub prefix_separator: Option<String>,
     #[serde(default)]
     pub start_from: StartFrom,
+    /// Source records deleted (retention, DeleteRecords) before they were copied:
+    /// "stop" the flow (default) or "continue" from the log start; reported either way.
+    #[serde(default)]
+    pub on_data_loss: OnDataLoss,
     #[serde(default = "default_refresh", with = "humantime_serde")]
     pub refresh_interval: Duration,
     /// Source consumer group; default `strait-<flow>`.
@@ -813,6 +817,7 @@ impl Config {
                     selector,
                     naming,
                     start_from: flow.start_from,
+                    on_data_loss: flow.on_data_loss,
                     refresh_interval: flow.refresh_interval,
                     group_id: flow.group_id(name),
                     replication_factor: flow.replication_factor,

@@ -13,7 +13,7 @@ use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
 use strait_offset_sync::{CheckpointSnapshot, CheckpointStatus};
-use strait_replicator::{FlowStatus, TopicStatus};
+use strait_replicator::{DataLoss, FlowStatus, TopicStatus};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -160,6 +160,8 @@ struct FlowBody {
     lag_records: i64,
     lag_seconds: Option<f64>,
     topics: Vec<TopicStatus>,
+    /// Source records found gone before they were copied (see `on_data_loss`).
+    data_loss: Vec<DataLoss>,
     offset_sync: Option<CheckpointSnapshot>,
 }
 
@@ -193,6 +195,7 @@ async fn status(
                 lag_records: topics.iter().map(|t| t.lag_records).sum(),
                 lag_seconds: topics.iter().filter_map(|t| t.lag_seconds).reduce(f64::max),
                 topics,
+                data_loss: f.status.losses(),
                 offset_sync: f.checkpoints.as_ref().map(|c| {
                     // Offset sync's clients report a failed login only by its effect (a
                     // transport failure, a timeout); the reason is in librdkafka's log.

@@ -725,6 +725,81 @@ commit_interval = "500ms"
     drop(forward);
 }
 
+/// Records deleted from the source (retention, DeleteRecords) before Strait copied them
+/// are reported, never skipped in silence: by default the flow stops with an error
+/// naming them; with `on_data_loss = "continue"` it goes on from the log start, and the
+/// loss stays in `/status` and `strait_records_lost_total`.
+#[test]
+fn records_deleted_before_they_were_copied_are_reported() {
+    let topic = unique("lost");
+    create_topic(PRIMARY, &topic, 1, &[]);
+    produce_simple(PRIMARY, &topic, 1, 1_000, "copied");
+    let mut strait = Strait::start(&flow_config(
+        "lost",
+        &topic,
+        "prefix",
+        "on_data_loss = \"stop\"",
+    ));
+    let target = format!("primary.{topic}");
+    wait_until(Duration::from_secs(60), "the first records copied", || {
+        partition_count(SECONDARY, &target).is_some() && end_offsets(SECONDARY, &target) >= 1_000
+    });
+    assert_eq!(strait.terminate(), Some(0), "{}", strait.logs());
+
+    // Written and deleted while Strait was stopped.
+    produce_simple(PRIMARY, &topic, 1, 2_000, "lost");
+    delete_records_before(PRIMARY, &topic, &[(0, 2_500)]);
+    strait.restart();
+    assert_eq!(
+        strait.wait_exit(Duration::from_secs(60)),
+        Some(1),
+        "{}",
+        strait.logs()
+    );
+    let logs = strait.logs();
+    assert!(
+        logs.contains(&format!(
+            "{topic}[0] source offsets [1000, 2500) were deleted"
+        )) && logs.contains("1500 record(s) lost"),
+        "the error names the loss:\n{logs}"
+    );
+    assert_eq!(
+        end_offsets(SECONDARY, &target),
+        1_000,
+        "nothing copied past the loss"
+    );
+
+    let config = std::fs::read_to_string(&strait.config).unwrap();
+    std::fs::write(
+        &strait.config,
+        config.replace("on_data_loss = \"stop\"", "on_data_loss = \"continue\""),
+    )
+    .unwrap();
+    strait.restart();
+    wait_until(
+        Duration::from_secs(60),
+        "the records still on the source copied",
+        || end_offsets(SECONDARY, &target) >= 1_500,
+    );
+    let status = status_json(&strait);
+    let loss = &status["flows"][0]["data_loss"][0];
+    assert_eq!(
+        (&loss["from"], &loss["to"], &loss["action"]),
+        (&1_000.into(), &2_500.into(), &"continued".into()),
+        "{status:#}"
+    );
+    let lost = metric_value(&strait.metrics(), "strait_records_lost_total", &topic);
+    assert_eq!(lost, Some(1_500.0));
+    let copies = read_all(SECONDARY, &target).remove(&0).unwrap();
+    let source = read_all(PRIMARY, &topic).remove(&0).unwrap();
+    assert_eq!(copies.len(), 1_500, "1,000 before the loss, 500 after");
+    assert_eq!(
+        copies[1_000].value, source[0].value,
+        "resumed at the log start"
+    );
+    assert_eq!(strait.terminate(), Some(0));
+}
+
 /// A record larger than the target producer's own limit (`message.max.bytes`, checked
 /// before anything is sent) stops the flow too, with an error naming the record and the
 /// limit; neither it nor the records consumed with it are committed past, so a restart

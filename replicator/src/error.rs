@@ -58,6 +58,20 @@ pub enum ReplicatorError {
         origin_partition: i32,
         origin_offset: i64,
     },
+    /// Source records not yet copied are gone from the source (`on_data_loss = "stop"`).
+    #[error(
+        "{topic}[{partition}] source offsets [{from}, {to}) were deleted from the source \
+         (retention or DeleteRecords) before they were copied: {lost} record(s) lost. The \
+         flow stops so that this is seen; set on_data_loss = \"continue\" on the flow to go \
+         on from the log start (the loss stays in /status and strait_records_lost_total)",
+        lost = to - from
+    )]
+    SourceDataLoss {
+        topic: String,
+        partition: i32,
+        from: i64,
+        to: i64,
+    },
     /// Two flows would write the same target topic.
     #[error("flow '{flow}' would write {cluster}/{topic}, which flow '{owner}' already writes")]
     TargetConflict {
@@ -121,6 +135,7 @@ impl ReplicatorError {
             Self::Timeout(..) | Self::OffsetMap(_) => true,
             Self::RecordRefused { .. }
             | Self::CopyLoop { .. }
+            | Self::SourceDataLoss { .. }
             | Self::ProducerStopped { .. }
             | Self::TargetConflict { .. }
             | Self::Invariant(_) => false,

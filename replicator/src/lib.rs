@@ -26,7 +26,7 @@ pub use heartbeat::HeartbeatSpec;
 pub use naming::{NamingPolicy, TopicSelector};
 pub use provenance::{copies_on_target, MapEnd};
 pub use provenance::{Provenance, PROVENANCE_HEADER};
-pub use status::{FlowStatus, PartitionStatus, TopicStatus};
+pub use status::{DataLoss, FlowStatus, PartitionStatus, TopicStatus};
 pub use topics::{client_config, plan, TopicPlan};
 
 use std::collections::BTreeMap;
@@ -39,6 +39,18 @@ pub enum StartFrom {
     #[default]
     Earliest,
     Latest,
+}
+
+/// What a flow does when source records it has not copied are gone from the source
+/// (deleted by retention or DeleteRecords while the flow was behind or stopped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDataLoss {
+    /// Stop the flow with an error naming the lost range, until the operator decides.
+    #[default]
+    Stop,
+    /// Record the loss (log, metric, `/status`) and go on from the source's log start.
+    Continue,
 }
 
 /// A named Kafka cluster and the librdkafka properties every client for it gets.
@@ -132,6 +144,7 @@ pub struct FlowSpec {
     pub selector: TopicSelector,
     pub naming: NamingPolicy,
     pub start_from: StartFrom,
+    pub on_data_loss: OnDataLoss,
     pub refresh_interval: Duration,
     /// Consumer group on the source through which instances share partitions.
     pub group_id: String,

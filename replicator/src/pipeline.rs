@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::executor::block_on;
 use rdkafka::config::RDKafkaLogLevel;
@@ -32,7 +32,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 use strait_offset_sync::{ensure_compacted_topic, FlowIndex, MapWriter, PartitionOffsetMap};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::copies::FoundCopies;
 use crate::fetch::{FetchQueue, Fetched, SourceRecord, BATCH_SIZE};
@@ -41,9 +41,9 @@ use crate::produce::{OutgoingHeaders, TargetTopic};
 use crate::provenance::{
     origin_in, Provenance, ScanStart, SourcePartition, TailScanner, PROVENANCE_HEADER,
 };
-use crate::status::{FlowStatus, PartitionStatus, TopicStatus};
+use crate::status::{DataLoss, FlowStatus, PartitionStatus, TopicStatus};
 use crate::topics::{apply_cluster, client_config, discover, learn_partitions, TargetTopics};
-use crate::{offsets_of, ClusterSpec, FlowSpec, ReplicatorError, StartFrom};
+use crate::{offsets_of, ClusterSpec, FlowSpec, OnDataLoss, ReplicatorError, StartFrom};
 
 /// Commit metadata prefix; the rest is the target offset after the committed prefix.
 const COMMIT_METADATA_PREFIX: &str = "strait:t=";
@@ -578,11 +578,12 @@ impl RebalanceContext {
                 .and_then(|committed| {
                     debug!(flow = %self.spec.name, elapsed = ?began.elapsed(), "assignment: committed offsets read");
                     let fresh_starts = self.fresh_starts(consumer, &committed)?;
-                    Ok((committed, fresh_starts))
+                    let log_starts = self.log_starts(consumer, &committed)?;
+                    Ok((committed, fresh_starts, log_starts))
                 });
             (source_side, join_scoped(index), join_scoped(watermarks))
         });
-        let (committed, fresh_starts) = source_side?;
+        let (committed, fresh_starts, log_starts) = source_side?;
         let index = index?;
         debug!(flow = %self.spec.name, elapsed = ?began.elapsed(), known = watermarks.len(), "assignment: start offsets and target watermarks read");
         for elem in committed.elements() {
@@ -659,6 +660,12 @@ impl RebalanceContext {
                 (None, None) => fresh_starts
                     .get(&(source_topic.clone(), partition))
                     .copied(),
+            };
+            let start = match (start, log_starts.get(&(source_topic.clone(), partition))) {
+                (Some(start), Some(&low)) => {
+                    Some(self.start_after_loss(&source_topic, partition, start, low)?)
+                }
+                (start, _) => start,
             };
             let offset = start.map_or(Offset::Invalid, Offset::Offset);
             tpl.set_partition_offset(&source_topic, partition, offset)
@@ -790,26 +797,74 @@ impl RebalanceContext {
         consumer: &BaseConsumer<Self>,
         committed: &TopicPartitionList,
     ) -> Result<HashMap<(String, i32), i64>, ReplicatorError> {
-        let mut source = TopicPartitionList::new();
         let wanted = match self.spec.start_from {
             StartFrom::Earliest => Offset::Beginning,
             StartFrom::Latest => Offset::End,
         };
-        for elem in committed.elements() {
-            if matches!(elem.offset(), Offset::Offset(_)) {
-                continue;
-            }
-            source
-                .add_partition_offset(elem.topic(), elem.partition(), wanted)
-                .map_err(|e| ReplicatorError::kafka("building offset request", e))?;
+        let new = committed
+            .elements()
+            .into_iter()
+            .filter(|e| !matches!(e.offset(), Offset::Offset(_)));
+        source_offsets_at(consumer, new, wanted, "start offsets of new partitions")
+    }
+
+    /// The source log start of partitions with a committed offset, which a restart
+    /// resumes from: records between the two were deleted before they were copied.
+    fn log_starts(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        committed: &TopicPartitionList,
+    ) -> Result<HashMap<(String, i32), i64>, ReplicatorError> {
+        let resumed = committed
+            .elements()
+            .into_iter()
+            .filter(|e| matches!(e.offset(), Offset::Offset(_)));
+        source_offsets_at(consumer, resumed, Offset::Beginning, "log start offsets")
+    }
+
+    /// Records below `log_start` that are not copied are gone: the loss is logged,
+    /// counted and kept for `/status`; then the flow stops (`on_data_loss = "stop"`) or
+    /// goes on from the log start.
+    fn start_after_loss(
+        &self,
+        source_topic: &str,
+        partition: i32,
+        start: i64,
+        log_start: i64,
+    ) -> Result<i64, ReplicatorError> {
+        if log_start <= start {
+            return Ok(start);
         }
-        if source.count() == 0 {
-            return Ok(HashMap::new());
+        let stop = self.spec.on_data_loss == OnDataLoss::Stop;
+        error!(
+            flow = %self.spec.name, topic = source_topic, partition, from = start, to = log_start,
+            lost = log_start - start, on_data_loss = if stop { "stop" } else { "continue" },
+            "source records were deleted (retention or DeleteRecords) before they were copied"
+        );
+        metrics::counter!("strait_records_lost_total",
+            "flow" => self.spec.name.clone(), "topic" => source_topic.to_string(),
+            "reason" => "deleted_before_copy")
+        .increment((log_start - start) as u64);
+        self.status.record_loss(DataLoss {
+            source_topic: source_topic.to_string(),
+            partition,
+            from: start,
+            to: log_start,
+            reason: "deleted_before_copy",
+            action: if stop { "stopped" } else { "continued" },
+            found_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        });
+        if stop {
+            return Err(ReplicatorError::SourceDataLoss {
+                topic: source_topic.to_string(),
+                partition,
+                from: start,
+                to: log_start,
+            });
         }
-        let found = consumer
-            .offsets_for_times(source, COMMIT_TIMEOUT)
-            .map_err(|e| ReplicatorError::kafka("reading start offsets of new partitions", e))?;
-        Ok(offsets_of(&found))
+        Ok(log_start)
     }
 
     /// Waits for in-flight records and commits what the target acknowledged, so the next
@@ -1838,6 +1893,29 @@ impl Pipeline<'_> {
             }
         }
     }
+}
+
+/// Each of `partitions`' offset at `at` (log start or end) on the source, in one request
+/// per broker; partitions whose offset could not be read are left out.
+fn source_offsets_at<'a, C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    partitions: impl Iterator<Item = rdkafka::topic_partition_list::TopicPartitionListElem<'a>>,
+    at: Offset,
+    what: &str,
+) -> Result<HashMap<(String, i32), i64>, ReplicatorError> {
+    let mut source = TopicPartitionList::new();
+    for elem in partitions {
+        source
+            .add_partition_offset(elem.topic(), elem.partition(), at)
+            .map_err(|e| ReplicatorError::kafka("building offset request", e))?;
+    }
+    if source.count() == 0 {
+        return Ok(HashMap::new());
+    }
+    let found = consumer
+        .offsets_for_times(source, COMMIT_TIMEOUT)
+        .map_err(|e| ReplicatorError::kafka(format!("reading {what}"), e))?;
+    Ok(offsets_of(&found))
 }
 
 /// What a delivery report carries from [`Pipeline::forward`]: the record's source offset

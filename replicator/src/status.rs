@@ -24,7 +24,26 @@ pub struct FlowStatus {
     pub(crate) login: LoginFailure,
     /// Whether the flow got as far as copying (see [`FlowStatus::wait_started`]).
     started: Mutex<bool>,
+    /// Source records found gone before they were copied, oldest first.
+    losses: Mutex<Vec<DataLoss>>,
     started_changed: Condvar,
+}
+
+/// Source records that were gone from the source before the flow copied them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DataLoss {
+    pub source_topic: String,
+    pub partition: i32,
+    /// The lost source offsets: `[from, to)` (transaction markers among them included).
+    pub from: i64,
+    pub to: i64,
+    /// Why: `deleted_before_copy` (retention or DeleteRecords moved the log start past
+    /// records not yet copied).
+    pub reason: &'static str,
+    /// What the flow did: `stopped`, or `continued` from the log start.
+    pub action: &'static str,
+    /// When it was found (Unix ms).
+    pub found_at_ms: i64,
 }
 
 /// Replication state of one source topic.
@@ -64,6 +83,31 @@ pub struct PartitionStatus {
 }
 
 impl FlowStatus {
+    /// Keeps a loss for `/status`, once per partition and range.
+    pub(crate) fn record_loss(&self, loss: DataLoss) {
+        let mut losses = self.losses.lock().unwrap_or_else(|p| p.into_inner());
+        let known = losses.iter().any(|l| {
+            (l.source_topic.as_str(), l.partition, l.from, l.to)
+                == (
+                    loss.source_topic.as_str(),
+                    loss.partition,
+                    loss.from,
+                    loss.to,
+                )
+        });
+        if !known {
+            losses.push(loss);
+        }
+    }
+
+    /// Every loss found since the flow started.
+    pub fn losses(&self) -> Vec<DataLoss> {
+        self.losses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The pipeline is running (it may still be connecting).
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)

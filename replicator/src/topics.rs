@@ -643,6 +643,7 @@ pub(crate) mod tests {
             selector: TopicSelector::new(&[".*".into()], &[], None).expect("regex"),
             naming: NamingPolicy::Identity,
             start_from: StartFrom::Earliest,
+            on_data_loss: crate::OnDataLoss::Stop,
             refresh_interval: Duration::from_secs(1),
             group_id: "mock".into(),
             replication_factor: None,
