@@ -784,8 +784,13 @@ fn records_deleted_before_they_were_copied_are_reported() {
     let status = status_json(&strait);
     let loss = &status["flows"][0]["data_loss"][0];
     assert_eq!(
-        (&loss["from"], &loss["to"], &loss["action"]),
-        (&1_000.into(), &2_500.into(), &"continued".into()),
+        (&loss["on"], &loss["from"], &loss["to"], &loss["action"]),
+        (
+            &"source".into(),
+            &1_000.into(),
+            &2_500.into(),
+            &"continued".into()
+        ),
         "{status:#}"
     );
     let lost = metric_value(&strait.metrics(), "strait_records_lost_total", &topic);
@@ -797,6 +802,80 @@ fn records_deleted_before_they_were_copied_are_reported() {
         copies[1_000].value, source[0].value,
         "resumed at the log start"
     );
+    assert_eq!(strait.terminate(), Some(0));
+}
+
+/// A target partition that ends below the copies it acknowledged lost them (an unclean
+/// leader election; here, the topic deleted and created again while Strait was stopped).
+/// That is reported, never resumed after in silence: the flow stops, or with
+/// `on_data_loss = "continue"` copies on at the target's end.
+#[test]
+fn copies_the_target_lost_are_reported() {
+    let topic = unique("target-lost");
+    let target = format!("primary.{topic}");
+    create_topic(PRIMARY, &topic, 1, &[]);
+    produce_simple(PRIMARY, &topic, 1, 1_000, "before");
+    let mut strait = Strait::start(&flow_config(
+        "targetlost",
+        &topic,
+        "prefix",
+        "on_data_loss = \"stop\"",
+    ));
+    wait_until(Duration::from_secs(60), "the first records copied", || {
+        partition_count(SECONDARY, &target).is_some() && end_offsets(SECONDARY, &target) >= 1_000
+    });
+    assert_eq!(strait.terminate(), Some(0), "{}", strait.logs());
+
+    delete_topic(SECONDARY, &target);
+    create_topic(SECONDARY, &target, 1, &[]);
+    strait.restart();
+    assert_eq!(
+        strait.wait_exit(Duration::from_secs(60)),
+        Some(1),
+        "{}",
+        strait.logs()
+    );
+    let logs = strait.logs();
+    assert!(
+        logs.contains(&format!(
+            "{target}[0] on 'secondary' ends at offset 0, below the 1000 copies it acknowledged"
+        )),
+        "the error names the loss:\n{logs}"
+    );
+
+    let config = std::fs::read_to_string(&strait.config).unwrap();
+    std::fs::write(
+        &strait.config,
+        config.replace("on_data_loss = \"stop\"", "on_data_loss = \"continue\""),
+    )
+    .unwrap();
+    strait.restart();
+    produce_simple(PRIMARY, &topic, 1, 100, "after");
+    wait_until(Duration::from_secs(60), "the new records copied", || {
+        end_offsets(SECONDARY, &target) >= 100
+    });
+    let status = status_json(&strait);
+    let loss = &status["flows"][0]["data_loss"][0];
+    assert_eq!(
+        (&loss["on"], &loss["from"], &loss["to"], &loss["reason"]),
+        (
+            &"target".into(),
+            &0.into(),
+            &1_000.into(),
+            &"lost_on_target".into()
+        ),
+        "{status:#}"
+    );
+    let lost = metric_value(
+        &strait.metrics(),
+        "strait_records_lost_total",
+        "lost_on_target",
+    );
+    assert_eq!(lost, Some(1_000.0));
+    let copies = read_all(SECONDARY, &target).remove(&0).unwrap();
+    let source = read_all(PRIMARY, &topic).remove(&0).unwrap();
+    assert_eq!(copies.len(), 100, "only what came after");
+    assert_eq!(copies[0].value, source[1_000].value);
     assert_eq!(strait.terminate(), Some(0));
 }
 

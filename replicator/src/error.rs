@@ -72,6 +72,21 @@ pub enum ReplicatorError {
         from: i64,
         to: i64,
     },
+    /// Copies the target acknowledged are gone from it (`on_data_loss = "stop"`).
+    #[error(
+        "{target_topic}[{partition}] on '{cluster}' ends at offset {end}, below the {acked} \
+         copies it acknowledged: the target lost copies (an unclean leader election, or the \
+         topic was deleted and created again). The flow stops so that this is seen; set \
+         on_data_loss = \"continue\" on the flow to go on copying after them (the loss stays \
+         in /status and strait_records_lost_total)"
+    )]
+    TargetDataLoss {
+        cluster: String,
+        target_topic: String,
+        partition: i32,
+        end: i64,
+        acked: i64,
+    },
     /// Two flows would write the same target topic.
     #[error("flow '{flow}' would write {cluster}/{topic}, which flow '{owner}' already writes")]
     TargetConflict {
@@ -136,6 +151,7 @@ impl ReplicatorError {
             Self::RecordRefused { .. }
             | Self::CopyLoop { .. }
             | Self::SourceDataLoss { .. }
+            | Self::TargetDataLoss { .. }
             | Self::ProducerStopped { .. }
             | Self::TargetConflict { .. }
             | Self::Invariant(_) => false,

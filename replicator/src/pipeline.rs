@@ -635,6 +635,19 @@ impl RebalanceContext {
                 Some(scanner) => scanner.watermarks_in(&watermarks, &target_topic, partition)?,
                 None => None,
             };
+            if let (Some(acked), Some((_, end))) = (committed_target, target_watermarks) {
+                self.check_target_kept_its_copies(
+                    (&source_topic, &target_topic, partition),
+                    end,
+                    acked,
+                )?;
+            }
+            // Going on after copies the target lost (`on_data_loss = "continue"`): the
+            // next copies land at its end.
+            let committed_target = match (committed_target, target_watermarks) {
+                (Some(acked), Some((_, end))) => Some(acked.min(end)),
+                (acked, _) => acked,
+            };
             // Copies on the target after that position, oldest first.
             let copied = match (&self.scanner, target_watermarks) {
                 (Some(scanner), Some(w)) => scanner.copies_after_commit(
@@ -822,9 +835,8 @@ impl RebalanceContext {
         source_offsets_at(consumer, resumed, Offset::Beginning, "log start offsets")
     }
 
-    /// Records below `log_start` that are not copied are gone: the loss is logged,
-    /// counted and kept for `/status`; then the flow stops (`on_data_loss = "stop"`) or
-    /// goes on from the log start.
+    /// Records below `log_start` that are not copied are gone: see [`Self::lost`]. With
+    /// `on_data_loss = "continue"`, the copy goes on from the log start.
     fn start_after_loss(
         &self,
         source_topic: &str,
@@ -835,36 +847,78 @@ impl RebalanceContext {
         if log_start <= start {
             return Ok(start);
         }
-        let stop = self.spec.on_data_loss == OnDataLoss::Stop;
-        error!(
-            flow = %self.spec.name, topic = source_topic, partition, from = start, to = log_start,
-            lost = log_start - start, on_data_loss = if stop { "stop" } else { "continue" },
-            "source records were deleted (retention or DeleteRecords) before they were copied"
-        );
-        metrics::counter!("strait_records_lost_total",
-            "flow" => self.spec.name.clone(), "topic" => source_topic.to_string(),
-            "reason" => "deleted_before_copy")
-        .increment((log_start - start) as u64);
-        self.status.record_loss(DataLoss {
-            source_topic: source_topic.to_string(),
-            partition,
-            from: start,
-            to: log_start,
-            reason: "deleted_before_copy",
-            action: if stop { "stopped" } else { "continued" },
-            found_at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
-        });
-        if stop {
-            return Err(ReplicatorError::SourceDataLoss {
+        self.lost(
+            (source_topic, partition, "source", start, log_start),
+            "deleted_before_copy",
+            ReplicatorError::SourceDataLoss {
                 topic: source_topic.to_string(),
                 partition,
                 from: start,
                 to: log_start,
-            });
-        }
+            },
+        )?;
         Ok(log_start)
+    }
+
+    /// A target partition that ends before the copies it acknowledged lost them: see
+    /// [`Self::lost`]. With `on_data_loss = "continue"`, the copy goes on after them.
+    fn check_target_kept_its_copies(
+        &self,
+        (source_topic, target_topic, partition): (&str, &str, i32),
+        target_end: i64,
+        acked: i64,
+    ) -> Result<(), ReplicatorError> {
+        if target_end >= acked {
+            return Ok(());
+        }
+        self.lost(
+            (source_topic, partition, "target", target_end, acked),
+            "lost_on_target",
+            ReplicatorError::TargetDataLoss {
+                cluster: self.spec.target.name.clone(),
+                target_topic: target_topic.to_string(),
+                partition,
+                end: target_end,
+                acked,
+            },
+        )
+    }
+
+    /// Records lost to the copy, `[from, to)` on one side: an ERROR, a count in
+    /// `strait_records_lost_total`, an entry in `/status`; then `stop` is the flow's
+    /// error (`on_data_loss = "stop"`), or the flow goes on.
+    fn lost(
+        &self,
+        (source_topic, partition, on, from, to): (&str, i32, &'static str, i64, i64),
+        reason: &'static str,
+        stop: ReplicatorError,
+    ) -> Result<(), ReplicatorError> {
+        let stops = self.spec.on_data_loss == OnDataLoss::Stop;
+        error!(
+            flow = %self.spec.name, topic = source_topic, partition, on, from, to,
+            lost = to - from, reason, on_data_loss = if stops { "stop" } else { "continue" },
+            "records lost to the copy: {stop}"
+        );
+        metrics::counter!("strait_records_lost_total",
+            "flow" => self.spec.name.clone(), "topic" => source_topic.to_string(),
+            "reason" => reason)
+        .increment((to - from) as u64);
+        self.status.record_loss(DataLoss {
+            source_topic: source_topic.to_string(),
+            partition,
+            on,
+            from,
+            to,
+            reason,
+            action: if stops { "stopped" } else { "continued" },
+            found_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        });
+        if stops {
+            return Err(stop);
+        }
+        Ok(())
     }
 
     /// Waits for in-flight records and commits what the target acknowledged, so the next

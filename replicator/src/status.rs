@@ -29,16 +29,22 @@ pub struct FlowStatus {
     started_changed: Condvar,
 }
 
-/// Source records that were gone from the source before the flow copied them.
+/// Records lost to the copy: gone from the source before the flow copied them, or
+/// copies the target acknowledged and no longer has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DataLoss {
     pub source_topic: String,
     pub partition: i32,
-    /// The lost source offsets: `[from, to)` (transaction markers among them included).
+    /// Where the records were lost: `source` or `target`; `from` and `to` are offsets of
+    /// that side.
+    pub on: &'static str,
+    /// The lost offsets: `[from, to)` (transaction markers among them included).
     pub from: i64,
     pub to: i64,
-    /// Why: `deleted_before_copy` (retention or DeleteRecords moved the log start past
-    /// records not yet copied).
+    /// Why: `deleted_before_copy` (retention or DeleteRecords moved the source's log
+    /// start past records not yet copied), or `lost_on_target` (the target partition
+    /// ends below copies it acknowledged: an unclean leader election, or the topic was
+    /// deleted and created again).
     pub reason: &'static str,
     /// What the flow did: `stopped`, or `continued` from the log start.
     pub action: &'static str,
