@@ -805,6 +805,63 @@ fn records_deleted_before_they_were_copied_are_reported() {
     assert_eq!(strait.terminate(), Some(0));
 }
 
+/// Records deleted from the source while a running flow is behind them (a slow target;
+/// retention catching up) are reported too, where the consumer finds its position gone,
+/// and with `on_data_loss = "continue"` the copy goes on from the log start.
+#[test]
+fn records_deleted_while_the_flow_is_behind_them_are_reported() {
+    const RECORDS: i64 = 20_000;
+    const DELETED_BEFORE: i64 = 15_000;
+    let topic = unique("lost-behind");
+    let target = format!("primary.{topic}");
+    create_topic(PRIMARY, &topic, 1, &[]);
+    produce_sized(PRIMARY, &topic, 1, RECORDS as usize, 1024);
+    // Little fetched ahead, and a target that takes about 100 copies a second.
+    let config = flow_config("behind", &topic, "prefix", "on_data_loss = \"continue\"").replace(
+        r#"commit_interval = "500ms""#,
+        "commit_interval = \"500ms\"\nconsumer_queue_kbytes = 1024\nproducer_queue_kbytes = 1024",
+    );
+    let quota = ProducerQuota::set(SECONDARY, "strait-behind", 100 * 1024);
+    let strait = Strait::start(&config);
+    wait_until(Duration::from_secs(60), "copying under way", || {
+        partition_count(SECONDARY, &target).is_some() && end_offsets(SECONDARY, &target) >= 300
+    });
+    delete_records_before(PRIMARY, &topic, &[(0, DELETED_BEFORE)]);
+    drop(quota);
+    wait_until(Duration::from_secs(90), "the loss reported", || {
+        !status_json(&strait)["flows"][0]["data_loss"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+    });
+    let status = status_json(&strait);
+    let loss = &status["flows"][0]["data_loss"][0];
+    assert_eq!(loss["to"], DELETED_BEFORE, "{status:#}");
+    assert_eq!(loss["action"], "continued", "{status:#}");
+    let from = loss["from"].as_i64().unwrap();
+    assert!(from > 0 && from < DELETED_BEFORE, "{status:#}");
+    let copied_before = from;
+    wait_until(
+        Duration::from_secs(90),
+        "the records still on the source copied",
+        || end_offsets(SECONDARY, &target) >= copied_before + (RECORDS - DELETED_BEFORE),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let copies = read_all(SECONDARY, &target).remove(&0).unwrap();
+    assert_eq!(
+        copies.len() as i64,
+        copied_before + (RECORDS - DELETED_BEFORE),
+        "every record copied before the loss, and every one after it, once"
+    );
+    let resumed = copies[copied_before as usize].provenance_offset();
+    assert_eq!(
+        resumed,
+        Some(DELETED_BEFORE),
+        "the first copy after the loss is an anchor"
+    );
+    let lost = metric_value(&strait.metrics(), "strait_records_lost_total", &topic);
+    assert_eq!(lost, Some((DELETED_BEFORE - from) as f64));
+}
+
 /// A target partition that ends below the copies it acknowledged lost them (an unclean
 /// leader election; here, the topic deleted and created again while Strait was stopped).
 /// That is reported, never resumed after in silence: the flow stops, or with

@@ -185,8 +185,11 @@ pub(crate) struct Fetched<'q> {
 
 impl Fetched<'_> {
     /// The records, or for an entry that carries a consumer error (librdkafka reports a
-    /// partition's fetch errors in its place), the error.
-    pub(crate) fn records(&self) -> impl Iterator<Item = Result<SourceRecord<'_>, KafkaError>> {
+    /// partition's fetch errors in its place), that entry: its error, topic, partition
+    /// and offset say what failed where.
+    pub(crate) fn records(
+        &self,
+    ) -> impl Iterator<Item = Result<SourceRecord<'_>, SourceRecord<'_>>> {
         self.records.iter().map(|&ptr| {
             let record = SourceRecord {
                 // SAFETY: librdkafka never puts a null pointer in a batch.
@@ -195,7 +198,7 @@ impl Fetched<'_> {
             };
             match record.error() {
                 None => Ok(record),
-                Some(err) => Err(err),
+                Some(_) => Err(record),
             }
         })
     }
@@ -231,7 +234,8 @@ impl<'a> SourceRecord<'a> {
         unsafe { self.msg.as_ref() }
     }
 
-    fn error(&self) -> Option<KafkaError> {
+    /// The consumer error this entry carries instead of a record, if any.
+    pub(crate) fn error(&self) -> Option<KafkaError> {
         let err = self.raw().err;
         if err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
             return None;
@@ -506,7 +510,10 @@ mod tests {
             let batch = fetch.take(Some(Duration::from_millis(100)));
             let records: Vec<Seen> = batch
                 .records()
-                .map(|r| seen(&r.expect("no consumer error")))
+                .map(|r| match r {
+                    Ok(record) => seen(&record),
+                    Err(failed) => panic!("consumer error {:?}", failed.error()),
+                })
                 .collect();
             largest_batch = largest_batch.max(records.len());
             got.extend(records);

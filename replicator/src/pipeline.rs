@@ -897,7 +897,8 @@ impl RebalanceContext {
         error!(
             flow = %self.spec.name, topic = source_topic, partition, on, from, to,
             lost = to - from, reason, on_data_loss = if stops { "stop" } else { "continue" },
-            "records lost to the copy: {stop}"
+            "records lost to the copy: offsets [{from}, {to}) on the {on} ({reason}); {}",
+            if stops { "the flow stops" } else { "the copy goes on" }
         );
         metrics::counter!("strait_records_lost_total",
             "flow" => self.spec.name.clone(), "topic" => source_topic.to_string(),
@@ -1577,7 +1578,7 @@ impl Pipeline<'_> {
             let mut served_records = false;
             match self.consumer.poll(Duration::ZERO) {
                 None => {}
-                Some(Err(e)) => self.on_consumer_error(e)?,
+                Some(Err(e)) => self.on_consumer_error(e, None)?,
                 Some(Ok(msg)) => {
                     served_records = true;
                     if !self.forward(&SourceRecord::of(&msg), cancel)? {
@@ -1734,7 +1735,12 @@ impl Pipeline<'_> {
         Ok(())
     }
 
-    fn on_consumer_error(&self, err: KafkaError) -> Result<(), ReplicatorError> {
+    /// `at`: the topic, partition and offset the error is about, when librdkafka says.
+    fn on_consumer_error(
+        &self,
+        err: KafkaError,
+        at: Option<(&str, i32, i64)>,
+    ) -> Result<(), ReplicatorError> {
         let code = err.rdkafka_error_code();
         metrics::counter!(
             "strait_consume_errors_total",
@@ -1751,12 +1757,44 @@ impl Pipeline<'_> {
             | Some(RDKafkaErrorCode::GroupAuthorizationFailed) => {
                 Err(ReplicatorError::kafka("source consumer", err))
             }
+            Some(RDKafkaErrorCode::AutoOffsetReset) => match at {
+                Some(at) => self.on_position_out_of_range(at),
+                // Not knowing where: restart; the assignment compares each partition's
+                // position with the source's log start.
+                None => Err(ReplicatorError::kafka("source consumer", err)),
+            },
             // Everything else (broker down, leader moving) is retried inside librdkafka.
             _ => {
                 debug!(flow = %self.spec.name, error = %err, "transient consumer error");
                 Ok(())
             }
         }
+    }
+
+    /// The consumer's position in a source partition is no longer in the log (the
+    /// consumer resets nothing itself: `auto.offset.reset = error`). The pipeline
+    /// restarts: the next assignment resumes after the last copy on the target, and
+    /// reports records deleted before they were copied, if the log start moved past it
+    /// (see `RebalanceContext::start_after_loss`), counted once, from where the copy
+    /// really stopped. (librdkafka allows no seek in a partition in this state.)
+    fn on_position_out_of_range(
+        &self,
+        (topic, partition, position): (&str, i32, i64),
+    ) -> Result<(), ReplicatorError> {
+        let log = match self
+            .consumer
+            .fetch_watermarks(topic, partition, COMMIT_TIMEOUT)
+        {
+            Ok((start, end)) => format!("the log holds [{start}, {end})"),
+            Err(e) => format!("the log's offsets not readable: {e}"),
+        };
+        Err(ReplicatorError::kafka(
+            format!(
+                "{topic}[{partition}] on the source: position {position} is out of range \
+                 ({log}); resuming after the last copy on the target"
+            ),
+            KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange),
+        ))
     }
 
     /// Hands a batch of records to the producer, in order. Returns `false` if cancelled
@@ -1774,7 +1812,12 @@ impl Pipeline<'_> {
                         return Ok(false);
                     }
                 }
-                Err(e) => self.on_consumer_error(e)?,
+                Err(failed) => {
+                    let at = (failed.topic(), failed.partition(), failed.offset());
+                    if let Some(e) = failed.error() {
+                        self.on_consumer_error(e, Some(at))?;
+                    }
+                }
             }
         }
         Ok(true)
@@ -2047,11 +2090,11 @@ fn consumer_config(spec: &FlowSpec) -> rdkafka::ClientConfig {
         .set("enable.partition.eof", "false")
         .set("isolation.level", "read_committed")
         .set(
+            // Every partition starts at an offset Strait chose; one that falls out of the
+            // log is Strait's to handle (`Pipeline::on_position_out_of_range`), not
+            // something to skip past in silence.
             "auto.offset.reset",
-            match spec.start_from {
-                StartFrom::Earliest => "earliest",
-                StartFrom::Latest => "latest",
-            },
+            "error",
         );
     config
 }
