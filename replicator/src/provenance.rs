@@ -523,7 +523,6 @@ pub fn copies_on_target(
     source_reachable: bool,
     ends: &[MapEnd],
 ) -> Result<Vec<FoundCopies>, ReplicatorError> {
-    let scanner = TailScanner::new(target, source_reachable.then_some(source))?;
     let target_topics: Vec<(String, i32)> = ends
         .iter()
         .map(|e| {
@@ -531,6 +530,27 @@ pub fn copies_on_target(
             (topic, e.partition)
         })
         .collect();
+    // The scanner's clients have a group coordinator to log in to (librdkafka assigns
+    // partitions only to a consumer with a group.id); one made for nothing was gone
+    // before its login was done, which librdkafka reports as an authentication error.
+    // So the ends are read first by a client without a group, and only partitions
+    // whose target holds more than the map covers are scanned.
+    let target_ends = target_ends(target, &target_topics);
+    let to_scan = |(end, key): (&MapEnd, &(String, i32))| {
+        target_ends
+            .get(key)
+            .is_none_or(|&target_end| end.target_next < target_end)
+    };
+    if !ends.iter().zip(&target_topics).any(to_scan) {
+        return Ok(target_topics
+            .iter()
+            .map(|key| FoundCopies {
+                scanned_to: target_ends.get(key).copied(),
+                ..FoundCopies::default()
+            })
+            .collect());
+    }
+    let scanner = TailScanner::new(target, source_reachable.then_some(source))?;
     let watermarks = scanner.watermarks(&target_topics);
     ends.iter()
         .zip(&target_topics)
@@ -556,6 +576,34 @@ pub fn copies_on_target(
             Ok(found)
         })
         .collect()
+}
+
+/// The end offsets of target partitions, read by a client of no group in one request
+/// per broker; partitions whose end could not be read are left out.
+fn target_ends(target: &ClusterSpec, partitions: &[(String, i32)]) -> HashMap<(String, i32), i64> {
+    let Ok(client) = client_config(target)
+        .set("client.id", "strait-tail-ends")
+        .create::<BaseConsumer>()
+    else {
+        return HashMap::new();
+    };
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        // Only fails for an invalid offset, and End is valid.
+        let _ = tpl.add_partition_offset(topic, *partition, Offset::End);
+    }
+    match offsets_learning_partitions(&client, tpl, SCAN_STALL) {
+        Ok(found) => found
+            .elements()
+            .iter()
+            .filter(|e| e.error().is_ok())
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                _ => None,
+            })
+            .collect(),
+        Err(_) => HashMap::new(),
+    }
 }
 
 /// Reads one source partition forward for the tail check, keeping the last record read

@@ -190,58 +190,67 @@ pub fn verify_flow(
         spec.selector.selects(t) && spec.topics.as_ref().is_none_or(|r| r.is_match(t))
     })?;
 
+    // Each partition with a map, and its copy's (log start, end).
+    let mut planned = Vec::new();
+    for (topic, count) in &topics {
+        let target_topic = spec.naming.target_topic(&spec.source.name, topic);
+        for partition in 0..*count {
+            let target_marks = match index.partition(topic, partition) {
+                Some(_) => Some(target.watermarks(&target_topic, partition)?),
+                None => None,
+            };
+            planned.push((topic.clone(), partition, target_topic.clone(), target_marks));
+        }
+    }
+
     // The persisted map trails the copies by up to a commit interval (more after a
     // crash). The copies written since are read back from the target, as `strait offsets
     // translate` does, so every copy is named, and a record after the newest copy is
-    // known to be none (someone else's, or a duplicate).
-    let ends: Vec<MapEnd> = topics
+    // known to be none (someone else's, or a duplicate). Only partitions whose target
+    // holds more than the map covers need it.
+    let ends: Vec<MapEnd> = planned
         .iter()
-        .flat_map(|(topic, count)| (0..*count).map(move |p| (topic, p)))
-        .filter_map(|(topic, partition)| {
-            let coverage = index.persisted_coverage(topic, partition)?;
-            Some(MapEnd {
+        .filter_map(|(topic, partition, _, target_marks)| {
+            let coverage = index.persisted_coverage(topic, *partition)?;
+            let (_, target_end) = (*target_marks)?;
+            (coverage.target_next < target_end).then(|| MapEnd {
                 source_topic: topic.clone(),
-                partition,
+                partition: *partition,
                 target_next: coverage.target_next,
                 source_next: coverage.through,
             })
         })
         .collect();
-    let newest = copies_on_target((&spec.source, &spec.target, &spec.naming), true, &ends)?;
     let mut scanned_to = HashMap::new();
-    for (end, found) in ends.iter().zip(newest) {
-        index.add_copies(&end.source_topic, end.partition, &found.pairs);
-        scanned_to.insert((end.source_topic.clone(), end.partition), found.scanned_to);
+    if !ends.is_empty() {
+        let newest = copies_on_target((&spec.source, &spec.target, &spec.naming), true, &ends)?;
+        for (end, found) in ends.iter().zip(newest) {
+            index.add_copies(&end.source_topic, end.partition, &found.pairs);
+            scanned_to.insert((end.source_topic.clone(), end.partition), found.scanned_to);
+        }
     }
 
     // A copy topic of prefix naming is Strait's alone; with identity naming,
     // applications write to the same topic once a migration moved them.
     let after_copies_differ = matches!(spec.naming, NamingPolicy::Prefix { .. });
     let mut partitions = Vec::new();
-    for (topic, count) in topics {
-        let target_topic = spec.naming.target_topic(&spec.source.name, &topic);
-        for partition in 0..count {
-            // Read after the copies were: every copy found is of a record below it.
-            let (low, high) = source.watermarks(&topic, partition)?;
-            let map = index.partition(&topic, partition).cloned();
-            let target_marks = match map {
-                Some(_) => Some(target.watermarks(&target_topic, partition)?),
-                None => None,
-            };
-            let scanned = scanned_to
-                .get(&(topic.clone(), partition))
-                .copied()
-                .flatten();
-            partitions.push(PartitionRun::plan(
-                &topic,
-                partition,
-                target_topic.clone(),
-                map,
-                (low, high),
-                target_marks,
-                (scanned, after_copies_differ),
-            ));
-        }
+    for (topic, partition, target_topic, target_marks) in planned {
+        // Read after the copies were: every copy found is of a record below it.
+        let (low, high) = source.watermarks(&topic, partition)?;
+        let map = index.partition(&topic, partition).cloned();
+        let scanned = scanned_to
+            .get(&(topic.clone(), partition))
+            .copied()
+            .flatten();
+        partitions.push(PartitionRun::plan(
+            &topic,
+            partition,
+            target_topic,
+            map,
+            (low, high),
+            target_marks,
+            (scanned, after_copies_differ),
+        ));
     }
     let total: u64 = partitions.iter().map(PartitionRun::span).sum();
     progress.begin(partitions.len(), total);
@@ -423,6 +432,9 @@ impl PartitionRun {
         if let (Some(index), Some((map_from, handled)), Some((target_low, target_high))) =
             (&map, covered, target_marks)
         {
+            // The read-back of the newest copies may have reached further than the end
+            // read before it.
+            let target_high = scanned_to.map_or(target_high, |s| s.max(target_high));
             let from = map_from.max(source_low);
             let to = handled.min(source_high).max(from);
             let target_at = |offset| match index.translate(offset) {
