@@ -725,30 +725,27 @@ commit_interval = "500ms"
     drop(forward);
 }
 
-/// Records deleted from the source (retention, DeleteRecords) before Strait copied them
-/// are reported, never skipped in silence: by default the flow stops with an error
-/// naming them; with `on_data_loss = "continue"` it goes on from the log start, and the
-/// loss stays in `/status` and `strait_records_lost_total`.
-#[test]
-fn records_deleted_before_they_were_copied_are_reported() {
-    let topic = unique("lost");
-    create_topic(PRIMARY, &topic, 1, &[]);
-    produce_simple(PRIMARY, &topic, 1, 1_000, "copied");
+/// Creates `topic` (one partition) with 1,000 records, copies them with flow `flow`
+/// (prefix naming, `on_data_loss = "stop"`), and stops Strait gracefully.
+fn copy_a_thousand_and_stop(flow: &str, topic: &str) -> Strait {
+    let target = format!("primary.{topic}");
+    create_topic(PRIMARY, topic, 1, &[]);
+    produce_simple(PRIMARY, topic, 1, 1_000, "before");
     let mut strait = Strait::start(&flow_config(
-        "lost",
-        &topic,
+        flow,
+        topic,
         "prefix",
         "on_data_loss = \"stop\"",
     ));
-    let target = format!("primary.{topic}");
     wait_until(Duration::from_secs(60), "the first records copied", || {
         partition_count(SECONDARY, &target).is_some() && end_offsets(SECONDARY, &target) >= 1_000
     });
     assert_eq!(strait.terminate(), Some(0), "{}", strait.logs());
+    strait
+}
 
-    // Written and deleted while Strait was stopped.
-    produce_simple(PRIMARY, &topic, 1, 2_000, "lost");
-    delete_records_before(PRIMARY, &topic, &[(0, 2_500)]);
+/// Restarts Strait, which must stop on the loss with an error saying `said`.
+fn restart_into_the_loss(strait: &mut Strait, said: &[&str]) {
     strait.restart();
     assert_eq!(
         strait.wait_exit(Duration::from_secs(60)),
@@ -757,18 +754,13 @@ fn records_deleted_before_they_were_copied_are_reported() {
         strait.logs()
     );
     let logs = strait.logs();
-    assert!(
-        logs.contains(&format!(
-            "{topic}[0] source offsets [1000, 2500) were deleted"
-        )) && logs.contains("1500 record(s) lost"),
-        "the error names the loss:\n{logs}"
-    );
-    assert_eq!(
-        end_offsets(SECONDARY, &target),
-        1_000,
-        "nothing copied past the loss"
-    );
+    for words in said {
+        assert!(logs.contains(words), "the error names the loss:\n{logs}");
+    }
+}
 
+/// Restarts Strait with `on_data_loss = "continue"`.
+fn restart_to_continue(strait: &mut Strait) {
     let config = std::fs::read_to_string(&strait.config).unwrap();
     std::fs::write(
         &strait.config,
@@ -776,6 +768,34 @@ fn records_deleted_before_they_were_copied_are_reported() {
     )
     .unwrap();
     strait.restart();
+}
+
+/// Records deleted from the source (retention, DeleteRecords) before Strait copied them
+/// are reported, never skipped in silence: by default the flow stops with an error
+/// naming them; with `on_data_loss = "continue"` it goes on from the log start, and the
+/// loss stays in `/status` and `strait_records_lost_total`.
+#[test]
+fn records_deleted_before_they_were_copied_are_reported() {
+    let topic = unique("lost");
+    let target = format!("primary.{topic}");
+    let mut strait = copy_a_thousand_and_stop("lost", &topic);
+
+    // Written and deleted while Strait was stopped.
+    produce_simple(PRIMARY, &topic, 1, 2_000, "lost");
+    delete_records_before(PRIMARY, &topic, &[(0, 2_500)]);
+    restart_into_the_loss(
+        &mut strait,
+        &[
+            &format!("{topic}[0] source offsets [1000, 2500) were deleted"),
+            "1500 record(s) lost",
+        ],
+    );
+    assert_eq!(
+        end_offsets(SECONDARY, &target),
+        1_000,
+        "nothing copied past the loss"
+    );
+    restart_to_continue(&mut strait);
     wait_until(
         Duration::from_secs(60),
         "the records still on the source copied",
@@ -870,43 +890,17 @@ fn records_deleted_while_the_flow_is_behind_them_are_reported() {
 fn copies_the_target_lost_are_reported() {
     let topic = unique("target-lost");
     let target = format!("primary.{topic}");
-    create_topic(PRIMARY, &topic, 1, &[]);
-    produce_simple(PRIMARY, &topic, 1, 1_000, "before");
-    let mut strait = Strait::start(&flow_config(
-        "targetlost",
-        &topic,
-        "prefix",
-        "on_data_loss = \"stop\"",
-    ));
-    wait_until(Duration::from_secs(60), "the first records copied", || {
-        partition_count(SECONDARY, &target).is_some() && end_offsets(SECONDARY, &target) >= 1_000
-    });
-    assert_eq!(strait.terminate(), Some(0), "{}", strait.logs());
+    let mut strait = copy_a_thousand_and_stop("targetlost", &topic);
 
     delete_topic(SECONDARY, &target);
     create_topic(SECONDARY, &target, 1, &[]);
-    strait.restart();
-    assert_eq!(
-        strait.wait_exit(Duration::from_secs(60)),
-        Some(1),
-        "{}",
-        strait.logs()
-    );
-    let logs = strait.logs();
-    assert!(
-        logs.contains(&format!(
+    restart_into_the_loss(
+        &mut strait,
+        &[&format!(
             "{target}[0] on 'secondary' ends at offset 0, below the 1000 copies it acknowledged"
-        )),
-        "the error names the loss:\n{logs}"
+        )],
     );
-
-    let config = std::fs::read_to_string(&strait.config).unwrap();
-    std::fs::write(
-        &strait.config,
-        config.replace("on_data_loss = \"stop\"", "on_data_loss = \"continue\""),
-    )
-    .unwrap();
-    strait.restart();
+    restart_to_continue(&mut strait);
     produce_simple(PRIMARY, &topic, 1, 100, "after");
     wait_until(Duration::from_secs(60), "the new records copied", || {
         end_offsets(SECONDARY, &target) >= 100

@@ -29,7 +29,7 @@ use tracing::debug;
 
 use crate::copies::{CopyNamer, FoundCopies};
 use crate::topics::{client_config, learn_partitions};
-use crate::{ClusterSpec, NamingPolicy, ReplicatorError};
+use crate::{offsets_of, ClusterSpec, NamingPolicy, ReplicatorError};
 
 /// Header key stamped on anchor copies (every copy with `provenance_interval = 1`).
 pub const PROVENANCE_HEADER: &str = "strait.source";
@@ -592,18 +592,9 @@ fn target_ends(target: &ClusterSpec, partitions: &[(String, i32)]) -> HashMap<(S
         // Only fails for an invalid offset, and End is valid.
         let _ = tpl.add_partition_offset(topic, *partition, Offset::End);
     }
-    match offsets_learning_partitions(&client, tpl, SCAN_STALL) {
-        Ok(found) => found
-            .elements()
-            .iter()
-            .filter(|e| e.error().is_ok())
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
-                _ => None,
-            })
-            .collect(),
-        Err(_) => HashMap::new(),
-    }
+    offsets_learning_partitions(&client, tpl, SCAN_STALL)
+        .map(|found| offsets_of(&found))
+        .unwrap_or_default()
 }
 
 /// Reads one source partition forward for the tail check, keeping the last record read
