@@ -431,7 +431,7 @@ impl Config {
         for (name, flow) in &self.flows {
             check_name(&format!("flows.{name}"), name)?;
             let field = |f: &str| format!("flows.{name}.{f}");
-            let source = self.clusters.get(&flow.source).with_context(|| {
+            self.clusters.get(&flow.source).with_context(|| {
                 format!(
                     "{}: unknown cluster '{}' (known: {})",
                     field("source"),
@@ -439,7 +439,7 @@ impl Config {
                     self.cluster_names()
                 )
             })?;
-            let target = self.clusters.get(&flow.target).with_context(|| {
+            self.clusters.get(&flow.target).with_context(|| {
                 format!(
                     "{}: unknown cluster '{}' (known: {})",
                     field("target"),
@@ -455,10 +455,7 @@ impl Config {
             }
             check_regexes(&field("topics"), &flow.topics)?;
             check_regexes(&field("topics_exclude"), &flow.topics_exclude)?;
-            let same_cluster = flow.source == flow.target
-                || normalize_servers(&source.bootstrap_servers)
-                    == normalize_servers(&target.bootstrap_servers);
-            if flow.naming == Naming::Identity && same_cluster {
+            if flow.naming == Naming::Identity && self.same_cluster(&flow.source, &flow.target) {
                 bail!(
                     "{}: identity naming from cluster '{}' to '{}', which is the same cluster, \
                      would copy every record back into itself forever; use naming = \"prefix\"",
@@ -586,21 +583,24 @@ impl Config {
         Ok(())
     }
 
+    /// Whether two cluster names are one cluster: the same name, or the same bootstrap
+    /// servers under two names.
+    fn same_cluster(&self, a: &str, b: &str) -> bool {
+        a == b
+            || match (self.clusters.get(a), self.clusters.get(b)) {
+                (Some(a), Some(b)) => {
+                    normalize_servers(&a.bootstrap_servers)
+                        == normalize_servers(&b.bootstrap_servers)
+                }
+                _ => false,
+            }
+    }
+
     /// Two flows with identity naming in opposite directions between the same two
     /// clusters copy each other's copies back for ever (Strait replicates one way per
     /// pair of clusters), unless they select topics no name could match in both. That is
     /// proven only for lists of plain topic names; any other regex is refused.
     fn refuse_identity_loops(&self) -> Result<()> {
-        let same_cluster = |a: &str, b: &str| {
-            a == b
-                || match (self.clusters.get(a), self.clusters.get(b)) {
-                    (Some(a), Some(b)) => {
-                        normalize_servers(&a.bootstrap_servers)
-                            == normalize_servers(&b.bootstrap_servers)
-                    }
-                    _ => false,
-                }
-        };
         let identity: Vec<(&String, &FlowConfig)> = self
             .flows
             .iter()
@@ -608,8 +608,8 @@ impl Config {
             .collect();
         for (i, (name, flow)) in identity.iter().enumerate() {
             for (other_name, other) in &identity[i + 1..] {
-                let opposite = same_cluster(&flow.source, &other.target)
-                    && same_cluster(&flow.target, &other.source);
+                let opposite = self.same_cluster(&flow.source, &other.target)
+                    && self.same_cluster(&flow.target, &other.source);
                 if opposite && may_select_the_same_topic(&flow.topics, &other.topics) {
                     bail!(
                         "flows.{other_name}: flows '{name}' ('{}' → '{}') and '{other_name}' \

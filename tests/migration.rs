@@ -136,7 +136,8 @@ impl LiveConsumer {
             .set("isolation.level", "read_committed");
         match protocol {
             Protocol::Classic => config.set("session.timeout.ms", "10000"),
-            // The session is the broker's to set under this protocol.
+            // Under this protocol the broker sets the session timeout; librdkafka refuses
+            // session.timeout.ms.
             Protocol::Consumer => config.set("group.protocol", "consumer"),
         };
         let consumer: BaseConsumer = config.create().unwrap();

@@ -196,8 +196,6 @@ pub struct GroupDescription {
     /// group), "PreparingRebalance", "CompletingRebalance" or "Unknown".
     pub state: String,
     pub members: usize,
-    /// The group's protocol: "classic", or "consumer" for KIP-848 groups.
-    pub protocol: String,
 }
 
 /// Describes `group` with librdkafka's DescribeConsumerGroups, which asks the coordinator
@@ -247,10 +245,6 @@ pub fn describe<C: ClientContext>(
                     rd::rd_kafka_ConsumerGroupDescription_state(description),
                 )),
                 members: rd::rd_kafka_ConsumerGroupDescription_member_count(description),
-                protocol: text(rd::rd_kafka_consumer_group_type_name(
-                    rd::rd_kafka_ConsumerGroupDescription_type(description),
-                ))
-                .to_lowercase(),
             })
         }
     });

@@ -267,9 +267,10 @@ pub enum Outcome {
     GroupActive,
     /// Not written: the target group is further ahead; `--force` moves it back.
     WouldRewind,
-    /// Not written: someone else committed to the target group since Strait last wrote
-    /// it (a consumer that assigns its partitions itself commits without being a
-    /// member), or while Strait wrote it. The group is theirs; `--force` takes it over.
+    /// Not written by the daemon's group sync: the target group's offset was committed by
+    /// someone else (a consumer that assigns its partitions itself commits without being
+    /// a member). Also reported after a write that someone else's commit overtook.
+    /// `strait offsets translate --apply` takes the group over.
     CommittedElsewhere,
     /// The target group already has exactly this offset.
     Unchanged,

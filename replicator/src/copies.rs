@@ -132,6 +132,7 @@ impl CopyNamer {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use strait_offset_sync::{OffsetIndex, PartitionOffsetMap, Translation};
 
     #[test]
     fn a_header_naming_an_earlier_record_is_a_duplicate() {
@@ -143,7 +144,6 @@ mod tests {
         namer.named(31, 103);
         assert_eq!(namer.finish().pairs, vec![(30, 100), (31, 103)]);
     }
-    use strait_offset_sync::{OffsetIndex, PartitionOffsetMap, Translation};
 
     /// A source partition and its copy, as they are on the clusters.
     #[derive(Debug)]

@@ -39,7 +39,7 @@ use crate::fetch::{FetchQueue, Fetched, SourceRecord, BATCH_SIZE};
 use crate::heartbeat::{OwnTopicsOnTarget, Prepared};
 use crate::produce::{OutgoingHeaders, TargetTopic};
 use crate::provenance::{
-    origin_in, Provenance, ScanStart, SourcePartition, TailScanner, PROVENANCE_HEADER,
+    copied_from, Provenance, ScanStart, SourcePartition, TailScanner, PROVENANCE_HEADER,
 };
 use crate::status::{DataLoss, FlowStatus, PartitionStatus, TopicStatus};
 use crate::topics::{apply_cluster, client_config, discover, learn_partitions, TargetTopics};
@@ -1884,30 +1884,32 @@ impl Pipeline<'_> {
                 .increment(1);
             return Ok(true);
         }
-        let source_headers = msg.headers();
-        if let Some(origin) = origin_in(source_headers.iter(), &self.spec.target.name) {
-            return Err(ReplicatorError::CopyLoop {
-                source_topic: msg.topic().to_string(),
-                partition: msg.partition(),
-                offset: source_offset,
-                target: self.spec.target.name.clone(),
-                origin_topic: origin.topic.to_string(),
-                origin_partition: origin.partition,
-                origin_offset: origin.offset,
-            });
-        }
         sent.rewound = false;
         let anchor = sent.send(source_offset, timestamp, self.spec.provenance_interval);
         let stamp = self.spec.provenance_header && anchor;
         let route = &*route;
         let target_topic = &route.target_topic;
+        let source_headers = msg.headers();
         let count = source_headers.count() + usize::from(stamp);
         // A header list costs allocations in librdkafka; build one only when needed.
         let mut headers = None;
         if count > 0 {
             let list = headers.insert(OutgoingHeaders::with_capacity(count));
-            for (name, value) in source_headers.iter() {
-                list.add(name, value);
+            for header in source_headers.iter() {
+                // Never copied back: the flow stops on it, and nothing from it on is
+                // committed.
+                if let Some(origin) = copied_from(header, &self.spec.target.name) {
+                    return Err(ReplicatorError::CopyLoop {
+                        source_topic: msg.topic().to_string(),
+                        partition: msg.partition(),
+                        offset: source_offset,
+                        target: self.spec.target.name.clone(),
+                        origin_topic: origin.topic.to_string(),
+                        origin_partition: origin.partition,
+                        origin_offset: origin.offset,
+                    });
+                }
+                list.add(header.0, header.1);
             }
             if stamp {
                 Provenance::encode_with_prefix(

@@ -91,18 +91,20 @@ impl<'a> Provenance<'a> {
     }
 }
 
-/// The provenance header among `headers` that names `cluster` as where the record was
-/// copied from: proof that the record came from `cluster` (a record copied along a
-/// chain carries a header per hop), so copying it to `cluster` would bring it back
-/// where it started, and two such flows would copy it back and forth for ever.
-pub(crate) fn origin_in<'h>(
-    headers: impl Iterator<Item = (&'h [u8], Option<&'h [u8]>)>,
+/// The provenance, if the header (`name`, `value`) is one naming `cluster` as where the
+/// record was copied from: proof that the record came from `cluster` (a record copied
+/// along a chain carries a header per hop), so copying it to `cluster` would bring it
+/// back where it started, and two such flows would copy it back and forth for ever.
+pub(crate) fn copied_from<'h>(
+    (name, value): (&[u8], Option<&'h [u8]>),
     cluster: &str,
 ) -> Option<Provenance<'h>> {
-    headers
-        .filter(|(name, _)| *name == PROVENANCE_HEADER.as_bytes())
-        .filter_map(|(_, value)| value.and_then(Provenance::decode))
-        .find(|p| p.cluster == cluster)
+    if name != PROVENANCE_HEADER.as_bytes() {
+        return None;
+    }
+    value
+        .and_then(Provenance::decode)
+        .filter(|p| p.cluster == cluster)
 }
 
 /// A source partition, as named in provenance headers.
@@ -523,6 +525,9 @@ pub fn copies_on_target(
     source_reachable: bool,
     ends: &[MapEnd],
 ) -> Result<Vec<FoundCopies>, ReplicatorError> {
+    if ends.is_empty() {
+        return Ok(Vec::new());
+    }
     let target_topics: Vec<(String, i32)> = ends
         .iter()
         .map(|e| {
@@ -770,23 +775,26 @@ mod tests {
 
     #[test]
     fn a_header_of_any_hop_names_the_origin() {
+        let origin = |headers: &[(&[u8], Option<&'static [u8]>)], cluster: &str| {
+            headers.iter().find_map(|h| copied_from(*h, cluster))
+        };
         let own: &[(&[u8], Option<&[u8]>)] = &[
             (b"trace", Some(b"x")),
             (b"strait.source", Some(b"east/orders/3/17")),
             (b"strait.source", Some(b"west/orders/3/40")),
         ];
-        let found = origin_in(own.iter().copied(), "east").expect("east is an origin");
+        let found = origin(own, "east").expect("east is an origin");
         assert_eq!(
             (found.topic, found.partition, found.offset),
             ("orders", 3, 17)
         );
-        assert!(origin_in(own.iter().copied(), "west").is_some());
-        assert!(origin_in(own.iter().copied(), "north").is_none());
+        assert!(origin(own, "west").is_some());
+        assert!(origin(own, "north").is_none());
         let unreadable: &[(&[u8], Option<&[u8]>)] =
             &[(b"strait.source", None), (b"strait.source", Some(b"east"))];
-        assert!(origin_in(unreadable.iter().copied(), "east").is_none());
+        assert!(origin(unreadable, "east").is_none());
         let other_name: &[(&[u8], Option<&[u8]>)] = &[(b"source", Some(b"east/orders/3/17"))];
-        assert!(origin_in(other_name.iter().copied(), "east").is_none());
+        assert!(origin(other_name, "east").is_none());
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! bounded however large the partitions are. A record matches when its key, value and
 //! headers (in order) hash the same and its timestamp is the same (unless the target
 //! topic stamps records with the broker's clock, `LogAppendTime`, which no copy can
-//! keep); order is implied by pairing offset by offset. The first difference per partition is reported with both records summarised.
+//! keep); order is implied by pairing offset by offset. The first difference per
+//! partition is reported with both records summarised.
 
 mod error;
 mod record;
@@ -206,14 +207,12 @@ pub fn verify_flow(
     // The persisted map trails the copies by up to a commit interval (more after a
     // crash). The copies written since are read back from the target, as `strait offsets
     // translate` does, so every copy is named, and a record after the newest copy is
-    // known to be none (someone else's, or a duplicate). Only partitions whose target
-    // holds more than the map covers need it.
+    // known to be none (someone else's, or a duplicate).
     let ends: Vec<MapEnd> = planned
         .iter()
-        .filter_map(|(topic, partition, _, target_marks)| {
+        .filter_map(|(topic, partition, _, _)| {
             let coverage = index.persisted_coverage(topic, *partition)?;
-            let (_, target_end) = (*target_marks)?;
-            (coverage.target_next < target_end).then(|| MapEnd {
+            Some(MapEnd {
                 source_topic: topic.clone(),
                 partition: *partition,
                 target_next: coverage.target_next,
@@ -221,13 +220,11 @@ pub fn verify_flow(
             })
         })
         .collect();
+    let newest = copies_on_target((&spec.source, &spec.target, &spec.naming), true, &ends)?;
     let mut scanned_to = HashMap::new();
-    if !ends.is_empty() {
-        let newest = copies_on_target((&spec.source, &spec.target, &spec.naming), true, &ends)?;
-        for (end, found) in ends.iter().zip(newest) {
-            index.add_copies(&end.source_topic, end.partition, &found.pairs);
-            scanned_to.insert((end.source_topic.clone(), end.partition), found.scanned_to);
-        }
+    for (end, found) in ends.iter().zip(newest) {
+        index.add_copies(&end.source_topic, end.partition, &found.pairs);
+        scanned_to.insert((end.source_topic.clone(), end.partition), found.scanned_to);
     }
 
     // A copy topic of prefix naming is Strait's alone; with identity naming,
