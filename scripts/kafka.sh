@@ -5,7 +5,17 @@
 # The secured listeners are SASL_SSL, mechanism PLAIN, users `strait` / `strait-secret` and
 # `admin` / `admin-secret`, with ACLs enforced; `scripts/kafka.sh tls-ca` prints the CA
 # file a client trusts.
+#
+# Replicated mode, for fault tests: two clusters of three KRaft nodes each (every node a
+# broker and a controller, static voters), with replication factor 3 and
+# min.insync.replicas=2 as the default for every topic, internal ones included.
+#   rprimary   nodes 1-3: client 127.0.0.1:39092, 39192, 39292  controller port + 1
+#   rsecondary nodes 1-3: client 127.0.0.1:49092, 49192, 49292  controller port + 1
+#
 # Usage: scripts/kafka.sh fetch | start [primary|secondary|all] | stop [..] | restart [..] | reset | status | classpath | tls-ca
+#        scripts/kafka.sh replicated start|stop|reset|status
+#        scripts/kafka.sh node start|stop|kill|pause|resume|pid rprimary|rsecondary N
+# `node stop` is a clean shutdown, `kill` a SIGKILL, `pause`/`resume` SIGSTOP/SIGCONT.
 # Jars come from Maven Central (testbed/pom.xml) and are cached outside git in $STRAIT_KAFKA_CACHE.
 set -euo pipefail
 
@@ -17,6 +27,14 @@ STATE="${STRAIT_TESTBED_DIR:-$ROOT/.testbed}"
 HEAP="${STRAIT_KAFKA_HEAP:-512m}"
 
 port_of() { case "$1" in primary) echo 19092 ;; secondary) echo 29092 ;; *) echo "unknown cluster '$1' (primary|secondary)" >&2; exit 2 ;; esac; }
+# Client port of node N (1-3) of a replicated cluster.
+node_port() {
+  local base
+  case "$1" in rprimary) base=39092 ;; rsecondary) base=49092 ;; *) echo "unknown replicated cluster '$1' (rprimary|rsecondary)" >&2; exit 2 ;; esac
+  case "$2" in 1|2|3) ;; *) echo "unknown node '$2' (1|2|3)" >&2; exit 2 ;; esac
+  echo $((base + 100 * ($2 - 1)))
+}
+REPLICATED="rprimary rsecondary"
 names() { if [ "${1:-all}" = all ]; then echo primary secondary; else echo "$1"; fi; }
 log() { echo "[kafka.sh] $*" >&2; }
 
@@ -100,6 +118,11 @@ log.retention.check.interval.ms=5000
 log.segment.delete.delay.ms=1000
 PROPS
   secured_props "$STATE/tls" >> "$dir/server.properties"
+  write_log4j "$dir"
+}
+
+write_log4j() {
+  local dir=$1
   cat > "$dir/log4j2.properties" <<PROPS
 rootLogger.level=INFO
 rootLogger.appenderRef.file.ref=file
@@ -115,6 +138,16 @@ logger.org.level=WARN
 PROPS
 }
 
+# Starts the JVM of the node whose config is in $dir, recording its pid in $dir/pid.
+launch() {
+  local dir=$1
+  : > "$dir/server.log"
+  nohup java -Xms"$HEAP" -Xmx"$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$LIBS/*" \
+    kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 &
+  echo $! > "$dir/pid"
+}
+
 start_one() {
   local name=$1 port dir
   port=$(port_of "$name"); dir="$STATE/$name"
@@ -127,16 +160,17 @@ start_one() {
       format --standalone -t "$id" -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
       || { log "formatting $name failed:"; cat "$dir/format.log" >&2; exit 1; }
   fi
-  : > "$dir/server.log"
-  nohup java -Xms"$HEAP" -Xmx"$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$LIBS/*" \
-    kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 &
-  echo $! > "$dir/pid"
+  launch "$dir"
 }
 
 wait_ready() {
-  local name=$1 port dir deadline
-  port=$(port_of "$name"); dir="$STATE/$name"; deadline=$((SECONDS + 90))
+  local name=$1 port dir
+  port=$(port_of "$name"); dir="$STATE/$name"
+  wait_up "$name" "$port" "$dir"
+}
+
+wait_up() {
+  local name=$1 port=$2 dir=$3 deadline=$((SECONDS + 90))
   until is_up "$port" && grep -q "Kafka Server started" "$dir/server.log" 2>/dev/null; do
     if ! kill -0 "$(cat "$dir/pid")" 2>/dev/null; then log "$name exited during start-up:"; tail -n 30 "$dir/stdout.log" "$dir/server.log" >&2; exit 1; fi
     if [ $SECONDS -ge $deadline ]; then log "$name not ready after 90 s"; tail -n 30 "$dir/server.log" >&2; exit 1; fi
@@ -145,9 +179,10 @@ wait_ready() {
   log "$name ready on 127.0.0.1:$port"
 }
 
-stop_one() {
-  local name=$1 dir pid
-  dir="$STATE/$name"
+stop_one() { stop_dir "$1" "$STATE/$1"; }
+
+stop_dir() {
+  local name=$1 dir=$2 pid
   [ -f "$dir/pid" ] || return 0
   pid=$(cat "$dir/pid")
   if kill -0 "$pid" 2>/dev/null; then
@@ -159,15 +194,117 @@ stop_one() {
   rm -f "$dir/pid"
 }
 
+# Node N of a replicated cluster: a broker and one of the cluster's three controllers.
+# Every topic defaults to replication factor 3 and min.insync.replicas=2, as production
+# clusters run; a follower that fetches nothing for replica.lag.time.max.ms (10 s here,
+# 30 s by default) leaves the in-sync set, so a frozen broker holds writers back no longer.
+write_node_config() {
+  local cluster=$1 n=$2 dir=$3 port voters="" i
+  port=$(node_port "$cluster" "$n")
+  for i in 1 2 3; do voters="$voters${voters:+,}$i@127.0.0.1:$(( $(node_port "$cluster" "$i") + 1 ))"; done
+  mkdir -p "$dir/data"
+  cat > "$dir/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=$n
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$((port + 1))
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$((port + 1))
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+default.replication.factor=3
+min.insync.replicas=2
+auto.create.topics.enable=true
+offsets.topic.replication.factor=3
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+replica.lag.time.max.ms=10000
+group.initial.rebalance.delay.ms=0
+log.retention.check.interval.ms=5000
+log.segment.delete.delay.ms=1000
+PROPS
+  write_log4j "$dir"
+}
+
+node_dir() { echo "$STATE/$1/node$2"; }
+
+# Starts node N; formats its storage first on a fresh test bed, with the cluster's id.
+node_start() {
+  local cluster=$1 n=$2 dir port
+  dir=$(node_dir "$cluster" "$n"); port=$(node_port "$cluster" "$n")
+  if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then log "$cluster node $n already running"; return; fi
+  if is_up "$port"; then log "port $port is taken by another process; refusing to start $cluster node $n"; exit 1; fi
+  write_node_config "$cluster" "$n" "$dir"
+  if [ ! -f "$dir/data/meta.properties" ]; then
+    if [ ! -f "$STATE/$cluster/cluster.id" ]; then
+      java -cp "$LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1 > "$STATE/$cluster/cluster.id"
+    fi
+    java -cp "$LIBS/*" -Dlog4j2.configurationFile="$dir/log4j2.properties" kafka.tools.StorageTool \
+      format -t "$(cat "$STATE/$cluster/cluster.id")" -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
+      || { log "formatting $cluster node $n failed:"; cat "$dir/format.log" >&2; exit 1; }
+  fi
+  launch "$dir"
+}
+
+node_signal() {
+  local signal=$1 cluster=$2 n=$3 dir
+  dir=$(node_dir "$cluster" "$n")
+  [ -f "$dir/pid" ] || { log "$cluster node $n is not running"; exit 1; }
+  kill "-$signal" "$(cat "$dir/pid")"
+}
+
+node() {
+  local what=$1 cluster=$2 n=$3
+  node_port "$cluster" "$n" >/dev/null
+  case "$what" in
+    start) node_start "$cluster" "$n"; wait_up "$cluster node $n" "$(node_port "$cluster" "$n")" "$(node_dir "$cluster" "$n")" ;;
+    stop) kill -CONT "$(cat "$(node_dir "$cluster" "$n")/pid" 2>/dev/null)" 2>/dev/null || true; stop_dir "$cluster node $n" "$(node_dir "$cluster" "$n")" ;;
+    kill) node_signal KILL "$cluster" "$n"; rm -f "$(node_dir "$cluster" "$n")/pid"; log "$cluster node $n killed" ;;
+    pause) node_signal STOP "$cluster" "$n" ;;
+    resume) node_signal CONT "$cluster" "$n" ;;
+    pid) cat "$(node_dir "$cluster" "$n")/pid" ;;
+    *) log "unknown node command '$what' (start|stop|kill|pause|resume|pid)"; exit 2 ;;
+  esac
+}
+
+replicated() {
+  local c n
+  case "${1:-}" in
+    start)
+      fetch
+      for c in $REPLICATED; do mkdir -p "$STATE/$c"; for n in 1 2 3; do node_start "$c" "$n"; done; done
+      for c in $REPLICATED; do for n in 1 2 3; do wait_up "$c node $n" "$(node_port "$c" "$n")" "$(node_dir "$c" "$n")"; done; done ;;
+    stop)
+      for c in $REPLICATED; do for n in 1 2 3; do
+        # Paused nodes would ignore the stop signal.
+        kill -CONT "$(cat "$(node_dir "$c" "$n")/pid" 2>/dev/null)" 2>/dev/null || true
+        stop_dir "$c node $n" "$(node_dir "$c" "$n")"
+      done; done ;;
+    reset) replicated stop; for c in $REPLICATED; do rm -rf "${STATE:?}/$c"; done ;;
+    status) for c in $REPLICATED; do for n in 1 2 3; do
+        if is_up "$(node_port "$c" "$n")"; then echo "$c node $n up"; else echo "$c node $n down"; fi
+      done; done ;;
+    *) log "usage: scripts/kafka.sh replicated start|stop|reset|status"; exit 2 ;;
+  esac
+}
+
 cmd=${1:-}; shift || true
 case "$cmd" in
   fetch) fetch ;;
   start) fetch; for n in $(names "${1:-all}"); do start_one "$n"; done; for n in $(names "${1:-all}"); do wait_ready "$n"; done ;;
   stop) for n in $(names "${1:-all}"); do stop_one "$n"; done ;;
   restart) for n in $(names "${1:-all}"); do stop_one "$n"; start_one "$n"; wait_ready "$n"; done ;;
-  reset) for n in primary secondary; do stop_one "$n"; done; rm -rf "$STATE" ;;
+  reset) for n in primary secondary; do stop_one "$n"; done; replicated stop; rm -rf "$STATE" ;;
+  replicated) replicated "$@" ;;
+  node) fetch; node "$@" ;;
   status) for n in primary secondary; do if is_up "$(port_of $n)"; then echo "$n up"; else echo "$n down"; fi; done ;;
   classpath) fetch; echo "$LIBS/*" ;;
   tls-ca) write_tls "$STATE/tls"; echo "$STATE/tls/ca.pem" ;;
-  *) sed -n '2,9p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,19p' "$0" >&2; exit 2 ;;
 esac
