@@ -23,7 +23,8 @@ pub use error::OffsetSyncError;
 pub use map::{Coverage, MapUpdate, OffsetIndex, PartitionOffsetMap, Segment, Translation};
 pub use records::{Checkpoint, MapRecord};
 pub use settling::{
-    is_leader_settling, offsets_learning_partitions, settled_watermarks, settling_backoff,
+    is_connection_trouble, is_leader_settling, offsets_learning_partitions, settled_watermarks,
+    settling_backoff,
 };
 pub use store::{
     ensure_compacted_topic, ensure_single_partition_topic, ensure_single_partition_topics,

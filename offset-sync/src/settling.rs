@@ -34,6 +34,22 @@ pub fn is_leader_settling(code: RDKafkaErrorCode) -> bool {
     )
 }
 
+/// A consumer's client-level connection errors, which librdkafka recovers from by itself:
+/// one broker of a replicated cluster unreachable (down for maintenance, restarting, the
+/// first in `bootstrap_servers`) shows as these while the others serve every partition.
+/// A reader passes over them and relies on its own stall limit instead.
+pub fn is_connection_trouble(err: &KafkaError) -> bool {
+    matches!(
+        err.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::Resolve
+                | RDKafkaErrorCode::OperationTimedOut
+        )
+    )
+}
+
 /// Retries quickly at first and gives up after `within` in all. (backon stops after
 /// 3 attempts unless told otherwise, far too few for an election under load.) The first
 /// retry comes after 10 ms: a single-node cluster elects the leader of a topic it has

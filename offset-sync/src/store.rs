@@ -9,7 +9,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -18,7 +18,7 @@ use tracing::{debug, error, info, warn, Level};
 
 use crate::map::{Coverage, MapUpdate, OffsetIndex};
 use crate::records::MapRecord;
-use crate::settling::settled_watermarks;
+use crate::settling::{is_connection_trouble, settled_watermarks};
 use crate::OffsetSyncError;
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -325,7 +325,7 @@ impl TopicReader {
                 // Connection trouble is reported as events while librdkafka reconnects
                 // on its own; after an outage many are queued. Wait them out (bounded by
                 // READ_STALL) instead of failing every read until they are drained.
-                Some(Err(e)) if is_transient(&e) => {
+                Some(Err(e)) if is_connection_trouble(&e) => {
                     debug!(topic = %self.topic, error = %e, "transient error while reading; librdkafka retries");
                 }
                 Some(Err(e)) => return Err(OffsetSyncError::kafka(context(), e)),
@@ -336,19 +336,6 @@ impl TopicReader {
             }
         }
     }
-}
-
-/// Client-level connection errors, which librdkafka recovers from by itself.
-fn is_transient(err: &KafkaError) -> bool {
-    matches!(
-        err.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::AllBrokersDown
-                | RDKafkaErrorCode::BrokerTransportFailure
-                | RDKafkaErrorCode::Resolve
-                | RDKafkaErrorCode::OperationTimedOut
-        )
-    )
 }
 
 /// Every partition's [`OffsetIndex`] for one flow, read from its map topic.

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use backon::BlockingRetryable;
 use futures::executor::block_on;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -30,7 +31,10 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
-use strait_offset_sync::{ensure_compacted_topic, FlowIndex, MapWriter, PartitionOffsetMap};
+use strait_offset_sync::{
+    ensure_compacted_topic, is_connection_trouble, is_leader_settling, offsets_learning_partitions,
+    settling_backoff, FlowIndex, MapWriter, PartitionOffsetMap,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -572,8 +576,12 @@ impl RebalanceContext {
                 debug!(flow = %self.spec.name, elapsed = ?began.elapsed(), "assignment: offset map read to its end");
                 Ok(Some(index))
             });
-            let source_side = consumer
-                .committed_offsets(tpl.clone(), COMMIT_TIMEOUT)
+            let committed = || consumer.committed_offsets(tpl.clone(), COMMIT_TIMEOUT);
+            let source_side = committed
+                .retry(settling_backoff(COMMIT_TIMEOUT))
+                .sleep(std::thread::sleep)
+                .when(passes_on_its_own)
+                .call()
                 .map_err(|e| ReplicatorError::kafka("reading committed offsets", e))
                 .and_then(|committed| {
                     debug!(flow = %self.spec.name, elapsed = ?began.elapsed(), "assignment: committed offsets read");
@@ -2011,10 +2019,29 @@ fn source_offsets_at<'a, C: ConsumerContext>(
     if source.count() == 0 {
         return Ok(HashMap::new());
     }
-    let found = consumer
-        .offsets_for_times(source, COMMIT_TIMEOUT)
+    // A partition whose leader is moving (a broker restarting, an election) answers
+    // NotLeaderForPartition for a moment: asked again, not a reason to restart the flow.
+    let attempt = || {
+        let found = offsets_learning_partitions(consumer, source.clone(), COMMIT_TIMEOUT)?;
+        match found.elements().iter().find_map(|e| e.error().err()) {
+            Some(e) if passes_on_its_own(&e) => Err(e),
+            _ => Ok(found),
+        }
+    };
+    let found = attempt
+        .retry(settling_backoff(COMMIT_TIMEOUT))
+        .sleep(std::thread::sleep)
+        .when(passes_on_its_own)
+        .notify(|e, delay| debug!(error = %e, retry_in = ?delay, "reading {what}: asked again"))
+        .call()
         .map_err(|e| ReplicatorError::kafka(format!("reading {what}"), e))?;
     Ok(offsets_of(&found))
+}
+
+/// A partition's leader moving, or one broker unreachable: errors a read asks again
+/// through, for a while, rather than restarting the flow.
+fn passes_on_its_own(e: &rdkafka::error::KafkaError) -> bool {
+    is_connection_trouble(e) || e.rdkafka_error_code().is_some_and(is_leader_settling)
 }
 
 /// What a delivery report carries from [`Pipeline::forward`]: the record's source offset

@@ -23,7 +23,8 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Headers, Message, OwnedMessage, Timestamp};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use strait_offset_sync::{
-    is_leader_settling, offsets_learning_partitions, settled_watermarks, settling_backoff,
+    is_connection_trouble, is_leader_settling, offsets_learning_partitions, settled_watermarks,
+    settling_backoff,
 };
 use tracing::debug;
 
@@ -382,6 +383,14 @@ impl TailScanner {
                     }
                 }
                 Some(Ok(_)) => {}
+                // One broker unreachable, while the others lead every partition this scan
+                // reads: librdkafka reconnects by itself, and the stall limit still holds.
+                Some(Err(e)) if is_connection_trouble(&e) => {
+                    debug!(topic = target_topic, partition = source.partition, error = %e, "connection trouble while reading the tail");
+                    if last_progress.elapsed() > SCAN_STALL {
+                        return Err(ReplicatorError::Timeout(SCAN_STALL, context()));
+                    }
+                }
                 Some(Err(e)) => return Err(ReplicatorError::kafka(context(), e)),
                 None => {
                     if let Some(pos) = self.fetch_position(target_topic, source.partition) {
@@ -688,6 +697,12 @@ impl<'a> SourceCursor<'a> {
                     return Ok(self.held.as_ref().map(|(_, m)| m));
                 }
                 Some(Ok(_)) => {}
+                Some(Err(e)) if is_connection_trouble(&e) => {
+                    debug!(topic = self.topic, partition = self.partition, error = %e, "connection trouble while reading the source");
+                    if last_progress.elapsed() > SCAN_STALL {
+                        return Err(ReplicatorError::Timeout(SCAN_STALL, context()));
+                    }
+                }
                 Some(Err(e)) => return Err(ReplicatorError::kafka(context(), e)),
                 None => {
                     // Transaction markers and aborted records at the end are never

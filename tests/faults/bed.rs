@@ -96,7 +96,9 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(
-            out.status.success() || text.contains("ElectionNotNeeded") || text.contains("not needed"),
+            out.status.success()
+                || text.contains("ElectionNotNeeded")
+                || text.contains("not needed"),
             "leader election on {}: {text}",
             self.name()
         );

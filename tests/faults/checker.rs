@@ -22,6 +22,8 @@ pub type Log = Vec<(i64, Option<u64>)>;
 pub fn read_logs(servers: &str, topic: &str, partitions: i32) -> BTreeMap<i32, Log> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", servers)
+        // Named but never joined or committed to: rdkafka's assign() wants a group id.
+        .set("group.id", "fault-checker")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
         // Everything a broker returns, aborted transactions included: nothing may hide.
@@ -35,7 +37,8 @@ pub fn read_logs(servers: &str, topic: &str, partitions: i32) -> BTreeMap<i32, L
             .fetch_watermarks(topic, p, Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("watermarks of {topic}[{p}] on {servers}: {e}"));
         ends.insert(p, high);
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let mut logs: BTreeMap<i32, Log> = (0..partitions).map(|p| (p, Vec::new())).collect();
@@ -213,7 +216,10 @@ impl fmt::Display for Report {
 #[test]
 fn compare_counts_each_kind_of_error() {
     let log = |seqs: &[Option<u64>]| -> Log {
-        seqs.iter().enumerate().map(|(o, s)| (o as i64, *s)).collect()
+        seqs.iter()
+            .enumerate()
+            .map(|(o, s)| (o as i64, *s))
+            .collect()
     };
     let source = log(&[Some(0), Some(1), Some(2), Some(3), Some(4)]);
     assert!(compare(&source, &source).exact());

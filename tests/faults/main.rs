@@ -218,12 +218,21 @@ commit_interval = "500ms"
                 _ => rng.random_range(0..=end),
             };
             let group = unique(&format!("fault-sweep-{i}"));
-            commit_offsets(&self.source.bootstrap(), &group, &self.topic, &[(partition, at)]);
+            commit_offsets(
+                &self.source.bootstrap(),
+                &group,
+                &self.topic,
+                &[(partition, at)],
+            );
             apply_until_exact(&config, &self.flow, &group);
-            let translated = committed_offset(&self.target.bootstrap(), &group, &self.topic, partition)
-                .unwrap_or_else(|| panic!("{group}: nothing committed on the target"));
+            let translated =
+                committed_offset(&self.target.bootstrap(), &group, &self.topic, partition)
+                    .unwrap_or_else(|| panic!("{group}: nothing committed on the target"));
             let target = &targets[&partition];
-            let next_on_target = target.iter().find(|(o, _)| *o >= translated).map(|(_, s)| *s);
+            let next_on_target = target
+                .iter()
+                .find(|(o, _)| *o >= translated)
+                .map(|(_, s)| *s);
             let next_on_source = source.iter().find(|(o, _)| *o >= at).map(|(_, s)| *s);
             assert_eq!(
                 next_on_target, next_on_source,
@@ -395,4 +404,3 @@ fn long_rolling_restart_of_both_clusters_loses_and_duplicates_nothing() {
     }
     s.finish();
 }
-

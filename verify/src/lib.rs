@@ -24,7 +24,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 use regex::Regex;
 use serde::Serialize;
-use strait_offset_sync::{FlowIndex, OffsetIndex, Translation};
+use strait_offset_sync::{is_connection_trouble, FlowIndex, OffsetIndex, Translation};
 use strait_replicator::{
     client_config, copies_on_target, ClusterSpec, MapEnd, NamingPolicy, TopicSelector,
 };
@@ -725,6 +725,9 @@ fn compare(
             while batch < 4096 {
                 let msg = match side.consumer.poll(Duration::ZERO) {
                     None => break,
+                    // One broker down: librdkafka reconnects by itself, and the stall
+                    // limit below still holds.
+                    Some(Err(e)) if is_connection_trouble(&e) => break,
                     Some(Err(e)) => {
                         return Err(VerifyError::kafka(
                             format!("reading the {}", side.kind.name()),
