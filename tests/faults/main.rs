@@ -8,6 +8,7 @@
 //!
 //! Tests whose name starts with `long_` do not fit CI's time and run under
 //! `scripts/test.sh --faults`.
+#![allow(clippy::unwrap_used)]
 
 #[path = "../common/mod.rs"]
 mod common;
