@@ -9,8 +9,10 @@
 # Replicated mode, for fault tests: two clusters of three KRaft nodes each (every node a
 # broker and a controller, static voters), with replication factor 3 and
 # min.insync.replicas=2 as the default for every topic, internal ones included.
-#   rprimary   nodes 1-3: client 127.0.0.1:39092, 39192, 39292  controller port + 1
-#   rsecondary nodes 1-3: client 127.0.0.1:49092, 49192, 49292  controller port + 1
+#   rprimary   nodes 1-3: client 127.0.0.1:17092, 17192, 17292  controller port + 1
+#   rsecondary nodes 1-3: client 127.0.0.1:27092, 27192, 27292  controller port + 1
+# (All below 32768, where Linux picks no ephemeral ports: a client connection could
+# otherwise hold a stopped node's port and keep it from starting again.)
 #
 # Usage: scripts/kafka.sh fetch | start [primary|secondary|all] | stop [..] | restart [..] | reset | status | classpath | tls-ca
 #        scripts/kafka.sh replicated start|stop|reset|status
@@ -30,7 +32,7 @@ port_of() { case "$1" in primary) echo 19092 ;; secondary) echo 29092 ;; *) echo
 # Client port of node N (1-3) of a replicated cluster.
 node_port() {
   local base
-  case "$1" in rprimary) base=39092 ;; rsecondary) base=49092 ;; *) echo "unknown replicated cluster '$1' (rprimary|rsecondary)" >&2; exit 2 ;; esac
+  case "$1" in rprimary) base=17092 ;; rsecondary) base=27092 ;; *) echo "unknown replicated cluster '$1' (rprimary|rsecondary)" >&2; exit 2 ;; esac
   case "$2" in 1|2|3) ;; *) echo "unknown node '$2' (1|2|3)" >&2; exit 2 ;; esac
   echo $((base + 100 * ($2 - 1)))
 }

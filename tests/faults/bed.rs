@@ -27,8 +27,8 @@ impl Cluster {
     /// Client port of node `n` (1-3).
     pub fn port(self, n: u8) -> u16 {
         let base = match self {
-            Cluster::Primary => 39092,
-            Cluster::Secondary => 49092,
+            Cluster::Primary => 17092,
+            Cluster::Secondary => 27092,
         };
         base + 100 * (n as u16 - 1)
     }

@@ -143,8 +143,8 @@ pub struct Report {
     pub partitions: BTreeMap<i32, PartitionReport>,
     /// From the end of the last fault to the target holding every source record.
     pub recovery: Duration,
-    /// Pipeline restarts logged by all instances together.
-    pub restarts: usize,
+    /// Pipeline restarts logged by all instances together, one log line each.
+    pub restarts: Vec<String>,
 }
 
 impl Report {
@@ -158,7 +158,7 @@ impl Report {
                 .map(|(p, log)| (*p, compare(log, &targets[p])))
                 .collect(),
             recovery: Duration::ZERO,
-            restarts: 0,
+            restarts: Vec::new(),
         }
     }
 
@@ -208,8 +208,12 @@ impl fmt::Display for Report {
             f,
             "recovered {:.1} s after the last fault; {} pipeline restarts",
             self.recovery.as_secs_f64(),
-            self.restarts
-        )
+            self.restarts.len()
+        )?;
+        for line in &self.restarts {
+            writeln!(f, "  {line}")?;
+        }
+        Ok(())
     }
 }
 
