@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
+use backon::{BackoffBuilder, BlockingRetryable};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 use serde::Serialize;
@@ -14,7 +16,7 @@ use serde::Serialize;
 use crate::group_offsets;
 use crate::map::{OffsetIndex, Translation};
 use crate::records::Checkpoint;
-use crate::settling::offsets_learning_partitions;
+use crate::settling::{offsets_learning_partitions, settling_backoff};
 use crate::store::{TopicReader, TopicWriter};
 use crate::OffsetSyncError;
 
@@ -27,6 +29,9 @@ pub type Offsets = BTreeMap<(String, i32), i64>;
 
 /// (topic, partition) → offset, and the metadata committed with it.
 type Commits = BTreeMap<(String, i32), (i64, String)>;
+
+/// The `group.id` of [`GroupClient`]s, a group nobody joins.
+const GROUP_CLIENT_ID: &str = "strait-offsets-client";
 
 /// The metadata Strait commits with every offset it writes to a group: a target offset
 /// with other metadata was committed by someone else (applications commit none, or
@@ -43,9 +48,15 @@ pub struct GroupClient {
 
 impl GroupClient {
     pub fn new(config: &ClientConfig) -> Result<Self, OffsetSyncError> {
-        // No `group.id`: this client belongs to no group, and names one in each request.
+        // This client joins no group and names one in each request. It still has a
+        // `group.id`, which it never joins or commits to: librdkafka (2.12) answers a
+        // NotCoordinator reply to an offset read (the group's coordinator moved: a broker
+        // restarted) by asking the client's own group to look its coordinator up again,
+        // and a client without one crashes there (a null group, SIGSEGV). The name is
+        // under `strait-`, the prefix the documented ACLs let Strait describe.
         let consumer = config
             .clone()
+            .set("group.id", GROUP_CLIENT_ID)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .create()
@@ -121,6 +132,25 @@ impl GroupClient {
         // groups commit on a few topics of their own, not on the flow's.
         let mut answers =
             group_offsets::list(self.consumer.client(), groups, None, REQUEST_TIMEOUT);
+        // Groups whose coordinator is moving (see `coordinator_moving`) are asked again.
+        let mut backoff = settling_backoff(REQUEST_TIMEOUT).build();
+        loop {
+            let moving: Vec<usize> = (0..answers.len())
+                .filter(|&i| match &answers[i] {
+                    Err(e) => coordinator_moving(e.code),
+                    Ok(list) => list.iter().any(|p| p.error.is_some_and(coordinator_moving)),
+                })
+                .collect();
+            let Some(delay) = (!moving.is_empty()).then(|| backoff.next()).flatten() else {
+                break;
+            };
+            std::thread::sleep(delay);
+            let again: Vec<&str> = moving.iter().map(|&i| groups[i]).collect();
+            let asked = group_offsets::list(self.consumer.client(), &again, None, REQUEST_TIMEOUT);
+            for (i, answer) in moving.into_iter().zip(asked) {
+                answers[i] = answer;
+            }
+        }
         // A group with no commit anywhere answers with nothing, and so does a service
         // that ignores a request for "every partition" (librdkafka's mock cluster does):
         // those groups are asked again, naming the partitions.
@@ -196,21 +226,39 @@ impl GroupClient {
             }
         }
         let context = || format!("committing offsets of group '{group}'");
-        let written = group_offsets::alter(self.consumer.client(), group, &tpl, REQUEST_TIMEOUT)
-            .map_err(|e| OffsetSyncError::group(context(), e))?;
-        match written
-            .into_iter()
-            .find_map(|p| p.error.map(|code| (p, code)))
-        {
-            Some((p, code)) => Err(OffsetSyncError::group(
-                format!("{} on {}[{}]", context(), p.topic, p.partition),
-                group_offsets::AdminCallError {
-                    code,
-                    reason: code.to_string(),
-                },
-            )),
-            None => Ok(()),
-        }
+        // The group's coordinator moves with the leadership of its `__consumer_offsets`
+        // partition (a broker restarting, a preferred-leader election); until librdkafka
+        // has looked it up again, commits answer NotCoordinator: asked again.
+        let attempt = || {
+            let written =
+                group_offsets::alter(self.consumer.client(), group, &tpl, REQUEST_TIMEOUT)
+                    .map_err(|e| (None, e))?;
+            match written
+                .into_iter()
+                .find_map(|p| p.error.map(|code| (p, code)))
+            {
+                Some((p, code)) => Err((
+                    Some(format!("on {}[{}]", p.topic, p.partition)),
+                    group_offsets::AdminCallError {
+                        code,
+                        reason: code.to_string(),
+                    },
+                )),
+                None => Ok(()),
+            }
+        };
+        attempt
+            .retry(settling_backoff(REQUEST_TIMEOUT))
+            .sleep(std::thread::sleep)
+            .when(|(_, e)| coordinator_moving(e.code))
+            .call()
+            .map_err(|(partition, e)| {
+                let context = match partition {
+                    Some(partition) => format!("{} {partition}", context()),
+                    None => context(),
+                };
+                OffsetSyncError::group(context, e)
+            })
     }
 
     /// Every consumer group on the cluster, or `None` if the cluster cannot list groups.
@@ -249,6 +297,17 @@ impl GroupClient {
             }
         }
     }
+}
+
+/// The group's coordinator is moving to another broker: an answer that passes once
+/// librdkafka has found the new one.
+fn coordinator_moving(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::NotCoordinator
+            | RDKafkaErrorCode::CoordinatorNotAvailable
+            | RDKafkaErrorCode::CoordinatorLoadInProgress
+    )
 }
 
 /// What happened to one partition of a group.
@@ -536,6 +595,25 @@ mod tests {
         let error = answers[bad].as_ref().expect_err("refused").to_string();
         assert!(error.contains(["g1", "g2"][bad]), "{error}");
         assert_eq!(answers[good].as_ref().ok(), Some(&offsets([11, 22][good])));
+    }
+
+    /// A coordinator that moved (NotCoordinator) is looked up again and asked again, for
+    /// writes and reads alike: it moves whenever a broker of the target restarts.
+    #[test]
+    fn a_moving_coordinator_is_asked_again() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("t", 1, 1).expect("topic");
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", cluster.bootstrap_servers());
+        let client = GroupClient::new(&config).expect("client");
+        let partitions = [("t".to_string(), 0)];
+        let offsets: Offsets = [(("t".to_string(), 0), 7)].into_iter().collect();
+        let moved = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR; 2];
+        cluster.request_errors(RDKafkaApiKey::OffsetCommit, &moved);
+        client.commit("g", &offsets).expect("committed once the coordinator is found");
+        cluster.request_errors(RDKafkaApiKey::OffsetFetch, &moved);
+        let read = client.committed_each(&["g"], &partitions, &|_| false);
+        assert_eq!(read[0].as_ref().ok(), Some(&offsets), "{read:?}");
     }
 
     /// A partition the group committed on that the map knows nothing of (the source
