@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Strait's one test command: installs what is missing, fetches Kafka, starts both test
-# clusters, runs the whole suite against them, and stops everything, pass or fail.
+# clusters, runs the whole suite against them, then the fault scenarios on the
+# replicated test bed (two clusters of three nodes, tests/faults/), and stops
+# everything, pass or fail.
 #   scripts/test.sh [extra cargo test args]
+#   scripts/test.sh --faults   only the fault scenarios, the long ones (`long_*`) too
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -21,12 +24,28 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 command -v cargo >/dev/null || { echo "[test.sh] cargo not found: install Rust (rustup) first"; exit 1; }
 
-cleanup() { scripts/kafka.sh stop || true; }
+cleanup() { scripts/kafka.sh stop || true; scripts/kafka.sh replicated stop || true; }
 trap cleanup EXIT INT TERM
 
 # Fresh clusters every run, so leftovers from a previous run cannot hide a bug.
 scripts/kafka.sh reset
-scripts/kafka.sh start
-
 cargo build --workspace --all-targets
+
+# The fault scenarios kill, pause and restart brokers, so they run alone, one at a time,
+# on clusters of their own (ports in scripts/kafka.sh).
+faults() {
+  scripts/kafka.sh replicated start
+  cargo test --test faults -- --ignored --test-threads=1 --nocapture "$@" 2>&1 \
+    | grep -v -e 'librdkafka' -e 'rdkafka::client' -e 'strait_replicator::status'
+  scripts/kafka.sh replicated stop
+}
+
+if [ "${1:-}" = "--faults" ]; then
+  faults
+  exit
+fi
+
+scripts/kafka.sh start
 cargo test --workspace "$@"
+scripts/kafka.sh stop
+faults --skip long_
