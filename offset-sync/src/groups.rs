@@ -610,7 +610,9 @@ mod tests {
         let offsets: Offsets = [(("t".to_string(), 0), 7)].into_iter().collect();
         let moved = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR; 2];
         cluster.request_errors(RDKafkaApiKey::OffsetCommit, &moved);
-        client.commit("g", &offsets).expect("committed once the coordinator is found");
+        client
+            .commit("g", &offsets)
+            .expect("committed once the coordinator is found");
         cluster.request_errors(RDKafkaApiKey::OffsetFetch, &moved);
         let read = client.committed_each(&["g"], &partitions, &|_| false);
         assert_eq!(read[0].as_ref().ok(), Some(&offsets), "{read:?}");

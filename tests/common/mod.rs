@@ -583,6 +583,9 @@ pub struct Strait {
     command: Vec<String>,
     /// Extra environment, e.g. `STRAIT__…` overrides; kept across restarts.
     pub env: Vec<(String, String)>,
+    /// The user id the process runs as, if not the test's own (see [`Strait::start_as`]);
+    /// kept across restarts.
+    uid: Option<u32>,
     _dir: tempfile::TempDir,
 }
 
@@ -629,9 +632,25 @@ impl Strait {
         Self::spawn(config, command, &[])
     }
 
+    /// `strait run` as user `uid` (`setpriv`, which execs, so the child's pid is
+    /// Strait's own): a firewall rule matching that owner then cuts this process alone off
+    /// from a cluster. Needs root.
+    pub fn start_as(config: &str, uid: u32) -> Self {
+        Self::spawn_with(config, &["run"], &[], Some(uid))
+    }
+
     /// `strait <command>` on `config` with extra environment variables.
     pub fn spawn(config: &str, command: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_with(config, command, env, None)
+    }
+
+    fn spawn_with(config: &str, command: &[&str], env: &[(&str, &str)], uid: Option<u32>) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        if uid.is_some() {
+            // Another user must read the config in it.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         let path = dir.path().join("strait.toml");
         let port = free_port();
         let full = format!("[http]\nlisten = \"127.0.0.1:{port}\"\n{config}");
@@ -641,7 +660,7 @@ impl Strait {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let (child, log) = spawn_child(&path, dir.path(), &command, &env);
+        let (child, log) = spawn_child(&path, dir.path(), &command, &env, uid);
         Self {
             child,
             port,
@@ -649,6 +668,7 @@ impl Strait {
             log,
             command,
             env,
+            uid,
             _dir: dir,
         }
     }
@@ -665,7 +685,13 @@ impl Strait {
             &format!("127.0.0.1:{port}"),
         );
         std::fs::write(&self.config, text).unwrap();
-        let (child, log) = spawn_child(&self.config, self._dir.path(), &self.command, &self.env);
+        let (child, log) = spawn_child(
+            &self.config,
+            self._dir.path(),
+            &self.command,
+            &self.env,
+            self.uid,
+        );
         self.child = child;
         self.log = log;
         self.port = port;
@@ -724,10 +750,22 @@ fn spawn_child(
     dir: &std::path::Path,
     command: &[String],
     env: &[(String, String)],
+    uid: Option<u32>,
 ) -> (Child, PathBuf) {
     let log = dir.join(format!("strait-{}.log", rand::rng().random::<u32>()));
     let file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_strait"))
+    let mut cmd = match uid {
+        Some(uid) => {
+            let mut setpriv = Command::new("setpriv");
+            let uid = uid.to_string();
+            setpriv
+                .args(["--reuid", &uid, "--regid", &uid, "--clear-groups", "--"])
+                .arg(env!("CARGO_BIN_EXE_strait"));
+            setpriv
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_strait")),
+    };
+    let child = cmd
         .args(command)
         .arg("--config")
         .arg(config)

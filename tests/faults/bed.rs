@@ -141,3 +141,71 @@ impl Drop for AllNodesBack {
         }
     }
 }
+
+/// How a network fault treats a connection's packets.
+#[derive(Debug, Clone, Copy)]
+pub enum Cut {
+    /// Dropped without an answer: connections stall, and new ones time out.
+    Stall,
+    /// Answered with a TCP reset: connections fail at once.
+    Refuse,
+}
+
+/// A firewall rule (iptables, `OUTPUT`, matched on the owner) that cuts every process
+/// running as `uid` off from `cluster`'s three nodes until dropped; other processes (the
+/// load, the checker, the brokers themselves) are not affected. Needs root and iptables.
+pub struct NetworkCut {
+    rules: Vec<Vec<String>>,
+}
+
+impl NetworkCut {
+    pub fn new(uid: u32, cluster: Cluster, how: Cut) -> Self {
+        let target: &[&str] = match how {
+            Cut::Stall => &["DROP"],
+            Cut::Refuse => &["REJECT", "--reject-with", "tcp-reset"],
+        };
+        let rules: Vec<Vec<String>> = (1..=3)
+            .map(|n| {
+                let mut rule: Vec<String> = ["OUTPUT", "-p", "tcp", "-m", "owner", "--uid-owner"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                rule.push(uid.to_string());
+                rule.extend([
+                    "--dport".to_string(),
+                    cluster.port(n).to_string(),
+                    "-j".to_string(),
+                ]);
+                rule.extend(target.iter().map(|s| s.to_string()));
+                rule
+            })
+            .collect();
+        for rule in &rules {
+            iptables("-A", rule);
+        }
+        Self { rules }
+    }
+}
+
+impl Drop for NetworkCut {
+    fn drop(&mut self) {
+        for rule in &self.rules {
+            iptables("-D", rule);
+        }
+    }
+}
+
+fn iptables(change: &str, rule: &[String]) {
+    let out = Command::new("iptables")
+        .arg(change)
+        .args(rule)
+        .output()
+        .expect("iptables (scripts/test.sh installs it)");
+    if !out.status.success() && !std::thread::panicking() {
+        panic!(
+            "iptables {change} {}: {}",
+            rule.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -3,13 +3,14 @@
 //! up from 0 in each partition, so that the checker can tell lost, duplicated and
 //! reordered copies apart from the records alone.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
 
 /// Value bytes per record: a small record, as most event streams carry.
 const VALUE_BYTES: usize = 100;
@@ -18,7 +19,42 @@ const TICK: Duration = Duration::from_millis(10);
 
 pub struct SequencedLoad {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<u64>>,
+    thread: Option<JoinHandle<Written>>,
+}
+
+/// What the load wrote: records the source acknowledged, and records it refused (with
+/// the first refusal's reason).
+#[derive(Debug, Default)]
+pub struct Written {
+    pub acked: u64,
+    pub failed: u64,
+    pub first_failure: Option<String>,
+}
+
+#[derive(Default)]
+struct Deliveries {
+    acked: AtomicU64,
+    failed: AtomicU64,
+    first_failure: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                let mut first = self.first_failure.lock().unwrap();
+                first.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
 }
 
 impl SequencedLoad {
@@ -32,7 +68,7 @@ impl SequencedLoad {
         max_records: u64,
         max_time: Duration,
     ) -> Self {
-        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
             .set("bootstrap.servers", servers)
             .set("client.id", "fault-load")
             .set("enable.idempotence", "true")
@@ -41,7 +77,7 @@ impl SequencedLoad {
             // Rides out a source leader's election or a node's restart rather than failing
             // records: the checker takes the source as written, whatever it holds.
             .set("message.timeout.ms", "300000")
-            .create()
+            .create_with_context(Deliveries::default())
             .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let topic = topic.to_string();
@@ -83,7 +119,18 @@ impl SequencedLoad {
                 }
             }
             producer.flush(Duration::from_secs(120)).unwrap();
-            sent
+            let deliveries = producer.context();
+            let written = Written {
+                acked: deliveries.acked.load(Ordering::Relaxed),
+                failed: deliveries.failed.load(Ordering::Relaxed),
+                first_failure: deliveries.first_failure.lock().unwrap().take(),
+            };
+            assert_eq!(
+                written.acked + written.failed,
+                sent,
+                "every record reported"
+            );
+            written
         });
         Self {
             stop,
@@ -91,9 +138,9 @@ impl SequencedLoad {
         }
     }
 
-    /// Stops the producer, waits for its records to be acknowledged, and returns how many
-    /// it sent.
-    pub fn stop(mut self) -> u64 {
+    /// Stops the producer, waits for every record's delivery report, and says what was
+    /// written.
+    pub fn stop(mut self) -> Written {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.take().unwrap().join().unwrap()
     }
