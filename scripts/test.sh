@@ -16,6 +16,7 @@ command -v cc >/dev/null || need_apt+=(build-essential)
 command -v perl >/dev/null || need_apt+=(perl)      # vendored OpenSSL's build
 command -v openssl >/dev/null || need_apt+=(openssl)  # the test bed's certificate (scripts/kafka.sh)
 command -v prometheus >/dev/null || need_apt+=(prometheus)  # tests/dashboards.rs
+command -v iptables >/dev/null || need_apt+=(iptables)  # network faults in tests/faults/
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "[test.sh] installing ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
