@@ -84,6 +84,33 @@ allow.everyone.if.no.acl.found=false
 PROPS
 }
 
+# Settings of every test cluster: $1 is the replication factor of Kafka's internal topics,
+# $2 their min.insync.replicas.
+shared_props() {
+  local rf=$1 isr=$2
+  cat <<PROPS
+num.partitions=1
+# Kafka's default, as on most real clusters: a client that may auto-create topics (a
+# producer, or an admin client looking a topic up) has a missing topic created with the
+# broker's defaults. Strait's clients must never do that: they set
+# allow.auto.create.topics=false (README, "What gets copied", Delivery).
+auto.create.topics.enable=true
+offsets.topic.replication.factor=$rf
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$isr
+group.initial.rebalance.delay.ms=0
+log.cleaner.backoff.ms=1000
+log.retention.check.interval.ms=5000
+# Delete a deleted topic's files after 1 s, not 60: the benchmark deletes 1 GB topics
+# between runs, and a deferred delete would land in the middle of a later run.
+log.segment.delete.delay.ms=1000
+PROPS
+}
+
 write_config() {
   local name=$1 port=$2 dir=$3 listeners
   mkdir -p "$dir/data"
@@ -99,25 +126,7 @@ controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
 log.dirs=$dir/data
-num.partitions=1
-# Kafka's default, as on most real clusters: a client that may auto-create topics (a
-# producer, or an admin client looking a topic up) has a missing topic created with the
-# broker's defaults. Strait's clients must never do that: they set
-# allow.auto.create.topics=false (README, "What gets copied", Delivery).
-auto.create.topics.enable=true
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=4
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=4
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
-log.cleaner.backoff.ms=1000
-log.retention.check.interval.ms=5000
-# Delete a deleted topic's files after 1 s, not 60: the benchmark deletes 1 GB topics
-# between runs, and a deferred delete would land in the middle of a later run.
-log.segment.delete.delay.ms=1000
+$(shared_props 1 1)
 PROPS
   secured_props "$STATE/tls" >> "$dir/server.properties"
   write_log4j "$dir"
@@ -215,21 +224,10 @@ controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$dir/data
-num.partitions=1
 default.replication.factor=3
 min.insync.replicas=2
-auto.create.topics.enable=true
-offsets.topic.replication.factor=3
-offsets.topic.num.partitions=4
-transaction.state.log.replication.factor=3
-transaction.state.log.min.isr=2
-transaction.state.log.num.partitions=4
-share.coordinator.state.topic.replication.factor=3
-share.coordinator.state.topic.min.isr=2
 replica.lag.time.max.ms=10000
-group.initial.rebalance.delay.ms=0
-log.retention.check.interval.ms=5000
-log.segment.delete.delay.ms=1000
+$(shared_props 3 2)
 PROPS
   write_log4j "$dir"
 }
