@@ -41,6 +41,30 @@ impl Cluster {
             .join(",")
     }
 
+    /// The sum of `topic`'s partitions' end offsets, each asked again until it answers
+    /// (a leader moving answers NotLeaderForPartition for a moment).
+    pub fn end_offsets(self, topic: &str, partitions: i32) -> i64 {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .unwrap();
+        (0..partitions)
+            .map(|p| {
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                loop {
+                    match consumer.fetch_watermarks(topic, p, Duration::from_secs(10)) {
+                        Ok((_, high)) => break high,
+                        Err(e) if std::time::Instant::now() < deadline => {
+                            eprintln!("end offset of {topic}[{p}]: {e}; asked again");
+                            std::thread::sleep(Duration::from_millis(500));
+                        }
+                        Err(e) => panic!("end offset of {topic}[{p}] on {}: {e}", self.name()),
+                    }
+                }
+            })
+            .sum()
+    }
+
     /// The node that leads `partition` of `topic` now.
     pub fn leader_of(self, topic: &str, partition: i32) -> u8 {
         let consumer: BaseConsumer = ClientConfig::new()

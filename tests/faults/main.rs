@@ -27,7 +27,7 @@ use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 
 use bed::{AllNodesBack, Cluster, Cut, NetworkCut};
 use checker::{read_logs, Report};
-use common::{commit_offsets, committed_offset, end_offsets, unique, wait_until, Strait};
+use common::{commit_offsets, committed_offset, unique, wait_until, Strait};
 use load::SequencedLoad;
 
 const PARTITIONS: i32 = 12;
@@ -176,7 +176,7 @@ commit_interval = "500ms"
             .map(SequencedLoad::stop)
             .unwrap_or_default();
         let faults_over = Instant::now();
-        let source_end = end_offsets(&self.source.bootstrap(), &self.topic);
+        let source_end = self.source.end_offsets(&self.topic, PARTITIONS);
         // The checker compares the target with what the source holds; this only makes
         // sure the source holds what it acknowledged.
         assert!(
@@ -192,7 +192,7 @@ commit_interval = "500ms"
             );
         }
         let caught_up = Instant::now() + Duration::from_secs(180);
-        while end_offsets(&self.target.bootstrap(), &self.topic) < source_end {
+        while self.target.end_offsets(&self.topic, PARTITIONS) < source_end {
             if Instant::now() > caught_up {
                 break;
             }
@@ -441,10 +441,10 @@ fn target_unreachable_for_a_minute_loses_and_duplicates_nothing() {
         let _cut = NetworkCut::new(CUT_OFF_UID, s.target, how);
         // Copies already on the wire may land in the first moments; none after.
         std::thread::sleep(Duration::from_secs(5));
-        let during = end_offsets(&s.target.bootstrap(), &s.topic);
+        let during = s.target.end_offsets(&s.topic, PARTITIONS);
         std::thread::sleep(Duration::from_secs(25));
         assert_eq!(
-            end_offsets(&s.target.bootstrap(), &s.topic),
+            s.target.end_offsets(&s.topic, PARTITIONS),
             during,
             "copies reached the target through the {how:?} cut"
         );
