@@ -882,6 +882,39 @@ fn records_deleted_while_the_flow_is_behind_them_are_reported() {
     assert_eq!(lost, Some((DELETED_BEFORE - from) as f64));
 }
 
+/// A source partition that ends below records already copied from it went back (the
+/// topic deleted and created again, here; or an unclean leader election). That is
+/// reported, never resumed after in silence, and the flow stops even with
+/// `on_data_loss = "continue"`: records the source writes at those offsets again would be
+/// taken for the ones already copied.
+#[test]
+fn source_offsets_that_went_back_are_reported_and_stop_the_flow() {
+    let topic = unique("went-back");
+    let target = format!("primary.{topic}");
+    let mut strait = copy_a_thousand_and_stop("wentback", &topic);
+
+    delete_topic(PRIMARY, &topic);
+    create_topic(PRIMARY, &topic, 1, &[]);
+    produce_simple(PRIMARY, &topic, 1, 300, "again");
+    let said = format!(
+        "{topic}[0] on the source ends at offset 300, below the 1000 records already copied"
+    );
+    restart_into_the_loss(&mut strait, &[&said, "source_offsets_went_back"]);
+    restart_to_continue(&mut strait);
+    assert_eq!(
+        strait.wait_exit(Duration::from_secs(60)),
+        Some(1),
+        "{}",
+        strait.logs()
+    );
+    assert!(strait.logs().contains(&said), "{}", strait.logs());
+    assert_eq!(
+        end_offsets(SECONDARY, &target),
+        1_000,
+        "none of the new records taken for copies or copied"
+    );
+}
+
 /// A target partition that ends below the copies it acknowledged lost them (an unclean
 /// leader election; here, the topic deleted and created again while Strait was stopped).
 /// That is reported, never resumed after in silence: the flow stops, or with

@@ -72,6 +72,22 @@ pub enum ReplicatorError {
         from: i64,
         to: i64,
     },
+    /// The source partition ends below records already copied from it: its offsets went
+    /// back. Stops the flow whatever `on_data_loss` says.
+    #[error(
+        "{topic}[{partition}] on the source ends at offset {end}, below the {copied_to} \
+         records already copied from it: its offsets went back (an unclean leader election, \
+         or the topic was deleted and created again). Records the source writes at offsets \
+         [{end}, {copied_to}) from now on would be taken for ones already copied, and the \
+         offset map could not tell them apart, so the flow stops whatever on_data_loss says \
+         (docs/guarantees.md)"
+    )]
+    SourceOffsetsWentBack {
+        topic: String,
+        partition: i32,
+        end: i64,
+        copied_to: i64,
+    },
     /// Copies the target acknowledged are gone from it (`on_data_loss = "stop"`).
     #[error(
         "{target_topic}[{partition}] on '{cluster}' ends at offset {end}, below the {acked} \
@@ -151,6 +167,7 @@ impl ReplicatorError {
             Self::RecordRefused { .. }
             | Self::CopyLoop { .. }
             | Self::SourceDataLoss { .. }
+            | Self::SourceOffsetsWentBack { .. }
             | Self::TargetDataLoss { .. }
             | Self::ProducerStopped { .. }
             | Self::TargetConflict { .. }

@@ -586,12 +586,12 @@ impl RebalanceContext {
                 .and_then(|committed| {
                     debug!(flow = %self.spec.name, elapsed = ?began.elapsed(), "assignment: committed offsets read");
                     let fresh_starts = self.fresh_starts(consumer, &committed)?;
-                    let log_starts = self.log_starts(consumer, &committed)?;
-                    Ok((committed, fresh_starts, log_starts))
+                    let log_bounds = self.log_bounds(consumer, &committed)?;
+                    Ok((committed, fresh_starts, log_bounds))
                 });
             (source_side, join_scoped(index), join_scoped(watermarks))
         });
-        let (committed, fresh_starts, log_starts) = source_side?;
+        let (committed, fresh_starts, log_bounds) = source_side?;
         let index = index?;
         debug!(flow = %self.spec.name, elapsed = ?began.elapsed(), known = watermarks.len(), "assignment: start offsets and target watermarks read");
         for elem in committed.elements() {
@@ -682,8 +682,12 @@ impl RebalanceContext {
                     .get(&(source_topic.clone(), partition))
                     .copied(),
             };
-            let start = match (start, log_starts.get(&(source_topic.clone(), partition))) {
-                (Some(start), Some(&low)) => {
+            let start = match (start, log_bounds.get(&(source_topic.clone(), partition))) {
+                (Some(start), Some(&(low, high))) => {
+                    // The map may know copies of records past the start: a source topic
+                    // deleted and created again takes its group's commits with it.
+                    let copied_to = persisted.as_ref().map_or(start, |c| start.max(c.through));
+                    self.check_offsets_did_not_go_back(&source_topic, partition, copied_to, high)?;
                     Some(self.start_after_loss(&source_topic, partition, start, low)?)
                 }
                 (start, _) => start,
@@ -829,18 +833,51 @@ impl RebalanceContext {
         source_offsets_at(consumer, new, wanted, "start offsets of new partitions")
     }
 
-    /// The source log start of partitions with a committed offset, which a restart
-    /// resumes from: records between the two were deleted before they were copied.
-    fn log_starts(
+    /// The source log start and end of the assigned partitions. A restart resumes after
+    /// the last copy: records between it and the log start were deleted before they were
+    /// copied, and a log that ends before it went back.
+    fn log_bounds(
         &self,
         consumer: &BaseConsumer<Self>,
         committed: &TopicPartitionList,
-    ) -> Result<HashMap<(String, i32), i64>, ReplicatorError> {
-        let resumed = committed
-            .elements()
+    ) -> Result<HashMap<(String, i32), (i64, i64)>, ReplicatorError> {
+        let assigned = || committed.elements().into_iter();
+        let starts =
+            source_offsets_at(consumer, assigned(), Offset::Beginning, "log start offsets")?;
+        let mut ends = source_offsets_at(consumer, assigned(), Offset::End, "log end offsets")?;
+        Ok(starts
             .into_iter()
-            .filter(|e| matches!(e.offset(), Offset::Offset(_)));
-        source_offsets_at(consumer, resumed, Offset::Beginning, "log start offsets")
+            .filter_map(|(key, start)| {
+                let end = ends.remove(&key)?;
+                Some((key, (start, end)))
+            })
+            .collect())
+    }
+
+    /// A source partition that ends below `copied_to`, the offset after the last record
+    /// copied, went back: see [`ReplicatorError::SourceOffsetsWentBack`]. Reported as a
+    /// loss of the offsets the source will reuse, and the flow stops whatever
+    /// `on_data_loss` says.
+    fn check_offsets_did_not_go_back(
+        &self,
+        source_topic: &str,
+        partition: i32,
+        copied_to: i64,
+        end: i64,
+    ) -> Result<(), ReplicatorError> {
+        if end >= copied_to {
+            return Ok(());
+        }
+        self.lost(
+            (source_topic, partition, "source", end, copied_to),
+            "source_offsets_went_back",
+            StopOnLoss::Always(ReplicatorError::SourceOffsetsWentBack {
+                topic: source_topic.to_string(),
+                partition,
+                end,
+                copied_to,
+            }),
+        )
     }
 
     /// Records below `log_start` that are not copied are gone: see [`Self::lost`]. With
@@ -894,14 +931,18 @@ impl RebalanceContext {
 
     /// Records lost to the copy, `[from, to)` on one side: an ERROR, a count in
     /// `strait_records_lost_total`, an entry in `/status`; then `stop` is the flow's
-    /// error (`on_data_loss = "stop"`), or the flow goes on.
+    /// error (`on_data_loss = "stop"`, or a loss the copy cannot go on after), or the flow
+    /// goes on.
     fn lost(
         &self,
         (source_topic, partition, on, from, to): (&str, i32, &'static str, i64, i64),
         reason: &'static str,
-        stop: ReplicatorError,
+        stop: impl Into<StopOnLoss>,
     ) -> Result<(), ReplicatorError> {
-        let stops = self.spec.on_data_loss == OnDataLoss::Stop;
+        let (stop, stops) = match stop.into() {
+            StopOnLoss::Always(error) => (error, true),
+            StopOnLoss::IfPolicySays(error) => (error, self.spec.on_data_loss == OnDataLoss::Stop),
+        };
         error!(
             flow = %self.spec.name, topic = source_topic, partition, on, from, to,
             lost = to - from, reason, on_data_loss = if stops { "stop" } else { "continue" },
@@ -1749,6 +1790,14 @@ impl Pipeline<'_> {
         err: KafkaError,
         at: Option<(&str, i32, i64)>,
     ) -> Result<(), ReplicatorError> {
+        // A failure a callback recorded comes first: the assignment that found a loss
+        // leaves the partition paused without a position, and the error that follows from
+        // that (no offset to fetch from) would otherwise restart the flow in its place.
+        if let Some(failure) =
+            lock(self.progress).take_failure(self.producer, &self.spec.target.name)
+        {
+            return Err(failure);
+        }
         let code = err.rdkafka_error_code();
         metrics::counter!(
             "strait_consume_errors_total",
@@ -1999,6 +2048,20 @@ impl Pipeline<'_> {
                 }
             }
         }
+    }
+}
+
+/// Whether a loss stops the flow.
+enum StopOnLoss {
+    /// As `on_data_loss` says.
+    IfPolicySays(ReplicatorError),
+    /// Whatever it says: the copy cannot go on exactly.
+    Always(ReplicatorError),
+}
+
+impl From<ReplicatorError> for StopOnLoss {
+    fn from(error: ReplicatorError) -> Self {
+        Self::IfPolicySays(error)
     }
 }
 
