@@ -840,7 +840,7 @@ impl RebalanceContext {
         &self,
         consumer: &BaseConsumer<Self>,
         committed: &TopicPartitionList,
-    ) -> Result<HashMap<(String, i32), (i64, i64)>, ReplicatorError> {
+    ) -> Result<LogBounds, ReplicatorError> {
         let assigned = || committed.elements().into_iter();
         let starts =
             source_offsets_at(consumer, assigned(), Offset::Beginning, "log start offsets")?;
@@ -2050,6 +2050,9 @@ impl Pipeline<'_> {
         }
     }
 }
+
+/// (log start, log end) of source partitions.
+type LogBounds = HashMap<(String, i32), (i64, i64)>;
 
 /// Whether a loss stops the flow.
 enum StopOnLoss {
