@@ -915,6 +915,37 @@ fn source_offsets_that_went_back_are_reported_and_stop_the_flow() {
     );
 }
 
+/// Records something else writes into a flow's target partition between its copies (an
+/// application, or another copier: an instance that lost the partition and still sent
+/// what it held) are reported with their offsets and counted, never silent.
+#[test]
+fn records_others_write_between_the_copies_are_reported() {
+    let topic = unique("foreign");
+    let target = format!("primary.{topic}");
+    create_topic(PRIMARY, &topic, 1, &[]);
+    produce_simple(PRIMARY, &topic, 1, 100, "before");
+    let strait = Strait::start(&flow_config("foreign", &topic, "prefix", ""));
+    wait_until(Duration::from_secs(60), "the first records copied", || {
+        partition_count(SECONDARY, &target).is_some() && end_offsets(SECONDARY, &target) >= 100
+    });
+    produce_into(SECONDARY, &target, 0, 5, "foreign");
+    produce_simple(PRIMARY, &topic, 1, 10, "after");
+    wait_until(Duration::from_secs(60), "the rest copied", || {
+        end_offsets(SECONDARY, &target) >= 115
+    });
+    wait_until(Duration::from_secs(10), "the foreign records counted", || {
+        metric_value(
+            &strait.metrics(),
+            "strait_target_foreign_records_total",
+            &topic,
+        ) == Some(5.0)
+    });
+    let said = format!(
+        "{target}[0] holds 5 record(s) at offsets [100, 105) that this flow did not write"
+    );
+    assert!(strait.logs().contains(&said), "{}", strait.logs());
+}
+
 /// A target partition that ends below the copies it acknowledged lost them (an unclean
 /// leader election; here, the topic deleted and created again while Strait was stopped).
 /// That is reported, never resumed after in silence: the flow stops, or with

@@ -25,7 +25,7 @@ use futures::executor::block_on;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -68,6 +68,11 @@ pub(crate) struct PartitionProgress {
     pub acked_next: Option<i64>,
     /// Target offset after that record.
     pub acked_target_next: Option<i64>,
+    /// Where this partition's next copy lands if nothing else writes to the target
+    /// partition: its end when the partition was assigned, then the offset after each
+    /// acknowledged copy. A copy acknowledged further on says that something else wrote
+    /// in between (see [`DeliveryContext::delivery`]).
+    pub target_next_expected: Option<i64>,
     /// Source offset below which every record was handled: copied and acknowledged, or
     /// never delivered to a `read_committed` consumer (transaction markers, aborted
     /// records). Can run ahead of `acked_next` over such trailing gaps.
@@ -224,6 +229,7 @@ struct DeliveryContext {
     latency: metrics::Histogram,
     /// librdkafka's own produce request retries (from statistics), for this producer.
     retries: metrics::Counter,
+    flow: String,
 }
 
 impl ClientContext for DeliveryContext {
@@ -242,6 +248,29 @@ impl ClientContext for DeliveryContext {
         self.status.observe_target(&statistics);
         self.retries
             .absolute(statistics.brokers.values().map(|b| b.txretries).sum());
+    }
+}
+
+impl DeliveryContext {
+    /// Records `[expected, copy)` of the copy's target partition were written by someone
+    /// else while this flow copies into it: Strait's idempotent producer leaves no gaps
+    /// between its own copies. That is another copier of the same partition (an instance
+    /// that lost the partition and still sent what it held, or copies it appended above
+    /// the high watermark before it stopped), or an application writing to a flow's
+    /// target. Consumers of the target read those records too: duplicates or foreign
+    /// records, reported, never silent.
+    fn foreign_records(&self, source_topic: &str, copy: &BorrowedMessage<'_>, expected: i64) {
+        let (target_topic, partition, at) = (copy.topic(), copy.partition(), copy.offset());
+        error!(
+            flow = %self.flow, topic = source_topic, target_topic, partition, from = expected, to = at,
+            "{target_topic}[{partition}] holds {} record(s) at offsets [{expected}, {at}) that this \
+             flow did not write, between its copies: duplicates from another copier of the \
+             partition, or foreign records (`strait verify` names each)",
+            at - expected
+        );
+        metrics::counter!("strait_target_foreign_records_total",
+            "flow" => self.flow.clone(), "topic" => source_topic.to_string())
+        .increment((at - expected) as u64);
     }
 }
 
@@ -276,6 +305,8 @@ impl ProducerContext for DeliveryContext {
                     )));
                     return;
                 }
+                let foreign_from = p.target_next_expected.filter(|&e| msg.offset() > e);
+                p.target_next_expected = Some(msg.offset() + 1);
                 p.acked_next = Some(source_offset + 1);
                 p.acked_target_next = Some(msg.offset() + 1);
                 let timestamp = msg.timestamp().to_millis();
@@ -290,6 +321,9 @@ impl ProducerContext for DeliveryContext {
                 }
                 p.records += 1;
                 p.bytes += bytes as u64;
+                if let Some(expected) = foreign_from {
+                    self.foreign_records(&topic.source_topic, msg, expected);
+                }
             }
             Err((err, msg)) => {
                 let (target_topic, partition) = (msg.topic().to_string(), msg.partition());
@@ -707,6 +741,7 @@ impl RebalanceContext {
                 p.acked_next = Some(start);
                 p.handled_next = Some(start);
             }
+            p.target_next_expected = target_watermarks.map(|(_, end)| end);
             if let Some((_, target)) = last_copied {
                 p.acked_target_next = Some(target + 1);
             } else if committed_target.is_some() {
@@ -2209,6 +2244,7 @@ fn producer(
                 "strait_replication_latency_seconds", "flow" => spec.name.clone()
             ),
             retries: metrics::counter!("strait_produce_retries_total", "flow" => spec.name.clone()),
+            flow: spec.name.clone(),
         })
         .map_err(|e| {
             ReplicatorError::kafka(format!("creating producer for '{}'", spec.target.name), e)
