@@ -933,16 +933,19 @@ fn records_others_write_between_the_copies_are_reported() {
     wait_until(Duration::from_secs(60), "the rest copied", || {
         end_offsets(SECONDARY, &target) >= 115
     });
-    wait_until(Duration::from_secs(10), "the foreign records counted", || {
-        metric_value(
-            &strait.metrics(),
-            "strait_target_foreign_records_total",
-            &topic,
-        ) == Some(5.0)
-    });
-    let said = format!(
-        "{target}[0] holds 5 record(s) at offsets [100, 105) that this flow did not write"
+    wait_until(
+        Duration::from_secs(10),
+        "the foreign records counted",
+        || {
+            metric_value(
+                &strait.metrics(),
+                "strait_target_foreign_records_total",
+                &topic,
+            ) == Some(5.0)
+        },
     );
+    let said =
+        format!("{target}[0] holds 5 record(s) at offsets [100, 105) that this flow did not write");
     assert!(strait.logs().contains(&said), "{}", strait.logs());
 }
 
