@@ -207,8 +207,9 @@ stop_dir() {
 
 # Node N of a replicated cluster: a broker and one of the cluster's three controllers.
 # Every topic defaults to replication factor 3 and min.insync.replicas=2, as production
-# clusters run; a follower that fetches nothing for replica.lag.time.max.ms (10 s here,
-# 30 s by default) leaves the in-sync set, so a frozen broker holds writers back no longer.
+# clusters run. replica.lag.time.max.ms keeps Kafka's 30 s: a frozen follower holds the
+# high watermark (and writers with acks=all) back that long before it leaves the in-sync
+# set, longer than a Strait instance's 10 s session, as on production clusters.
 write_node_config() {
   local cluster=$1 n=$2 dir=$3 port voters="" i
   port=$(node_port "$cluster" "$n")
@@ -226,7 +227,6 @@ listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$dir/data
 default.replication.factor=3
 min.insync.replicas=2
-replica.lag.time.max.ms=10000
 $(shared_props 3 2)
 PROPS
   write_log4j "$dir"

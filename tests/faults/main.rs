@@ -552,14 +552,17 @@ fn an_instance_killed_while_a_target_follower_lags_loses_nothing_and_duplicates_
     s.start_instance();
     s.start_instance();
     s.wait_copying();
-    s.start_load(Duration::from_secs(45));
+    s.start_load(Duration::from_secs(65));
     std::thread::sleep(Duration::from_secs(10));
     let leader = s.target.busiest_leader(&s.topic, PARTITIONS);
     let follower = (1..=3).find(|n| *n != leader).unwrap();
     s.target.node("pause", follower);
     std::thread::sleep(Duration::from_secs(2));
     s.kill9(0);
-    std::thread::sleep(Duration::from_secs(20));
+    // Past the session timeout (10 s), when the other instance reads the tail, and past
+    // replica.lag.time.max.ms (30 s), when the paused node leaves the in-sync set and the
+    // high watermark moves over everything appended meanwhile.
+    std::thread::sleep(Duration::from_secs(40));
     s.target.node("resume", follower);
     std::thread::sleep(Duration::from_secs(5));
     s.restart_instance(0);
