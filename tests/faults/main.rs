@@ -160,23 +160,27 @@ commit_interval = "500ms"
     /// Records the instances reported as written into their target partitions by someone
     /// else (`strait_target_foreign_records_total`), from every log, living and dead.
     fn reported_foreign(&self) -> i64 {
+        self.log_lines()
+            .iter()
+            .filter_map(|line| {
+                let (_, rest) = line.split_once("] holds ")?;
+                rest.split_once(" record(s) at offsets")?
+                    .0
+                    .parse::<i64>()
+                    .ok()
+            })
+            .sum()
+    }
+
+    /// Every line every instance logged, living and dead.
+    fn log_lines(&self) -> Vec<String> {
         let living = self.instances.iter().flatten().map(Strait::logs);
         self.dead_logs
             .iter()
             .cloned()
             .chain(living)
-            .flat_map(|log| {
-                log.lines()
-                    .filter_map(|line| {
-                        let (_, rest) = line.split_once("] holds ")?;
-                        rest.split_once(" record(s) at offsets")?
-                            .0
-                            .parse::<i64>()
-                            .ok()
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .sum()
+            .flat_map(|log| log.lines().map(str::to_string).collect::<Vec<_>>())
+            .collect()
     }
 
     fn running(&self) -> Vec<usize> {
@@ -282,17 +286,9 @@ commit_interval = "500ms"
 
     /// Pipeline restarts logged by every instance, living and dead: the log lines.
     fn restarts(&self) -> Vec<String> {
-        let living = self.instances.iter().flatten().map(Strait::logs);
-        self.dead_logs
-            .iter()
-            .cloned()
-            .chain(living)
-            .flat_map(|log| {
-                log.lines()
-                    .filter(|line| line.contains("flow interrupted; restarting"))
-                    .map(str::to_string)
-                    .collect::<Vec<_>>()
-            })
+        self.log_lines()
+            .into_iter()
+            .filter(|line| line.contains("flow interrupted; restarting"))
             .collect()
     }
 
