@@ -29,8 +29,8 @@ pub struct FlowStatus {
     started_changed: Condvar,
 }
 
-/// Records lost to the copy: gone from the source before the flow copied them, or
-/// copies the target acknowledged and no longer has.
+/// Records lost to the copy: gone from the source before the flow copied them, copies
+/// the target acknowledged and no longer has, or source offsets that went back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DataLoss {
     pub source_topic: String,
@@ -42,9 +42,11 @@ pub struct DataLoss {
     pub from: i64,
     pub to: i64,
     /// Why: `deleted_before_copy` (retention or DeleteRecords moved the source's log
-    /// start past records not yet copied), or `lost_on_target` (the target partition
-    /// ends below copies it acknowledged: an unclean leader election, or the topic was
-    /// deleted and created again).
+    /// start past records not yet copied), `lost_on_target` (the target partition ends
+    /// below copies it acknowledged: an unclean leader election, or the topic was
+    /// deleted and created again), or `source_offsets_went_back` (the source partition
+    /// ends below records already copied: the same causes on the source; `[from, to)`
+    /// are the source offsets it will use again).
     pub reason: &'static str,
     /// What the flow did: `stopped`, or `continued` from the log start.
     pub action: &'static str,
