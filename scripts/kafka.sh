@@ -209,7 +209,7 @@ stop_dir() {
 # Every topic defaults to replication factor 3 and min.insync.replicas=2, as production
 # clusters run. replica.lag.time.max.ms keeps Kafka's 30 s: a frozen follower holds the
 # high watermark (and writers with acks=all) back that long before it leaves the in-sync
-# set, longer than a Strait instance's 10 s session, as on production clusters.
+# set: longer than Strait's consumer `session.timeout.ms` (10 s), as on production clusters.
 write_node_config() {
   local cluster=$1 n=$2 dir=$3 port voters="" i
   port=$(node_port "$cluster" "$n")
