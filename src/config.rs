@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use strait_offset_sync::{CheckpointSpec, GroupSelector};
 use strait_replicator::{
-    client_config, is_secret_key, ClusterSpec, FlowSpec, HeartbeatSpec, NamingPolicy, OnDataLoss,
-    StartFrom, TopicSelector, Tuning,
+    client_config, is_secret_key, ClusterSpec, Fence, FlowSpec, HeartbeatSpec, NamingPolicy,
+    OnDataLoss, StartFrom, TopicSelector, Tuning,
 };
 
 /// The whole file.
@@ -216,6 +216,10 @@ pub struct FlowConfig {
     /// "stop" the flow (default) or "continue" from the log start; reported either way.
     #[serde(default)]
     pub on_data_loss: OnDataLoss,
+    /// What keeps an instance that lost a partition from writing to it after the next
+    /// owner resumed: "none" (default) or "transactions" (docs/guarantees.md).
+    #[serde(default)]
+    pub fence: Fence,
     #[serde(default = "default_refresh", with = "humantime_serde")]
     pub refresh_interval: Duration,
     /// Source consumer group; default `strait-<flow>`.
@@ -818,6 +822,7 @@ impl Config {
                     naming,
                     start_from: flow.start_from,
                     on_data_loss: flow.on_data_loss,
+                    fence: flow.fence,
                     refresh_interval: flow.refresh_interval,
                     group_id: flow.group_id(name),
                     replication_factor: flow.replication_factor,

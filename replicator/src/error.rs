@@ -39,6 +39,14 @@ pub enum ReplicatorError {
         code: String,
         reason: String,
     },
+    /// Another instance took over partitions of this flow and fenced this pipeline's
+    /// transactions (`fence = "transactions"`): nothing more it sends is accepted, and
+    /// what it had not committed is aborted. The pipeline restarts with a new producer.
+    #[error(
+        "the producer to '{cluster}' was fenced: another instance took over partitions this \
+         one held. Its uncommitted copies are aborted; the pipeline restarts"
+    )]
+    Fenced { cluster: String },
     /// A source record is itself a copy of a record from the flow's target cluster
     /// (its provenance header says so): copying it would send it back where it came
     /// from, and a flow in the opposite direction would copy it again, for ever. The
@@ -163,7 +171,7 @@ impl ReplicatorError {
     pub fn is_retriable(&self) -> bool {
         match self {
             Self::Kafka { retriable, .. } => *retriable,
-            Self::Timeout(..) | Self::OffsetMap(_) => true,
+            Self::Timeout(..) | Self::OffsetMap(_) | Self::Fenced { .. } => true,
             Self::RecordRefused { .. }
             | Self::CopyLoop { .. }
             | Self::SourceDataLoss { .. }

@@ -9,6 +9,7 @@
 
 mod copies;
 mod error;
+mod fence;
 mod fetch;
 mod flow;
 mod heartbeat;
@@ -51,6 +52,22 @@ pub enum OnDataLoss {
     Stop,
     /// Record the loss (log, metric, `/status`) and go on from the source's log start.
     Continue,
+}
+
+/// What keeps an instance that lost a partition from writing to it after the next owner
+/// resumed (see docs/guarantees.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Fence {
+    /// Idempotent copies, no fence: a hand-over whose drain timed out, or an instance
+    /// frozen past `session.timeout.ms` with copies queued, can leave duplicates on the
+    /// target, each reported (`strait_target_foreign_records_total`).
+    #[default]
+    None,
+    /// Copies in transactions, each partition's owner named in its source commit, and
+    /// every new owner fencing the previous one before it resumes: no duplicates for
+    /// `read_committed` readers of the target.
+    Transactions,
 }
 
 /// A named Kafka cluster and the librdkafka properties every client for it gets.
@@ -145,6 +162,7 @@ pub struct FlowSpec {
     pub naming: NamingPolicy,
     pub start_from: StartFrom,
     pub on_data_loss: OnDataLoss,
+    pub fence: Fence,
     pub refresh_interval: Duration,
     /// Consumer group on the source through which instances share partitions.
     pub group_id: String,

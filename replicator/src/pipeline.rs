@@ -39,6 +39,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::copies::FoundCopies;
+use crate::fence::{
+    fence_previous_owner, owners_to_fence, transactional_id, CommitMetadata, TransactionBudget,
+    TRANSACTION_TIMEOUT,
+};
 use crate::fetch::{FetchQueue, Fetched, SourceRecord, BATCH_SIZE};
 use crate::heartbeat::{OwnTopicsOnTarget, Prepared};
 use crate::produce::{OutgoingHeaders, TargetTopic};
@@ -47,10 +51,8 @@ use crate::provenance::{
 };
 use crate::status::{DataLoss, FlowStatus, PartitionStatus, TopicStatus};
 use crate::topics::{apply_cluster, client_config, discover, learn_partitions, TargetTopics};
-use crate::{offsets_of, ClusterSpec, FlowSpec, OnDataLoss, ReplicatorError, StartFrom};
+use crate::{offsets_of, ClusterSpec, Fence, FlowSpec, OnDataLoss, ReplicatorError, StartFrom};
 
-/// Commit metadata prefix; the rest is the target offset after the committed prefix.
-const COMMIT_METADATA_PREFIX: &str = "strait:t=";
 /// How long a send may wait on a full producer queue before the pipeline gives up and
 /// restarts. Kept below the consumer's `max.poll.interval.ms` so that we leave the group
 /// ourselves rather than being expelled while records are still queued.
@@ -83,6 +85,9 @@ pub(crate) struct PartitionProgress {
     pub source_end: Option<i64>,
     /// A delivery failed; nothing after it may count as acknowledged.
     pub broken: bool,
+    /// A copy of this partition is in the open transaction (`fence = "transactions"`):
+    /// its commit marker takes the target offset after the transaction's last copy.
+    pub in_transaction: bool,
     /// Timestamp (ms) of the last acknowledged copy.
     pub acked_timestamp: Option<i64>,
     pub records: u64,
@@ -131,6 +136,10 @@ pub(crate) struct FlowProgress {
     /// room). The consumer's position is then ahead of what was copied and must not be
     /// used as the handled position for the rest of this run.
     pub position_untrusted: bool,
+    /// A transaction of this pipeline run was not committed (`fence = "transactions"`):
+    /// what was acknowledged since the last commit may be aborted, so nothing more is
+    /// committed to the source or persisted to the map until the pipeline restarts.
+    pub transaction_failed: bool,
 }
 
 fn is_size_error(err: &KafkaError) -> bool {
@@ -227,6 +236,8 @@ struct DeliveryContext {
     /// off the per-record path.
     sample_latency: AtomicBool,
     latency: metrics::Histogram,
+    /// Copies acknowledged by this producer.
+    acked: AtomicU64,
     /// librdkafka's own produce request retries (from statistics), for this producer.
     retries: metrics::Counter,
     flow: String,
@@ -306,6 +317,8 @@ impl ProducerContext for DeliveryContext {
                     return;
                 }
                 let foreign_from = p.target_next_expected.filter(|&e| msg.offset() > e);
+                p.in_transaction = true;
+                self.acked.fetch_add(1, Ordering::Relaxed);
                 p.target_next_expected = Some(msg.offset() + 1);
                 p.acked_next = Some(source_offset + 1);
                 p.acked_target_next = Some(msg.offset() + 1);
@@ -398,6 +411,8 @@ struct RebalanceContext {
     topics: Arc<Mutex<TargetTopics>>,
     /// The persisted offset map (when offset sync is on), to rebuild what it lacks.
     map: Option<Arc<PersistedMap>>,
+    /// This pipeline run's transactional id (`fence = "transactions"`).
+    transactional_id: Option<String>,
     /// Bumped by every rebalance callback: see [`Routes::for_record`].
     assignment_changes: AtomicU64,
     /// Where assigned partitions' records go (set once the consumer exists; owned by
@@ -627,6 +642,13 @@ impl RebalanceContext {
         });
         let (committed, fresh_starts, log_bounds) = source_side?;
         let index = index?;
+        // The tail is read only once every previous owner is fenced: before, copies it
+        // still sends could land after it.
+        let watermarks = match (self.fence_previous_owners(&committed)?, &self.scanner) {
+            (true, Some(scanner)) => scanner.watermarks(&target_partitions),
+            _ => watermarks,
+        };
+        let mut claims = Vec::new();
         debug!(flow = %self.spec.name, elapsed = ?began.elapsed(), known = watermarks.len(), "assignment: start offsets and target watermarks read");
         for elem in committed.elements() {
             let (source_topic, partition) = (elem.topic().to_string(), elem.partition());
@@ -638,10 +660,7 @@ impl RebalanceContext {
                 Offset::Offset(o) => Some(o),
                 _ => None,
             };
-            let committed_target = elem
-                .metadata()
-                .strip_prefix(COMMIT_METADATA_PREFIX)
-                .and_then(|t| t.parse::<i64>().ok());
+            let committed_target = CommitMetadata::decode(elem.metadata()).target_next;
 
             let persisted = index.and_then(|index| {
                 let index = index.lock().unwrap_or_else(|p| p.into_inner());
@@ -747,6 +766,10 @@ impl RebalanceContext {
             } else if committed_target.is_some() {
                 p.acked_target_next = committed_target;
             }
+            p.in_transaction = false;
+            if let Some(start) = start {
+                claims.push((source_topic.clone(), partition, start, p.acked_target_next));
+            }
             for &(source, target) in &copied.pairs {
                 // Pairs this process already saw acknowledged are refused as not newer.
                 p.offsets.record(source, target);
@@ -810,12 +833,83 @@ impl RebalanceContext {
                 start = ?start, "partition assigned"
             );
         }
+        self.claim(consumer, &claims)?;
         let assigned: Vec<(String, i32)> = committed
             .elements()
             .iter()
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
         info!(flow = %self.spec.name, partitions = assigned.len(), topics = %topics_of(&assigned), "partitions assigned");
+        Ok(())
+    }
+
+    /// Fenced flows: fences every other owner named in the commits of a new assignment
+    /// (see the `fence` module). Returns whether it fenced any, after which the target's
+    /// watermarks are read again.
+    fn fence_previous_owners(
+        &self,
+        committed: &TopicPartitionList,
+    ) -> Result<bool, ReplicatorError> {
+        let Some(own) = &self.transactional_id else {
+            return Ok(false);
+        };
+        let metadata: Vec<CommitMetadata> = committed
+            .elements()
+            .iter()
+            .map(|e| CommitMetadata::decode(e.metadata()))
+            .collect();
+        let previous = owners_to_fence(metadata.iter().map(|m| m.owner.as_deref()), own);
+        for id in &previous {
+            fence_previous_owner(&self.spec.name, &self.spec.target, id, COMMIT_TIMEOUT)?;
+        }
+        Ok(!previous.is_empty())
+    }
+
+    /// Fenced flows: names this run's transactional id in the source commit of each newly
+    /// assigned partition, at its start offset, before its first copy. Whoever takes a
+    /// partition over after this instance stopped answering then knows whom to fence.
+    /// Refused (the group moved on meanwhile), the assignment is not copied from.
+    fn claim(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        claims: &[(String, i32, i64, Option<i64>)],
+    ) -> Result<(), ReplicatorError> {
+        let Some(own) = &self.transactional_id else {
+            return Ok(());
+        };
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, start, target_next) in claims {
+            let mut elem = tpl.add_partition(topic, *partition);
+            elem.set_offset(Offset::Offset(*start))
+                .map_err(|e| ReplicatorError::kafka("building the claim", e))?;
+            elem.set_metadata(
+                CommitMetadata {
+                    target_next: *target_next,
+                    owner: Some(own.clone()),
+                }
+                .encode(),
+            );
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        consumer.commit(&tpl, CommitMode::Sync).map_err(|e| {
+            ReplicatorError::kafka(
+                "claiming the assigned partitions (naming this owner's transactional id in their source commits)",
+                e,
+            )
+        })?;
+        let mut progress = lock(&self.progress);
+        for (source_topic, partition, start, _) in claims {
+            let target_topic = self
+                .spec
+                .naming
+                .target_topic(&self.spec.source.name, source_topic);
+            progress
+                .topic(&target_topic, source_topic)
+                .partition(*partition)
+                .committed_next = Some(*start);
+        }
         Ok(())
     }
 
@@ -1008,9 +1102,29 @@ impl RebalanceContext {
 
     /// Waits for in-flight records and commits what the target acknowledged, so the next
     /// owner of these partitions starts exactly after them.
+    ///
+    /// Fenced flows commit the open transaction instead, and release the partitions: their
+    /// source commits name no owner, so the next owner has no one to fence. A transaction
+    /// not committed within the drain timeout releases nothing: the next owner fences
+    /// this pipeline, which aborts its copies, and the pipeline restarts.
     fn drain_and_commit(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
-        if let Err(e) = self.producer.flush(self.spec.tuning.drain_timeout) {
-            warn!(flow = %self.spec.name, error = %e, "in-flight records not drained before hand-over");
+        match &self.transactional_id {
+            Some(_) => {
+                if let Err(e) = commit_transaction(
+                    &self.producer,
+                    &self.progress,
+                    &self.spec.target.name,
+                    self.spec.tuning.drain_timeout,
+                ) {
+                    warn!(flow = %self.spec.name, error = %e, "copies not committed before hand-over: the next owner fences this pipeline, which aborts them");
+                    lock(&self.progress).fail(e);
+                }
+            }
+            None => {
+                if let Err(e) = self.producer.flush(self.spec.tuning.drain_timeout) {
+                    warn!(flow = %self.spec.name, error = %e, "in-flight records not drained before hand-over");
+                }
+            }
         }
         let revoked: Vec<(String, i32)> = tpl
             .elements()
@@ -1026,12 +1140,17 @@ impl RebalanceContext {
         ) {
             warn!(flow = %self.spec.name, error = %e, "offset map not persisted on hand-over; the next owner rebuilds it");
         }
+        let claim = match self.transactional_id {
+            Some(_) => Claim::Release,
+            None => Claim::Unfenced,
+        };
         if let Err(e) = commit(
             &self.spec,
             &self.progress,
             consumer,
             CommitMode::Sync,
             Some(&revoked),
+            claim,
         ) {
             warn!(flow = %self.spec.name, error = %e, "commit on hand-over failed");
         }
@@ -1077,6 +1196,36 @@ fn serve_delivery_reports(producer: &BaseProducer<DeliveryContext>) {
     }
 }
 
+/// Fenced flows: commits the open transaction, which first waits for every copy in it to
+/// be acknowledged, and begins the next. Afterwards everything acknowledged is committed,
+/// so it may count as progress. A failure leaves the pipeline run committing nothing more
+/// ([`FlowProgress::transaction_failed`]).
+fn commit_transaction(
+    producer: &BaseProducer<DeliveryContext>,
+    progress: &SharedProgress,
+    cluster: &str,
+    timeout: Duration,
+) -> Result<(), ReplicatorError> {
+    let committed = producer
+        .commit_transaction(timeout)
+        .and_then(|()| producer.begin_transaction());
+    if let Err(e) = committed {
+        lock(progress).transaction_failed = true;
+        return Err(fatal_cause(producer, cluster)
+            .unwrap_or_else(|| ReplicatorError::kafka("committing a transaction of copies", e)));
+    }
+    let mut progress = lock(progress);
+    for topic in &mut progress.topics {
+        for p in &mut topic.partitions {
+            // The commit marker took the offset after the transaction's last copy.
+            if std::mem::take(&mut p.in_transaction) {
+                p.target_next_expected = p.target_next_expected.map(|e| e + 1);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Moves each assigned partition's handled position forward and hands the offset map's
 /// changes to the map writer (when offset sync is on), for every partition or only those
 /// in `only`.
@@ -1092,6 +1241,9 @@ fn advance_and_persist<C: ConsumerContext>(
     only: Option<&[(String, i32)]>,
 ) -> Result<(), ReplicatorError> {
     serve_delivery_reports(producer);
+    if lock(progress).transaction_failed {
+        return Ok(());
+    }
     // Nothing assigned, nothing to advance: and the map, which may still be loading (a
     // first assignment waits for it), is not waited for. A flow stopped before its first
     // assignment otherwise waited on the way out for a load the target never answered.
@@ -1148,19 +1300,42 @@ fn advance_and_persist<C: ConsumerContext>(
     Ok(())
 }
 
+/// Whom a source commit names as the partition's owner (see the `fence` module).
+#[derive(Debug, Clone, Copy)]
+enum Claim<'a> {
+    /// An unfenced flow: commits name no one.
+    Unfenced,
+    /// A fenced flow's owner, by its transactional id.
+    Owner(&'a str),
+    /// A fenced flow hands the partitions over with their copies committed: the commits
+    /// name no one, and are made even where the offset did not move.
+    Release,
+}
+
+impl<'a> Claim<'a> {
+    fn of(transactional_id: Option<&'a str>) -> Self {
+        transactional_id.map_or(Claim::Unfenced, Claim::Owner)
+    }
+}
+
 /// Commits the acknowledged prefix of assigned partitions (or only of `only`), with the
-/// matching target offset in the commit metadata.
+/// matching target offset and the `claim` in the commit metadata. Nothing, once a
+/// transaction of this pipeline run failed: what was acknowledged may be aborted.
 fn commit<C: ConsumerContext>(
     spec: &FlowSpec,
     progress: &SharedProgress,
     consumer: &BaseConsumer<C>,
     mode: CommitMode,
     only: Option<&[(String, i32)]>,
+    claim: Claim<'_>,
 ) -> Result<(), ReplicatorError> {
     let mut tpl = TopicPartitionList::new();
     let mut committed = Vec::new();
     {
         let progress = lock(progress);
+        if progress.transaction_failed {
+            return Ok(());
+        }
         for topic in &progress.topics {
             for (partition, p) in topic.partitions.iter().enumerate() {
                 let partition = partition as i32;
@@ -1171,14 +1346,22 @@ fn commit<C: ConsumerContext>(
                 let Some(next) = p.acked_next.max(p.handled_next) else {
                     continue;
                 };
-                if !wanted || !p.assigned || p.committed_next >= Some(next) {
+                let moved = p.committed_next < Some(next);
+                if !wanted || !p.assigned || !(moved || matches!(claim, Claim::Release)) {
                     continue;
                 }
                 let mut elem = tpl.add_partition(&topic.source_topic, partition);
                 elem.set_offset(Offset::Offset(next))
                     .map_err(|e| ReplicatorError::kafka("building commit", e))?;
-                if let Some(t) = p.acked_target_next {
-                    elem.set_metadata(format!("{COMMIT_METADATA_PREFIX}{t}"));
+                let metadata = CommitMetadata {
+                    target_next: p.acked_target_next,
+                    owner: match claim {
+                        Claim::Owner(id) => Some(id.to_string()),
+                        Claim::Unfenced | Claim::Release => None,
+                    },
+                };
+                if metadata != CommitMetadata::default() {
+                    elem.set_metadata(metadata.encode());
                 }
                 committed.push((topic.target_topic.clone(), partition, next));
             }
@@ -1217,11 +1400,12 @@ fn commit_before_leaving<C: ConsumerContext>(
     spec: &FlowSpec,
     progress: &SharedProgress,
     consumer: &BaseConsumer<C>,
+    claim: Claim<'_>,
 ) {
     let deadline = Instant::now() + spec.tuning.drain_timeout;
     let mut waited = false;
     loop {
-        let err = match commit(spec, progress, consumer, CommitMode::Sync, None) {
+        let err = match commit(spec, progress, consumer, CommitMode::Sync, None, claim) {
             Ok(()) => {
                 if waited {
                     info!(flow = %spec.name, "committed once the rebalance completed");
@@ -1270,6 +1454,7 @@ pub(crate) fn run(
         p.failure = None;
         p.failure_is_collateral = false;
         p.position_untrusted = false;
+        p.transaction_failed = false;
         // Map updates handed to a writer that then failed are lost; start from what the map
         // topic holds, and let each assignment rebuild the rest from the target.
         for topic in &mut p.topics {
@@ -1279,7 +1464,23 @@ pub(crate) fn run(
         }
     }
     let topics = Arc::new(Mutex::new(TargetTopics::new(spec)?));
-    let producer = Arc::new(producer(spec, progress, status)?);
+    let transactional_id =
+        (spec.fence == Fence::Transactions).then(|| transactional_id(&spec.name));
+    let producer = Arc::new(producer(
+        spec,
+        progress,
+        status,
+        transactional_id.as_deref(),
+    )?);
+    if transactional_id.is_some() {
+        let context = || format!("starting transactions on '{}'", spec.target.name);
+        producer
+            .init_transactions(COMMIT_TIMEOUT)
+            .map_err(|e| ReplicatorError::kafka(context(), e))?;
+        producer
+            .begin_transaction()
+            .map_err(|e| ReplicatorError::kafka(context(), e))?;
+    }
     let scanner = if spec.provenance_header {
         Some(TailScanner::new(&spec.target, Some(&spec.source))?)
     } else {
@@ -1312,6 +1513,7 @@ pub(crate) fn run(
         scanner,
         topics: topics.clone(),
         map: map.clone(),
+        transactional_id: transactional_id.clone(),
         assignment_changes: AtomicU64::new(0),
         fetch: OnceLock::new(),
     };
@@ -1344,6 +1546,10 @@ pub(crate) fn run(
         own_topics_on_target,
         topics: &topics,
         fetch: &fetch,
+        transaction_budget: TransactionBudget::new(
+            Instant::now(),
+            producer.context().acked.load(Ordering::Relaxed),
+        ),
     };
     let result = pipeline.forward_until_cancelled(cancel, on_topics);
     if result.is_err() {
@@ -1355,14 +1561,43 @@ pub(crate) fn run(
 
     // Drain and commit whatever happened, then leave the group (which revokes, drains and
     // commits again for the partitions still held).
-    if let Err(e) = producer.flush(spec.tuning.drain_timeout) {
-        warn!(flow = %spec.name, error = %e, "not every in-flight record was acknowledged before stopping");
+    match (&transactional_id, &result) {
+        (None, _) => {
+            if let Err(e) = producer.flush(spec.tuning.drain_timeout) {
+                warn!(flow = %spec.name, error = %e, "not every in-flight record was acknowledged before stopping");
+            }
+        }
+        (Some(_), Ok(())) => {
+            if let Err(e) = commit_transaction(
+                &producer,
+                progress,
+                &spec.target.name,
+                spec.tuning.drain_timeout,
+            ) {
+                warn!(flow = %spec.name, error = %e, "copies not committed before stopping: whoever takes these partitions over fences this pipeline, which aborts them");
+            }
+        }
+        (Some(_), Err(_)) => {
+            // Records taken but not handed on, or a copy refused: the open transaction
+            // may not be whole. Aborted, or left to the next owner's fence.
+            lock(progress).transaction_failed = true;
+            if let Err(e) =
+                producer.abort_transaction(spec.tuning.drain_timeout.min(Duration::from_secs(5)))
+            {
+                debug!(flow = %spec.name, error = %e, "open transaction not aborted; the next owner fences it");
+            }
+        }
     }
     serve_delivery_reports(&producer);
     if let Err(e) = advance_and_persist(progress, &consumer, &producer, map.as_deref(), None) {
         warn!(flow = %spec.name, error = %e, "offset map not persisted on the way out; it is rebuilt at the next start");
     }
-    commit_before_leaving(spec, progress, &consumer);
+    commit_before_leaving(
+        spec,
+        progress,
+        &consumer,
+        Claim::of(transactional_id.as_deref()),
+    );
     // Everything was flushed above, so these figures are final.
     pipeline.publish_status();
     consumer.unsubscribe();
@@ -1542,6 +1777,8 @@ struct Pipeline<'a> {
     own_topics_on_target: Option<OwnTopicsOnTarget>,
     topics: &'a Mutex<TargetTopics>,
     fetch: &'a FetchQueue<RebalanceContext>,
+    /// Fenced flows: when to commit a transaction before its interval is up.
+    transaction_budget: TransactionBudget,
 }
 
 impl Pipeline<'_> {
@@ -1641,6 +1878,12 @@ impl Pipeline<'_> {
         self.status.set_topics(topics);
     }
 
+    /// A fenced flow's transaction holds as many copies as it should: see
+    /// [`TransactionBudget`].
+    fn transaction_is_full(&self) -> bool {
+        self.producer.in_flight_count() as u64 > self.transaction_budget.limit()
+    }
+
     fn forward_until_cancelled(
         &mut self,
         cancel: &CancellationToken,
@@ -1691,7 +1934,18 @@ impl Pipeline<'_> {
                 return Err(err);
             }
             let now = Instant::now();
-            if now >= next_commit {
+            let transactional_id = self.consumer.context().transactional_id.as_deref();
+            if now >= next_commit || (transactional_id.is_some() && self.transaction_is_full()) {
+                if transactional_id.is_some() {
+                    commit_transaction(
+                        self.producer,
+                        self.progress,
+                        &self.spec.target.name,
+                        MAX_BLOCKED,
+                    )?;
+                    let acked = self.producer.context().acked.load(Ordering::Relaxed);
+                    self.transaction_budget.committed(Instant::now(), acked);
+                }
                 advance_and_persist(self.progress, self.consumer, self.producer, self.map, None)?;
                 commit(
                     self.spec,
@@ -1699,6 +1953,7 @@ impl Pipeline<'_> {
                     self.consumer,
                     CommitMode::Async,
                     None,
+                    Claim::of(transactional_id),
                 )?;
                 self.publish_status();
                 next_commit = now + self.spec.tuning.commit_interval;
@@ -2233,8 +2488,9 @@ fn producer(
     spec: &FlowSpec,
     progress: &SharedProgress,
     status: &Arc<FlowStatus>,
+    transactional_id: Option<&str>,
 ) -> Result<BaseProducer<DeliveryContext>, ReplicatorError> {
-    producer_config(spec)
+    producer_config(spec, transactional_id)
         .create_with_context(DeliveryContext {
             progress: progress.clone(),
             status: status.clone(),
@@ -2243,6 +2499,7 @@ fn producer(
             latency: metrics::histogram!(
                 "strait_replication_latency_seconds", "flow" => spec.name.clone()
             ),
+            acked: AtomicU64::new(0),
             retries: metrics::counter!("strait_produce_retries_total", "flow" => spec.name.clone()),
             flow: spec.name.clone(),
         })
@@ -2251,7 +2508,7 @@ fn producer(
         })
 }
 
-fn producer_config(spec: &FlowSpec) -> rdkafka::ClientConfig {
+fn producer_config(spec: &FlowSpec, transactional_id: Option<&str>) -> rdkafka::ClientConfig {
     let t = &spec.tuning;
     let mut config = rdkafka::ClientConfig::new();
     config
@@ -2283,6 +2540,15 @@ fn producer_config(spec: &FlowSpec) -> rdkafka::ClientConfig {
         // topic would come back empty, with the broker's defaults, and the copy would go
         // on as if nothing had happened. Never: the flow stops and says so instead.
         .set("allow.auto.create.topics", "false");
+    if let Some(id) = transactional_id {
+        let timeout = TRANSACTION_TIMEOUT.as_millis().to_string();
+        // A record may wait no longer than its transaction may stay open; one that times
+        // out fails its transaction, which is aborted whole, so it leaves no hole either.
+        config
+            .set("transactional.id", id)
+            .set("transaction.timeout.ms", &timeout)
+            .set("message.timeout.ms", &timeout);
+    }
     config
 }
 
@@ -2290,6 +2556,16 @@ fn producer_config(spec: &FlowSpec) -> rdkafka::ClientConfig {
 /// why.
 fn fatal_cause(producer: &BaseProducer<DeliveryContext>, cluster: &str) -> Option<ReplicatorError> {
     let (code, reason) = producer.client().fatal_error()?;
+    if matches!(
+        code,
+        RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+    ) {
+        return Some(ReplicatorError::Fenced {
+            cluster: cluster.to_string(),
+        });
+    }
     Some(ReplicatorError::ProducerStopped {
         cluster: cluster.to_string(),
         code: format!("{code:?}"),
@@ -2336,7 +2612,7 @@ mod tests {
             Some("src-secret")
         );
         assert_eq!(
-            producer_config(&spec).get("sasl.password"),
+            producer_config(&spec, None).get("sasl.password"),
             Some("dst-secret")
         );
     }

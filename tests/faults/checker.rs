@@ -26,8 +26,10 @@ pub fn read_logs(servers: &str, topic: &str, partitions: i32) -> BTreeMap<i32, L
         .set("group.id", "fault-checker")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
-        // Everything a broker returns, aborted transactions included: nothing may hide.
-        .set("isolation.level", "read_uncommitted")
+        // What an application reading the target sees. A fenced flow's aborted attempts
+        // must not show there; an unfenced flow writes no transactions, so for it this
+        // hides nothing.
+        .set("isolation.level", "read_committed")
         .create()
         .unwrap();
     let mut ends = HashMap::new();

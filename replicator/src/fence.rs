@@ -1,0 +1,258 @@
+//! The hand-over fence of flows with `fence = "transactions"`.
+//!
+//! Without a fence, an instance that lost its partitions while copies were still queued
+//! (frozen past `session.timeout.ms`, or its drain timed out against a slow target) can
+//! still land them after the next owner read the target's tail and resumed: duplicates,
+//! interleaved with the new owner's copies. With the fence:
+//! 1. Each pipeline run's producer is transactional, under an id of its own
+//!    ([`transactional_id`]). Copies are committed in transactions: every
+//!    `commit_interval`, and before partitions are handed over. Source commits and the
+//!    offset map only ever cover committed transactions.
+//! 2. The owner of a partition names its transactional id in the metadata of the
+//!    partition's source commit ([`CommitMetadata`]): from its assignment on (a claim,
+//!    committed before its first copy) until it hands the partition over with its
+//!    transaction committed (the release, which names no owner).
+//! 3. A new owner that finds another id named there opens a producer under that id and
+//!    calls `init_transactions` ([`fence_previous_owner`]). The transaction coordinator
+//!    bumps the id's epoch and aborts its open transaction, writing abort markers to every
+//!    partition it touched. From then on the broker refuses everything the previous owner
+//!    sends (`PRODUCER_FENCED`), and what it wrote without committing is invisible to
+//!    `read_committed` readers, the tail scan included. Only then does the new owner read
+//!    the target's tail.
+//!
+//! Kafka's own consumer-group fencing (KIP-447) cannot do this across clusters: the group
+//! lives on the source, the transactions on the target.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::producer::{BaseProducer, Producer};
+use tracing::info;
+
+use crate::topics::client_config;
+use crate::{ClusterSpec, ReplicatorError};
+
+/// Prefix of the metadata of every source commit a flow makes.
+const METADATA_PREFIX: &str = "strait:";
+
+/// How long a transaction may stay open before the target's coordinator aborts it. It
+/// bounds how long a partition's records can stay invisible to `read_committed` readers
+/// when an owner vanished with a transaction open and no one took the partition over;
+/// a new owner does not wait for it (it fences). Kafka's `transaction.max.timeout.ms`
+/// defaults to 15 minutes, above this.
+pub(crate) const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long committing a transaction should take at the target's recent pace; see
+/// [`TransactionBudget`].
+const COMMIT_WITHIN: Duration = Duration::from_secs(2);
+/// The fewest copies a transaction may hold before it is committed early.
+const MIN_IN_FLIGHT: u64 = 1_000;
+
+/// How many copies a fenced pipeline lets into one transaction before it commits early:
+/// about [`COMMIT_WITHIN`] of what the target acknowledged during the previous one, and at
+/// least [`MIN_IN_FLIGHT`]. A commit waits for every copy in its transaction. Bounded only
+/// by the producer queue (tens of MB), a transaction against a slow target (a produce
+/// quota) would take minutes to commit, past the transaction timeout, and be aborted whole
+/// and copied again, for ever.
+#[derive(Debug)]
+pub(crate) struct TransactionBudget {
+    began: Instant,
+    acked_before: u64,
+    limit: u64,
+}
+
+impl TransactionBudget {
+    pub fn new(now: Instant, acked: u64) -> Self {
+        Self {
+            began: now,
+            acked_before: acked,
+            limit: MIN_IN_FLIGHT,
+        }
+    }
+
+    /// A transaction was committed at `now`, with `acked` copies acknowledged since the
+    /// pipeline started.
+    pub fn committed(&mut self, now: Instant, acked: u64) {
+        let took = now.saturating_duration_since(self.began).as_secs_f64();
+        let copies = acked.saturating_sub(self.acked_before) as f64;
+        if took > 0.0 {
+            let pace = copies / took;
+            self.limit = ((pace * COMMIT_WITHIN.as_secs_f64()) as u64).max(MIN_IN_FLIGHT);
+        }
+        self.began = now;
+        self.acked_before = acked;
+    }
+
+    /// Copies in flight beyond which the transaction is committed now.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+}
+
+/// A transactional id for one pipeline run of `flow`: never reused, so that fencing an
+/// earlier run can never fence a later one. Under the `strait-` prefix that the
+/// documented ACLs grant.
+pub(crate) fn transactional_id(flow: &str) -> String {
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "strait-{flow}-{}-{nanos:x}-{}",
+        std::process::id(),
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// What a flow's source commit carries besides the offset.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct CommitMetadata {
+    /// The target offset after the committed prefix's last copy.
+    pub target_next: Option<i64>,
+    /// The transactional id of the partition's owner, while it owns the partition.
+    pub owner: Option<String>,
+}
+
+impl CommitMetadata {
+    /// `strait:t=<target_next>;x=<owner>`, either part left out when absent (older
+    /// versions wrote `strait:t=<target_next>` only).
+    pub fn encode(&self) -> String {
+        let mut parts = Vec::with_capacity(2);
+        if let Some(t) = self.target_next {
+            parts.push(format!("t={t}"));
+        }
+        if let Some(owner) = &self.owner {
+            parts.push(format!("x={owner}"));
+        }
+        format!("{METADATA_PREFIX}{}", parts.join(";"))
+    }
+
+    /// Reads what [`Self::encode`] wrote; anything else (another tool's metadata, or
+    /// none) carries nothing. Transactional ids are Strait's own and hold no `;`.
+    pub fn decode(metadata: &str) -> Self {
+        let Some(rest) = metadata.strip_prefix(METADATA_PREFIX) else {
+            return Self::default();
+        };
+        let mut decoded = Self::default();
+        for part in rest.split(';') {
+            if let Some(t) = part.strip_prefix("t=") {
+                decoded.target_next = t.parse().ok();
+            } else if let Some(owner) = part.strip_prefix("x=").filter(|o| !o.is_empty()) {
+                decoded.owner = Some(owner.to_string());
+            }
+        }
+        decoded
+    }
+}
+
+/// The transactional ids named in `owners` that are not `own`, each once: the previous
+/// owners a new assignment must fence before it reads the target's tail.
+pub(crate) fn owners_to_fence<'a>(
+    owners: impl IntoIterator<Item = Option<&'a str>>,
+    own: &str,
+) -> Vec<&'a str> {
+    let mut ids: Vec<&str> = owners
+        .into_iter()
+        .flatten()
+        .filter(|id| *id != own)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Fences the transactional id `id` on `target`: see the module header. Returns once
+/// the coordinator has aborted its open transaction, if it had one.
+pub(crate) fn fence_previous_owner(
+    flow: &str,
+    target: &ClusterSpec,
+    id: &str,
+    timeout: Duration,
+) -> Result<(), ReplicatorError> {
+    let context = || {
+        format!(
+            "fencing the previous owner's transactions ({id}) on '{}'",
+            target.name
+        )
+    };
+    let producer: BaseProducer = client_config(target)
+        .set("transactional.id", id)
+        .set("client.id", format!("strait-{flow}-fence"))
+        .create()
+        .map_err(|e| ReplicatorError::kafka(context(), e))?;
+    producer
+        .init_transactions(timeout)
+        .map_err(|e| ReplicatorError::kafka(context(), e))?;
+    metrics::counter!("strait_fenced_owners_total", "flow" => flow.to_string()).increment(1);
+    info!(flow, transactional_id = id, "fenced the previous owner of partitions now assigned here: its open transaction is aborted and nothing more it sends is accepted");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_metadata_round_trips_and_reads_the_older_form() {
+        let both = CommitMetadata {
+            target_next: Some(1_234),
+            owner: Some("strait-f-1-abc-0".into()),
+        };
+        assert_eq!(both.encode(), "strait:t=1234;x=strait-f-1-abc-0");
+        assert_eq!(CommitMetadata::decode(&both.encode()), both);
+
+        let released = CommitMetadata {
+            target_next: Some(7),
+            owner: None,
+        };
+        assert_eq!(released.encode(), "strait:t=7");
+        assert_eq!(CommitMetadata::decode("strait:t=7"), released);
+
+        let owner_only = CommitMetadata {
+            target_next: None,
+            owner: Some("strait-f-2-def-1".into()),
+        };
+        assert_eq!(CommitMetadata::decode(&owner_only.encode()), owner_only);
+
+        assert_eq!(CommitMetadata::decode(""), CommitMetadata::default());
+        assert_eq!(
+            CommitMetadata::decode("strait: translated"),
+            CommitMetadata::default()
+        );
+        assert_eq!(CommitMetadata::decode("t=5"), CommitMetadata::default());
+    }
+
+    #[test]
+    fn only_other_owners_are_fenced_and_each_once() {
+        let named = [Some("b"), None, Some("own"), Some("a"), Some("b")];
+        assert_eq!(owners_to_fence(named, "own"), vec!["a", "b"]);
+        assert!(owners_to_fence([None, Some("own")], "own").is_empty());
+    }
+
+    #[test]
+    fn a_transaction_holds_about_two_seconds_of_the_targets_pace() {
+        let start = Instant::now();
+        let mut budget = TransactionBudget::new(start, 0);
+        assert_eq!(budget.limit(), MIN_IN_FLIGHT);
+        // A fast target: 500,000 copies acknowledged in a one-second transaction.
+        budget.committed(start + Duration::from_secs(1), 500_000);
+        assert_eq!(budget.limit(), 1_000_000);
+        // A quota slows it to 300 copies a second: the next transactions stay small.
+        budget.committed(start + Duration::from_secs(11), 503_000);
+        assert_eq!(budget.limit(), 1_000);
+        budget.committed(start + Duration::from_secs(12), 503_900);
+        assert_eq!(budget.limit(), 1_800);
+        // Nothing acknowledged: never below the floor, and no division by zero.
+        budget.committed(start + Duration::from_secs(12), 503_900);
+        budget.committed(start + Duration::from_secs(13), 503_900);
+        assert_eq!(budget.limit(), MIN_IN_FLIGHT);
+    }
+
+    #[test]
+    fn every_run_gets_a_transactional_id_of_its_own() {
+        let (a, b) = (transactional_id("f"), transactional_id("f"));
+        assert_ne!(a, b);
+        assert!(a.starts_with("strait-f-"));
+        assert!(!a.contains(';'));
+    }
+}
