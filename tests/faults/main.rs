@@ -417,7 +417,20 @@ fn pause(rng: &mut impl Rng, seconds: std::ops::Range<f64>) {
 #[test]
 #[ignore = "needs the replicated test bed: scripts/test.sh runs it"]
 fn instances_killed_at_random_lose_and_duplicate_nothing() {
-    let mut s = Scenario::new("kill-instances");
+    instances_killed_at_random(Scenario::new("kill-instances"));
+}
+
+/// a with the hand-over fenced: each killed instance leaves a transaction open, which
+/// the next owner of its partitions aborts by fencing it.
+#[test]
+#[ignore = "needs the replicated test bed: scripts/test.sh runs it"]
+fn instances_of_a_fenced_flow_killed_at_random_lose_and_duplicate_nothing() {
+    instances_killed_at_random(Scenario::new("kill-fenced").fenced());
+}
+
+/// Three instances; ten times, one of them killed with SIGKILL at a random point and
+/// started again.
+fn instances_killed_at_random(mut s: Scenario) {
     for _ in 0..3 {
         s.start_instance();
     }
@@ -518,7 +531,19 @@ const CUT_OFF_UID: u32 = 64_123;
 #[test]
 #[ignore = "needs the replicated test bed: scripts/test.sh runs it"]
 fn target_unreachable_for_a_minute_loses_and_duplicates_nothing() {
-    let mut s = Scenario::new("target-unreachable");
+    target_unreachable_for_a_minute(Scenario::new("target-unreachable"));
+}
+
+/// f for a fenced flow: its transactions wait out the cut instead of its producer queue.
+#[test]
+#[ignore = "needs the replicated test bed: scripts/test.sh runs it"]
+fn a_fenced_flow_whose_target_is_unreachable_for_a_minute_loses_and_duplicates_nothing() {
+    target_unreachable_for_a_minute(Scenario::new("target-unreachable-fenced").fenced());
+}
+
+/// Two instances cut off from the target for 30 s with stalled connections, then 30 s
+/// with refused ones, under load.
+fn target_unreachable_for_a_minute(mut s: Scenario) {
     s.uid = Some(CUT_OFF_UID);
     s.start_instance();
     s.start_instance();
