@@ -34,6 +34,11 @@ pub fn install_metrics() -> Result<PrometheusHandle> {
             LATENCY_BUCKETS,
         )
         .context("configuring histogram buckets")?
+        .set_buckets_for_metric(
+            Matcher::Full("strait_transaction_commit_seconds".into()),
+            LATENCY_BUCKETS,
+        )
+        .context("configuring histogram buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
     metrics::gauge!("strait_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);

@@ -95,6 +95,57 @@ fn partition_report<'a>(
         .unwrap_or_else(|| panic!("no report for {topic}/{partition} in {json:#}"))
 }
 
+/// A flow with `fence = "transactions"` commits its copies in transactions, so the target
+/// holds a commit marker after each transaction's copies in each partition: target
+/// offsets run ahead of the records. The copy is still exact for `read_committed`
+/// readers, and verify accounts for the markers.
+#[test]
+fn a_fenced_flows_copy_holds_commit_markers_and_verifies() {
+    let topic = unique("verify-fenced");
+    let target = format!("primary.{topic}");
+    create_topic(PRIMARY, &topic, 2, &[]);
+    write_partition(&topic, 0);
+    write_partition(&topic, 1);
+    let mut strait = Strait::start(&flow_config(
+        "fenced",
+        &topic,
+        "prefix",
+        "fence = \"transactions\"",
+    ));
+    wait_until(Duration::from_secs(60), "copied", || {
+        partition_count(SECONDARY, &target).is_some() && count_all(SECONDARY, &target) >= 140
+    });
+    // More records, over several commit intervals: several transactions per partition.
+    for round in 0..4 {
+        produce_simple(PRIMARY, &topic, 2, 50, &format!("round-{round}"));
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    wait_until(Duration::from_secs(60), "copied", || {
+        count_all(SECONDARY, &target) >= 340
+    });
+    assert_eq!(strait.terminate(), Some(0), "{}", strait.logs());
+    assert_exact_copy(&topic, &target);
+    let (records, end) = (
+        count_all(SECONDARY, &target),
+        end_offsets(SECONDARY, &target),
+    );
+    assert!(
+        end > records as i64,
+        "the target ends at {end} with {records} records: no commit markers, so no transactions"
+    );
+    let (code, json, stderr) = verify(&strait.config, "fenced");
+    assert_eq!(
+        code,
+        Some(0),
+        "verify of a fenced copy failed:\n{json:#}\n{stderr}"
+    );
+    for p in 0..2 {
+        let report = partition_report(&json, &topic, p);
+        assert_eq!(report["status"], "verified", "{report:#}");
+        assert_eq!(report["records"], 170, "{report:#}");
+    }
+}
+
 #[test]
 fn verify_passes_on_a_faithful_copy_and_names_a_corrupted_and_a_missing_record() {
     let topic = unique("verify-orders");

@@ -368,6 +368,21 @@ impl ProducerContext for DeliveryContext {
                 }
                 state.largest_refused = size;
                 state.failure_is_collateral = collateral;
+                if matches!(
+                    err.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::MessageTimedOut)
+                ) {
+                    // Only a fenced flow's copies time out (after the transaction timeout):
+                    // their transaction is aborted whole, and a restart copies them again.
+                    state.failure = Some(ReplicatorError::Timeout(
+                        TRANSACTION_TIMEOUT,
+                        format!(
+                            "'{}' to acknowledge copies of {source_topic}[{partition}]",
+                            self.cluster
+                        ),
+                    ));
+                    return;
+                }
                 let hint = if is_size_error(err) {
                     size_hint(&source_topic, partition, source_offset, size)
                 } else if matches!(
@@ -1206,9 +1221,12 @@ fn commit_transaction(
     cluster: &str,
     timeout: Duration,
 ) -> Result<(), ReplicatorError> {
+    let began = Instant::now();
     let committed = producer
         .commit_transaction(timeout)
         .and_then(|()| producer.begin_transaction());
+    metrics::histogram!("strait_transaction_commit_seconds", "flow" => producer.context().flow.clone())
+        .record(began.elapsed().as_secs_f64());
     if let Err(e) = committed {
         lock(progress).transaction_failed = true;
         return Err(fatal_cause(producer, cluster)
@@ -2542,12 +2560,14 @@ fn producer_config(spec: &FlowSpec, transactional_id: Option<&str>) -> rdkafka::
         .set("allow.auto.create.topics", "false");
     if let Some(id) = transactional_id {
         let timeout = TRANSACTION_TIMEOUT.as_millis().to_string();
-        // A record may wait no longer than its transaction may stay open; one that times
-        // out fails its transaction, which is aborted whole, so it leaves no hole either.
+        // A record may wait no longer than its transaction may stay open. One that times
+        // out fails its transaction, which is aborted whole: no hole for a reader of
+        // committed records, so no gap-less guarantee needed either.
         config
             .set("transactional.id", id)
             .set("transaction.timeout.ms", &timeout)
-            .set("message.timeout.ms", &timeout);
+            .set("message.timeout.ms", &timeout)
+            .set("enable.gapless.guarantee", "false");
     }
     config
 }
