@@ -24,7 +24,7 @@
 //! lives on the source, the transactions on the target.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::producer::{BaseProducer, Producer};
 use tracing::info;
@@ -42,45 +42,46 @@ const METADATA_PREFIX: &str = "strait:";
 /// defaults to 15 minutes, above this.
 pub(crate) const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// How long committing a transaction should take at the target's recent pace; see
-/// [`TransactionBudget`].
+/// How long committing a transaction should take at most; see [`TransactionBudget`].
 const COMMIT_WITHIN: Duration = Duration::from_secs(2);
-/// The fewest copies a transaction may hold before it is committed early.
+/// The fewest copies in flight at which a transaction may be committed early.
 const MIN_IN_FLIGHT: u64 = 1_000;
+/// The producer's own bound on queued records (`queue.buffering.max.messages`).
+const MAX_IN_FLIGHT: u64 = 1_000_000;
 
-/// How many copies a fenced pipeline lets into one transaction before it commits early:
-/// about [`COMMIT_WITHIN`] of what the target acknowledged during the previous one, and at
-/// least [`MIN_IN_FLIGHT`]. A commit waits for every copy in its transaction. Bounded only
-/// by the producer queue (tens of MB), a transaction against a slow target (a produce
-/// quota) would take minutes to commit, past the transaction timeout, and be aborted whole
-/// and copied again, for ever.
+/// How many copies a fenced pipeline lets into flight before it commits its transaction
+/// early. A commit waits for every copy in its transaction: bounded only by the producer
+/// queue (tens of MB), a transaction against a slow target (a produce quota) would take
+/// minutes to commit, past the transaction timeout, and be aborted whole and copied
+/// again, for ever. So a commit that took longer than [`COMMIT_WITHIN`] sets the limit to
+/// what would have committed within it at the same pace, and one that took less doubles
+/// it, up to the producer queue's own bound. It starts low, at [`MIN_IN_FLIGHT`]. Judged
+/// by the commit's own duration, the limit does not shrink when commits are slow for
+/// reasons other than the copies in flight (many partitions, a busy coordinator), where
+/// smaller transactions would only add commits.
 #[derive(Debug)]
 pub(crate) struct TransactionBudget {
-    began: Instant,
-    acked_before: u64,
     limit: u64,
 }
 
-impl TransactionBudget {
-    pub fn new(now: Instant, acked: u64) -> Self {
+impl Default for TransactionBudget {
+    fn default() -> Self {
         Self {
-            began: now,
-            acked_before: acked,
             limit: MIN_IN_FLIGHT,
         }
     }
+}
 
-    /// A transaction was committed at `now`, with `acked` copies acknowledged since the
-    /// pipeline started.
-    pub fn committed(&mut self, now: Instant, acked: u64) {
-        let took = now.saturating_duration_since(self.began).as_secs_f64();
-        let copies = acked.saturating_sub(self.acked_before) as f64;
-        if took > 0.0 {
-            let pace = copies / took;
-            self.limit = ((pace * COMMIT_WITHIN.as_secs_f64()) as u64).max(MIN_IN_FLIGHT);
-        }
-        self.began = now;
-        self.acked_before = acked;
+impl TransactionBudget {
+    /// A transaction with `in_flight` copies not yet acknowledged was committed, which
+    /// took `took`.
+    pub fn committed(&mut self, in_flight: u64, took: Duration) {
+        self.limit = if took > COMMIT_WITHIN {
+            let within = in_flight as f64 * COMMIT_WITHIN.as_secs_f64() / took.as_secs_f64();
+            (within as u64).clamp(MIN_IN_FLIGHT, MAX_IN_FLIGHT)
+        } else {
+            self.limit.saturating_mul(2).min(MAX_IN_FLIGHT)
+        };
     }
 
     /// Copies in flight beyond which the transaction is committed now.
@@ -230,22 +231,25 @@ mod tests {
     }
 
     #[test]
-    fn a_transaction_holds_about_two_seconds_of_the_targets_pace() {
-        let start = Instant::now();
-        let mut budget = TransactionBudget::new(start, 0);
+    fn a_transaction_commits_within_about_two_seconds() {
+        let mut budget = TransactionBudget::default();
         assert_eq!(budget.limit(), MIN_IN_FLIGHT);
-        // A fast target: 500,000 copies acknowledged in a one-second transaction.
-        budget.committed(start + Duration::from_secs(1), 500_000);
-        assert_eq!(budget.limit(), 1_000_000);
-        // A quota slows it to 300 copies a second: the next transactions stay small.
-        budget.committed(start + Duration::from_secs(11), 503_000);
-        assert_eq!(budget.limit(), 1_000);
-        budget.committed(start + Duration::from_secs(12), 503_900);
-        assert_eq!(budget.limit(), 1_800);
-        // Nothing acknowledged: never below the floor, and no division by zero.
-        budget.committed(start + Duration::from_secs(12), 503_900);
-        budget.committed(start + Duration::from_secs(13), 503_900);
+        // Quick commits double the limit, up to the producer queue's bound.
+        for _ in 0..12 {
+            budget.committed(budget.limit(), Duration::from_millis(50));
+        }
+        assert_eq!(budget.limit(), MAX_IN_FLIGHT);
+        // A quota: 60,000 copies in flight took 20 s to commit; 6,000 would take 2 s.
+        budget.committed(60_000, Duration::from_secs(20));
+        assert_eq!(budget.limit(), 6_000);
+        // Never below the floor, however slow.
+        budget.committed(1_000, Duration::from_secs(100));
         assert_eq!(budget.limit(), MIN_IN_FLIGHT);
+        // Slow commits with nothing in flight (a busy coordinator) do not shrink it more.
+        budget.committed(0, Duration::from_secs(5));
+        assert_eq!(budget.limit(), MIN_IN_FLIGHT);
+        budget.committed(1_000, Duration::from_secs(1));
+        assert_eq!(budget.limit(), 2 * MIN_IN_FLIGHT);
     }
 
     #[test]

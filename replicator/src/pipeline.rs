@@ -236,8 +236,6 @@ struct DeliveryContext {
     /// off the per-record path.
     sample_latency: AtomicBool,
     latency: metrics::Histogram,
-    /// Copies acknowledged by this producer.
-    acked: AtomicU64,
     /// librdkafka's own produce request retries (from statistics), for this producer.
     retries: metrics::Counter,
     flow: String,
@@ -318,7 +316,6 @@ impl ProducerContext for DeliveryContext {
                 }
                 let foreign_from = p.target_next_expected.filter(|&e| msg.offset() > e);
                 p.in_transaction = true;
-                self.acked.fetch_add(1, Ordering::Relaxed);
                 p.target_next_expected = Some(msg.offset() + 1);
                 p.acked_next = Some(source_offset + 1);
                 p.acked_target_next = Some(msg.offset() + 1);
@@ -1564,10 +1561,7 @@ pub(crate) fn run(
         own_topics_on_target,
         topics: &topics,
         fetch: &fetch,
-        transaction_budget: TransactionBudget::new(
-            Instant::now(),
-            producer.context().acked.load(Ordering::Relaxed),
-        ),
+        transaction_budget: TransactionBudget::default(),
     };
     let result = pipeline.forward_until_cancelled(cancel, on_topics);
     if result.is_err() {
@@ -1955,14 +1949,15 @@ impl Pipeline<'_> {
             let transactional_id = self.consumer.context().transactional_id.as_deref();
             if now >= next_commit || (transactional_id.is_some() && self.transaction_is_full()) {
                 if transactional_id.is_some() {
+                    let (in_flight, began) = (self.producer.in_flight_count(), Instant::now());
                     commit_transaction(
                         self.producer,
                         self.progress,
                         &self.spec.target.name,
                         MAX_BLOCKED,
                     )?;
-                    let acked = self.producer.context().acked.load(Ordering::Relaxed);
-                    self.transaction_budget.committed(Instant::now(), acked);
+                    self.transaction_budget
+                        .committed(in_flight.max(0) as u64, began.elapsed());
                 }
                 advance_and_persist(self.progress, self.consumer, self.producer, self.map, None)?;
                 commit(
@@ -2517,7 +2512,6 @@ fn producer(
             latency: metrics::histogram!(
                 "strait_replication_latency_seconds", "flow" => spec.name.clone()
             ),
-            acked: AtomicU64::new(0),
             retries: metrics::counter!("strait_produce_retries_total", "flow" => spec.name.clone()),
             flow: spec.name.clone(),
         })
