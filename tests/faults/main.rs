@@ -235,11 +235,11 @@ commit_interval = "500ms"
         report
     }
 
-    /// Without a fence, copies an instance sent after it lost its partitions (frozen with
-    /// copies queued, or killed with copies above the high watermark) can land on the
-    /// target beside the new owner's: duplicates. Until hand-overs are fenced, this
-    /// checks what must hold regardless: nothing lost, and every record on the target
-    /// that is not a first, in-order copy reported by Strait
+    /// Without a fence (`fence = "none"`), copies an instance sent after it lost its
+    /// partitions (frozen with copies queued, or killed with copies above the high
+    /// watermark) can land on the target beside the new owner's: duplicates. For such
+    /// flows this checks what must hold regardless: nothing lost, and every record on the
+    /// target that is not a first, in-order copy reported by Strait
     /// (`strait_target_foreign_records_total`).
     fn finish_with_duplicates_reported(mut self) {
         let report = self.settle_and_check();
