@@ -913,16 +913,26 @@ impl RebalanceContext {
         })?;
         let mut progress = lock(&self.progress);
         for (source_topic, partition, start, _) in claims {
-            let target_topic = self
-                .spec
-                .naming
-                .target_topic(&self.spec.source.name, source_topic);
-            progress
-                .topic(&target_topic, source_topic)
-                .partition(*partition)
+            self.partition_progress(&mut progress, source_topic, *partition)
                 .committed_next = Some(*start);
         }
         Ok(())
+    }
+
+    /// The progress of a source partition of this flow.
+    fn partition_progress<'p>(
+        &self,
+        progress: &'p mut FlowProgress,
+        source_topic: &str,
+        partition: i32,
+    ) -> &'p mut PartitionProgress {
+        let target_topic = self
+            .spec
+            .naming
+            .target_topic(&self.spec.source.name, source_topic);
+        progress
+            .topic(&target_topic, source_topic)
+            .partition(partition)
     }
 
     /// Makes sure the target partitions of a new assignment exist and that the producer
@@ -1168,13 +1178,7 @@ impl RebalanceContext {
         }
         let mut progress = lock(&self.progress);
         for (source_topic, partition) in &revoked {
-            let target_topic = self
-                .spec
-                .naming
-                .target_topic(&self.spec.source.name, source_topic);
-            progress
-                .topic(&target_topic, source_topic)
-                .partition(*partition)
+            self.partition_progress(&mut progress, source_topic, *partition)
                 .assigned = false;
             debug!(flow = %self.spec.name, topic = %source_topic, partition, "partition revoked");
         }
