@@ -56,9 +56,10 @@ const MAX_IN_FLIGHT: u64 = 1_000_000;
 /// again, for ever. So a commit that took longer than [`COMMIT_WITHIN`] sets the limit to
 /// what would have committed within it at the same pace, and one that took less doubles
 /// it, up to the producer queue's own bound. It starts low, at [`MIN_IN_FLIGHT`]. Judged
-/// by the commit's own duration, the limit does not shrink when commits are slow for
-/// reasons other than the copies in flight (many partitions, a busy coordinator), where
-/// smaller transactions would only add commits.
+/// by the commit's own duration rather than by the copies' pace, a quick commit always
+/// lets the next transaction grow: derived from the pace, which slow commits themselves
+/// lower, the limit shrank for good once commits were slow for other reasons (many
+/// partitions), and more, smaller transactions made them slower still.
 #[derive(Debug)]
 pub(crate) struct TransactionBudget {
     limit: u64,

@@ -12,6 +12,11 @@
 //! 2. Each copy carries a provenance header naming its source offset.
 //! 3. When a partition is assigned, its start offset is the larger of the committed source
 //!    offset and one past the newest provenance offset found on the target.
+//!
+//! Flows with `fence = "transactions"` hold the first fact for `read_committed` readers
+//! instead: copies are committed in transactions, a copy may time out (failing its
+//! transaction, which is aborted whole), and progress counts only committed ones. The
+//! `fence` module says how a new owner keeps the previous one from writing after it.
 
 use rustc_hash::FxHashMap;
 use std::collections::{HashMap, VecDeque};
