@@ -997,6 +997,40 @@ fn copies_the_target_lost_are_reported() {
     assert_eq!(strait.terminate(), Some(0));
 }
 
+/// Source commits can be refused for long stretches while copying goes on (every commit
+/// of a member between generations fails with IllegalGeneration), so the group's offset
+/// may lag far behind what was copied, with no target offset stored beside it. The
+/// offset map still knows what the target holds: a restart resumes after the map's end
+/// and copies nothing twice.
+#[test]
+fn a_group_offset_behind_the_offset_map_copies_nothing_twice() {
+    let topic = unique("commit-lag");
+    let target = format!("primary.{topic}");
+    let mut strait = copy_a_thousand_and_stop("commitlag", &topic);
+    // Where a first claim leaves the group when every later commit is refused.
+    let group = group_of(&strait);
+    commit_offsets(PRIMARY, &group, &topic, &[(0, 0)]);
+
+    strait.restart();
+    produce_simple(PRIMARY, &topic, 1, 100, "after");
+    wait_until(Duration::from_secs(60), "the new records committed", || {
+        committed_offset(PRIMARY, &group, &topic, 0) == Some(1_100)
+    });
+    assert_exact_copy(&topic, &target);
+    assert_eq!(strait.terminate(), Some(0), "{}", strait.logs());
+}
+
+/// The consumer group a running test instance's flow uses (`flow_config` makes one per run).
+fn group_of(strait: &Strait) -> String {
+    let config = std::fs::read_to_string(&strait.config).unwrap();
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix("group_id = "))
+        .expect("the flow's group_id")
+        .trim_matches('"')
+        .to_string()
+}
+
 /// A record larger than the target producer's own limit (`message.max.bytes`, checked
 /// before anything is sent) stops the flow too, with an error naming the record and the
 /// limit; neither it nor the records consumed with it are committed past, so a restart

@@ -17,6 +17,7 @@ mod naming;
 mod pipeline;
 mod produce;
 mod provenance;
+mod resume;
 mod status;
 mod topics;
 

@@ -54,6 +54,7 @@ use crate::produce::{OutgoingHeaders, TargetTopic};
 use crate::provenance::{
     copied_from, Provenance, ScanStart, SourcePartition, TailScanner, PROVENANCE_HEADER,
 };
+use crate::resume::{resume_point, Witnesses};
 use crate::status::{DataLoss, FlowStatus, PartitionStatus, TopicStatus};
 use crate::topics::{apply_cluster, client_config, discover, learn_partitions, TargetTopics};
 use crate::{offsets_of, ClusterSpec, Fence, FlowSpec, OnDataLoss, ReplicatorError, StartFrom};
@@ -742,16 +743,18 @@ impl RebalanceContext {
                 _ => FoundCopies::default(),
             };
             let last_copied = copied.last();
-            let start = match (committed_next, last_copied) {
-                (Some(c), Some((s, _))) => Some(c.max(s + 1)),
-                (Some(c), None) => Some(c),
-                (None, Some((s, _))) => Some(s + 1),
-                // Nothing yet: start explicitly at the log start (or end); see
-                // `fresh_starts`.
-                (None, None) => fresh_starts
+            let resume = resume_point(&Witnesses {
+                committed: committed_next.map(|next| (next, committed_target)),
+                map_end: persisted.as_ref().map(|c| (c.through, c.target_next)),
+                last_copied,
+                target_end: target_watermarks.map(|(_, end)| end),
+            });
+            // Nothing yet: start explicitly at the log start (or end); see `fresh_starts`.
+            let start = resume.source_next.or_else(|| {
+                fresh_starts
                     .get(&(source_topic.clone(), partition))
-                    .copied(),
-            };
+                    .copied()
+            });
             let start = match (start, log_bounds.get(&(source_topic.clone(), partition))) {
                 (Some(start), Some(&(low, high))) => {
                     // The map may know copies of records past the start: a source topic
@@ -778,10 +781,8 @@ impl RebalanceContext {
                 p.handled_next = Some(start);
             }
             p.target_next_expected = target_watermarks.map(|(_, end)| end);
-            if let Some((_, target)) = last_copied {
-                p.acked_target_next = Some(target + 1);
-            } else if committed_target.is_some() {
-                p.acked_target_next = committed_target;
+            if resume.target_next.is_some() {
+                p.acked_target_next = resume.target_next;
             }
             p.in_transaction = false;
             if let Some(start) = start {
@@ -846,7 +847,8 @@ impl RebalanceContext {
             // at every rebalance. The summary below is the info line.
             debug!(
                 flow = %self.spec.name, topic = %source_topic, partition,
-                committed = ?committed_next, found_on_target = ?last_copied.map(|(s, _)| s),
+                committed = ?committed_next, map_through = ?persisted.map(|c| c.through),
+                found_on_target = ?last_copied.map(|(s, _)| s),
                 start = ?start, "partition assigned"
             );
         }

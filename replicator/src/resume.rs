@@ -1,0 +1,179 @@
+//! Where a newly assigned source partition resumes: right after the newest record whose
+//! copy the target is known to hold, by whichever witness knows the most.
+//!
+//! Three witnesses, each a lower bound on what was copied:
+//! - the group's committed offset (with the target offset stored beside it);
+//! - the persisted offset map's end: its coverage is written only for copies the target
+//!   acknowledged (and, on fenced flows, whose transaction committed);
+//! - the newest copy the tail scan found on the target.
+//!
+//! None of them alone is enough. Source commits can fail for long stretches while copying
+//! goes on: a member between generations has every commit refused (IllegalGeneration),
+//! seen for 11 s on the replicated test bed, and an instance killed then has committed
+//! nothing past its claim while its map says thousands of records were copied. The tail
+//! scan begins where the commit's target offset says or, without one, at the map's end,
+//! so in that case it finds nothing new and only the map still knows what was copied.
+//! Resuming at the stale commit would copy every one of those records a second time.
+
+/// What is known of a partition's copies when it is assigned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Witnesses {
+    /// The group's committed source offset, and the target offset stored with it.
+    pub committed: Option<(i64, Option<i64>)>,
+    /// The persisted offset map's end: (source offset after its newest copy, target
+    /// offset after it).
+    pub map_end: Option<(i64, i64)>,
+    /// The newest copy the tail scan found: (source offset, target offset).
+    pub last_copied: Option<(i64, i64)>,
+    /// The target partition's end (for `read_committed` readers) when assigned.
+    pub target_end: Option<i64>,
+}
+
+/// Where copying resumes: the next source offset to copy, and the target offset after
+/// the newest copy, where known.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Resume {
+    pub source_next: Option<i64>,
+    pub target_next: Option<i64>,
+}
+
+/// The furthest position any witness vouches for, with the target offset that belongs to
+/// it (the largest one known among the witnesses at that position; a target offset
+/// belonging to an earlier position is never paired with a later one).
+///
+/// The map's end counts only while the target still ends at or past it: a target that
+/// lost acknowledged copies (an unclean election) no longer holds what the map names, and
+/// the other witnesses decide, as they did before the map was kept.
+pub(crate) fn resume_point(witnesses: &Witnesses) -> Resume {
+    let map_end = witnesses
+        .map_end
+        .filter(|&(_, target_next)| witnesses.target_end.is_some_and(|end| end >= target_next));
+    let candidates = [
+        witnesses.committed,
+        map_end.map(|(source, target)| (source, Some(target))),
+        witnesses
+            .last_copied
+            .map(|(source, target)| (source + 1, Some(target + 1))),
+    ];
+    let source_next = candidates.iter().flatten().map(|&(source, _)| source).max();
+    let target_next = candidates
+        .iter()
+        .flatten()
+        .filter(|&&(source, _)| Some(source) == source_next)
+        .filter_map(|&(_, target)| target)
+        .max();
+    Resume {
+        source_next,
+        target_next,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resume(source_next: i64, target_next: Option<i64>) -> Resume {
+        Resume {
+            source_next: Some(source_next),
+            target_next,
+        }
+    }
+
+    #[test]
+    fn nothing_known_resumes_nowhere() {
+        assert_eq!(resume_point(&Witnesses::default()), Resume::default());
+    }
+
+    #[test]
+    fn the_commit_alone_decides_after_a_clean_hand_over() {
+        let w = Witnesses {
+            committed: Some((500, Some(520))),
+            map_end: Some((500, 520)),
+            target_end: Some(521),
+            ..Witnesses::default()
+        };
+        assert_eq!(resume_point(&w), resume(500, Some(520)));
+    }
+
+    #[test]
+    fn copies_found_past_the_commit_move_the_start_past_them() {
+        let w = Witnesses {
+            committed: Some((500, Some(520))),
+            map_end: Some((500, 520)),
+            last_copied: Some((540, 561)),
+            target_end: Some(562),
+        };
+        assert_eq!(resume_point(&w), resume(541, Some(562)));
+    }
+
+    /// Every commit after the claim refused: the claim named no target offset, and the
+    /// scan (from the map's end) finds nothing newer.
+    #[test]
+    fn a_map_ahead_of_a_stale_commit_decides() {
+        let w = Witnesses {
+            committed: Some((0, None)),
+            map_end: Some((5_063, 5_079)),
+            last_copied: None,
+            target_end: Some(5_080),
+        };
+        assert_eq!(resume_point(&w), resume(5_063, Some(5_079)));
+    }
+
+    #[test]
+    fn a_map_the_target_no_longer_holds_is_not_trusted() {
+        let w = Witnesses {
+            committed: Some((100, Some(100))),
+            map_end: Some((900, 900)),
+            target_end: Some(400),
+            ..Witnesses::default()
+        };
+        assert_eq!(resume_point(&w), resume(100, Some(100)));
+        let unknown_end = Witnesses {
+            target_end: None,
+            ..w
+        };
+        assert_eq!(resume_point(&unknown_end), resume(100, Some(100)));
+    }
+
+    #[test]
+    fn a_target_offset_is_never_paired_with_a_later_source_offset() {
+        // The commit is furthest but stored no target offset: the map's target offset
+        // belongs to an earlier record, so none is known.
+        let w = Witnesses {
+            committed: Some((700, None)),
+            map_end: Some((600, 650)),
+            target_end: Some(800),
+            ..Witnesses::default()
+        };
+        assert_eq!(resume_point(&w), resume(700, None));
+    }
+
+    #[test]
+    fn without_a_commit_the_scan_or_the_map_decides() {
+        let scanned = Witnesses {
+            last_copied: Some((41, 90)),
+            target_end: Some(91),
+            ..Witnesses::default()
+        };
+        assert_eq!(resume_point(&scanned), resume(42, Some(91)));
+        let mapped = Witnesses {
+            map_end: Some((42, 91)),
+            target_end: Some(91),
+            ..Witnesses::default()
+        };
+        assert_eq!(resume_point(&mapped), resume(42, Some(91)));
+    }
+
+    #[test]
+    fn equal_positions_keep_the_largest_target_offset() {
+        // A fenced flow's commit marker follows the last copy: the commit may record the
+        // offset after the copy while the scan sees only the copy.
+        let w = Witnesses {
+            committed: Some((10, Some(21))),
+            last_copied: Some((9, 19)),
+            target_end: Some(22),
+            ..Witnesses::default()
+        };
+        assert_eq!(resume_point(&w), resume(10, Some(21)));
+    }
+}
