@@ -41,13 +41,18 @@ pub(crate) struct Resume {
 /// it (the largest one known among the witnesses at that position; a target offset
 /// belonging to an earlier position is never paired with a later one).
 ///
-/// The map's end counts only while the target still ends at or past it: a target that
-/// lost acknowledged copies (an unclean election) no longer holds what the map names, and
-/// the other witnesses decide, as they did before the map was kept.
+/// The map's end counts only
+/// - while the target still ends at or past it: a target that lost acknowledged copies
+///   (an unclean election) no longer holds what the map names;
+/// - and while the group has a commit for the partition: deleting a topic deletes its
+///   group offsets, so a partition without one may belong to a topic created again under
+///   the same name, which the map (keyed by name) cannot tell from the old one.
+///
+/// Otherwise the other witnesses decide.
 pub(crate) fn resume_point(witnesses: &Witnesses) -> Resume {
-    let map_end = witnesses
-        .map_end
-        .filter(|&(_, target_next)| witnesses.target_end.is_some_and(|end| end >= target_next));
+    let map_end = witnesses.map_end.filter(|&(_, target_next)| {
+        witnesses.committed.is_some() && witnesses.target_end.is_some_and(|end| end >= target_next)
+    });
     let candidates = [
         witnesses.committed,
         map_end.map(|(source, target)| (source, Some(target))),
@@ -149,19 +154,20 @@ mod tests {
     }
 
     #[test]
-    fn without_a_commit_the_scan_or_the_map_decides() {
+    fn without_a_commit_the_scan_decides_and_the_map_does_not() {
         let scanned = Witnesses {
             last_copied: Some((41, 90)),
             target_end: Some(91),
             ..Witnesses::default()
         };
         assert_eq!(resume_point(&scanned), resume(42, Some(91)));
+        // Perhaps a topic deleted and created again: its group offsets went with it.
         let mapped = Witnesses {
             map_end: Some((42, 91)),
             target_end: Some(91),
             ..Witnesses::default()
         };
-        assert_eq!(resume_point(&mapped), resume(42, Some(91)));
+        assert_eq!(resume_point(&mapped), Resume::default());
     }
 
     #[test]
