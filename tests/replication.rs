@@ -1020,6 +1020,29 @@ fn a_group_offset_behind_the_offset_map_copies_nothing_twice() {
     assert_eq!(strait.terminate(), Some(0), "{}", strait.logs());
 }
 
+/// Each newly assigned partition's start offset is committed before its first copy (the
+/// claim), so the group has a commit for it even if every later commit is refused:
+/// without one, the next owner cannot trust the offset map's end (the topic may have been
+/// created again) and would copy the partition again from its start. Here no later
+/// commit comes at all (`commit_interval` of an hour).
+#[test]
+fn the_start_offset_is_committed_when_a_partition_is_assigned() {
+    let topic = unique("claim");
+    let target = format!("primary.{topic}");
+    create_topic(PRIMARY, &topic, 1, &[]);
+    produce_simple(PRIMARY, &topic, 1, 1_000, "before");
+    let config = flow_config("claim", &topic, "prefix", "")
+        .replace("commit_interval = \"500ms\"", "commit_interval = \"1h\"");
+    let mut strait = Strait::start(&config);
+    wait_until(Duration::from_secs(60), "the records copied", || {
+        partition_count(SECONDARY, &target).is_some() && end_offsets(SECONDARY, &target) >= 1_000
+    });
+    let group = group_of(&strait);
+    assert_eq!(committed_offset(PRIMARY, &group, &topic, 0), Some(0));
+    assert_eq!(strait.terminate(), Some(0), "{}", strait.logs());
+    assert_eq!(committed_offset(PRIMARY, &group, &topic, 0), Some(1_000));
+}
+
 /// The consumer group a running test instance's flow uses (`flow_config` makes one per run).
 fn group_of(strait: &Strait) -> String {
     let config = std::fs::read_to_string(&strait.config).unwrap();

@@ -884,40 +884,48 @@ impl RebalanceContext {
         Ok(!previous.is_empty())
     }
 
-    /// Fenced flows: names this run's transactional id in the source commit of each newly
-    /// assigned partition, at its start offset, before its first copy. Whoever takes a
-    /// partition over after this instance stopped answering then knows whom to fence.
-    /// Refused (the group moved on meanwhile), the assignment is not copied from.
+    /// Commits each newly assigned partition's start offset, with the target offset after
+    /// the newest copy, before its first copy. Later commits can be refused for long
+    /// stretches (a member between generations); this one leaves the group a commit for
+    /// the partition, without which the next owner does not trust the offset map's end
+    /// (see the `resume` module).
+    ///
+    /// Fenced flows also name this run's transactional id in it: whoever takes a partition
+    /// over after this instance stopped answering then knows whom to fence. Refused (the
+    /// group moved on meanwhile), a fenced flow does not copy from the assignment; an
+    /// unfenced one goes on, as it did before claims were made.
     fn claim(
         &self,
         consumer: &BaseConsumer<Self>,
         claims: &[(String, i32, i64, Option<i64>)],
     ) -> Result<(), ReplicatorError> {
-        let Some(own) = &self.transactional_id else {
-            return Ok(());
-        };
+        let owner = self.transactional_id.clone();
         let mut tpl = TopicPartitionList::new();
         for (topic, partition, start, target_next) in claims {
             let mut elem = tpl.add_partition(topic, *partition);
             elem.set_offset(Offset::Offset(*start))
                 .map_err(|e| ReplicatorError::kafka("building the claim", e))?;
-            elem.set_metadata(
-                CommitMetadata {
-                    target_next: *target_next,
-                    owner: Some(own.clone()),
-                }
-                .encode(),
-            );
+            let metadata = CommitMetadata {
+                target_next: *target_next,
+                owner: owner.clone(),
+            };
+            if metadata != CommitMetadata::default() {
+                elem.set_metadata(metadata.encode());
+            }
         }
         if tpl.count() == 0 {
             return Ok(());
         }
-        consumer.commit(&tpl, CommitMode::Sync).map_err(|e| {
-            ReplicatorError::kafka(
-                "claiming the assigned partitions (naming this owner's transactional id in their source commits)",
-                e,
-            )
-        })?;
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+            if owner.is_some() {
+                return Err(ReplicatorError::kafka(
+                    "claiming the assigned partitions (naming this owner's transactional id in their source commits)",
+                    e,
+                ));
+            }
+            warn!(flow = %self.spec.name, error = %e, "the start offsets of the assigned partitions were not committed; copying goes on");
+            return Ok(());
+        }
         let mut progress = lock(&self.progress);
         for (source_topic, partition, start, _) in claims {
             self.partition_progress(&mut progress, source_topic, *partition)
