@@ -93,7 +93,7 @@ num.partitions=1
 # Kafka's default, as on most real clusters: a client that may auto-create topics (a
 # producer, or an admin client looking a topic up) has a missing topic created with the
 # broker's defaults. Strait's clients must never do that: they set
-# allow.auto.create.topics=false (README, "What gets copied", Delivery).
+# allow.auto.create.topics=false (docs/architecture.md, "What gets copied", Delivery).
 auto.create.topics.enable=true
 offsets.topic.replication.factor=$rf
 offsets.topic.num.partitions=4

@@ -515,7 +515,7 @@ fn two_instances_share_a_flow() {
 
 /// The same without provenance headers, where nothing on the target tells the next owner
 /// what was copied after the last commit: the hand-over is duplicate-free only if the
-/// stopping instance committed before letting go (as the README promises). Stopped in the
+/// stopping instance committed before letting go (as docs/architecture.md promises). Stopped in the
 /// middle of a rebalance it used to fail that commit. With librdkafka's 3 s heartbeat
 /// (Strait's default is 1 s) B's share comes about 3 s after A's revocation, and A is
 /// stopped inside that window in most runs.

@@ -1,6 +1,6 @@
 //! Strait between secured clusters: both sides SASL_SSL (mechanism PLAIN, the test bed's
 //! own certificate), with Kafka's authorizer enforcing ACLs and nothing allowed by
-//! default. The flow's user gets exactly the ACLs the README lists (Operations,
+//! default. The flow's user gets exactly the ACLs docs/operations.md lists (Operations,
 //! Permissions), so an operation Strait needs and the list leaves out fails this test.
 //! The source topic is stored zstd-compressed, and the target's password comes from the
 //! environment. A second test runs a whole staged migration (`strait migrate run`) the
@@ -24,7 +24,7 @@ const PRIMARY_SECURED: &str = "127.0.0.1:19094";
 const SECONDARY_SECURED: &str = "127.0.0.1:29094";
 const USER: &str = "User:strait";
 
-/// The target's password comes from the environment, as the README advises for secrets.
+/// The target's password comes from the environment, as docs/configuration.md advises for secrets.
 const PASSWORD_FROM_ENV: (&str, &str) = (
     "STRAIT__CLUSTERS__SECONDARY__PROPERTIES__SASL_PASSWORD",
     "strait-secret",
@@ -78,7 +78,7 @@ fn allow(servers: &str, operations: &[&str], resource: &[&str]) {
     kafka_acls(servers, "--add", &args);
 }
 
-/// The README's ACLs for a flow named `flow` from `primary` to `secondary` that copies
+/// The ACLs of docs/operations.md for a flow named `flow` from `primary` to `secondary` that copies
 /// topics starting with `topics` into topics starting with `copies` (`primary.` + `topics`
 /// for `prefix` naming, `topics` for `identity`) and translates groups starting with
 /// `groups`.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Instructions per record from two callgrind runs of the benchmark that differ only in
 their record count, so that start-up and shutdown cancel out (see "Profiling" in the
-README). Needs `valgrind --tool=callgrind --separate-threads=yes` output.
+docs/benchmarks.md). Needs `valgrind --tool=callgrind --separate-threads=yes` output.
 
   callgrind-split.py threads SMALL LARGE RECORDS
       SMALL, LARGE: a run's file prefix (/tmp/cg/50/cg.1234); RECORDS: the difference of

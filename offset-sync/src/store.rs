@@ -434,7 +434,7 @@ impl ClientContext for WriterContext {
 /// the warning librdkafka gives every producer created with `enable.gapless.guarantee`,
 /// a property it marks experimental. Strait sets it on purpose on each idempotent
 /// producer (a failed record must never be followed by a delivered one: see "Crash
-/// safety" in the README), so that warning, three at every start and more at every
+/// safety" in docs/architecture.md), so that warning, three at every start and more at every
 /// restart, said nothing an operator could act on. It is logged at debug level.
 pub fn log_librdkafka(level: RDKafkaLogLevel, fac: &str, log_message: &str) {
     match librdkafka_log_level(level, fac, log_message) {
