@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Strait's one test command: installs what is missing, fetches Kafka, starts both test
-# clusters, runs the whole suite against them, then the fault scenarios on the
-# replicated test bed (two clusters of three nodes, tests/faults/), and stops
-# everything, pass or fail.
+# Strait's one test command: installs what is missing, checks formatting and lints,
+# fetches Kafka, starts both test clusters, runs the whole suite against them, then the
+# fault scenarios on the replicated test bed (two clusters of three nodes,
+# tests/faults/), and stops everything, pass or fail.
 #   scripts/test.sh [extra cargo test args]
 #   scripts/test.sh --faults   only the fault scenarios, the long ones (`long_*`) too
 set -euo pipefail
@@ -27,6 +27,13 @@ command -v cargo >/dev/null || { echo "[test.sh] cargo not found: install Rust (
 
 cleanup() { scripts/kafka.sh stop || true; scripts/kafka.sh replicated stop || true; }
 trap cleanup EXIT INT TERM
+
+# The lint lane first: it needs no cluster and fails in a minute, not at the end.
+if [ "${1:-}" != "--faults" ]; then
+  echo "[test.sh] cargo fmt --check; cargo clippy (warnings are errors)"
+  cargo fmt --all --check
+  cargo clippy --workspace --all-targets -- -D warnings
+fi
 
 # Fresh clusters every run, so leftovers from a previous run cannot hide a bug.
 scripts/kafka.sh reset
