@@ -359,3 +359,114 @@ fn heartbeat_settings_are_validated() {
         &["flows.dr.heartbeat_topic"],
     );
 }
+
+/// The fields of every config section (each `deny_unknown_fields` struct in
+/// src/config.rs), by name as written in the file.
+fn config_fields(source: &str) -> Vec<(String, String)> {
+    let mut fields = Vec::new();
+    let mut lines = source.lines().peekable();
+    while let Some(line) = lines.next() {
+        if !(line.starts_with("#[serde(") && line.contains("deny_unknown_fields")) {
+            continue;
+        }
+        let header = lines.next().unwrap_or_default();
+        let Some(name) = header
+            .strip_prefix("pub struct ")
+            .and_then(|rest| rest.split_whitespace().next())
+        else {
+            continue;
+        };
+        let mut attributes = String::new();
+        for line in lines.by_ref() {
+            if line == "}" {
+                break;
+            }
+            let line = line.trim();
+            if line.starts_with("#[") {
+                attributes.push_str(line);
+                continue;
+            }
+            if let Some(field) = line
+                .strip_prefix("pub ")
+                .and_then(|rest| rest.split(':').next())
+            {
+                let renamed = attributes
+                    .split("rename = \"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next());
+                if !attributes.contains("skip") {
+                    fields.push((name.to_string(), renamed.unwrap_or(field).to_string()));
+                }
+            }
+            if !line.starts_with("///") {
+                attributes.clear();
+            }
+        }
+    }
+    fields
+}
+
+/// Whether `docs` documents `field`: as a key in an example (`field =`), a table
+/// (`[….field]`), or by name in the text.
+fn documents(docs: &str, field: &str) -> bool {
+    docs.lines().any(|line| {
+        let line = line.trim_start();
+        line.starts_with(&format!("{field} ")) || line.starts_with(&format!("{field}="))
+    }) || docs.contains(&format!(".{field}]"))
+        || docs.contains(&format!("[{field}"))
+        || docs.contains(&format!("`{field}`"))
+}
+
+#[test]
+fn every_config_field_is_documented_in_the_reference() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let source = std::fs::read_to_string(format!("{root}/src/config.rs")).unwrap();
+    let docs = std::fs::read_to_string(format!("{root}/docs/configuration.md")).unwrap();
+    let fields = config_fields(&source);
+    // The parse itself must find the sections, or this test would pass on nothing.
+    for (section, field) in [
+        ("Config", "flows"),
+        ("FlowConfig", "fence"),
+        ("OffsetSyncConfig", "map_topic"),
+        ("TuningConfig", "commit_interval"),
+        ("Gate", "approval"),
+    ] {
+        assert!(
+            fields.iter().any(|(s, f)| s == section && f == field),
+            "{section}.{field} not found among {fields:?}"
+        );
+    }
+    let missing: Vec<String> = fields
+        .iter()
+        .filter(|(_, field)| !documents(&docs, field))
+        .map(|(section, field)| format!("{section}.{field}"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "config fields missing from docs/configuration.md: {missing:?}"
+    );
+}
+
+#[test]
+fn config_fields_are_read_with_renames_and_skips() {
+    let source = r#"
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Section {
+    /// Documented.
+    pub plain: u32,
+    #[serde(rename = "wire_name")]
+    /// Renamed.
+    pub rust_name: u32,
+    #[serde(skip)]
+    pub internal: u32,
+}
+"#;
+    assert_eq!(
+        config_fields(source),
+        vec![
+            ("Section".to_string(), "plain".to_string()),
+            ("Section".to_string(), "wire_name".to_string()),
+        ]
+    );
+}
