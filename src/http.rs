@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::login_failures;
 use crate::migrate::MigrationState;
+use crate::telemetry;
 
 /// Buckets of the end-to-end latency histogram, in seconds: from a busy local pair of
 /// clusters (milliseconds) to a replicator that is catching up (minutes).
@@ -30,18 +31,25 @@ const LATENCY_BUCKETS: &[f64] = &[
 pub fn install_metrics() -> Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
-            Matcher::Full("strait_replication_latency_seconds".into()),
+            Matcher::Full(strait_replicator::telemetry::REPLICATION_LATENCY_SECONDS.into()),
             LATENCY_BUCKETS,
         )
         .context("configuring histogram buckets")?
         .set_buckets_for_metric(
-            Matcher::Full("strait_transaction_commit_seconds".into()),
+            Matcher::Full(strait_replicator::telemetry::TRANSACTION_COMMIT_SECONDS.into()),
             LATENCY_BUCKETS,
         )
         .context("configuring histogram buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
-    metrics::gauge!("strait_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    for catalog in [
+        telemetry::METRICS,
+        strait_replicator::telemetry::METRICS,
+        strait_offset_sync::telemetry::METRICS,
+    ] {
+        strait_offset_sync::telemetry::describe(catalog);
+    }
+    metrics::gauge!(telemetry::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
 }
 

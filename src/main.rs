@@ -6,6 +6,7 @@ mod http;
 mod login_failures;
 mod migrate;
 mod offsets;
+mod telemetry;
 mod verify;
 
 use std::path::PathBuf;

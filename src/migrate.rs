@@ -29,6 +29,7 @@ use tracing::{info, warn};
 
 use crate::config::{Approval, Config, Gate, MigrationConfig, OnTimeout};
 use crate::offsets;
+use crate::telemetry;
 use crate::OutputFormat;
 
 const TICK: Duration = Duration::from_secs(1);
@@ -533,7 +534,7 @@ impl Controller {
     fn step(&mut self) -> Result<Stage> {
         self.store.refresh()?;
         let stage = self.state.stage;
-        metrics::gauge!("strait_migration_stage", "flow" => self.state.flow.clone(), "stage" => stage.name())
+        metrics::gauge!(telemetry::MIGRATION_STAGE, "flow" => self.state.flow.clone(), "stage" => stage.name())
             .set(1.0);
         if self.store.aborts.contains(&self.state.attempt) && stage.abortable() {
             return self.abort("aborted by the operator");
@@ -567,7 +568,7 @@ impl Controller {
                 };
                 let next = stage.next();
                 info!(flow = %self.state.flow, from = stage.name(), to = next.name(), passed = %how, "migration stage passed");
-                metrics::gauge!("strait_migration_stage", "flow" => self.state.flow.clone(), "stage" => stage.name())
+                metrics::gauge!(telemetry::MIGRATION_STAGE, "flow" => self.state.flow.clone(), "stage" => stage.name())
                     .set(0.0);
                 self.state.enter(next, how);
                 self.warned_overdue = false;
@@ -918,7 +919,7 @@ impl Controller {
                 .collect(),
             at_ms: now_ms(),
         };
-        metrics::gauge!("strait_migration_verify_ok", "flow" => self.state.flow.clone())
+        metrics::gauge!(telemetry::MIGRATION_VERIFY_OK, "flow" => self.state.flow.clone())
             .set(if summary.ok { 1.0 } else { 0.0 });
         let check = if summary.complete {
             Check::Pass(format!(

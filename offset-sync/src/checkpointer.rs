@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 use crate::groups::{self, GroupClient, Offsets, Outcome};
 use crate::records::Checkpoint;
 use crate::store::{ensure_compacted_topic, FlowIndex};
+use crate::telemetry;
 use crate::OffsetSyncError;
 
 /// Which consumer groups a flow translates. Regexes match whole names.
@@ -156,7 +157,7 @@ pub fn run_checkpoints(
             }
         }
         if let Some(at) = last_round {
-            metrics::gauge!("strait_checkpoint_age_seconds", "flow" => spec.flow.clone())
+            metrics::gauge!(telemetry::CHECKPOINT_AGE_SECONDS, "flow" => spec.flow.clone())
                 .set(at.elapsed().as_secs_f64());
         }
         let until = started + spec.interval;
@@ -221,7 +222,7 @@ impl Checkpointer {
         self.index.catch_up()?;
         debug!(flow = %spec.flow, elapsed = ?started.elapsed(), "offset map read");
         let labels = [("flow", spec.flow.clone())];
-        metrics::gauge!("strait_offset_map_segments", &labels)
+        metrics::gauge!(telemetry::OFFSET_MAP_SEGMENTS, &labels)
             .set(self.index.segment_count() as f64);
         let partitions: Vec<(String, i32)> = self
             .index
@@ -337,9 +338,9 @@ impl Checkpointer {
             self.written
                 .insert((c.group.clone(), c.topic.clone(), c.partition), c);
         }
-        metrics::gauge!("strait_groups_translated", &labels).set(groups_done as f64);
-        metrics::gauge!("strait_group_partitions_translated", &labels).set(exact as f64);
-        metrics::gauge!("strait_group_offsets_pending", &labels).set(pending as f64);
+        metrics::gauge!(telemetry::GROUPS_TRANSLATED, &labels).set(groups_done as f64);
+        metrics::gauge!(telemetry::GROUP_PARTITIONS_TRANSLATED, &labels).set(exact as f64);
+        metrics::gauge!(telemetry::GROUP_OFFSETS_PENDING, &labels).set(pending as f64);
         summary.groups_translated = groups_done;
         summary.partitions_translated = exact;
         summary.partitions_pending = pending;
@@ -359,7 +360,7 @@ impl Checkpointer {
                 info!(flow = %spec.flow, group = %group, "committed offsets of the group readable again");
             }
         }
-        metrics::gauge!("strait_checkpoint_unreadable_groups", "flow" => spec.flow.clone())
+        metrics::gauge!(telemetry::CHECKPOINT_UNREADABLE_GROUPS, "flow" => spec.flow.clone())
             .set(now.len() as f64);
         self.unreadable = now;
     }
@@ -380,7 +381,7 @@ impl Checkpointer {
             return Ok(());
         };
         if let Err(e) = groups::apply(target, group, results, false, true) {
-            metrics::counter!("strait_group_offset_writes_refused_total",
+            metrics::counter!(telemetry::GROUP_OFFSET_WRITES_REFUSED_TOTAL,
                 "flow" => spec.flow.clone(), "reason" => "error")
             .increment(1);
             warn!(flow = %spec.flow, group, error = %e, "writing translated offsets to the target group failed");
@@ -392,7 +393,7 @@ impl Checkpointer {
             .filter(|r| r.outcome == Outcome::Applied)
             .count();
         if applied > 0 {
-            metrics::counter!("strait_group_offset_writes_total", "flow" => spec.flow.clone())
+            metrics::counter!(telemetry::GROUP_OFFSET_WRITES_TOTAL, "flow" => spec.flow.clone())
                 .increment(applied as u64);
             debug!(flow = %spec.flow, group, partitions = applied, "wrote translated offsets to the target group");
         }
@@ -406,7 +407,7 @@ impl Checkpointer {
             Some(reason) => {
                 self.in_sync.remove(group);
                 let label = reason.label();
-                metrics::counter!("strait_group_offset_writes_refused_total",
+                metrics::counter!(telemetry::GROUP_OFFSET_WRITES_REFUSED_TOTAL,
                     "flow" => spec.flow.clone(), "reason" => label)
                 .increment(1);
                 if self.refused.get(group) != Some(&reason) {

@@ -15,6 +15,7 @@ pub mod map;
 pub mod records;
 mod settling;
 pub mod store;
+pub mod telemetry;
 
 pub use checkpointer::{
     run_checkpoints, CheckpointSnapshot, CheckpointSpec, CheckpointStatus, GroupSelector,

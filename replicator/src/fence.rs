@@ -29,6 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rdkafka::producer::{BaseProducer, Producer};
 use tracing::info;
 
+use crate::telemetry;
 use crate::topics::client_config;
 use crate::{ClusterSpec, ReplicatorError};
 
@@ -185,7 +186,7 @@ pub(crate) fn fence_previous_owner(
     producer
         .init_transactions(timeout)
         .map_err(|e| ReplicatorError::kafka(context(), e))?;
-    metrics::counter!("strait_fenced_owners_total", "flow" => flow.to_string()).increment(1);
+    metrics::counter!(telemetry::FENCED_OWNERS_TOTAL, "flow" => flow.to_string()).increment(1);
     info!(flow, transactional_id = id, "fenced the previous owner of partitions now assigned here: its open transaction is aborted and nothing more it sends is accepted");
     Ok(())
 }

@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 use crate::heartbeat::Prepared;
 use crate::pipeline::{self, SharedProgress};
 use crate::status::FlowStatus;
+use crate::telemetry;
 use crate::{FlowSpec, ReplicatorError};
 
 /// How long start-up work off the path to the first record (offset sync's checkpoints)
@@ -123,7 +124,7 @@ fn supervise(
                     backoff = new_backoff();
                 }
                 let delay = backoff.next().unwrap_or(Duration::from_secs(30));
-                metrics::counter!("strait_flow_restarts_total", "flow" => spec.name.clone())
+                metrics::counter!(telemetry::FLOW_RESTARTS_TOTAL, "flow" => spec.name.clone())
                     .increment(1);
                 warn!(flow = %spec.name, error = %err, retry_in = ?delay, "flow interrupted; restarting");
                 sleep_unless_cancelled(cancel, delay);

@@ -20,6 +20,7 @@ use strait_offset_sync::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::telemetry;
 use crate::topics::client_config;
 use crate::FlowSpec;
 
@@ -144,7 +145,7 @@ pub(crate) fn run_heartbeats(
         }
     };
     info!(flow = %spec.name, topic = %heartbeat.topic, interval = ?heartbeat.interval, "writing heartbeats");
-    let sent = metrics::counter!("strait_heartbeats_sent_total", "flow" => spec.name.clone());
+    let sent = metrics::counter!(telemetry::HEARTBEATS_SENT_TOTAL, "flow" => spec.name.clone());
     let mut next = Instant::now();
     let mut warned = false;
     while !cancel.is_cancelled() {

@@ -19,6 +19,7 @@ mod produce;
 mod provenance;
 mod resume;
 mod status;
+pub mod telemetry;
 mod topics;
 
 pub use copies::FoundCopies;

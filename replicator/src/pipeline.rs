@@ -56,6 +56,7 @@ use crate::provenance::{
 };
 use crate::resume::{resume_point, Witnesses};
 use crate::status::{DataLoss, FlowStatus, PartitionStatus, TopicStatus};
+use crate::telemetry;
 use crate::topics::{apply_cluster, client_config, discover, learn_partitions, TargetTopics};
 use crate::{offsets_of, ClusterSpec, Fence, FlowSpec, OnDataLoss, ReplicatorError, StartFrom};
 
@@ -283,7 +284,7 @@ impl DeliveryContext {
              partition, or foreign records (`strait verify` names each)",
             at - expected
         );
-        metrics::counter!("strait_target_foreign_records_total",
+        metrics::counter!(telemetry::TARGET_FOREIGN_RECORDS_TOTAL,
             "flow" => self.flow.clone(), "topic" => source_topic.to_string())
         .increment((at - expected) as u64);
     }
@@ -353,7 +354,7 @@ impl ProducerContext for DeliveryContext {
                 let code = err
                     .rdkafka_error_code()
                     .map_or_else(|| "unknown".to_string(), |c| format!("{c:?}"));
-                metrics::counter!("strait_produce_errors_total", "code" => code).increment(1);
+                metrics::counter!(telemetry::PRODUCE_ERRORS_TOTAL, "code" => code).increment(1);
                 let size = msg.key().map_or(0, <[u8]>::len) + msg.payload().map_or(0, <[u8]>::len);
                 // The broker refuses whole batches; every record of one comes through here
                 // in order. Keep the first (where the copied prefix ends) and, for size
@@ -1115,7 +1116,7 @@ impl RebalanceContext {
             "records lost to the copy: offsets [{from}, {to}) on the {on} ({reason}); {}",
             if stops { "the flow stops" } else { "the copy goes on" }
         );
-        metrics::counter!("strait_records_lost_total",
+        metrics::counter!(telemetry::RECORDS_LOST_TOTAL,
             "flow" => self.spec.name.clone(), "topic" => source_topic.to_string(),
             "reason" => reason)
         .increment((to - from) as u64);
@@ -1241,7 +1242,7 @@ fn commit_transaction(
     let committed = producer
         .commit_transaction(timeout)
         .and_then(|()| producer.begin_transaction());
-    metrics::histogram!("strait_transaction_commit_seconds", "flow" => producer.context().flow.clone())
+    metrics::histogram!(telemetry::TRANSACTION_COMMIT_SECONDS, "flow" => producer.context().flow.clone())
         .record(began.elapsed().as_secs_f64());
     if let Err(e) = committed {
         lock(progress).transaction_failed = true;
@@ -1868,11 +1869,12 @@ impl Pipeline<'_> {
                         ("partition", partition.to_string()),
                     ];
                     if let Some(lag) = lag {
-                        metrics::gauge!("strait_replication_lag_partition_records", &labels)
+                        metrics::gauge!(telemetry::REPLICATION_LAG_PARTITION_RECORDS, &labels)
                             .set(lag as f64);
                     }
                     if let Some(s) = lag_seconds {
-                        metrics::gauge!("strait_replication_lag_partition_seconds", &labels).set(s);
+                        metrics::gauge!(telemetry::REPLICATION_LAG_PARTITION_SECONDS, &labels)
+                            .set(s);
                     }
                 }
                 status.partitions.push(PartitionStatus {
@@ -1894,14 +1896,14 @@ impl Pipeline<'_> {
                 ("flow", spec.name.clone()),
                 ("topic", topic.source_topic.clone()),
             ];
-            metrics::counter!("strait_records_replicated_total", &labels)
+            metrics::counter!(telemetry::RECORDS_REPLICATED_TOTAL, &labels)
                 .absolute(status.records_replicated);
-            metrics::counter!("strait_bytes_replicated_total", &labels)
+            metrics::counter!(telemetry::BYTES_REPLICATED_TOTAL, &labels)
                 .absolute(status.bytes_replicated);
-            metrics::gauge!("strait_replication_lag_records", &labels)
+            metrics::gauge!(telemetry::REPLICATION_LAG_RECORDS, &labels)
                 .set(status.lag_records as f64);
             if let Some(s) = status.lag_seconds {
-                metrics::gauge!("strait_replication_lag_seconds", &labels).set(s);
+                metrics::gauge!(telemetry::REPLICATION_LAG_SECONDS, &labels).set(s);
             }
             topics.push(status);
         }
@@ -2122,7 +2124,7 @@ impl Pipeline<'_> {
         }
         let code = err.rdkafka_error_code();
         metrics::counter!(
-            "strait_consume_errors_total",
+            telemetry::CONSUME_ERRORS_TOTAL,
             "flow" => self.spec.name.clone(),
             "code" => code.map_or_else(|| "unknown".to_string(), |c| format!("{c:?}"))
         )
@@ -2259,7 +2261,7 @@ impl Pipeline<'_> {
                     );
                 }
             }
-            metrics::counter!("strait_records_skipped_as_resent_total", "flow" => self.spec.name.clone())
+            metrics::counter!(telemetry::RECORDS_SKIPPED_AS_RESENT_TOTAL, "flow" => self.spec.name.clone())
                 .increment(1);
             return Ok(true);
         }
@@ -2529,9 +2531,9 @@ fn producer(
             cluster: spec.target.name.clone(),
             sample_latency: AtomicBool::new(false),
             latency: metrics::histogram!(
-                "strait_replication_latency_seconds", "flow" => spec.name.clone()
+                telemetry::REPLICATION_LATENCY_SECONDS, "flow" => spec.name.clone()
             ),
-            retries: metrics::counter!("strait_produce_retries_total", "flow" => spec.name.clone()),
+            retries: metrics::counter!(telemetry::PRODUCE_RETRIES_TOTAL, "flow" => spec.name.clone()),
             flow: spec.name.clone(),
         })
         .map_err(|e| {

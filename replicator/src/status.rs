@@ -11,6 +11,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use serde::Serialize;
 
+use crate::telemetry;
 use crate::ReplicatorError;
 
 /// A flow's live state, shared between its pipeline and the HTTP endpoints.
@@ -174,7 +175,8 @@ impl FlowStatus {
             self.source_connected.store(false, Ordering::Relaxed);
             self.target_connected.store(false, Ordering::Relaxed);
         }
-        metrics::gauge!("strait_flow_up", "flow" => flow.to_string()).set(f64::from(u8::from(up)));
+        metrics::gauge!(telemetry::FLOW_UP, "flow" => flow.to_string())
+            .set(f64::from(u8::from(up)));
     }
 
     pub(crate) fn observe_source(&self, statistics: &Statistics) {

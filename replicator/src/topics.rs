@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::error::error_code;
 use crate::status::LoginFailure;
+use crate::telemetry;
 use crate::{ClusterSpec, FlowSpec, ReplicatorError};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(15);
@@ -407,7 +408,7 @@ impl TargetTopics {
             };
             match outcome {
                 Ok(()) => {
-                    metrics::counter!("strait_target_topic_config_syncs_total", "flow" => spec.name.clone())
+                    metrics::counter!(telemetry::TARGET_TOPIC_CONFIG_SYNCS_TOTAL, "flow" => spec.name.clone())
                         .increment(1);
                     info!(flow = %spec.name, topic = %target_topic, changed = ?changed, "synced target topic configs from the source");
                 }
@@ -485,7 +486,7 @@ impl TargetTopics {
                 .create_topics([&new_topic], &admin_options()),
         );
         if self.settle(spec, "CreateTopics", target_topic, result)? {
-            metrics::counter!("strait_target_topics_created_total", "flow" => spec.name.clone())
+            metrics::counter!(telemetry::TARGET_TOPICS_CREATED_TOTAL, "flow" => spec.name.clone())
                 .increment(1);
             info!(flow = %spec.name, topic = target_topic, partitions, configs = ?configs, "created target topic");
         }
