@@ -1132,8 +1132,8 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// The middle value, or the mean of the two middle values of an even count (the upper
-/// of the two before 2026-12-03's seventeenth session).
+/// The middle value, or the mean of the two middle values of an even count (JSON files
+/// recorded before 2026-12-03 hold the upper of the two).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -1249,7 +1249,7 @@ fn throughput_ratios(samples: &[Sample], a: &str, b: &str) -> Option<RunRatios> 
 /// The ratios the backlog copy reports, each with its goal.
 fn ratio_goals(samples: &[Sample]) -> [(&'static str, Option<RunRatios>, Goal); 11] {
     // Each run's systems ran back to back under the same conditions; the brokers drift over
-    // a session (background deletion of earlier runs' topics), so per-run ratios are the
+    // an invocation (background deletion of earlier runs' topics), so per-run ratios are the
     // fairest comparison.
     let throughput = |a, b| throughput_ratios(samples, a, b);
     let cpu = |a, b| RunRatios::of(samples, a, b, |s| s.cpu_seconds);
