@@ -1,6 +1,6 @@
 //! The machine's ceiling: the smallest rdkafka consume→produce loop that copies records
 //! faithfully (key, value, timestamp, partition and the source's headers), with the same
-//! client settings Strait uses (see replicator/src/pipeline.rs), and none of its
+//! client settings Strait uses (see replicator/src/pipeline/clients.rs), and none of its
 //! bookkeeping: no provenance header, no progress tracking, no commits.
 //!
 //! Keeping the source's headers costs every record a header parse in librdkafka (a cache
