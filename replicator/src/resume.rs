@@ -14,6 +14,10 @@
 //! scan begins where the commit's target offset says or, without one, at the map's end,
 //! so in that case it finds nothing new and only the map still knows what was copied.
 //! Resuming at the stale commit would copy every one of those records a second time.
+//!
+//! Where the tail scan begins is decided here too ([`scan_start`]).
+
+use crate::provenance::ScanStart;
 
 /// What is known of a partition's copies when it is assigned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -73,9 +77,103 @@ pub(crate) fn resume_point(witnesses: &Witnesses) -> Resume {
     }
 }
 
+/// What the flow's persisted offset map knows of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OffsetMap {
+    /// The flow keeps no map (offset sync off).
+    Off,
+    /// The map has nothing for this partition.
+    Empty,
+    /// The map covers source offsets below `through`, whose newest copy ends at
+    /// `target_next`.
+    Covers { through: i64, target_next: i64 },
+}
+
+/// Where to read copies back from the target: after the last commit (its target offset
+/// and the source offset whose copy is there), or earlier if the persisted map ends before
+/// it, since the map must be rebuilt from its end. A partition with a commit but nothing
+/// in the map is read from the target's start, to rebuild the map. `None`: search
+/// backwards from the end for the newest anchor (nothing says where the copies are).
+///
+/// `committed`: the group's committed source offset and the target offset stored with it.
+pub(crate) fn scan_start(
+    committed: Option<(i64, Option<i64>)>,
+    map: OffsetMap,
+) -> Option<ScanStart> {
+    let after_commit = committed.and_then(|(source_next, target)| {
+        target.map(|target| ScanStart {
+            target,
+            source_next: Some(source_next),
+        })
+    });
+    match map {
+        OffsetMap::Covers {
+            through,
+            target_next,
+        } => match after_commit {
+            Some(start) if start.target <= target_next => Some(start),
+            _ => Some(ScanStart {
+                target: target_next,
+                source_next: Some(through),
+            }),
+        },
+        OffsetMap::Empty if committed.is_some() => Some(ScanStart {
+            target: 0,
+            source_next: None,
+        }),
+        OffsetMap::Empty | OffsetMap::Off => after_commit,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scan(start: Option<ScanStart>) -> Option<(i64, Option<i64>)> {
+        start.map(|s| (s.target, s.source_next))
+    }
+
+    #[test]
+    fn the_scan_starts_at_the_commit_unless_the_map_ends_before_it() {
+        let covers = OffsetMap::Covers {
+            through: 500,
+            target_next: 520,
+        };
+        assert_eq!(
+            scan(scan_start(Some((480, Some(500))), covers)),
+            Some((500, Some(480)))
+        );
+        // The commit is past the map's end: the map is rebuilt from its end.
+        assert_eq!(
+            scan(scan_start(Some((600, Some(630))), covers)),
+            Some((520, Some(500)))
+        );
+        // A commit with no target offset (a claim before any copy, or an older commit).
+        assert_eq!(
+            scan(scan_start(Some((0, None)), covers)),
+            Some((520, Some(500)))
+        );
+    }
+
+    #[test]
+    fn a_commit_without_a_map_is_rebuilt_from_the_targets_start() {
+        assert_eq!(
+            scan(scan_start(Some((700, Some(710))), OffsetMap::Empty)),
+            Some((0, None))
+        );
+        // Nothing committed and nothing mapped: nothing says where copies are.
+        assert_eq!(scan(scan_start(None, OffsetMap::Empty)), None);
+    }
+
+    #[test]
+    fn without_offset_sync_the_commit_alone_says_where_to_scan() {
+        assert_eq!(
+            scan(scan_start(Some((700, Some(710))), OffsetMap::Off)),
+            Some((710, Some(700)))
+        );
+        assert_eq!(scan(scan_start(Some((700, None)), OffsetMap::Off)), None);
+        assert_eq!(scan(scan_start(None, OffsetMap::Off)), None);
+    }
 
     fn resume(source_next: i64, target_next: Option<i64>) -> Resume {
         Resume {

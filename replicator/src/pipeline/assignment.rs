@@ -204,27 +204,15 @@ impl RebalanceContext {
                 let index = index.lock().unwrap_or_else(|p| p.into_inner());
                 index.persisted_coverage(&source_topic, partition)
             });
-            // Where to read copies back from the target: after the last commit, or
-            // earlier if the persisted offset map ends before it. A partition that has
-            // been replicated but has no map yet is rebuilt from the start of the target.
-            let after_commit = committed_target.map(|target| ScanStart {
-                target,
-                source_next: committed_next,
-            });
-            let scan_from = match (index, persisted) {
-                (Some(_), Some(c)) => match after_commit {
-                    Some(start) if start.target <= c.target_next => Some(start),
-                    _ => Some(ScanStart {
-                        target: c.target_next,
-                        source_next: Some(c.through),
-                    }),
+            let map = match (index, persisted) {
+                (None, _) => OffsetMap::Off,
+                (Some(_), None) => OffsetMap::Empty,
+                (Some(_), Some(c)) => OffsetMap::Covers {
+                    through: c.through,
+                    target_next: c.target_next,
                 },
-                (Some(_), None) if committed_next.is_some() => Some(ScanStart {
-                    target: 0,
-                    source_next: None,
-                }),
-                _ => after_commit,
             };
+            let scan_from = scan_start(committed_next.map(|next| (next, committed_target)), map);
             // The target partition's (log start, end): from the batch read, else read on
             // its own, which reports what kept it from the batch. (Not used to fall back
             // only inside the scan: the map's start below needs it too, and without it a

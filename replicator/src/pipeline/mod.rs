@@ -57,10 +57,8 @@ use crate::fence::{
 use crate::fetch::{FetchQueue, Fetched, SourceRecord, BATCH_SIZE};
 use crate::heartbeat::{OwnTopicsOnTarget, Prepared};
 use crate::produce::{OutgoingHeaders, TargetTopic};
-use crate::provenance::{
-    copied_from, Provenance, ScanStart, SourcePartition, TailScanner, PROVENANCE_HEADER,
-};
-use crate::resume::{resume_point, Witnesses};
+use crate::provenance::{copied_from, Provenance, SourcePartition, TailScanner, PROVENANCE_HEADER};
+use crate::resume::{resume_point, scan_start, OffsetMap, Witnesses};
 use crate::status::{DataLoss, FlowStatus, PartitionStatus, TopicStatus};
 use crate::telemetry;
 use crate::topics::{apply_cluster, client_config, discover, learn_partitions, TargetTopics};
