@@ -296,10 +296,7 @@ impl RebalanceContext {
             if let Some(start) = start {
                 claims.push((source_topic.clone(), partition, start, p.acked_target_next));
             }
-            for &(source, target) in &copied.pairs {
-                // Pairs this process already saw acknowledged are refused as not newer.
-                p.offsets.record(source, target);
-            }
+            p.map_found_copies(&copied.pairs);
             if index.is_some() {
                 // Where this writer's map begins: the persisted map's start, else where
                 // the copies found name everything from (see
@@ -343,13 +340,12 @@ impl RebalanceContext {
                         format!("{unknown}, where its offset map starts"),
                     ));
                 };
-                p.offsets.start_at(from, target_next);
-                if let Some(c) = persisted {
-                    p.offsets.advance_through(c.through);
-                }
-                if let Some(start) = start {
-                    p.offsets.advance_through(start);
-                }
+                let complete_below: Vec<i64> = persisted
+                    .map(|c| c.through)
+                    .into_iter()
+                    .chain(start)
+                    .collect();
+                p.start_map(from, target_next, &complete_below);
             }
             // Per partition at debug: a group of 1,200 partitions would write 1,200 lines
             // at every rebalance. The summary below is the info line.

@@ -156,11 +156,7 @@ pub(super) fn advance_and_persist<C: ConsumerContext>(
                     });
                 let handled = p.acked_next.max(p.handled_next).max(position);
                 p.handled_next = handled;
-                if let Some(h) = handled {
-                    p.offsets.advance_through(h);
-                }
-                // Taken even without a writer, so the in-memory map stays small.
-                let updates = p.offsets.take_updates();
+                let updates = p.map_handled_through(handled);
                 if writer.is_some() && !updates.is_empty() {
                     batches.push((topic.source_topic.clone(), partition, updates));
                 }

@@ -115,7 +115,7 @@ impl ProducerContext for DeliveryContext {
                 if p.broken {
                     return;
                 }
-                if !p.offsets.record(source_offset, msg.offset()) {
+                if !p.map_acknowledged(source_offset, msg.offset()) {
                     let source_topic = topic.source_topic.clone();
                     progress.fail(ReplicatorError::Invariant(format!(
                         "delivery reports out of order for {source_topic}[{}]: source offset \

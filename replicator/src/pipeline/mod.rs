@@ -44,7 +44,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 use strait_offset_sync::{
     ensure_compacted_topic, is_connection_trouble, is_leader_settling, offsets_learning_partitions,
-    settling_backoff, FlowIndex, MapWriter, PartitionOffsetMap,
+    settling_backoff, FlowIndex, MapUpdate, MapWriter, PartitionOffsetMap,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -112,11 +112,9 @@ pub(crate) fn run(
         p.failure_is_collateral = false;
         p.position_untrusted = false;
         p.transaction_failed = false;
-        // Map updates handed to a writer that then failed are lost; start from what the map
-        // topic holds, and let each assignment rebuild the rest from the target.
         for topic in &mut p.topics {
             for partition in &mut topic.partitions {
-                partition.offsets = PartitionOffsetMap::default();
+                partition.forget_unpersisted_map();
             }
         }
     }

@@ -33,7 +33,51 @@ pub(crate) struct PartitionProgress {
     pub acked_timestamp: Option<i64>,
     pub records: u64,
     pub bytes: u64,
-    pub offsets: PartitionOffsetMap,
+    /// This partition's offset map in memory, changed only by the methods below: what is
+    /// acknowledged, found on the target or handled reaches the map writer through them.
+    offsets: PartitionOffsetMap,
+}
+
+impl PartitionProgress {
+    /// Copies of this partition found on the target when it was assigned, oldest first.
+    /// Pairs this process already saw acknowledged are refused as not newer.
+    pub(super) fn map_found_copies(&mut self, pairs: &[(i64, i64)]) {
+        for &(source, target) in pairs {
+            self.offsets.record(source, target);
+        }
+    }
+
+    /// Where this writer's map begins (`from`, with the target's end there), and the
+    /// source offsets below which it is already complete: the persisted map's end and
+    /// where copying resumes.
+    pub(super) fn start_map(&mut self, from: i64, target_next: i64, complete_below: &[i64]) {
+        self.offsets.start_at(from, target_next);
+        for &through in complete_below {
+            self.offsets.advance_through(through);
+        }
+    }
+
+    /// An acknowledged copy. `false` if it is not newer than the last one recorded.
+    pub(super) fn map_acknowledged(&mut self, source: i64, target: i64) -> bool {
+        self.offsets.record(source, target)
+    }
+
+    /// Every record below `handled` was copied and acknowledged, or never delivered; the
+    /// map's changes since the last call, to persist. Taken even without a writer, so the
+    /// in-memory map stays small.
+    pub(super) fn map_handled_through(&mut self, handled: Option<i64>) -> Vec<MapUpdate> {
+        if let Some(h) = handled {
+            self.offsets.advance_through(h);
+        }
+        self.offsets.take_updates()
+    }
+
+    /// Drops the map changes not persisted yet, at a pipeline's start: updates handed to a
+    /// writer that then failed are lost, so the map starts again from what its topic holds
+    /// and each assignment rebuilds the rest from the target.
+    pub(super) fn forget_unpersisted_map(&mut self) {
+        self.offsets = PartitionOffsetMap::default();
+    }
 }
 
 /// Progress of every partition of one source topic.
