@@ -782,8 +782,8 @@ fn a_map_begun_beside_a_just_created_target_topic_translates() {
         std::thread::sleep(Duration::from_millis(500));
     }
     // Without a restart on the way: a partition whose end offset the assignment's batch
-    // read missed (the topic a few ms old) is read on its own. It used to restart the flow
-    // ("waiting for the end offset of ... where its offset map starts").
+    // read missed (the topic a few ms old) is read on its own, rather than restarting the
+    // flow ("waiting for the end offset of ... where its offset map starts").
     let logs = strait.logs();
     assert!(!logs.contains("flow interrupted"), "{logs}");
 }
@@ -856,11 +856,11 @@ fn watermarks_of_partitions_added_after_the_client_read_the_topic() {
 }
 
 /// A reader of Strait's own topics (the offset map, checkpoints) that was set up, found
-/// nothing, and waited reads the first records promptly. Its partition used to be
-/// assigned (paused) when it was set up and resumed at the first read; after a second or
-/// more of waiting, that first read took a whole second (librdkafka's idle broker thread
-/// noticed it only at its next one-second wake-up). The checkpointer's first read of the
-/// map and a restarted flow's map load paid it. Later reads take milliseconds either way.
+/// nothing, and waited reads the first records promptly. A partition assigned (paused)
+/// at set-up and resumed at the first read, after a second or more of waiting, takes a
+/// whole second to read (librdkafka's idle broker thread notices it only at its next
+/// one-second wake-up); the checkpointer's first read of the map and a restarted flow's
+/// map load would pay it. Later reads take milliseconds either way.
 /// (The bound is 500 times what the read takes on the test bed, and half the old wait.)
 #[test]
 fn a_reader_that_waited_reads_its_first_records_promptly() {
@@ -894,10 +894,10 @@ fn a_reader_that_waited_reads_its_first_records_promptly() {
     }
 }
 
-/// Offset sync serves every selected group with one client per cluster. It used to keep a
-/// client per group on each cluster, so that the default `groups = [".*"]` on a cluster
-/// with hundreds of groups meant hundreds of clients, thousands of threads and a storm of
-/// connections; here 60 groups would have added about 500 threads.
+/// Offset sync serves every selected group with one client per cluster. A client per
+/// group on each cluster would mean, with the default `groups = [".*"]` on a cluster with
+/// hundreds of groups, hundreds of clients, thousands of threads and a storm of
+/// connections; here 60 groups would add about 500 threads.
 #[test]
 fn many_groups_are_translated_and_written_through_one_client_per_cluster() {
     const GROUPS: usize = 60;

@@ -515,8 +515,9 @@ fn two_instances_share_a_flow() {
 
 /// The same without provenance headers, where nothing on the target tells the next owner
 /// what was copied after the last commit: the hand-over is duplicate-free only if the
-/// stopping instance committed before letting go (as docs/architecture.md promises). Stopped in the
-/// middle of a rebalance it used to fail that commit. With librdkafka's 3 s heartbeat
+/// stopping instance committed before letting go (as docs/architecture.md promises), also
+/// when it is stopped in the middle of a rebalance, where the group refuses commits until
+/// the member has rejoined. With librdkafka's 3 s heartbeat
 /// (Strait's default is 1 s) B's share comes about 3 s after A's revocation, and A is
 /// stopped inside that window in most runs.
 #[test]
@@ -1134,9 +1135,9 @@ fn deleted_target_topic_stops_the_flow() {
 
 /// Cooperative rebalances while a backlog is being copied: a second instance joins and
 /// leaves, and topics discovered mid-copy change the subscription. Every record is on the
-/// target exactly once. (A subscription change mid-copy was once followed by the consumer
-/// handing over an already-sent record again; the pipeline skips such records, and this
-/// test reports how many it skipped.) A producer quota on the target keeps the backlog
+/// target exactly once. (A subscription change mid-copy can make the consumer hand over
+/// an already-sent record again; the pipeline skips such records, and this test reports
+/// how many it skipped.) A producer quota on the target keeps the backlog
 /// there for as long as the rebalances take, on a fast machine as on a slow one, with
 /// full fetch and producer queues.
 #[test]

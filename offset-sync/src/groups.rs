@@ -561,8 +561,8 @@ mod tests {
     use super::{GroupClient, Offsets, Outcome};
 
     /// Each group gets its own answer: one whose offsets cannot be read is an error in
-    /// its place, beside the other groups' offsets. (The whole call used to fail, and with
-    /// it the checkpoint round of every group.) The mock cluster refuses the first
+    /// its place, beside the other groups' offsets, so one group never fails the
+    /// checkpoint round of every group. The mock cluster refuses the first
     /// offset read; which group's request comes first is up to librdkafka.
     #[test]
     fn one_unreadable_group_leaves_the_other_groups_answers() {

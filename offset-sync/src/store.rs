@@ -654,9 +654,9 @@ mod tests {
         assert_eq!(records, 0);
     }
 
-    /// Between reads the partition is paused; a read after a resume used to wait for
-    /// librdkafka's broker thread's one-second wake-up (every checkpoint round and every
-    /// migration step paid it).
+    /// Between reads the partition is paused; without a seek after the resume, a read
+    /// waits for librdkafka's broker thread's one-second wake-up (every checkpoint round
+    /// and every migration step would pay it).
     #[test]
     fn a_read_after_a_pause_does_not_wait_for_the_broker_threads_wake_up() {
         let (_cluster, config) = mock_topic("map");

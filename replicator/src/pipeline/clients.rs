@@ -121,9 +121,9 @@ pub(super) fn producer_config(
 mod tests {
     use super::{consumer_config, producer_config};
 
-    /// The copy's own clients get a cluster's secrets as written. They once took the
-    /// cluster's properties from rdkafka's `config_map()`, which puts a placeholder in
-    /// place of `sasl.password`, and could not log in to any SASL cluster.
+    /// The copy's own clients get a cluster's secrets as written. rdkafka's
+    /// `config_map()` puts a placeholder in place of `sasl.password`, so clients built
+    /// from it cannot log in to any SASL cluster.
     #[test]
     fn the_copy_clients_keep_the_clusters_secrets() {
         let mut spec = crate::topics::tests::spec("127.0.0.1:1", "127.0.0.1:2");
