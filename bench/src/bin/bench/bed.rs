@@ -41,15 +41,10 @@ pub(super) fn warm_up_copy(
     partitions: i32,
     records: u64,
 ) -> Result<()> {
-    if std::env::var_os("STRAIT_BENCH_NO_WARM_UP_COPY").is_some() {
+    if options().no_warm_up_copy {
         return Ok(());
     }
-    let copies: u32 = match std::env::var("STRAIT_BENCH_WARM_UP_COPIES") {
-        Ok(n) => n
-            .parse()
-            .map_err(|_| format!("STRAIT_BENCH_WARM_UP_COPIES={n}: not a count"))?,
-        Err(_) => 8,
-    };
+    let copies = options().warm_up_copies;
     let mut cheapest = f64::INFINITY;
     let mut without_progress = 0;
     for copy in 1..=copies {

@@ -1,57 +1,27 @@
-//! Backlog-copy benchmark on the test bed: Strait versus the ceiling loop, alternating.
+//! The benchmark on the test bed: Strait against MirrorMaker 2 and the ceiling loop,
+//! alternating, in one invocation (`scripts/bench.sh` runs it on fresh clusters).
 //!
-//! bench [RECORDS] [RECORD_BYTES] [PARTITIONS] [RUNS]   (defaults 1000000 1024 12 3)
-//!
-//! (`bench --topics RECORDS RECORD_BYTES TOPICS RUNS` spreads the backlog over that many
-//! single-partition topics instead and compares two Strait builds: see topics.rs.)
+//! bench [--all|--backlog|--steady|--scale|--topics] [RECORDS] [RECORD_BYTES] [PARTITIONS] [RUNS]
+//! (defaults: --all 1000000 1024 12 3); bench --pool BENCH_JSON...
 //!
 //! Preloads the primary (127.0.0.1:19092) once, then for each run copies it to the
-//! secondary (127.0.0.1:29092) with `strait run` and with `ceiling`, alternately. Time is
-//! measured until the target's end offsets hold every record; CPU seconds and peak RSS
-//! come from /proc for the copying process only. Prints a Markdown table and medians.
+//! secondary (127.0.0.1:29092) with each system in turn. Time is measured until the
+//! target's end offsets hold every record; CPU seconds and peak RSS come from /proc for
+//! the copying process only. Prints Markdown tables and medians, and writes a JSON record.
 //!
-//! For experiments:
-//! - `STRAIT_BENCH_FLOW='provenance_header = false'` appends lines to Strait's flow section
-//!   (`\n` for new lines, so a `[tuning]` section can follow);
-//! - `STRAIT_BENCH_ONLY_STRAIT=1` skips the ceiling runs;
-//! - `STRAIT_BENCH_NO_WARM_UP_COPY=1` skips the unmeasured copies before the first run,
-//!   `STRAIT_BENCH_WARM_UP_COPIES=N` caps them (8);
-//! - `STRAIT_BENCH_TRACE=1` prints progress twice a second and Strait's log
-//!   (`STRAIT_BENCH_LOG=info` for more of it), and in the steady state scenario the
-//!   moments copies took over 200 ms;
-//! - `CEILING_CONSUMER_EXTRA='key=value;…'` adds consumer settings to the ceiling;
-//! - `STRAIT_BENCH_SYSTEMS=strait,ceiling,ceiling-bare` also measures the loop without
-//!   the source's headers, and `…,ceiling-batch` the loop taking records in batches as
-//!   Strait does (see bench/src/bin/ceiling.rs);
-//! - `STRAIT_BENCH_SYSTEMS=strait,strait-alt,ceiling` with
-//!   `STRAIT_BENCH_ALT='STRAIT__TUNING__CONSUMER_QUEUE_KBYTES=8192;…'` measures Strait
-//!   with other settings (environment overrides) beside the defaults, in the same runs;
-//!   `STRAIT_BENCH_ALT_BIN=/path/to/strait` runs another build as `strait-alt` (A/B of a
-//!   change); `STRAIT_BENCH_STEADY_SYSTEMS=strait,strait-alt` does the same in the steady
-//!   state scenario (default `strait,mm2`).
-//! - `STRAIT_BENCH_WRAP='valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p'` runs
-//!   Strait and the ceiling loop under a profiler (instructions per record: run two record
-//!   counts and divide the difference).
-//! - `STRAIT_BENCH_BROKER_THREADS=1` prints, after each run, the brokers' CPU seconds
-//!   during the copy by thread name without its digits (request handlers, JIT compilers,
-//!   GC, ...).
-//!
-//! Offset sync (`scripts/bench.sh --offset-sync` sets these):
-//! - `STRAIT_BENCH_SYSTEMS=strait,strait-nosync` alternates Strait with offset sync on and
-//!   off (default `strait,ceiling`);
-//! - `STRAIT_BENCH_TXN=N` preloads in transactions of N records, so every partition gets a
-//!   commit marker (an offset gap the map must record) every N/PARTITIONS records.
+//! Every knob is a flag (`bench --help`, `options.rs`), also read from its
+//! `STRAIT_BENCH_…` environment variable: the systems measured (`--systems`, e.g.
+//! `strait,strait-alt,ceiling` with `--alt 'STRAIT__TUNING__…=…'` or `--alt-bin PATH` for
+//! an A/B of settings or builds), a profiler to run the copiers under (`--wrap`), the
+//! brokers' CPU by thread (`--broker-threads`), a transactional backlog (`--txn N`, for
+//! offset sync's cost), `strait verify` after each run (`--verify`), and the warm-up
+//! (`--no-warm-up-copy`, `--warm-up-copies N`). `CEILING_CONSUMER_EXTRA='key=value;…'`
+//! adds consumer settings to the ceiling loop.
 //!
 //! `bench --pool FILE...` pools the backlog copy's per-run ratios of several JSON files
-//! (invocations of one build) and prints them as one table: median, 95 % interval of the
-//! median, verdict against the goal. It warns when the files come from different kinds of
-//! machine, whose ratios differ. Since the runs of one invocation rise and fall together,
-//! it also prints each file's own median throughput ratio to the loop and judges those
-//! medians as samples of their own (`By invocation`).
-//!
-//! Verification (`scripts/bench.sh --verify` sets `STRAIT_BENCH_VERIFY=1`): after each
-//! Strait run, `strait verify` compares the whole copy with the source, and its rate in
-//! MB/s is printed next to the replication rate of the same run.
+//! (invocations of one build) into one table: median, 95 % interval of the median, and
+//! the verdict against the goal, by runs and by invocations. It warns when the files come
+//! from different kinds of machine, whose ratios differ.
 //!
 //! After each run with offset sync on, a consumer group commits the source's end offsets
 //! and the time until its checkpoints appear on the secondary is the *checkpoint lag*; the
@@ -61,6 +31,7 @@ mod bed;
 mod failover;
 mod kafka_tools;
 mod mm2;
+mod options;
 mod procfs;
 mod report;
 mod run;
@@ -70,6 +41,7 @@ mod steady;
 mod topics;
 
 use bed::*;
+use options::options;
 use procfs::*;
 use report::*;
 use run::*;
@@ -118,27 +90,21 @@ struct SyncSample {
     checkpoint_lag: f64,
 }
 
-const USAGE: &str = "usage: bench [--all|--backlog|--steady|--scale] [RECORDS] [RECORD_BYTES] \
-     [PARTITIONS] [RUNS] | bench --topics [RECORDS] [RECORD_BYTES] [TOPICS] [RUNS] | \
-     bench --pool BENCH_JSON...";
-
 fn main() -> Result<()> {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let scenario = if args.first().is_some_and(|a| a.starts_with("--")) {
-        args.remove(0)
-    } else {
-        "--all".to_string()
-    };
-    if scenario == "--pool" {
-        return pool(&args);
+    let o = options::parse();
+    if !o.pool.is_empty() {
+        return pool(&o.pool);
     }
-    let numbers: Vec<u64> = args
-        .iter()
-        .map(|a| {
-            a.parse()
-                .map_err(|_| format!("'{a}' is not a number; {USAGE}"))
-        })
-        .collect::<std::result::Result<_, _>>()?;
+    let scenario = [
+        (o.backlog, "--backlog"),
+        (o.steady, "--steady"),
+        (o.scale, "--scale"),
+        (o.topics, "--topics"),
+    ]
+    .into_iter()
+    .find_map(|(chosen, name)| chosen.then_some(name))
+    .unwrap_or("--all");
+    let numbers = &o.sizes;
     let records = *numbers.first().unwrap_or(&1_000_000);
     let size = *numbers.get(1).unwrap_or(&1024) as usize;
     let partitions = *numbers.get(2).unwrap_or(&12) as i32;
@@ -148,8 +114,8 @@ fn main() -> Result<()> {
         .ok_or("no exe dir")?
         .to_path_buf();
     let load = steady::Load {
-        rate: env_number("STRAIT_BENCH_RATE", 20_000)?,
-        seconds: env_number("STRAIT_BENCH_SECONDS", 60)?,
+        rate: o.rate,
+        seconds: o.seconds,
         size,
         partitions,
     };
@@ -157,7 +123,7 @@ fn main() -> Result<()> {
         "machine": machine(),
         "records": records, "record_bytes": size, "partitions": partitions, "runs": runs,
     });
-    match scenario.as_str() {
+    match scenario {
         "--backlog" => {
             json["backlog"] = backlog(&bin_dir, records, size, partitions, runs, true)?;
         }
@@ -172,9 +138,9 @@ fn main() -> Result<()> {
             json["scale"] = scale(&bin_dir, records, size, runs, Some((partitions, &main)))?;
             json["backlog"] = main;
         }
-        other => return Err(format!("unknown scenario '{other}'; {USAGE}").into()),
+        other => return Err(format!("unknown scenario '{other}'").into()),
     }
-    let path = std::env::var("STRAIT_BENCH_JSON").unwrap_or_else(|_| {
+    let path = o.json.clone().unwrap_or_else(|| {
         format!(
             "target/bench/bench-{}-{records}x{size}-{partitions}p-{}.json",
             scenario.trim_start_matches('-'),
@@ -187,13 +153,4 @@ fn main() -> Result<()> {
     std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
     println!("\nJSON: {path}");
     Ok(())
-}
-
-fn env_number(name: &str, default: u64) -> Result<u64> {
-    match std::env::var(name) {
-        Ok(v) => Ok(v
-            .parse()
-            .map_err(|_| format!("{name}: '{v}' is not a number"))?),
-        Err(_) => Ok(default),
-    }
 }

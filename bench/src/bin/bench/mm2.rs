@@ -54,10 +54,10 @@ pub fn aliases(run_alias: &str) -> (String, String) {
 
 /// Starts MirrorMaker 2 copying `topic` from the primary to the secondary.
 pub fn spawn(dir: &Path, run_alias: &str, topic: &str) -> Result<Child> {
-    let classpath = std::env::var("STRAIT_BENCH_KAFKA_CLASSPATH").map_err(|_| {
-        "STRAIT_BENCH_KAFKA_CLASSPATH is not set (scripts/bench.sh sets it from \
-         `scripts/kafka.sh classpath`)"
-    })?;
+    let classpath = crate::options().kafka_classpath.clone().ok_or(
+        "--kafka-classpath (STRAIT_BENCH_KAFKA_CLASSPATH) is not set (scripts/bench.sh sets it \
+         from `scripts/kafka.sh classpath`)",
+    )?;
     let (src, dst) = aliases(run_alias);
     let mut props = format!(
         "clusters = {src}, {dst}\n\

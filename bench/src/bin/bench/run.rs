@@ -3,14 +3,15 @@
 
 use super::*;
 
-/// `STRAIT_BENCH_ALT`: the environment overrides (`KEY=VALUE;…`) of the `strait-alt` system.
+/// `--alt`: the environment overrides (`KEY=VALUE;…`) of the `strait-alt` system.
 pub(super) fn alt_settings() -> Result<Vec<(String, String)>> {
-    let alt = std::env::var("STRAIT_BENCH_ALT").unwrap_or_default();
-    alt.split(';')
+    options()
+        .alt
+        .split(';')
         .filter(|kv| !kv.trim().is_empty())
         .map(|kv| match kv.split_once('=') {
             Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
-            None => Err(format!("STRAIT_BENCH_ALT: '{kv}' is not KEY=VALUE").into()),
+            None => Err(format!("--alt: '{kv}' is not KEY=VALUE").into()),
         })
         .collect()
 }
@@ -57,17 +58,17 @@ group_id = "strait-bench-{alias}-{pid}"
 {sync}
 "#,
             pid = std::process::id(),
-            // Extra flow settings for experiments, e.g. STRAIT_BENCH_FLOW='provenance_header = false'.
-            extra = std::env::var("STRAIT_BENCH_FLOW")
-                .unwrap_or_default()
-                .replace("\\n", "\n")
+            // Extra flow settings for experiments, e.g. --flow-extra 'provenance_header = false'.
+            extra = options().flow_extra.replace("\\n", "\n")
         ),
     )?;
     let log = std::fs::File::create(dir.join("strait.log"))?;
     // The `strait-alt` system: another build and/or other settings.
     let (binary, env) = if alt {
-        let binary = std::env::var_os("STRAIT_BENCH_ALT_BIN")
-            .map_or_else(|| bin_dir.join("strait"), Into::into);
+        let binary = options()
+            .alt_bin
+            .clone()
+            .unwrap_or_else(|| bin_dir.join("strait"));
         (binary, alt_settings()?)
     } else {
         (bin_dir.join("strait"), Vec::new())
@@ -76,12 +77,9 @@ group_id = "strait-bench-{alias}-{pid}"
         .envs(env)
         .args(["run", "--config"])
         .arg(&config)
-        .env(
-            "RUST_LOG",
-            std::env::var("STRAIT_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
-        )
+        .env("RUST_LOG", &options().log)
         .stdout(Stdio::null())
-        .stderr(if std::env::var_os("STRAIT_BENCH_TRACE").is_some() {
+        .stderr(if options().trace {
             Stdio::inherit()
         } else {
             log.into()
@@ -101,11 +99,11 @@ pub(super) fn measure(
     let pid = child.id();
     let ticks = clock_ticks();
     let brokers_before = brokers_cpu_seconds(ticks);
-    let by_thread = std::env::var_os("STRAIT_BENCH_BROKER_THREADS").map(|_| brokers_thread_ticks());
+    let by_thread = options().broker_threads.then(brokers_thread_ticks);
     let (mut cpu, mut rss) = (0.0, 0.0);
     let mut startup = None;
-    // STRAIT_BENCH_TRACE=1 prints progress twice a second, to see stalls.
-    let trace = std::env::var_os("STRAIT_BENCH_TRACE").is_some();
+    // --trace prints progress twice a second, to see stalls.
+    let trace = options().trace;
     let mut last_trace = Instant::now();
     loop {
         if let Some((c, r)) = proc_usage(pid, ticks) {
@@ -177,10 +175,12 @@ pub(super) fn measure(
     ))
 }
 
-/// `STRAIT_BENCH_SYSTEMS` (comma-separated), or `default`.
+/// `--systems` (comma-separated), or `default`.
 pub(super) fn systems_to_measure(default: &str) -> Vec<String> {
-    std::env::var("STRAIT_BENCH_SYSTEMS")
-        .unwrap_or_else(|_| default.into())
+    options()
+        .systems
+        .as_deref()
+        .unwrap_or(default)
         .split(',')
         .map(str::to_string)
         .collect()
@@ -221,12 +221,11 @@ pub(super) fn end_offsets_sum(watcher: &BaseConsumer, topics: &[(String, i32)]) 
         })
 }
 
-/// A command for Strait or the ceiling loop; `STRAIT_BENCH_WRAP='valgrind --tool=callgrind …'`
+/// A command for Strait or the ceiling loop; `--wrap 'valgrind --tool=callgrind …'`
 /// runs them under another program, to profile both the same way (the warm-up copies are
 /// not wrapped). Such a run's times and CPU seconds measure that program too.
 pub(super) fn wrapped(binary: impl AsRef<std::ffi::OsStr>) -> Command {
-    let wrap = std::env::var("STRAIT_BENCH_WRAP").unwrap_or_default();
-    let mut words = wrap.split_whitespace();
+    let mut words = options().wrap.split_whitespace();
     match words.next() {
         Some(program) => {
             let mut command = Command::new(program);

@@ -21,10 +21,7 @@ pub(super) fn backlog(
     let source = format!("bench-{stamp}");
     create_topic(PRIMARY, &source, partitions)?;
     eprintln!("preloading {records} records of {size} B into {source} ({partitions} partitions)");
-    let txn = std::env::var("STRAIT_BENCH_TXN")
-        .ok()
-        .map(|n| n.parse::<u64>())
-        .transpose()?;
+    let txn = options().txn;
     preload(&[&source], records, size, partitions, txn)?;
     warm_up(&source)?;
     warm_up_copy(&bin_dir, &source, partitions, records)?;
@@ -42,9 +39,9 @@ pub(super) fn backlog(
     let mut verify_samples = Vec::new();
     let mut failover_samples = Vec::new();
     let mut tool_samples = Vec::new();
-    let verify = std::env::var_os("STRAIT_BENCH_VERIFY").is_some();
+    let verify = options().verify;
     // One unmeasured round of every system first (see `warm_up_copy`), unless skipped.
-    let unmeasured = u64::from(std::env::var_os("STRAIT_BENCH_NO_WARM_UP_COPY").is_none());
+    let unmeasured = u64::from(!options().no_warm_up_copy);
     for round in 0..unmeasured + runs {
         let warming = round < unmeasured;
         let run = round.saturating_sub(unmeasured);
@@ -69,9 +66,7 @@ pub(super) fn backlog(
             } else {
                 format!("{alias}.{source}")
             };
-            if system.starts_with("ceiling")
-                && std::env::var_os("STRAIT_BENCH_ONLY_STRAIT").is_some()
-            {
+            if system.starts_with("ceiling") && options().only_strait {
                 continue;
             }
             create_topic(SECONDARY, &target, partitions)?;
@@ -183,7 +178,7 @@ pub(super) fn backlog(
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
-    if extras && std::env::var_os("STRAIT_BENCH_NO_TOOLS").is_none() {
+    if extras && !options().no_tools {
         for run in 0..runs {
             let produce = kafka_tools::produce_rate(run, records, size, partitions)?;
             let consume = kafka_tools::consume_rate(&source, records)?;
@@ -228,13 +223,13 @@ pub(super) fn scale(
     runs: u64,
     done: Option<(i32, &serde_json::Value)>,
 ) -> Result<serde_json::Value> {
-    let counts: Vec<i32> = std::env::var("STRAIT_BENCH_SCALE")
-        .unwrap_or_else(|_| "1,12,120,1200".into())
+    let counts: Vec<i32> = options()
+        .scale_partitions
         .split(',')
         .map(|c| {
             c.trim()
                 .parse()
-                .map_err(|_| format!("STRAIT_BENCH_SCALE: '{c}' is not a number"))
+                .map_err(|_| format!("--scale-partitions: '{c}' is not a number"))
         })
         .collect::<std::result::Result<_, _>>()?;
     let mut results = Vec::new();
@@ -274,10 +269,10 @@ pub(super) fn steady_state(
         "\n## Steady state: {} records/s of {} B for {} s into {} partitions, {runs} runs",
         load.rate, load.size, load.seconds, load.partitions
     );
-    // `STRAIT_BENCH_STEADY_SYSTEMS=strait,strait-alt` compares two builds or settings
-    // (see `STRAIT_BENCH_ALT_BIN` and `STRAIT_BENCH_ALT`) under the same load.
-    let systems: Vec<String> = std::env::var("STRAIT_BENCH_STEADY_SYSTEMS")
-        .unwrap_or_else(|_| "strait,mm2".into())
+    // `--steady-systems strait,strait-alt` compares two builds or settings (see
+    // `--alt-bin` and `--alt`) under the same load.
+    let systems: Vec<String> = options()
+        .steady_systems
         .split(',')
         .map(|s| s.trim().to_string())
         .collect();

@@ -242,7 +242,7 @@ pub(super) fn print_ratios<N: AsRef<str>>(
 /// of the same run.
 pub(super) fn pool(files: &[String]) -> Result<()> {
     if files.is_empty() {
-        return Err(USAGE.into());
+        return Err("--pool needs at least one BENCH_JSON file".into());
     }
     let mut samples = Vec::new();
     let mut machines = std::collections::BTreeSet::new();

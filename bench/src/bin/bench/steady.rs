@@ -281,7 +281,7 @@ fn latencies(
     if replication.is_empty() {
         return Err(format!("no load records on {target}").into());
     }
-    if std::env::var_os("STRAIT_BENCH_TRACE").is_some() {
+    if crate::options().trace {
         trace_stalls(&originals, &copies);
     }
     Ok((replication, generator))
