@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs a command and records the CPU time of each of its threads, for the benchmark's
-# STRAIT_BENCH_WRAP (which then measures this wrapper's own CPU and RSS, not the copier's):
-#   STRAIT_BENCH_WRAP=bench/profile/thread-cpu.sh target/release/bench --backlog ...
+# --wrap (which then measures this wrapper's own CPU and RSS, not the copier's):
+#   --wrap bench/profile/thread-cpu.sh target/release/bench --backlog ...
 # Every thread's /proc ticks are sampled every 50 ms, so threads that exit before the
 # command (short-lived clients) are counted too. When the command exits, one line per
 # thread goes to $THREAD_CPU_DIR/threadcpu.<pid> (default /tmp), busiest first:

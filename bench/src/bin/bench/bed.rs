@@ -30,8 +30,8 @@ pub(super) fn warm_up(topic: &str) -> Result<()> {
 /// warm-up copy the first system of the first run, always the first one listed, took up
 /// to twice as long as a run later. So it copies until two copies in a row have not cost
 /// the brokers a tenth less CPU (the copy's time, if their pids are unknown) than the
-/// cheapest copy before them, at most `STRAIT_BENCH_WARM_UP_COPIES` (8) times.
-/// `STRAIT_BENCH_NO_WARM_UP_COPY=1` skips it, and the unmeasured round of every system
+/// cheapest copy before them, at most `--warm-up-copies` (8) times.
+/// `--no-warm-up-copy` skips it, and the unmeasured round of every system
 /// that follows it: after six loop copies, Strait's first run still cost the brokers 3.4
 /// CPU s against 1.7 in its later runs (twice, on fresh brokers), so the loop alone does
 /// not warm every path a system uses.

@@ -10,9 +10,10 @@ use crate::{create_topic, delete_topic, Result, PRIMARY, SECONDARY};
 pub const PRODUCER_PROPS: &[&str] = &["linger.ms=10", "batch.size=1000000", "acks=all"];
 
 fn java(class: &str, args: &[String]) -> Result<String> {
-    let classpath = crate::options().kafka_classpath.as_deref().ok_or(
-        "--kafka-classpath (STRAIT_BENCH_KAFKA_CLASSPATH) is not set (scripts/bench.sh sets it)",
-    )?;
+    let classpath = crate::options()
+        .kafka_classpath
+        .as_deref()
+        .ok_or("--kafka-classpath is not given (scripts/bench.sh passes it)")?;
     let out = Command::new("java")
         .args(["-Xmx1G", "-cp", classpath, class])
         .args(args)

@@ -9,8 +9,7 @@
 //! target's end offsets hold every record; CPU seconds and peak RSS come from /proc for
 //! the copying process only. Prints Markdown tables and medians, and writes a JSON record.
 //!
-//! Every knob is a flag (`bench --help`, `options.rs`), also read from its
-//! `STRAIT_BENCH_…` environment variable: the systems measured (`--systems`, e.g.
+//! Every knob is a flag (`bench --help`, `options.rs`): the systems measured (`--systems`, e.g.
 //! `strait,strait-alt,ceiling` with `--alt 'STRAIT__TUNING__…=…'` or `--alt-bin PATH` for
 //! an A/B of settings or builds), a profiler to run the copiers under (`--wrap`), the
 //! brokers' CPU by thread (`--broker-threads`), a transactional backlog (`--txn N`, for
@@ -27,6 +26,7 @@
 //! and the time until its checkpoints appear on the secondary is the *checkpoint lag*; the
 //! offset map topic's size is read then too.
 
+mod backlog;
 mod bed;
 mod failover;
 mod kafka_tools;
@@ -35,18 +35,20 @@ mod options;
 mod procfs;
 mod report;
 mod run;
-mod scenarios;
+mod scale;
 mod stats;
 mod steady;
 mod topics;
 
+use backlog::*;
 use bed::*;
 use options::options;
 use procfs::*;
 use report::*;
 use run::*;
-use scenarios::*;
+use scale::*;
 use stats::*;
+use steady::steady_state;
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};

@@ -55,7 +55,7 @@ pub fn aliases(run_alias: &str) -> (String, String) {
 /// Starts MirrorMaker 2 copying `topic` from the primary to the secondary.
 pub fn spawn(dir: &Path, run_alias: &str, topic: &str) -> Result<Child> {
     let classpath = crate::options().kafka_classpath.clone().ok_or(
-        "--kafka-classpath (STRAIT_BENCH_KAFKA_CLASSPATH) is not set (scripts/bench.sh sets it \
+        "--kafka-classpath is not given (scripts/bench.sh passes it \
          from `scripts/kafka.sh classpath`)",
     )?;
     let (src, dst) = aliases(run_alias);

@@ -1,7 +1,4 @@
-//! The benchmark's command line: the scenario, its sizes, and every knob as a flag. Each
-//! knob also reads its `STRAIT_BENCH_…` environment variable (`scripts/bench.sh` sets
-//! some of them), the flag winning; a flag's variable counts as set unless it is empty,
-//! `0`, `false`, `no` or `off`.
+//! The benchmark's command line: the scenario, its sizes, and every knob as a flag.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -39,68 +36,64 @@ pub(super) struct Options {
 
     /// The systems measured, comma-separated: strait, strait-alt, strait-nosync, mm2,
     /// ceiling, ceiling-bare, ceiling-batch.
-    #[arg(long, env = "STRAIT_BENCH_SYSTEMS")]
+    #[arg(long)]
     pub systems: Option<String>,
     /// The systems of the steady state (default strait,mm2).
-    #[arg(
-        long,
-        env = "STRAIT_BENCH_STEADY_SYSTEMS",
-        default_value = "strait,mm2"
-    )]
+    #[arg(long, default_value = "strait,mm2")]
     pub steady_systems: String,
     /// `strait-alt`'s environment overrides, `KEY=VALUE;…`.
-    #[arg(long, env = "STRAIT_BENCH_ALT", default_value = "")]
+    #[arg(long, default_value = "")]
     pub alt: String,
     /// `strait-alt`'s binary (another build), instead of this build's.
-    #[arg(long, env = "STRAIT_BENCH_ALT_BIN")]
+    #[arg(long)]
     pub alt_bin: Option<PathBuf>,
     /// Lines appended to Strait's flow section (`\n` for new lines).
-    #[arg(long, env = "STRAIT_BENCH_FLOW", default_value = "")]
+    #[arg(long, default_value = "")]
     pub flow_extra: String,
     /// Strait's RUST_LOG.
-    #[arg(long, env = "STRAIT_BENCH_LOG", default_value = "warn")]
+    #[arg(long, default_value = "warn")]
     pub log: String,
     /// Progress twice a second, Strait's log on stderr, and the steady state's stalls.
-    #[arg(long, env = "STRAIT_BENCH_TRACE")]
+    #[arg(long)]
     pub trace: bool,
     /// The brokers' CPU seconds by thread after each copy.
-    #[arg(long, env = "STRAIT_BENCH_BROKER_THREADS")]
+    #[arg(long)]
     pub broker_threads: bool,
     /// A program to run Strait and the loop under, e.g. a profiler.
-    #[arg(long, env = "STRAIT_BENCH_WRAP", default_value = "")]
+    #[arg(long, default_value = "")]
     pub wrap: String,
     /// Preloads in transactions of this many records (commit markers in every partition).
-    #[arg(long, env = "STRAIT_BENCH_TXN")]
+    #[arg(long)]
     pub txn: Option<u64>,
     /// Times `strait verify` after each Strait run.
-    #[arg(long, env = "STRAIT_BENCH_VERIFY")]
+    #[arg(long)]
     pub verify: bool,
     /// Skips the unmeasured warm-up copies and round.
-    #[arg(long, env = "STRAIT_BENCH_NO_WARM_UP_COPY")]
+    #[arg(long)]
     pub no_warm_up_copy: bool,
     /// Caps the warm-up copies of the loop.
-    #[arg(long, env = "STRAIT_BENCH_WARM_UP_COPIES", default_value_t = 8)]
+    #[arg(long, default_value_t = 8)]
     pub warm_up_copies: u32,
     /// Skips the ceiling loops.
-    #[arg(long, env = "STRAIT_BENCH_ONLY_STRAIT")]
+    #[arg(long)]
     pub only_strait: bool,
     /// Skips Kafka's perf tools.
-    #[arg(long, env = "STRAIT_BENCH_NO_TOOLS")]
+    #[arg(long)]
     pub no_tools: bool,
     /// The partition counts of `--scale`, comma-separated.
-    #[arg(long, env = "STRAIT_BENCH_SCALE", default_value = "1,12,120,1200")]
+    #[arg(long, default_value = "1,12,120,1200")]
     pub scale_partitions: String,
     /// The steady state's records per second.
-    #[arg(long, env = "STRAIT_BENCH_RATE", default_value_t = 20_000)]
+    #[arg(long, default_value_t = 20_000)]
     pub rate: u64,
     /// The steady state's length in seconds.
-    #[arg(long, env = "STRAIT_BENCH_SECONDS", default_value_t = 60)]
+    #[arg(long, default_value_t = 60)]
     pub seconds: u64,
     /// Where the JSON record goes (default target/bench/…).
-    #[arg(long, env = "STRAIT_BENCH_JSON")]
+    #[arg(long)]
     pub json: Option<String>,
     /// Kafka's jars, for MirrorMaker 2 and the perf tools (`scripts/kafka.sh classpath`).
-    #[arg(long, env = "STRAIT_BENCH_KAFKA_CLASSPATH")]
+    #[arg(long)]
     pub kafka_classpath: Option<String>,
 }
 

@@ -78,7 +78,7 @@ pub(super) fn brokers_thread_ticks() -> BTreeMap<(&'static str, String), i64> {
     ticks
 }
 
-/// With `STRAIT_BENCH_BROKER_THREADS=1`: the brokers' CPU seconds during one run by
+/// With `--broker-threads`: the brokers' CPU seconds during one run by
 /// thread kind, busiest first (threads that ended during the run are not counted).
 pub(super) fn print_brokers_threads(
     system: &str,

@@ -171,17 +171,17 @@ pub(super) fn ratio_goals(samples: &[Sample]) -> [(&'static str, Option<RunRatio
             Goal::AtMost(0.1),
         ),
         (
-            "throughput, Strait with STRAIT_BENCH_ALT / ceiling",
+            "throughput, Strait with --alt / ceiling",
             throughput("strait-alt", "ceiling"),
             Goal::None,
         ),
         (
-            "throughput, Strait with STRAIT_BENCH_ALT / Strait",
+            "throughput, Strait with --alt / Strait",
             throughput("strait-alt", "strait"),
             Goal::None,
         ),
         (
-            "peak RSS, Strait with STRAIT_BENCH_ALT / Strait",
+            "peak RSS, Strait with --alt / Strait",
             rss("strait-alt", "strait"),
             Goal::None,
         ),

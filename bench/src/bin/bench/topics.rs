@@ -1,7 +1,7 @@
 //! `bench --topics [RECORDS] [RECORD_BYTES] [TOPICS] [RUNS]`: the backlog spread over many
 //! single-partition topics, which is where a per-record cost that grows with the number of
-//! topics shows. Systems: `STRAIT_BENCH_SYSTEMS` (default `strait,strait-alt`, the A/B of
-//! a build or a setting, see `STRAIT_BENCH_ALT_BIN` and `STRAIT_BENCH_ALT`), in rotated
+//! topics shows. Systems: `--systems` (default `strait,strait-alt`, the A/B of
+//! a build or a setting, see `--alt-bin` and `--alt`), in rotated
 //! order per run after one unmeasured round. The ceiling loop copies one topic, so it is
 //! not measured here; nor are offset sync and failover (off: their topics are named after
 //! the one source topic of the backlog scenario).

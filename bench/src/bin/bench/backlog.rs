@@ -1,5 +1,5 @@
-//! The scenarios: the backlog copy (with failover exactness, verify and offset-sync cost),
-//! the scale in partitions, and the steady state.
+//! The backlog copy: every system copies the same preloaded backlog in turn, with
+//! failover exactness, `strait verify`'s rate and offset sync's cost measured beside it.
 
 use super::*;
 
@@ -95,9 +95,7 @@ pub(super) fn backlog(
                         .stderr(Stdio::inherit())
                         .spawn()?
                 }
-                other => {
-                    return Err(format!("unknown system '{other}' in STRAIT_BENCH_SYSTEMS").into())
-                }
+                other => return Err(format!("unknown system '{other}' in --systems").into()),
             };
             let (mut sample, child) = measure(
                 system,
@@ -212,163 +210,6 @@ pub(super) fn backlog(
         report_offset_sync(&samples, &sync_samples, records, partitions, txn);
     }
     Ok(json)
-}
-
-/// Scenario 3: the backlog copy at 1, 12, 120 and 1,200 partitions (the same records and
-/// bytes each time); `done` is a partition count already measured by the caller.
-pub(super) fn scale(
-    bin_dir: &std::path::Path,
-    records: u64,
-    size: usize,
-    runs: u64,
-    done: Option<(i32, &serde_json::Value)>,
-) -> Result<serde_json::Value> {
-    let counts: Vec<i32> = options()
-        .scale_partitions
-        .split(',')
-        .map(|c| {
-            c.trim()
-                .parse()
-                .map_err(|_| format!("--scale-partitions: '{c}' is not a number"))
-        })
-        .collect::<std::result::Result<_, _>>()?;
-    let mut results = Vec::new();
-    for partitions in counts {
-        let result = match done {
-            Some((p, result)) if p == partitions => result.clone(),
-            _ => backlog(bin_dir, records, size, partitions, runs, false)?,
-        };
-        results.push((partitions, result));
-    }
-    println!("\n## Scale in partitions: {records} records of {size} B (medians of {runs} runs)");
-    println!("\n| partitions | system | median s | MB/s | CPU s/GB | peak RSS MB |\n|---|---|---|---|---|---|");
-    let mut json = Vec::new();
-    for (partitions, result) in &results {
-        for system in result["systems"].as_array().into_iter().flatten() {
-            println!(
-                "| {partitions} | {} | {:.2} | {:.1} | {:.2} | {:.0} |",
-                system["system"].as_str().unwrap_or_default(),
-                system["median_seconds"].as_f64().unwrap_or(f64::NAN),
-                system["mb_per_second"].as_f64().unwrap_or(f64::NAN),
-                system["cpu_seconds_per_gb"].as_f64().unwrap_or(f64::NAN),
-                system["peak_rss_mb"].as_f64().unwrap_or(f64::NAN),
-            );
-        }
-        json.push(serde_json::json!({ "partitions": partitions, "result": result }));
-    }
-    Ok(serde_json::json!(json))
-}
-
-/// Scenario 2: Strait and MirrorMaker 2 under a bounded-rate producer, alternating.
-pub(super) fn steady_state(
-    bin_dir: &std::path::Path,
-    load: &steady::Load,
-    runs: u64,
-) -> Result<serde_json::Value> {
-    println!(
-        "\n## Steady state: {} records/s of {} B for {} s into {} partitions, {runs} runs",
-        load.rate, load.size, load.seconds, load.partitions
-    );
-    // `--steady-systems strait,strait-alt` compares two builds or settings (see
-    // `--alt-bin` and `--alt`) under the same load.
-    let systems: Vec<String> = options()
-        .steady_systems
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .collect();
-    if let Some(other) = systems
-        .iter()
-        .find(|s| !["strait", "strait-alt", "mm2"].contains(&s.as_str()))
-    {
-        return Err(format!(
-            "unknown system '{other}' in STRAIT_BENCH_STEADY_SYSTEMS (strait, strait-alt, mm2)"
-        )
-        .into());
-    }
-    let mut samples = Vec::new();
-    for run in 0..runs {
-        let mut order = systems.clone();
-        order.rotate_left(run as usize % systems.len());
-        for system in order.iter().map(String::as_str) {
-            let alias = format!("steady{}{run}", system.replace('-', ""));
-            let (source, target) = steady::topics(&alias, system == "mm2");
-            steady::prepare(&source, &target, load.partitions)?;
-            let dir =
-                std::env::temp_dir().join(format!("strait-bench-{}-{alias}", std::process::id()));
-            std::fs::create_dir_all(&dir)?;
-            let child = if system == "mm2" {
-                mm2::spawn(&dir, &alias, &source)?
-            } else {
-                let alt = system == "strait-alt";
-                spawn_strait(bin_dir, &dir, &alias, &source, true, alt)?
-            };
-            let measured = steady::measure(system, child.id(), &source, &target, load);
-            stop(child)?;
-            if system == "mm2" {
-                mm2::clean_up(&alias)?;
-            }
-            steady::clean_up(&source, &target)?;
-            let mut sample = measured?;
-            sample.run = run;
-            eprintln!(
-                "run {run} {system:>7}: latency p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms over {} records (load generator: p50 {:.0} ms to the primary); largest lag {} records; {:.1} CPU s, {:.0} MB peak RSS",
-                sample.p50_ms, sample.p99_ms, sample.max_ms, sample.records, sample.generator_p50_ms, sample.max_lag_records, sample.cpu_seconds, sample.peak_rss_mb
-            );
-            samples.push(sample);
-            std::thread::sleep(Duration::from_secs(3));
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-    }
-    println!("\n| system | runs | p50 ms | p99 ms | max ms | largest lag (records) | CPU s | peak RSS MB |\n|---|---|---|---|---|---|---|---|");
-    let mut json = serde_json::Map::new();
-    for system in systems.iter().map(String::as_str) {
-        let of = |f: &dyn Fn(&steady::SteadySample) -> f64| {
-            median(
-                samples
-                    .iter()
-                    .filter(|s| s.system == system)
-                    .map(f)
-                    .collect(),
-            )
-        };
-        let (p50, p99, max) = (of(&|s| s.p50_ms), of(&|s| s.p99_ms), of(&|s| s.max_ms));
-        let (lag, cpu, rss) = (
-            of(&|s| s.max_lag_records as f64),
-            of(&|s| s.cpu_seconds),
-            of(&|s| s.peak_rss_mb),
-        );
-        println!("| {system} | {runs} | {p50:.0} | {p99:.0} | {max:.0} | {lag:.0} | {cpu:.1} | {rss:.0} |");
-        json.insert(
-            system.to_string(),
-            serde_json::json!({
-                "p50_ms": p50, "p99_ms": p99, "max_ms": max, "largest_lag_records": lag,
-                "cpu_seconds": cpu, "peak_rss_mb": rss,
-            }),
-        );
-    }
-    let p99_ratio = |a: &str, b: &str| {
-        let ratios: Vec<f64> = (0..runs)
-            .filter_map(|run| {
-                let p99 = |system: &str| {
-                    samples
-                        .iter()
-                        .find(|s| s.run == run && s.system == system)
-                        .map(|s| s.p99_ms)
-                };
-                Some(p99(a)? / p99(b)?.max(1.0))
-            })
-            .collect();
-        (!ratios.is_empty()).then(|| median(ratios))
-    };
-    if let Some(ratio) = p99_ratio("strait", "mm2") {
-        println!("\np99 latency, Strait / MirrorMaker 2 (median of per-run ratios): {ratio:.2} (goal < 1)");
-        json.insert("p99_ratio_strait_to_mm2".into(), serde_json::json!(ratio));
-    }
-    if let Some(ratio) = p99_ratio("strait-alt", "strait") {
-        println!("\np99 latency, strait-alt / strait (median of per-run ratios): {ratio:.2}");
-        json.insert("p99_ratio_alt_to_strait".into(), serde_json::json!(ratio));
-    }
-    Ok(serde_json::Value::Object(json))
 }
 
 /// Runs `strait verify` on a finished run's config; fails unless every record matched.
