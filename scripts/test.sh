@@ -28,11 +28,16 @@ command -v cargo >/dev/null || { echo "[test.sh] cargo not found: install Rust (
 cleanup() { scripts/kafka.sh stop || true; scripts/kafka.sh replicated stop || true; }
 trap cleanup EXIT INT TERM
 
-# The lint lane first: it needs no cluster and fails in a minute, not at the end.
+# The fast lane first: it needs no cluster, and a style or unit failure shows in minutes,
+# not at the end: formatting, lints (warnings are errors), unit and doc tests, and the
+# rules about the code itself.
 if [ "${1:-}" != "--faults" ]; then
-  echo "[test.sh] cargo fmt --check; cargo clippy (warnings are errors)"
+  echo "[test.sh] fast lane: fmt, clippy, unit and doc tests, code rules"
   cargo fmt --all --check
   cargo clippy --workspace --all-targets -- -D warnings
+  cargo test --workspace --lib --bins
+  cargo test --workspace --doc
+  cargo test --test code_rules
 fi
 
 # Fresh clusters every run, so leftovers from a previous run cannot hide a bug.
