@@ -25,12 +25,13 @@ pub const SECONDARY: &str = "127.0.0.1:29092";
 mod admin;
 mod bed;
 mod groups;
+mod http;
 mod records;
 mod strait;
 
 // Each test binary uses some of these: the others are unused there.
 #[allow(unused_imports)]
-pub use {admin::*, bed::*, groups::*, records::*, strait::*};
+pub use {admin::*, bed::*, groups::*, http::*, records::*, strait::*};
 
 pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
