@@ -24,9 +24,8 @@ use crate::provenance::ScanStart;
 pub(crate) struct Witnesses {
     /// The group's committed source offset, and the target offset stored with it.
     pub committed: Option<(i64, Option<i64>)>,
-    /// The persisted offset map's end: (source offset after its newest copy, target
-    /// offset after it).
-    pub map_end: Option<(i64, i64)>,
+    /// What the persisted offset map covers.
+    pub map: OffsetMap,
     /// The newest copy the tail scan found: (source offset, target offset).
     pub last_copied: Option<(i64, i64)>,
     /// The target partition's end (for `read_committed` readers) when assigned.
@@ -54,9 +53,17 @@ pub(crate) struct Resume {
 ///
 /// Otherwise the other witnesses decide.
 pub(crate) fn resume_point(witnesses: &Witnesses) -> Resume {
-    let map_end = witnesses.map_end.filter(|&(_, target_next)| {
-        witnesses.committed.is_some() && witnesses.target_end.is_some_and(|end| end >= target_next)
-    });
+    let map_end = match witnesses.map {
+        OffsetMap::Covers {
+            through,
+            target_next,
+        } if witnesses.committed.is_some()
+            && witnesses.target_end.is_some_and(|end| end >= target_next) =>
+        {
+            Some((through, target_next))
+        }
+        _ => None,
+    };
     let candidates = [
         witnesses.committed,
         map_end.map(|(source, target)| (source, Some(target))),
@@ -78,9 +85,10 @@ pub(crate) fn resume_point(witnesses: &Witnesses) -> Resume {
 }
 
 /// What the flow's persisted offset map knows of a partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) enum OffsetMap {
     /// The flow keeps no map (offset sync off).
+    #[default]
     Off,
     /// The map has nothing for this partition.
     Empty,
@@ -191,7 +199,10 @@ mod tests {
     fn the_commit_alone_decides_after_a_clean_hand_over() {
         let w = Witnesses {
             committed: Some((500, Some(520))),
-            map_end: Some((500, 520)),
+            map: OffsetMap::Covers {
+                through: 500,
+                target_next: 520,
+            },
             target_end: Some(521),
             ..Witnesses::default()
         };
@@ -202,7 +213,10 @@ mod tests {
     fn copies_found_past_the_commit_move_the_start_past_them() {
         let w = Witnesses {
             committed: Some((500, Some(520))),
-            map_end: Some((500, 520)),
+            map: OffsetMap::Covers {
+                through: 500,
+                target_next: 520,
+            },
             last_copied: Some((540, 561)),
             target_end: Some(562),
         };
@@ -215,7 +229,10 @@ mod tests {
     fn a_map_ahead_of_a_stale_commit_decides() {
         let w = Witnesses {
             committed: Some((0, None)),
-            map_end: Some((5_063, 5_079)),
+            map: OffsetMap::Covers {
+                through: 5_063,
+                target_next: 5_079,
+            },
             last_copied: None,
             target_end: Some(5_080),
         };
@@ -226,7 +243,10 @@ mod tests {
     fn a_map_the_target_no_longer_holds_is_not_trusted() {
         let w = Witnesses {
             committed: Some((100, Some(100))),
-            map_end: Some((900, 900)),
+            map: OffsetMap::Covers {
+                through: 900,
+                target_next: 900,
+            },
             target_end: Some(400),
             ..Witnesses::default()
         };
@@ -244,7 +264,10 @@ mod tests {
         // belongs to an earlier record, so none is known.
         let w = Witnesses {
             committed: Some((700, None)),
-            map_end: Some((600, 650)),
+            map: OffsetMap::Covers {
+                through: 600,
+                target_next: 650,
+            },
             target_end: Some(800),
             ..Witnesses::default()
         };
@@ -261,7 +284,10 @@ mod tests {
         assert_eq!(resume_point(&scanned), resume(42, Some(91)));
         // Perhaps a topic deleted and created again: its group offsets went with it.
         let mapped = Witnesses {
-            map_end: Some((42, 91)),
+            map: OffsetMap::Covers {
+                through: 42,
+                target_next: 91,
+            },
             target_end: Some(91),
             ..Witnesses::default()
         };

@@ -29,7 +29,7 @@ pub struct Strait {
 /// A one-flow config between the test clusters. `extra` goes into the flow section.
 pub fn flow_config(flow: &str, topics: &str, naming: &str, extra: &str) -> String {
     // A fresh group per test run: a killed run's member would otherwise hold partitions
-    // until its session times out.
+    // until the group's `session.timeout.ms` expires it.
     let group = unique(&format!("strait-test-{flow}"));
     format!(
         r#"

@@ -253,7 +253,7 @@ impl RebalanceContext {
             let last_copied = copied.last();
             let resume = resume_point(&Witnesses {
                 committed: committed_next.map(|next| (next, committed_target)),
-                map_end: persisted.as_ref().map(|c| (c.through, c.target_next)),
+                map,
                 last_copied,
                 target_end: target_watermarks.map(|(_, end)| end),
             });

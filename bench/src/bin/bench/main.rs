@@ -93,7 +93,7 @@ struct SyncSample {
 }
 
 fn main() -> Result<()> {
-    let o = options::parse();
+    let o = options();
     if !o.pool.is_empty() {
         return pool(&o.pool);
     }

@@ -99,14 +99,9 @@ pub(super) struct Options {
 
 static OPTIONS: OnceLock<Options> = OnceLock::new();
 
-/// Parses the command line once, at start.
-pub(super) fn parse() -> &'static Options {
-    OPTIONS.get_or_init(Options::parse)
-}
-
-/// The options parsed at start.
+/// The command line, parsed at the first call (at start, in `main`).
 pub(super) fn options() -> &'static Options {
-    parse()
+    OPTIONS.get_or_init(Options::parse)
 }
 
 #[cfg(test)]
