@@ -43,38 +43,76 @@ const METADATA_PREFIX: &str = "strait:";
 /// defaults to 15 minutes, above this.
 pub(crate) const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// How long committing a transaction should take at most; see [`TransactionBudget`].
+/// How long committing a transaction should take at most; see [`TransactionPace`].
 const COMMIT_WITHIN: Duration = Duration::from_secs(2);
 /// The fewest copies in flight at which a transaction may be committed early.
 const MIN_IN_FLIGHT: u64 = 1_000;
 /// The producer's own bound on queued records (`queue.buffering.max.messages`).
 const MAX_IN_FLIGHT: u64 = 1_000_000;
+/// A transaction stays open at least this many times as long as the last commit took.
+const OPEN_PER_COMMIT: u32 = 20;
+/// The longest a transaction is kept open for [`OPEN_PER_COMMIT`]: well within
+/// [`TRANSACTION_TIMEOUT`], and the longest a `read_committed` reader of a busy flow waits
+/// for a copy on that account.
+const MAX_OPEN: Duration = Duration::from_secs(10);
 
-/// How many copies a fenced pipeline lets into flight before it commits its transaction
-/// early. A commit waits for every copy in its transaction: bounded only by the producer
-/// queue (tens of MB), a transaction against a slow target (a produce quota) would take
-/// minutes to commit, past the transaction timeout, and be aborted whole and copied
-/// again, for ever. So a commit that took longer than [`COMMIT_WITHIN`] sets the limit to
-/// what would have committed within it at the same pace, and one that took less doubles
-/// it, up to the producer queue's own bound. It starts low, at [`MIN_IN_FLIGHT`]. Judged
-/// by the commit's own duration rather than by the copies' pace, a quick commit always
-/// lets the next transaction grow: derived from the pace, which slow commits themselves
-/// lower, the limit shrank for good once commits were slow for other reasons (many
-/// partitions), and more, smaller transactions made them slower still.
+/// When a fenced pipeline commits its transaction.
+///
+/// A commit stops the copy until every copy in its transaction is acknowledged: on a
+/// saturated pipeline, the whole producer queue (64 MiB at the default
+/// `producer_queue_kbytes`, about 0.25 s into a local broker). Committed every
+/// `commit_interval` (1 s by default), a backlog copy stood still a quarter of the time. So
+/// a transaction stays open for the longest of `commit_interval` and [`OPEN_PER_COMMIT`]
+/// times the last commit's duration (at most [`MAX_OPEN`]), which keeps commits to about
+/// 5 % of the time; but once the flow has caught up with its source, a transaction open
+/// for `commit_interval` is committed at once, so that an idle flow's copies are visible
+/// to `read_committed` readers within `commit_interval`, as without the fence.
+///
+/// And it commits early when too many copies are in flight. A commit waits for every copy
+/// in its transaction: bounded only by the producer queue (tens of MB), a transaction
+/// against a slow target (a produce quota) would take minutes to commit, past the
+/// transaction timeout, and be aborted whole and copied again, for ever. So a commit that
+/// took longer than [`COMMIT_WITHIN`] sets the in-flight limit to what would have
+/// committed within it at the same pace, and one that took less doubles it, up to the
+/// producer queue's own bound. It starts low, at [`MIN_IN_FLIGHT`]. Judged by the commit's
+/// own duration rather than by the copies' pace, a quick commit always lets the next
+/// transaction grow: derived from the pace, which slow commits themselves lower, the limit
+/// shrank for good once commits were slow for other reasons (many partitions), and more,
+/// smaller transactions made them slower still.
 #[derive(Debug)]
-pub(crate) struct TransactionBudget {
+pub(crate) struct TransactionPace {
+    commit_interval: Duration,
+    open_for: Duration,
     limit: u64,
 }
 
-impl Default for TransactionBudget {
-    fn default() -> Self {
+/// What [`TransactionPace::due`] decides on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpenTransaction {
+    /// Since the transaction began.
+    pub age: Duration,
+    /// Copies sent and not yet acknowledged.
+    pub in_flight: u64,
+    /// The last wait for source records brought none.
+    pub caught_up: bool,
+}
+
+impl TransactionPace {
+    pub fn new(commit_interval: Duration) -> Self {
         Self {
+            commit_interval,
+            open_for: commit_interval,
             limit: MIN_IN_FLIGHT,
         }
     }
-}
 
-impl TransactionBudget {
+    /// Whether to commit the open transaction now.
+    pub fn due(&self, open: OpenTransaction) -> bool {
+        open.in_flight > self.limit
+            || open.age >= self.open_for
+            || (open.caught_up && open.age >= self.commit_interval)
+    }
+
     /// A transaction with `in_flight` copies not yet acknowledged was committed, which
     /// took `took`.
     pub fn committed(&mut self, in_flight: u64, took: Duration) {
@@ -84,10 +122,19 @@ impl TransactionBudget {
         } else {
             self.limit.saturating_mul(2).min(MAX_IN_FLIGHT)
         };
+        self.open_for = (took * OPEN_PER_COMMIT)
+            .clamp(self.commit_interval, MAX_OPEN.max(self.commit_interval));
+    }
+
+    /// How long the next transaction stays open unless the flow catches up.
+    #[cfg(test)]
+    fn open_for(&self) -> Duration {
+        self.open_for
     }
 
     /// Copies in flight beyond which the transaction is committed now.
-    pub fn limit(&self) -> u64 {
+    #[cfg(test)]
+    fn limit(&self) -> u64 {
         self.limit
     }
 }
@@ -234,24 +281,76 @@ mod tests {
 
     #[test]
     fn a_transaction_commits_within_about_two_seconds() {
-        let mut budget = TransactionBudget::default();
-        assert_eq!(budget.limit(), MIN_IN_FLIGHT);
+        let mut pace = TransactionPace::new(Duration::from_secs(1));
+        assert_eq!(pace.limit(), MIN_IN_FLIGHT);
         // Quick commits double the limit, up to the producer queue's bound.
         for _ in 0..12 {
-            budget.committed(budget.limit(), Duration::from_millis(50));
+            pace.committed(pace.limit(), Duration::from_millis(50));
         }
-        assert_eq!(budget.limit(), MAX_IN_FLIGHT);
+        assert_eq!(pace.limit(), MAX_IN_FLIGHT);
         // A quota: 60,000 copies in flight took 20 s to commit; 6,000 would take 2 s.
-        budget.committed(60_000, Duration::from_secs(20));
-        assert_eq!(budget.limit(), 6_000);
+        pace.committed(60_000, Duration::from_secs(20));
+        assert_eq!(pace.limit(), 6_000);
         // Never below the floor, however slow.
-        budget.committed(1_000, Duration::from_secs(100));
-        assert_eq!(budget.limit(), MIN_IN_FLIGHT);
+        pace.committed(1_000, Duration::from_secs(100));
+        assert_eq!(pace.limit(), MIN_IN_FLIGHT);
         // Slow commits with nothing in flight (a busy coordinator) do not shrink it more.
-        budget.committed(0, Duration::from_secs(5));
-        assert_eq!(budget.limit(), MIN_IN_FLIGHT);
-        budget.committed(1_000, Duration::from_secs(1));
-        assert_eq!(budget.limit(), 2 * MIN_IN_FLIGHT);
+        pace.committed(0, Duration::from_secs(5));
+        assert_eq!(pace.limit(), MIN_IN_FLIGHT);
+        pace.committed(1_000, Duration::from_secs(1));
+        assert_eq!(pace.limit(), 2 * MIN_IN_FLIGHT);
+    }
+
+    fn open(age_ms: u64, in_flight: u64, caught_up: bool) -> OpenTransaction {
+        OpenTransaction {
+            age: Duration::from_millis(age_ms),
+            in_flight,
+            caught_up,
+        }
+    }
+
+    #[test]
+    fn too_many_copies_in_flight_commit_at_once() {
+        let pace = TransactionPace::new(Duration::from_secs(1));
+        assert!(!pace.due(open(10, MIN_IN_FLIGHT, false)));
+        assert!(pace.due(open(10, MIN_IN_FLIGHT + 1, false)));
+    }
+
+    #[test]
+    fn quick_commits_keep_the_commit_interval() {
+        let mut pace = TransactionPace::new(Duration::from_secs(1));
+        pace.committed(10, Duration::from_millis(3));
+        assert_eq!(pace.open_for(), Duration::from_secs(1));
+        assert!(!pace.due(open(999, 0, false)));
+        assert!(pace.due(open(1_000, 0, false)));
+    }
+
+    #[test]
+    fn slow_commits_keep_transactions_open_twenty_times_as_long() {
+        let mut pace = TransactionPace::new(Duration::from_secs(1));
+        // A saturated pipeline: the producer queue took 0.25 s to drain.
+        pace.committed(60_000, Duration::from_millis(250));
+        assert_eq!(pace.open_for(), Duration::from_secs(5));
+        assert!(!pace.due(open(4_999, 0, false)));
+        assert!(pace.due(open(5_000, 0, false)));
+        // Never longer than MAX_OPEN.
+        pace.committed(1_000, Duration::from_secs(2));
+        assert_eq!(pace.open_for(), MAX_OPEN);
+        // A commit interval above MAX_OPEN stays the floor.
+        let mut long = TransactionPace::new(Duration::from_secs(30));
+        long.committed(1_000, Duration::from_secs(2));
+        assert_eq!(long.open_for(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_flow_that_caught_up_commits_after_the_commit_interval() {
+        let mut pace = TransactionPace::new(Duration::from_secs(1));
+        pace.committed(60_000, Duration::from_millis(250));
+        // Caught up, but the transaction is younger than the commit interval: a trickle of
+        // records does not commit a transaction per record.
+        assert!(!pace.due(open(400, 1, true)));
+        assert!(pace.due(open(1_000, 1, true)));
+        assert!(!pace.due(open(1_000, 1, false)));
     }
 
     #[test]

@@ -26,7 +26,7 @@ impl RebalanceContext {
                 }
             }
             None => {
-                if let Err(e) = self.producer.flush(self.spec.tuning.drain_timeout) {
+                if let Err(e) = drain(&self.producer, self.spec.tuning.drain_timeout) {
                     warn!(flow = %self.spec.name, error = %e, "in-flight records not drained before hand-over");
                 }
             }
@@ -80,25 +80,32 @@ pub(super) fn commit_transaction(
     timeout: Duration,
 ) -> Result<(), ReplicatorError> {
     let began = Instant::now();
-    let committed = producer
-        .commit_transaction(timeout)
-        .and_then(|()| producer.begin_transaction());
+    let in_flight = producer.in_flight_count();
+    // Drained first, so that rdkafka's commit finds nothing left to flush: see `drain`.
+    let committed = drain(producer, timeout).and_then(|()| {
+        producer
+            .commit_transaction(timeout.saturating_sub(began.elapsed()))
+            .and_then(|()| producer.begin_transaction())
+            .map_err(|e| ReplicatorError::kafka("committing a transaction of copies", e))
+    });
     metrics::histogram!(telemetry::TRANSACTION_COMMIT_SECONDS, "flow" => producer.context().flow.clone())
         .record(began.elapsed().as_secs_f64());
     if let Err(e) = committed {
         lock(progress).transaction_failed = true;
-        return Err(fatal_cause(producer, cluster)
-            .unwrap_or_else(|| ReplicatorError::kafka("committing a transaction of copies", e)));
+        return Err(fatal_cause(producer, cluster).unwrap_or(e));
     }
     let mut progress = lock(progress);
+    let mut partitions = 0;
     for topic in &mut progress.topics {
         for p in &mut topic.partitions {
             // The commit marker took the offset after the transaction's last copy.
             if std::mem::take(&mut p.in_transaction) {
                 p.target_next_expected = p.target_next_expected.map(|e| e + 1);
+                partitions += 1;
             }
         }
     }
+    debug!(flow = %producer.context().flow, partitions, in_flight, took = ?began.elapsed(), "transaction committed");
     Ok(())
 }
 

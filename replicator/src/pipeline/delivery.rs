@@ -241,6 +241,40 @@ pub(super) fn serve_delivery_reports(producer: &BaseProducer<DeliveryContext>) {
     }
 }
 
+/// Waits until every copy in flight is acknowledged (or failed) and its report served, or
+/// until `timeout` has passed.
+///
+/// rdkafka's own `flush` (which its `commit_transaction` calls first) re-checks only every
+/// 100 ms, since its `poll` with a timeout serves events until that time is up rather than
+/// returning at the first one: every hand-over and every transaction of a fenced flow
+/// took a multiple of 100 ms, at least 100 ms, however little was in flight. This one
+/// checks every millisecond. It sleeps in between rather than polling with a timeout: a
+/// `poll` shorter than a millisecond does not block (librdkafka takes whole milliseconds),
+/// and spins instead.
+pub(super) fn drain(
+    producer: &BaseProducer<DeliveryContext>,
+    timeout: Duration,
+) -> Result<(), ReplicatorError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        serve_delivery_reports(producer);
+        let in_flight = producer.in_flight_count();
+        if in_flight == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(ReplicatorError::kafka(
+                "waiting for in-flight copies",
+                KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut),
+            ));
+        }
+        std::thread::sleep(DRAIN_CHECK_EVERY);
+    }
+}
+
+/// How long [`drain`] waits between two rounds of serving reports.
+const DRAIN_CHECK_EVERY: Duration = Duration::from_millis(1);
+
 /// What a delivery report carries from [`Pipeline::forward`]: the record's source offset
 /// and its target topic's id, packed into the `usize` librdkafka hands back. Finding the
 /// topic by id instead of by the report's topic name saves reading that name (rdkafka's

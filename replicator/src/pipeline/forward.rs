@@ -168,8 +168,8 @@ pub(super) struct Pipeline<'a> {
     pub(super) own_topics_on_target: Option<OwnTopicsOnTarget>,
     pub(super) topics: &'a Mutex<TargetTopics>,
     pub(super) fetch: &'a FetchQueue<RebalanceContext>,
-    /// Fenced flows: when to commit a transaction before its interval is up.
-    pub(super) transaction_budget: TransactionBudget,
+    /// Fenced flows: when to commit the transaction.
+    pub(super) transaction_pace: TransactionPace,
 }
 
 impl Pipeline<'_> {
@@ -270,12 +270,6 @@ impl Pipeline<'_> {
         self.status.set_topics(topics);
     }
 
-    /// A fenced flow's transaction holds as many copies as it should: see
-    /// [`TransactionBudget`].
-    pub(super) fn transaction_is_full(&self) -> bool {
-        self.producer.in_flight_count() as u64 > self.transaction_budget.limit()
-    }
-
     pub(super) fn forward_until_cancelled(
         &mut self,
         cancel: &CancellationToken,
@@ -289,6 +283,7 @@ impl Pipeline<'_> {
         }
         let mut next_refresh = Instant::now() + self.spec.refresh_interval;
         let mut next_commit = Instant::now() + self.spec.tuning.commit_interval;
+        let mut last_commit = Instant::now();
 
         loop {
             // The consumer's own queue: rebalances (whose callbacks run here, so never in
@@ -309,6 +304,7 @@ impl Pipeline<'_> {
             // Waits (for a record or a consumer event) only when there is nothing to do.
             let wait = (!served_records).then_some(Duration::from_millis(100));
             let fetched = self.fetch.take(wait);
+            let caught_up = wait.is_some() && fetched.records().next().is_none();
             if !self.forward_batch(&fetched, cancel)? {
                 lock(self.progress).position_untrusted = true;
                 return Ok(());
@@ -327,17 +323,25 @@ impl Pipeline<'_> {
             }
             let now = Instant::now();
             let transactional_id = self.consumer.context().transactional_id.as_deref();
-            if now >= next_commit || (transactional_id.is_some() && self.transaction_is_full()) {
+            let due = match transactional_id {
+                None => now >= next_commit,
+                Some(_) => self.transaction_pace.due(OpenTransaction {
+                    age: now.duration_since(last_commit),
+                    in_flight: self.producer.in_flight_count().max(0) as u64,
+                    caught_up,
+                }),
+            };
+            if due {
                 if transactional_id.is_some() {
-                    let (in_flight, began) = (self.producer.in_flight_count(), Instant::now());
+                    let in_flight = self.producer.in_flight_count();
                     commit_transaction(
                         self.producer,
                         self.progress,
                         &self.spec.target.name,
                         MAX_BLOCKED,
                     )?;
-                    self.transaction_budget
-                        .committed(in_flight.max(0) as u64, began.elapsed());
+                    self.transaction_pace
+                        .committed(in_flight.max(0) as u64, now.elapsed());
                 }
                 advance_and_persist(self.progress, self.consumer, self.producer, self.map, None)?;
                 commit(
@@ -350,6 +354,7 @@ impl Pipeline<'_> {
                 )?;
                 self.publish_status();
                 next_commit = now + self.spec.tuning.commit_interval;
+                last_commit = Instant::now();
             }
             if now >= next_refresh {
                 debug!(flow = %self.spec.name, "refreshing topics");

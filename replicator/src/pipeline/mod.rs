@@ -51,8 +51,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::copies::FoundCopies;
 use crate::fence::{
-    fence_previous_owner, owners_to_fence, transactional_id, CommitMetadata, TransactionBudget,
-    TRANSACTION_TIMEOUT,
+    fence_previous_owner, owners_to_fence, transactional_id, CommitMetadata, OpenTransaction,
+    TransactionPace, TRANSACTION_TIMEOUT,
 };
 use crate::fetch::{FetchQueue, Fetched, SourceRecord, BATCH_SIZE};
 use crate::heartbeat::{OwnTopicsOnTarget, Prepared};
@@ -201,7 +201,7 @@ pub(crate) fn run(
         own_topics_on_target,
         topics: &topics,
         fetch: &fetch,
-        transaction_budget: TransactionBudget::default(),
+        transaction_pace: TransactionPace::new(spec.tuning.commit_interval),
     };
     let result = pipeline.forward_until_cancelled(cancel, on_topics);
     if result.is_err() {
@@ -215,7 +215,7 @@ pub(crate) fn run(
     // commits again for the partitions still held).
     match (&transactional_id, &result) {
         (None, _) => {
-            if let Err(e) = producer.flush(spec.tuning.drain_timeout) {
+            if let Err(e) = drain(&producer, spec.tuning.drain_timeout) {
                 warn!(flow = %spec.name, error = %e, "not every in-flight record was acknowledged before stopping");
             }
         }
