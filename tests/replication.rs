@@ -916,6 +916,41 @@ fn source_offsets_that_went_back_are_reported_and_stop_the_flow() {
     );
 }
 
+/// A source topic deleted, created again and written past the records already copied
+/// from it, all while Strait was stopped: nothing in the offsets tells (deleting a topic
+/// deletes its group offsets, and the new topic ends beyond the copies), but its record
+/// at the newest copy's offset is another one. That is reported and stops the flow, even
+/// with `on_data_loss = "continue"`: the new records below that offset would be taken for
+/// ones already copied.
+#[test]
+fn a_source_topic_created_again_and_written_past_the_copies_is_reported_and_stops_the_flow() {
+    let topic = unique("replaced");
+    let target = format!("primary.{topic}");
+    let mut strait = copy_a_thousand_and_stop("replaced", &topic);
+
+    delete_topic(PRIMARY, &topic);
+    create_topic(PRIMARY, &topic, 1, &[]);
+    produce_simple(PRIMARY, &topic, 1, 1_500, "again");
+    let said = format!(
+        "{topic}[0] on the source is not the partition this flow copied: its record at \
+         offset 999 differs from that record's copy at {target}[0] offset 999"
+    );
+    restart_into_the_loss(&mut strait, &[&said, "source_topic_replaced"]);
+    restart_to_continue(&mut strait);
+    assert_eq!(
+        strait.wait_exit(Duration::from_secs(60)),
+        Some(1),
+        "{}",
+        strait.logs()
+    );
+    assert!(strait.logs().contains(&said), "{}", strait.logs());
+    assert_eq!(
+        end_offsets(SECONDARY, &target),
+        1_000,
+        "none of the new records taken for copies or copied"
+    );
+}
+
 /// Records something else writes into a flow's target partition between its copies (an
 /// application, or another copier: an instance that lost the partition and still sent
 /// what it held) are reported with their offsets and counted, never silent.

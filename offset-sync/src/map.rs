@@ -265,6 +265,12 @@ impl OffsetIndex {
         self.segments.len()
     }
 
+    /// The newest copy the map knows: (source offset, target offset).
+    pub fn last_copy(&self) -> Option<(i64, i64)> {
+        let seg = self.segments.values().next_back()?;
+        Some((seg.source_end() - 1, seg.target_end() - 1))
+    }
+
     /// The target offset of the copy of the source record at `source`, if the map says it
     /// was copied (`None` in a source gap or outside the map).
     pub fn copy_of(&self, source: i64) -> Option<i64> {
@@ -392,8 +398,10 @@ mod tests {
         assert_eq!(index.source_of(1049), Some(999));
         assert_eq!(index.source_of(49), None, "before the first copy");
         assert_eq!(index.source_of(1050), None, "after the newest copy");
+        assert_eq!(index.last_copy(), Some((999, 1049)));
         assert_eq!(index.handled_through(), Some(1000));
         assert_eq!(index.foreign_below(2000), 0);
+        assert_eq!(OffsetIndex::default().last_copy(), None);
     }
 
     #[test]

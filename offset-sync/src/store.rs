@@ -411,6 +411,12 @@ impl FlowIndex {
             .and_then(OffsetIndex::coverage)
     }
 
+    /// The newest copy the map knows of a partition: (source offset, target offset).
+    pub fn last_copy(&self, topic: &str, partition: i32) -> Option<(i64, i64)> {
+        self.partition(topic, partition)
+            .and_then(OffsetIndex::last_copy)
+    }
+
     pub fn segment_count(&self) -> usize {
         self.partitions
             .values()

@@ -96,6 +96,24 @@ pub enum ReplicatorError {
         end: i64,
         copied_to: i64,
     },
+    /// A source partition holds other records than the ones its copies were made of: the
+    /// topic was replaced. Stops the flow whatever `on_data_loss` says.
+    #[error(
+        "{topic}[{partition}] on the source is not the partition this flow copied: its \
+         record at offset {offset} differs from that record's copy at \
+         {target_topic}[{partition}] offset {target_offset} (the topic was deleted and \
+         created again?). Its records below offset {copied_to} would be taken for ones \
+         already copied, and the offset map could not tell them apart, so the flow stops \
+         whatever on_data_loss says (docs/guarantees.md)"
+    )]
+    SourceTopicReplaced {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        target_topic: String,
+        target_offset: i64,
+        copied_to: i64,
+    },
     /// Copies the target acknowledged are gone from it (`on_data_loss = "stop"`).
     #[error(
         "{target_topic}[{partition}] on '{cluster}' ends at offset {end}, below the {acked} \
@@ -176,6 +194,7 @@ impl ReplicatorError {
             | Self::CopyLoop { .. }
             | Self::SourceDataLoss { .. }
             | Self::SourceOffsetsWentBack { .. }
+            | Self::SourceTopicReplaced { .. }
             | Self::TargetDataLoss { .. }
             | Self::ProducerStopped { .. }
             | Self::TargetConflict { .. }

@@ -302,6 +302,83 @@ impl TailScanner {
         }
     }
 
+    /// Whether the target record at `target_offset` (below `target_end`) holds the same
+    /// key, value and timestamp as the source record at `source_offset`: `None` when that
+    /// cannot be told (no access to the source, or either record is gone).
+    pub(crate) fn copy_matches_source(
+        &self,
+        target_topic: &str,
+        source: &SourcePartition<'_>,
+        (source_offset, target_offset): (i64, i64),
+        target_end: i64,
+    ) -> Result<Option<bool>, ReplicatorError> {
+        let Some((checker, _)) = &self.source else {
+            return Ok(None);
+        };
+        if target_offset >= target_end {
+            return Ok(None);
+        }
+        let context = || {
+            format!(
+                "reading {target_topic}[{}] on '{}' to check it against the source",
+                source.partition, self.cluster
+            )
+        };
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(
+            target_topic,
+            source.partition,
+            Offset::Offset(target_offset),
+        )
+        .map_err(|e| ReplicatorError::kafka(context(), e))?;
+        self.consumer
+            .assign(&tpl)
+            .map_err(|e| ReplicatorError::kafka(context(), e))?;
+        let began = Instant::now();
+        let copy = loop {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(msg))
+                    if msg.topic() == target_topic && msg.partition() == source.partition =>
+                {
+                    break (msg.offset() == target_offset).then(|| msg.detach());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) if is_connection_trouble(&e) => {}
+                Some(Err(e)) => return Err(ReplicatorError::kafka(context(), e)),
+                // Only transaction markers or aborted records left before the end.
+                None if self
+                    .fetch_position(target_topic, source.partition)
+                    .is_some_and(|p| p >= target_end) =>
+                {
+                    break None;
+                }
+                None => {}
+            }
+            if began.elapsed() > SCAN_STALL {
+                return Err(ReplicatorError::Timeout(SCAN_STALL, context()));
+            }
+        };
+        self.consumer
+            .unassign()
+            .map_err(|e| ReplicatorError::kafka(context(), e))?;
+        let Some(copy) = copy else {
+            return Ok(None);
+        };
+        let mut originals = SourceCursor::open(checker, source.topic, source.partition)?;
+        let same = originals
+            .first_from(source_offset)?
+            .filter(|original| original.offset() == source_offset)
+            .map(|original| {
+                original.key() == copy.key()
+                    && original.payload() == copy.payload()
+                    && same_timestamp(original.timestamp(), copy.timestamp())
+            });
+        checker
+            .unassign()
+            .map_err(|e| ReplicatorError::kafka(context(), e))?;
+        Ok(same)
+    }
+
     /// Copies of `source`'s partition among target offsets [start, end). `source_next`
     /// names the copy at `start` if it carries no header; otherwise records before the
     /// first anchor cannot be named and are passed over.

@@ -200,9 +200,12 @@ impl RebalanceContext {
             };
             let committed_target = CommitMetadata::decode(elem.metadata()).target_next;
 
-            let persisted = index.and_then(|index| {
+            let (persisted, last_copy) = index.map_or((None, None), |index| {
                 let index = index.lock().unwrap_or_else(|p| p.into_inner());
-                index.persisted_coverage(&source_topic, partition)
+                (
+                    index.persisted_coverage(&source_topic, partition),
+                    index.last_copy(&source_topic, partition),
+                )
             });
             let map = match (index, persisted) {
                 (None, _) => OffsetMap::Off,
@@ -227,6 +230,16 @@ impl RebalanceContext {
                     (&source_topic, &target_topic, partition),
                     end,
                     acked,
+                )?;
+            }
+            if let (None, Some(last), Some((_, end))) =
+                (committed_next, last_copy, target_watermarks)
+            {
+                self.check_source_is_what_was_copied(
+                    (&source_topic, &target_topic, partition),
+                    last,
+                    end,
+                    log_bounds.get(&(source_topic.clone(), partition)),
                 )?;
             }
             // Going on after copies the target lost (`on_data_loss = "continue"`): the
@@ -545,6 +558,65 @@ impl RebalanceContext {
                 topic: source_topic.to_string(),
                 partition,
                 end,
+                copied_to,
+            }),
+        )
+    }
+
+    /// Deleting a topic deletes its group offsets, so a partition the group has no commit
+    /// for, while the offset map knows copies of it, may belong to a topic deleted and
+    /// created again under the same name. Shorter than what was copied, it is found by
+    /// [`Self::check_offsets_did_not_go_back`]; written past it, only the records tell:
+    /// the newest copy is compared with the source record at the offset it was copied
+    /// from. A different record there stops the flow (see [`Self::lost`]); one that
+    /// cannot be read (gone from either side, or no access to the source) leaves the
+    /// other checks to decide.
+    pub(super) fn check_source_is_what_was_copied(
+        &self,
+        (source_topic, target_topic, partition): (&str, &str, i32),
+        (source_offset, target_offset): (i64, i64),
+        target_end: i64,
+        source_bounds: Option<&(i64, i64)>,
+    ) -> Result<(), ReplicatorError> {
+        let Some(scanner) = &self.scanner else {
+            return Ok(());
+        };
+        let Some(&(log_start, source_end)) = source_bounds else {
+            return Ok(());
+        };
+        if source_end <= source_offset {
+            // Shorter than what was copied: the offsets went back.
+            return Ok(());
+        }
+        let same = scanner.copy_matches_source(
+            target_topic,
+            &SourcePartition {
+                cluster: &self.spec.source.name,
+                topic: source_topic,
+                partition,
+            },
+            (source_offset, target_offset),
+            target_end,
+        )?;
+        if same != Some(false) {
+            return Ok(());
+        }
+        let copied_to = source_offset + 1;
+        self.lost(
+            (
+                source_topic,
+                partition,
+                "source",
+                log_start.min(copied_to),
+                copied_to,
+            ),
+            "source_topic_replaced",
+            StopOnLoss::Always(ReplicatorError::SourceTopicReplaced {
+                topic: source_topic.to_string(),
+                partition,
+                offset: source_offset,
+                target_topic: target_topic.to_string(),
+                target_offset,
                 copied_to,
             }),
         )
