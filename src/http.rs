@@ -131,6 +131,12 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
     for flow in &state.observed.flows {
         let s = &flow.status;
         let mut missing = Vec::new();
+        if let Some(error) = s.failure() {
+            // Its clients are gone with it: their connections say nothing.
+            ready = false;
+            body.push_str(&format!("flow {}: failed: {error}\n", flow.name));
+            continue;
+        }
         if !s.is_up() {
             missing.push("not running".to_string());
         }
@@ -168,6 +174,8 @@ struct FlowBody {
     name: String,
     running: bool,
     ready: bool,
+    /// The error the flow stopped with for good; the other flows go on.
+    failed: Option<String>,
     source: ClusterBody,
     target: ClusterBody,
     lag_records: i64,
@@ -197,6 +205,7 @@ async fn status(
                 name: f.name.clone(),
                 running: f.status.is_up(),
                 ready: f.status.is_ready(),
+                failed: f.status.failure(),
                 source: ClusterBody {
                     cluster: f.source.clone(),
                     connected: f.status.is_source_connected(),

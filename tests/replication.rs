@@ -916,6 +916,87 @@ fn source_offsets_that_went_back_are_reported_and_stop_the_flow() {
     );
 }
 
+/// A flow that stops on a data loss stops alone: the process and its other flows go on
+/// copying, and `/status` and `/readyz` say which flow failed and why.
+#[test]
+fn a_flow_stopped_by_a_data_loss_leaves_the_other_flows_copying() {
+    let (lossy, healthy) = (unique("stops-alone"), unique("goes-on"));
+    // The other flow runs the other way: two flows between the same clusters in the same
+    // direction are refused (they could write the same target topics).
+    let (lossy_target, healthy_target) =
+        (format!("primary.{lossy}"), format!("secondary.{healthy}"));
+    create_topic(PRIMARY, &lossy, 1, &[]);
+    create_topic(SECONDARY, &healthy, 1, &[]);
+    produce_simple(PRIMARY, &lossy, 1, 1_000, "before");
+    produce_simple(SECONDARY, &healthy, 1, 100, "before");
+    let second_flow = format!(
+        "on_data_loss = \"stop\"\n\n[flows.healthy]\nsource = \"secondary\"\n\
+         target = \"primary\"\ntopics = [\"{healthy}\"]\nnaming = \"prefix\"\n\
+         group_id = \"{}\"",
+        unique("strait-test-healthy")
+    );
+    let mut strait = Strait::start(&flow_config("lossy", &lossy, "prefix", &second_flow));
+    wait_until(Duration::from_secs(60), "both topics copied", || {
+        partition_count(SECONDARY, &lossy_target).is_some()
+            && partition_count(PRIMARY, &healthy_target).is_some()
+            && end_offsets(SECONDARY, &lossy_target) >= 1_000
+            && end_offsets(PRIMARY, &healthy_target) >= 100
+    });
+    assert_eq!(strait.terminate(), Some(0), "{}", strait.logs());
+
+    // Written and deleted while Strait was stopped.
+    produce_simple(PRIMARY, &lossy, 1, 2_000, "lost");
+    delete_records_before(PRIMARY, &lossy, &[(0, 2_500)]);
+    strait.restart();
+    let flow = |status: &serde_json::Value, name: &str| {
+        status["flows"]
+            .as_array()
+            .and_then(|flows| flows.iter().find(|f| f["name"] == name).cloned())
+            .unwrap_or_default()
+    };
+    wait_until(Duration::from_secs(60), "the lossy flow failed", || {
+        flow(&status_json(&strait), "lossy")["failed"].is_string()
+    });
+    produce_simple(SECONDARY, &healthy, 1, 100, "after");
+    wait_until(
+        Duration::from_secs(60),
+        "the other flow still copying",
+        || end_offsets(PRIMARY, &healthy_target) >= 200,
+    );
+
+    let status = status_json(&strait);
+    let (failed, going) = (flow(&status, "lossy"), flow(&status, "healthy"));
+    let error = failed["failed"].as_str().unwrap_or_default().to_string();
+    assert!(
+        error.contains(&format!(
+            "{lossy}[0] source offsets [1000, 2500) were deleted"
+        )),
+        "{status:#}"
+    );
+    assert_eq!(failed["running"], false, "{status:#}");
+    assert_eq!(
+        (&going["running"], &going["failed"]),
+        (&true.into(), &serde_json::Value::Null),
+        "{status:#}"
+    );
+    // Connections are read from librdkafka's statistics, every 2 s.
+    wait_until(Duration::from_secs(10), "the other flow ready", || {
+        http_get(strait.port, "/readyz").is_some_and(|r| r.contains("flow healthy: ready"))
+    });
+    let ready = http_get(strait.port, "/readyz").unwrap_or_default();
+    assert!(ready.contains(" 503 "), "{ready}");
+    assert!(
+        ready.contains(&format!("flow lossy: failed: {error}\n")),
+        "{ready}"
+    );
+    assert_eq!(end_offsets(SECONDARY, &lossy_target), 1_000);
+    assert_eq!(
+        strait.terminate(),
+        Some(1),
+        "a flow failed, so the process exits with 1 once stopped"
+    );
+}
+
 /// A source topic deleted, created again and written past the records already copied
 /// from it, all while Strait was stopped: nothing in the offsets tells (deleting a topic
 /// deletes its group offsets, and the new topic ends beyond the copies), but its record

@@ -143,7 +143,8 @@ fn supervise(
                 return Ok(());
             }
             Err(err) => {
-                error!(flow = %spec.name, error = %err, "flow failed");
+                error!(flow = %spec.name, error = %err, "flow failed; the other flows go on");
+                status.set_failure(&err);
                 return Err(err);
             }
         }

@@ -27,6 +27,8 @@ pub struct FlowStatus {
     started: Mutex<bool>,
     /// Source records found gone before they were copied, oldest first.
     losses: Mutex<Vec<DataLoss>>,
+    /// Why the flow stopped for good, if it did: the error it failed with.
+    failure: Mutex<Option<String>>,
     started_changed: Condvar,
 }
 
@@ -118,6 +120,19 @@ impl FlowStatus {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The error the flow failed with, once it stopped for good; the other flows of the
+    /// process go on.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_failure(&self, error: &ReplicatorError) {
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
     }
 
     /// The pipeline is running (it may still be connecting).
