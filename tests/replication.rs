@@ -771,6 +771,25 @@ fn restart_to_continue(strait: &mut Strait) {
     strait.restart();
 }
 
+/// Restarts Strait with `on_data_loss = "continue"`, which must stop all the same, saying
+/// `said` again, with none of the source's new records taken for copies or copied into
+/// `target` (which holds the 1,000 copies of [`copy_a_thousand_and_stop`]).
+fn continuing_still_stops(strait: &mut Strait, said: &str, target: &str) {
+    restart_to_continue(strait);
+    assert_eq!(
+        strait.wait_exit(Duration::from_secs(60)),
+        Some(1),
+        "{}",
+        strait.logs()
+    );
+    assert!(strait.logs().contains(said), "{}", strait.logs());
+    assert_eq!(
+        end_offsets(SECONDARY, target),
+        1_000,
+        "none of the new records taken for copies or copied"
+    );
+}
+
 /// Records deleted from the source (retention, DeleteRecords) before Strait copied them
 /// are reported, never skipped in silence: by default the flow stops with an error
 /// naming them; with `on_data_loss = "continue"` it goes on from the log start, and the
@@ -901,19 +920,7 @@ fn source_offsets_that_went_back_are_reported_and_stop_the_flow() {
         "{topic}[0] on the source ends at offset 300, below the 1000 records already copied"
     );
     restart_into_the_loss(&mut strait, &[&said, "source_offsets_went_back"]);
-    restart_to_continue(&mut strait);
-    assert_eq!(
-        strait.wait_exit(Duration::from_secs(60)),
-        Some(1),
-        "{}",
-        strait.logs()
-    );
-    assert!(strait.logs().contains(&said), "{}", strait.logs());
-    assert_eq!(
-        end_offsets(SECONDARY, &target),
-        1_000,
-        "none of the new records taken for copies or copied"
-    );
+    continuing_still_stops(&mut strait, &said, &target);
 }
 
 /// A flow that stops on a data loss stops alone: the process and its other flows go on
@@ -1017,19 +1024,7 @@ fn a_source_topic_created_again_and_written_past_the_copies_is_reported_and_stop
          offset 999 differs from that record's copy at {target}[0] offset 999"
     );
     restart_into_the_loss(&mut strait, &[&said, "source_topic_replaced"]);
-    restart_to_continue(&mut strait);
-    assert_eq!(
-        strait.wait_exit(Duration::from_secs(60)),
-        Some(1),
-        "{}",
-        strait.logs()
-    );
-    assert!(strait.logs().contains(&said), "{}", strait.logs());
-    assert_eq!(
-        end_offsets(SECONDARY, &target),
-        1_000,
-        "none of the new records taken for copies or copied"
-    );
+    continuing_still_stops(&mut strait, &said, &target);
 }
 
 /// Records something else writes into a flow's target partition between its copies (an
