@@ -1132,6 +1132,28 @@ fn a_group_offset_behind_the_offset_map_copies_nothing_twice() {
     assert_eq!(strait.terminate(), Some(0), "{}", strait.logs());
 }
 
+/// A group's offsets can go while its copies stay: an empty group's offsets expire
+/// (`offsets.retention.minutes`, 7 days by default), or an operator deletes the group.
+/// The offset map's newest copy, found to hold the source record it was copied from, still
+/// says where to resume: nothing is copied twice.
+#[test]
+fn a_flow_whose_group_offsets_are_gone_copies_nothing_twice() {
+    let topic = unique("group-gone");
+    let target = format!("primary.{topic}");
+    let mut strait = copy_a_thousand_and_stop("groupgone", &topic);
+    let group = group_of(&strait);
+    delete_group(PRIMARY, &group);
+    assert_eq!(committed_offset(PRIMARY, &group, &topic, 0), None);
+
+    strait.restart();
+    produce_simple(PRIMARY, &topic, 1, 100, "after");
+    wait_until(Duration::from_secs(60), "the new records committed", || {
+        committed_offset(PRIMARY, &group, &topic, 0) == Some(1_100)
+    });
+    assert_exact_copy(&topic, &target);
+    assert_eq!(strait.terminate(), Some(0), "{}", strait.logs());
+}
+
 /// Each newly assigned partition's start offset is committed before its first copy (the
 /// claim), so the group has a commit for it even if every later commit is refused:
 /// without one, the next owner cannot trust the offset map's end (the topic may have been

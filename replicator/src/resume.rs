@@ -30,6 +30,9 @@ pub(crate) struct Witnesses {
     pub last_copied: Option<(i64, i64)>,
     /// The target partition's end (for `read_committed` readers) when assigned.
     pub target_end: Option<i64>,
+    /// The map's newest copy holds the same record (key, value, timestamp) as the source
+    /// at the offset it was copied from; checked when the group has no commit.
+    pub map_confirmed: bool,
 }
 
 /// Where copying resumes: the next source offset to copy, and the target offset after
@@ -47,9 +50,14 @@ pub(crate) struct Resume {
 /// The map's end counts only
 /// - while the target still ends at or past it: a target that lost acknowledged copies
 ///   (an unclean election) no longer holds what the map names;
-/// - and while the group has a commit for the partition: deleting a topic deletes its
+/// - and while the group has a commit for the partition, or else the map's newest copy
+///   was found to hold the source's record at its offset: deleting a topic deletes its
 ///   group offsets, so a partition without one may belong to a topic created again under
-///   the same name, which the map (keyed by name) cannot tell from the old one.
+///   the same name, which the map (keyed by name) cannot tell from the old one. Group
+///   offsets also go without the topic: an empty group's expire
+///   (`offsets.retention.minutes`, 7 days by default), an operator deletes them, or every
+///   commit of the instance that copied was refused. Trusting only the commit, each of
+///   those copied the partition again from its start.
 ///
 /// Otherwise the other witnesses decide.
 pub(crate) fn resume_point(witnesses: &Witnesses) -> Resume {
@@ -57,7 +65,7 @@ pub(crate) fn resume_point(witnesses: &Witnesses) -> Resume {
         OffsetMap::Covers {
             through,
             target_next,
-        } if witnesses.committed.is_some()
+        } if (witnesses.committed.is_some() || witnesses.map_confirmed)
             && witnesses.target_end.is_some_and(|end| end >= target_next) =>
         {
             Some((through, target_next))
@@ -219,6 +227,7 @@ mod tests {
             },
             last_copied: Some((540, 561)),
             target_end: Some(562),
+            map_confirmed: false,
         };
         assert_eq!(resume_point(&w), resume(541, Some(562)));
     }
@@ -235,6 +244,7 @@ mod tests {
             },
             last_copied: None,
             target_end: Some(5_080),
+            map_confirmed: false,
         };
         assert_eq!(resume_point(&w), resume(5_063, Some(5_079)));
     }
@@ -292,6 +302,19 @@ mod tests {
             ..Witnesses::default()
         };
         assert_eq!(resume_point(&mapped), Resume::default());
+        // The map's newest copy holds the source's record at its offset: the same topic,
+        // whose group offsets went some other way (expired, deleted).
+        let confirmed = Witnesses {
+            map_confirmed: true,
+            ..mapped
+        };
+        assert_eq!(resume_point(&confirmed), resume(42, Some(91)));
+        // Still not past a target that lost the copies.
+        let lost = Witnesses {
+            target_end: Some(50),
+            ..confirmed
+        };
+        assert_eq!(resume_point(&lost), Resume::default());
     }
 
     #[test]

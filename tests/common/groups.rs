@@ -34,6 +34,14 @@ pub fn commit_offsets(servers: &str, group: &str, topic: &str, offsets: &[(i32, 
     );
 }
 
+/// Deletes `group` and its committed offsets, as an operator does (or as Kafka does once
+/// an empty group's offsets expire, `offsets.retention.minutes`). The group must be empty.
+pub fn delete_group(servers: &str, group: &str) {
+    for result in block_on(admin(servers).delete_groups(&[group], &AdminOptions::new())).unwrap() {
+        result.unwrap_or_else(|(g, e)| panic!("deleting group {g}: {e}"));
+    }
+}
+
 /// `group`'s committed offset on one partition, if any.
 pub fn committed_offset(servers: &str, group: &str, topic: &str, partition: i32) -> Option<i64> {
     let consumer: BaseConsumer = ClientConfig::new()

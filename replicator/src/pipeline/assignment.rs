@@ -232,16 +232,15 @@ impl RebalanceContext {
                     acked,
                 )?;
             }
-            if let (None, Some(last), Some((_, end))) =
-                (committed_next, last_copy, target_watermarks)
-            {
-                self.check_source_is_what_was_copied(
+            let map_confirmed = match (committed_next, last_copy, target_watermarks) {
+                (None, Some(last), Some((_, end))) => self.check_source_is_what_was_copied(
                     (&source_topic, &target_topic, partition),
                     last,
                     end,
                     log_bounds.get(&(source_topic.clone(), partition)),
-                )?;
-            }
+                )?,
+                _ => false,
+            };
             // Going on after copies the target lost (`on_data_loss = "continue"`): the
             // next copies land at its end.
             let committed_target = match (committed_target, target_watermarks) {
@@ -269,6 +268,7 @@ impl RebalanceContext {
                 map,
                 last_copied,
                 target_end: target_watermarks.map(|(_, end)| end),
+                map_confirmed,
             });
             // Nothing yet: start explicitly at the log start (or end); see `fresh_starts`.
             let start = resume.source_next.or_else(|| {
@@ -568,25 +568,25 @@ impl RebalanceContext {
     /// created again under the same name. Shorter than what was copied, it is found by
     /// [`Self::check_offsets_did_not_go_back`]; written past it, only the records tell:
     /// the newest copy is compared with the source record at the offset it was copied
-    /// from. A different record there stops the flow (see [`Self::lost`]); one that
-    /// cannot be read (gone from either side, or no access to the source) leaves the
-    /// other checks to decide.
+    /// from. A different record there stops the flow (see [`Self::lost`]); the same one
+    /// confirms the map (`true`: see [`resume_point`]); one that cannot be read (gone from
+    /// either side, or no access to the source) leaves the other checks to decide.
     pub(super) fn check_source_is_what_was_copied(
         &self,
         (source_topic, target_topic, partition): (&str, &str, i32),
         (source_offset, target_offset): (i64, i64),
         target_end: i64,
         source_bounds: Option<&(i64, i64)>,
-    ) -> Result<(), ReplicatorError> {
+    ) -> Result<bool, ReplicatorError> {
         let Some(scanner) = &self.scanner else {
-            return Ok(());
+            return Ok(false);
         };
         let Some(&(log_start, source_end)) = source_bounds else {
-            return Ok(());
+            return Ok(false);
         };
         if source_end <= source_offset {
             // Shorter than what was copied: the offsets went back.
-            return Ok(());
+            return Ok(false);
         }
         let same = scanner.copy_matches_source(
             target_topic,
@@ -599,7 +599,7 @@ impl RebalanceContext {
             target_end,
         )?;
         if same != Some(false) {
-            return Ok(());
+            return Ok(same == Some(true));
         }
         let copied_to = source_offset + 1;
         self.lost(
@@ -619,7 +619,9 @@ impl RebalanceContext {
                 target_offset,
                 copied_to,
             }),
-        )
+        )?;
+        // Not reached: that loss always stops the flow.
+        Ok(false)
     }
 
     /// Records below `log_start` that are not copied are gone: see [`Self::lost`]. With
