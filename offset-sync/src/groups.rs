@@ -4,11 +4,14 @@
 //! forced).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, BlockingRetryable};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 use serde::Serialize;
@@ -17,7 +20,7 @@ use crate::group_offsets;
 use crate::map::{OffsetIndex, Translation};
 use crate::records::Checkpoint;
 use crate::settling::{offsets_learning_partitions, settling_backoff};
-use crate::store::{TopicReader, TopicWriter};
+use crate::store::{log_librdkafka, TopicReader, TopicWriter};
 use crate::OffsetSyncError;
 
 /// Offset requests to a healthy cluster take milliseconds; an unreachable one is reported
@@ -43,7 +46,49 @@ pub const WRITTEN_BY_STRAIT: &str = "strait: translated";
 /// rebalance of a group's real members. One client serves every group (see
 /// [`crate::group_offsets`] for why that needs librdkafka's admin calls).
 pub struct GroupClient {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<GroupClientContext>,
+}
+
+/// Passes librdkafka's log lines and errors on as rdkafka does by default, until the
+/// client is dropped. A client made for one call is often dropped while the connection
+/// to its own group's coordinator is still logging in (it joins no group, so nothing
+/// waited for it), and librdkafka reports that torn-down login as a SASL authentication
+/// error, which says nothing about the cluster: on a SASL_SSL test bed, every staged
+/// migration logged one. From the drop on, such lines are debug.
+#[derive(Default)]
+struct GroupClientContext {
+    dropping: AtomicBool,
+}
+
+impl ClientContext for GroupClientContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if self.dropping.load(Ordering::Relaxed) {
+            // Not under the `librdkafka` target, where login failures are collected to
+            // explain later errors.
+            tracing::debug!("librdkafka, client closing: {fac} {log_message}");
+        } else {
+            log_librdkafka(level, fac, log_message);
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if self.dropping.load(Ordering::Relaxed) {
+            tracing::debug!("librdkafka, client closing: {error}: {reason}");
+        } else {
+            tracing::error!(target: "librdkafka", "librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for GroupClientContext {}
+
+impl Drop for GroupClient {
+    fn drop(&mut self) {
+        self.consumer
+            .context()
+            .dropping
+            .store(true, Ordering::Relaxed);
+    }
 }
 
 impl GroupClient {
@@ -59,7 +104,7 @@ impl GroupClient {
             .set("group.id", GROUP_CLIENT_ID)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .create()
+            .create_with_context(GroupClientContext::default())
             .map_err(|e| OffsetSyncError::kafka("creating a client for consumer groups", e))?;
         Ok(Self { consumer })
     }

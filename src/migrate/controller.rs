@@ -353,7 +353,23 @@ impl Controller {
                     )));
                 }
             }
-            offsets::apply(&translated.spec, group, &mut results, false)?;
+            // With the probe's client, open since the migration started: a client made
+            // for this one write and dropped at once was torn down while its own group
+            // coordinator connection was still logging in, and librdkafka logged that as
+            // a SASL authentication error (seen in CI on the SASL_SSL test bed).
+            strait_offset_sync::groups::apply(
+                &self.probe.target_groups,
+                group,
+                &mut results,
+                false,
+                false,
+            )
+            .with_context(|| {
+                format!(
+                    "writing offsets of group '{group}' on '{}'",
+                    self.probe.spec.target.name
+                )
+            })?;
             if let Some(r) = results.iter().find(|r| !r.outcome.is_ok()) {
                 return Ok(Check::Wait(format!(
                     "group {group}: {}/{} not written ({}){}",
