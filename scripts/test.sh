@@ -17,6 +17,7 @@ command -v perl >/dev/null || need_apt+=(perl)      # vendored OpenSSL's build
 command -v openssl >/dev/null || need_apt+=(openssl)  # the test bed's certificate (scripts/kafka.sh)
 command -v prometheus >/dev/null || need_apt+=(prometheus)  # tests/dashboards.rs
 command -v iptables >/dev/null || need_apt+=(iptables)  # network faults in tests/faults/
+command -v gdb >/dev/null || need_apt+=(gdb)            # thread stacks of a process that hangs (tests/common/strait.rs)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "[test.sh] installing ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -1020,11 +1020,95 @@ fn a_source_topic_created_again_and_written_past_the_copies_is_reported_and_stop
     create_topic(PRIMARY, &topic, 1, &[]);
     produce_simple(PRIMARY, &topic, 1, 1_500, "again");
     let said = format!(
-        "{topic}[0] on the source is not the partition this flow copied: its record at \
-         offset 999 differs from that record's copy at {target}[0] offset 999"
+        "{topic}[0] on the source is not the partition this flow copied to {target}: its \
+         newest anchor copy, at {target}[0] offset 0, was made from topic ID"
     );
     restart_into_the_loss(&mut strait, &[&said, "source_topic_replaced"]);
     continuing_still_stops(&mut strait, &said, &target);
+}
+
+/// The same, with the new topic written short of the copies. Its offsets do not tell a
+/// topic created again from one whose offsets went back (an unclean leader election); its
+/// topic ID does, and the error says which it is.
+#[test]
+fn a_source_topic_created_again_short_of_the_copies_is_named_by_its_topic_id() {
+    let topic = unique("replaced-short");
+    let target = format!("primary.{topic}");
+    let mut strait = copy_a_thousand_and_stop("replacedshort", &topic);
+
+    delete_topic(PRIMARY, &topic);
+    create_topic(PRIMARY, &topic, 1, &[]);
+    produce_simple(PRIMARY, &topic, 1, 500, "again");
+    let said = format!(
+        "{topic}[0] on the source is not the partition this flow copied to {target}: its \
+         newest anchor copy, at {target}[0] offset 0, was made from topic ID"
+    );
+    restart_into_the_loss(
+        &mut strait,
+        &[
+            &said,
+            "source_topic_replaced",
+            "offsets [0, 1000) on the source",
+        ],
+    );
+    assert!(
+        !strait.logs().contains("source_offsets_went_back"),
+        "{}",
+        strait.logs()
+    );
+    continuing_still_stops(&mut strait, &said, &target);
+}
+
+/// A source topic deleted and created again while Strait copies it: the next topic
+/// refresh (or the assignment the new topic brings) sees another topic ID, and the flow
+/// stops on it, with the loss in `/status`, rather than resuming the new topic after the
+/// old one's copies.
+#[test]
+fn a_source_topic_created_again_while_copied_stops_the_flow() {
+    let topic = unique("replaced-live");
+    let target = format!("primary.{topic}");
+    create_topic(PRIMARY, &topic, 1, &[]);
+    produce_simple(PRIMARY, &topic, 1, 1_000, "before");
+    let mut strait = Strait::start(&flow_config(
+        "replacedlive",
+        &topic,
+        "prefix",
+        "on_data_loss = \"stop\"",
+    ));
+    wait_until(Duration::from_secs(60), "the first records copied", || {
+        partition_count(SECONDARY, &target).is_some() && end_offsets(SECONDARY, &target) >= 1_000
+    });
+    delete_topic(PRIMARY, &topic);
+    create_topic(PRIMARY, &topic, 1, &[]);
+    produce_simple(PRIMARY, &topic, 1, 1_500, "again");
+    assert_eq!(
+        strait.wait_exit(Duration::from_secs(60)),
+        Some(1),
+        "{}",
+        strait.logs()
+    );
+    let logs = strait.logs();
+    assert!(
+        logs.contains(&format!(
+            "{topic}[0] on the source is not the partition this flow copied to {target}"
+        )) && logs.contains("source_topic_replaced")
+            && logs.contains("offsets [0, 1000) on the source"),
+        "{logs}"
+    );
+    let copies = read_all(SECONDARY, &target).remove(&0).unwrap_or_default();
+    let old_copies = copies
+        .iter()
+        .filter(|r| {
+            r.value
+                .as_deref()
+                .is_some_and(|v| String::from_utf8_lossy(v).contains("before"))
+        })
+        .count();
+    assert_eq!(
+        (old_copies, copies.len()),
+        (1_000, 1_000),
+        "none of the new topic's records copied after the old one's"
+    );
 }
 
 /// Records something else writes into a flow's target partition between its copies (an

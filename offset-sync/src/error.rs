@@ -11,9 +11,9 @@ pub enum OffsetSyncError {
         #[source]
         source: KafkaError,
     },
-    /// A consumer-group admin call (listing or altering a group's offsets) failed.
+    /// An admin call rust-rdkafka does not wrap (a group's offsets, topic IDs) failed.
     #[error("{context}: {reason} ({code:?})")]
-    Group {
+    Admin {
         context: String,
         code: rdkafka::error::RDKafkaErrorCode,
         reason: String,
@@ -32,11 +32,11 @@ impl OffsetSyncError {
         }
     }
 
-    pub(crate) fn group(
+    pub(crate) fn admin(
         context: impl Into<String>,
         source: crate::group_offsets::AdminCallError,
     ) -> Self {
-        Self::Group {
+        Self::Admin {
             context: context.into(),
             code: source.code,
             reason: source.reason,

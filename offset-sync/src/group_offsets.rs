@@ -26,7 +26,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::topic_partition_list::TopicPartitionList;
 
 /// A failed call: the error code, and librdkafka's or the broker's words for it
-/// (becomes [`crate::OffsetSyncError::Group`] with the caller's context).
+/// (becomes [`crate::OffsetSyncError::Admin`] with the caller's context).
 #[derive(Debug, Clone)]
 pub struct AdminCallError {
     pub code: RDKafkaErrorCode,
@@ -262,23 +262,24 @@ fn is_unsupported(code: RDKafkaErrorCode) -> bool {
     )
 }
 
-fn c_string(group: &str) -> Result<CString, AdminCallError> {
-    CString::new(group).map_err(|_| AdminCallError {
+pub(crate) fn c_string(name: &str) -> Result<CString, AdminCallError> {
+    CString::new(name).map_err(|_| AdminCallError {
         code: RDKafkaErrorCode::InvalidArgument,
-        reason: format!("group name {group:?} contains a NUL byte"),
+        reason: format!("name {name:?} contains a NUL byte"),
     })
 }
 
-fn failed(reason: &str) -> AdminCallError {
+pub(crate) fn failed(reason: &str) -> AdminCallError {
     AdminCallError {
         code: RDKafkaErrorCode::Fail,
         reason: reason.to_string(),
     }
 }
 
-/// Admin requests of one kind, answered on a queue of their own. Borrows the client it
+/// Admin requests of one kind, answered on a queue of their own (also used by
+/// [`crate::topic_ids`]). Borrows the client it
 /// was made from, so that the client outlives the raw pointer kept here.
-struct Requests<'client> {
+pub(crate) struct Requests<'client> {
     rk: *mut rd::rd_kafka_t,
     _client: PhantomData<&'client ()>,
     queue: Guard<rd::rd_kafka_queue_t>,
@@ -288,7 +289,7 @@ struct Requests<'client> {
 }
 
 impl<'client> Requests<'client> {
-    fn new<C: ClientContext>(
+    pub(crate) fn new<C: ClientContext>(
         client: &'client Client<C>,
         op: rd::rd_kafka_admin_op_t,
         event_type: i32,
@@ -315,7 +316,7 @@ impl<'client> Requests<'client> {
     }
 
     /// Makes one request with `send(client, options, queue)`; its answer carries `index`.
-    fn send(
+    pub(crate) fn send(
         &self,
         index: usize,
         send: impl FnOnce(
@@ -352,7 +353,7 @@ impl<'client> Requests<'client> {
 
     /// The answers to the requests in `sent` (by index; an entry is the error if that
     /// request was never made), each read with `read`.
-    fn collect<T>(
+    pub(crate) fn collect<T>(
         &self,
         sent: Vec<Result<(), AdminCallError>>,
         read: impl Fn(*mut rd::rd_kafka_event_t) -> Result<T, AdminCallError>,
@@ -477,7 +478,7 @@ unsafe fn group_results(
 ///
 /// # Safety
 /// `s` is null or a NUL-terminated string that lives for this call.
-unsafe fn text(s: *const c_char) -> String {
+pub(crate) unsafe fn text(s: *const c_char) -> String {
     if s.is_null() {
         String::new()
     } else {

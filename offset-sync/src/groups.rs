@@ -220,12 +220,12 @@ impl GroupClient {
             .map(|(group, answer)| {
                 let context = || format!("reading committed offsets of group '{group}'");
                 let mut offsets = Commits::new();
-                for p in answer.map_err(|e| OffsetSyncError::group(context(), e))? {
+                for p in answer.map_err(|e| OffsetSyncError::admin(context(), e))? {
                     if !wanted.contains(&(p.topic.as_str(), p.partition)) && !topics(&p.topic) {
                         continue;
                     }
                     if let Some(code) = p.error {
-                        return Err(OffsetSyncError::group(
+                        return Err(OffsetSyncError::admin(
                             format!("{} on {}[{}]", context(), p.topic, p.partition),
                             group_offsets::AdminCallError {
                                 code,
@@ -256,7 +256,7 @@ impl GroupClient {
         group: &str,
     ) -> Result<Option<group_offsets::GroupDescription>, OffsetSyncError> {
         group_offsets::describe(self.consumer.client(), group, REQUEST_TIMEOUT)
-            .map_err(|e| OffsetSyncError::group(format!("describing group '{group}'"), e))
+            .map_err(|e| OffsetSyncError::admin(format!("describing group '{group}'"), e))
     }
 
     /// Commits `offsets` for `group`. The broker itself refuses this while the group has
@@ -302,14 +302,14 @@ impl GroupClient {
                     Some(partition) => format!("{} {partition}", context()),
                     None => context(),
                 };
-                OffsetSyncError::group(context, e)
+                OffsetSyncError::admin(context, e)
             })
     }
 
     /// Every consumer group on the cluster, or `None` if the cluster cannot list groups.
     pub fn list_groups(&self) -> Result<Option<Vec<String>>, OffsetSyncError> {
         group_offsets::list_group_names(self.consumer.client(), REQUEST_TIMEOUT)
-            .map_err(|e| OffsetSyncError::group("listing consumer groups", e))
+            .map_err(|e| OffsetSyncError::admin("listing consumer groups", e))
     }
 
     /// Earliest offsets of `partitions` (their log start), in one request per broker.

@@ -16,6 +16,7 @@ pub mod records;
 mod settling;
 pub mod store;
 pub mod telemetry;
+mod topic_ids;
 
 pub use checkpointer::{
     run_checkpoints, CheckpointSnapshot, CheckpointSpec, CheckpointStatus, GroupSelector,
@@ -31,3 +32,4 @@ pub use store::{
     ensure_compacted_topic, ensure_single_partition_topic, ensure_single_partition_topics,
     log_librdkafka, FlowIndex, MapWriter, SinglePartitionTopic, TopicReader, TopicWriter,
 };
+pub use topic_ids::{topic_ids, TopicId};

@@ -27,6 +27,10 @@ pub struct FoundCopies {
     /// The target end the records were read up to, where known: every record before it
     /// after the newest copy named is not a copy.
     pub scanned_to: Option<i64>,
+    /// The source topic ID on the newest copy named that carried one (anchors do, where
+    /// the source names its topics' IDs), and that copy's target offset: which
+    /// incarnation of the topic was copied.
+    pub topic_id: Option<(String, i64)>,
 }
 
 impl FoundCopies {
@@ -93,6 +97,16 @@ impl CopyNamer {
         }
         self.found.pairs.push((source, target));
         self.next_source = Some(source + 1);
+    }
+
+    /// A record whose header of ours names `source`, with the source topic ID it
+    /// carries, if any.
+    pub(crate) fn named_with_id(&mut self, source: i64, target: i64, topic_id: Option<&str>) {
+        let before = self.found.pairs.len();
+        self.named(source, target);
+        if let Some(id) = topic_id.filter(|_| self.found.pairs.len() > before) {
+            self.found.topic_id = Some((id.to_string(), target));
+        }
     }
 
     /// The source offset a record without our header must be compared with: the first

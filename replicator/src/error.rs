@@ -97,22 +97,33 @@ pub enum ReplicatorError {
         copied_to: i64,
     },
     /// A source partition holds other records than the ones its copies were made of: the
-    /// topic was replaced. Stops the flow whatever `on_data_loss` says.
+    /// topic was replaced. `evidence` says how that was found (another topic ID, or
+    /// another record at a copied offset). Stops the flow whatever `on_data_loss` says.
     #[error(
-        "{topic}[{partition}] on the source is not the partition this flow copied: its \
-         record at offset {offset} differs from that record's copy at \
-         {target_topic}[{partition}] offset {target_offset} (the topic was deleted and \
-         created again?). Its records below offset {copied_to} would be taken for ones \
-         already copied, and the offset map could not tell them apart, so the flow stops \
-         whatever on_data_loss says (docs/guarantees.md)"
+        "{topic}[{partition}] on the source is not the partition this flow copied to \
+         {target_topic}: {evidence} (the topic was deleted and created again). Its records \
+         below offset {copied_to} would be taken for ones already copied, and the offset \
+         map could not tell them apart, so the flow stops whatever on_data_loss says \
+         (docs/guarantees.md, \"A source topic created again\")"
     )]
     SourceTopicReplaced {
         topic: String,
         partition: i32,
-        offset: i64,
         target_topic: String,
-        target_offset: i64,
+        evidence: String,
         copied_to: i64,
+    },
+    /// A source topic's ID changed while the pipeline copied it: the topic was deleted
+    /// and created again. The pipeline restarts, and the assignment compares the IDs
+    /// recorded with its copies and commits (the `source_ids` module).
+    #[error(
+        "source topic {topic} was created again while it was copied (topic ID {was}, now \
+         {now}); restarting to check what was copied"
+    )]
+    SourceTopicIdChanged {
+        topic: String,
+        was: String,
+        now: String,
     },
     /// Copies the target acknowledged are gone from it (`on_data_loss = "stop"`).
     #[error(
@@ -189,7 +200,10 @@ impl ReplicatorError {
     pub fn is_retriable(&self) -> bool {
         match self {
             Self::Kafka { retriable, .. } => *retriable,
-            Self::Timeout(..) | Self::OffsetMap(_) | Self::Fenced { .. } => true,
+            Self::Timeout(..)
+            | Self::OffsetMap(_)
+            | Self::Fenced { .. }
+            | Self::SourceTopicIdChanged { .. } => true,
             Self::RecordRefused { .. }
             | Self::CopyLoop { .. }
             | Self::SourceDataLoss { .. }

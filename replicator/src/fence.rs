@@ -161,24 +161,30 @@ pub(crate) struct CommitMetadata {
     pub target_next: Option<i64>,
     /// The transactional id of the partition's owner, while it owns the partition.
     pub owner: Option<String>,
+    /// The ID of the source topic the commit was made for (see the `source_ids` module).
+    pub source_topic_id: Option<String>,
 }
 
 impl CommitMetadata {
-    /// `strait:t=<target_next>;x=<owner>`, either part left out when absent (older
-    /// versions wrote `strait:t=<target_next>` only).
+    /// `strait:t=<target_next>;x=<owner>;i=<source topic ID>`, each part left out when
+    /// absent (older versions wrote `strait:t=<target_next>` only).
     pub fn encode(&self) -> String {
-        let mut parts = Vec::with_capacity(2);
+        let mut parts = Vec::with_capacity(3);
         if let Some(t) = self.target_next {
             parts.push(format!("t={t}"));
         }
         if let Some(owner) = &self.owner {
             parts.push(format!("x={owner}"));
         }
+        if let Some(id) = &self.source_topic_id {
+            parts.push(format!("i={id}"));
+        }
         format!("{METADATA_PREFIX}{}", parts.join(";"))
     }
 
     /// Reads what [`Self::encode`] wrote; anything else (another tool's metadata, or
-    /// none) carries nothing. Transactional ids are Strait's own and hold no `;`.
+    /// none) carries nothing. Transactional ids are Strait's own and hold no `;`, and
+    /// topic IDs are URL-safe base64.
     pub fn decode(metadata: &str) -> Self {
         let Some(rest) = metadata.strip_prefix(METADATA_PREFIX) else {
             return Self::default();
@@ -189,6 +195,8 @@ impl CommitMetadata {
                 decoded.target_next = t.parse().ok();
             } else if let Some(owner) = part.strip_prefix("x=").filter(|o| !o.is_empty()) {
                 decoded.owner = Some(owner.to_string());
+            } else if let Some(id) = part.strip_prefix("i=").filter(|i| !i.is_empty()) {
+                decoded.source_topic_id = Some(id.to_string());
             }
         }
         decoded
@@ -247,6 +255,7 @@ mod tests {
         let both = CommitMetadata {
             target_next: Some(1_234),
             owner: Some("strait-f-1-abc-0".into()),
+            source_topic_id: None,
         };
         assert_eq!(both.encode(), "strait:t=1234;x=strait-f-1-abc-0");
         assert_eq!(CommitMetadata::decode(&both.encode()), both);
@@ -254,6 +263,7 @@ mod tests {
         let released = CommitMetadata {
             target_next: Some(7),
             owner: None,
+            source_topic_id: None,
         };
         assert_eq!(released.encode(), "strait:t=7");
         assert_eq!(CommitMetadata::decode("strait:t=7"), released);
@@ -261,8 +271,19 @@ mod tests {
         let owner_only = CommitMetadata {
             target_next: None,
             owner: Some("strait-f-2-def-1".into()),
+            source_topic_id: None,
         };
         assert_eq!(CommitMetadata::decode(&owner_only.encode()), owner_only);
+        let all = CommitMetadata {
+            target_next: Some(9),
+            owner: Some("strait-f-2-def-1".into()),
+            source_topic_id: Some("q1Vs3yJzQ2-Xb_6QfS0Lbg".into()),
+        };
+        assert_eq!(
+            all.encode(),
+            "strait:t=9;x=strait-f-2-def-1;i=q1Vs3yJzQ2-Xb_6QfS0Lbg"
+        );
+        assert_eq!(CommitMetadata::decode(&all.encode()), all);
 
         assert_eq!(CommitMetadata::decode(""), CommitMetadata::default());
         assert_eq!(

@@ -18,6 +18,7 @@ mod pipeline;
 mod produce;
 mod provenance;
 mod resume;
+mod source_ids;
 mod status;
 pub mod telemetry;
 mod topics;
@@ -29,6 +30,7 @@ pub use heartbeat::HeartbeatSpec;
 pub use naming::{NamingPolicy, TopicSelector};
 pub use provenance::{copies_on_target, MapEnd};
 pub use provenance::{Provenance, PROVENANCE_HEADER};
+pub use source_ids::TOPIC_ID_HEADER;
 pub use status::{DataLoss, FlowStatus, PartitionStatus, TopicStatus};
 pub use topics::{client_config, plan, TopicPlan};
 

@@ -29,6 +29,7 @@ use strait_offset_sync::{
 use tracing::debug;
 
 use crate::copies::{CopyNamer, FoundCopies};
+use crate::source_ids::TOPIC_ID_HEADER;
 use crate::topics::{client_config, learn_partitions};
 use crate::{offsets_of, ClusterSpec, NamingPolicy, ReplicatorError};
 
@@ -428,7 +429,7 @@ impl TailScanner {
                                 && p.topic == source.topic
                                 && p.partition == source.partition =>
                         {
-                            namer.named(p.offset, msg.offset());
+                            namer.named_with_id(p.offset, msg.offset(), topic_id_of(&msg));
                         }
                         // No header of ours: our copy of the next source record (which
                         // may carry an upstream copier's header), or someone else's.
@@ -843,6 +844,15 @@ fn provenance_of<M: Message>(msg: &M) -> Option<Provenance<'_>> {
         .filter(|h| h.key == PROVENANCE_HEADER)
         .last()
         .and_then(|h| h.value.and_then(Provenance::decode))
+}
+
+/// The source topic ID a copy carries (anchors only), if it is text.
+fn topic_id_of<M: Message>(msg: &M) -> Option<&str> {
+    msg.headers()?
+        .iter()
+        .filter(|h| h.key == TOPIC_ID_HEADER)
+        .last()
+        .and_then(|h| std::str::from_utf8(h.value?).ok())
 }
 
 #[cfg(test)]

@@ -49,10 +49,11 @@ pub struct DataLoss {
     /// below copies it acknowledged: an unclean leader election, or the topic was
     /// deleted and created again), or `source_offsets_went_back` (the source partition
     /// ends below records already copied: the same causes on the source; `[from, to)`
-    /// are the source offsets it will use again), or `source_topic_replaced` (the group
-    /// has no commit for the partition and its record at the newest copy's source offset
-    /// differs from that copy: the topic deleted, created again and written past the
-    /// copies; `[from, to)` are the source offsets that would be taken for copies).
+    /// are the source offsets it will use again), or `source_topic_replaced` (the source
+    /// topic is not the one copied: its topic ID is another than the one recorded with
+    /// the group's commit or the newest anchor copy, or without IDs its record at the
+    /// newest copy's source offset differs from that copy; `[from, to)` are the source
+    /// offsets that would be taken for copies).
     pub reason: &'static str,
     /// What the flow did: `stopped`, or `continued` from the log start.
     pub action: &'static str,

@@ -75,7 +75,7 @@ pub const METRICS: &[Metric] = &[
     Metric {
         name: RECORDS_LOST_TOTAL,
         kind: MetricKind::Counter,
-        help: "Offsets lost to the copy, found when a partition is assigned (also after a position fell out of the source's log while copying): deleted_before_copy (source records removed by retention or DeleteRecords before they were copied), lost_on_target (acknowledged copies the target no longer has) source_offsets_went_back (the source ends below records already copied) or source_topic_replaced (the source's record at the newest copy's offset is another one: the topic created again); also in /status data_loss.",
+        help: "Offsets lost to the copy, found when a partition is assigned (also after a position fell out of the source's log while copying): deleted_before_copy (source records removed by retention or DeleteRecords before they were copied), lost_on_target (acknowledged copies the target no longer has) source_offsets_went_back (the source ends below records already copied) or source_topic_replaced (the source topic is another than the one copied, by its topic ID or by its record at the newest copy's offset: the topic created again); also in /status data_loss.",
     },
     Metric {
         name: TRANSACTION_COMMIT_SECONDS,

@@ -41,12 +41,13 @@ impl Rec {
         }
     }
 
-    /// The same record without Strait's provenance header, for comparing with the source.
+    /// The same record without Strait's provenance and source topic ID headers, for
+    /// comparing with the source.
     pub fn without_provenance(&self) -> Content {
         let headers = self
             .headers
             .iter()
-            .filter(|(k, _)| k != "strait.source")
+            .filter(|(k, _)| k != "strait.source" && k != "strait.source.topic_id")
             .cloned()
             .collect();
         (

@@ -148,11 +148,13 @@ impl Strait {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code();
             }
-            assert!(
-                Instant::now() < deadline,
-                "strait did not exit after SIGTERM:\n{}",
-                self.logs()
-            );
+            if Instant::now() >= deadline {
+                panic!(
+                    "strait did not exit after SIGTERM ({}):\n{}",
+                    thread_stacks(&pid),
+                    self.logs()
+                );
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -252,5 +254,23 @@ impl Drop for Strait {
             let _ = std::fs::create_dir_all(&dir);
             let _ = std::fs::copy(&self.log, std::path::Path::new(&dir).join(name));
         }
+    }
+}
+
+/// Every thread's stack of process `pid`, written to a file for a process that hangs:
+/// where it waits is what a log cannot tell. Says so when gdb is not installed.
+fn thread_stacks(pid: &str) -> String {
+    let stacks = Command::new("gdb")
+        .args(["-p", pid, "-batch", "-ex", "thread apply all bt"])
+        .output();
+    match stacks {
+        Ok(out) => {
+            let path = std::env::temp_dir().join(format!("strait-stacks-{pid}.txt"));
+            match std::fs::write(&path, &out.stdout) {
+                Ok(()) => format!("its threads' stacks are in {}", path.display()),
+                Err(e) => format!("its threads' stacks could not be written: {e}"),
+            }
+        }
+        Err(e) => format!("no thread stacks: gdb did not run: {e}"),
     }
 }

@@ -3,7 +3,7 @@
 
 use rdkafka::message::{Headers, Message, Timestamp};
 use serde::Serialize;
-use strait_replicator::{Provenance, PROVENANCE_HEADER};
+use strait_replicator::{Provenance, PROVENANCE_HEADER, TOPIC_ID_HEADER};
 use xxhash_rust::xxh3::Xxh3;
 
 /// What is compared of a record: its timestamp, and a hash of the rest.
@@ -38,8 +38,9 @@ impl Digest {
 /// xxh3-128 over key, value and headers (in order), with null kept distinct from empty
 /// everywhere, and the timestamp beside it. On a copy from `copy_of` (the source
 /// cluster's name), a last provenance header naming that cluster is Strait's own stamp
-/// (on anchors only), not part of the copied content, and is left out; one naming
-/// another cluster came with the source record.
+/// (on anchors only), not part of the copied content, and is left out, with the source
+/// topic ID header written just before it; one naming another cluster came with the
+/// source record.
 pub(crate) fn digest<M: Message>(msg: &M, copy_of: Option<&str>, hasher: &mut Xxh3) -> Digest {
     hasher.reset();
     hash_optional(hasher, msg.key());
@@ -56,6 +57,10 @@ pub(crate) fn digest<M: Message>(msg: &M, copy_of: Option<&str>, hasher: &mut Xx
             });
             if ours {
                 count -= 1;
+                // With the source topic's ID just before it, also Strait's.
+                if count > 0 && headers.get(count - 1).key == TOPIC_ID_HEADER {
+                    count -= 1;
+                }
             }
         }
         hasher.update(&(count as u64).to_le_bytes());
@@ -198,7 +203,7 @@ mod tests {
             original,
             digest(&message(Some(b""), plain.clone()), None, &mut h)
         );
-        let stamped = plain.insert(Header {
+        let stamped = plain.clone().insert(Header {
             key: PROVENANCE_HEADER,
             value: Some(b"a/t/0/7"),
         });
@@ -208,6 +213,20 @@ mod tests {
         // An upstream copier's stamp (another cluster) is part of the source record.
         assert_ne!(original, digest(&copy, Some("b"), &mut h));
         assert_eq!(RecordSummary::of(&copy).copy_of_source_offset, Some(7));
+        // An anchor with the source topic's ID before the stamp: both are Strait's.
+        let with_id = plain
+            .insert(Header {
+                key: TOPIC_ID_HEADER,
+                value: Some(b"q1Vs3yJzQ2-Xb_6QfS0Lbg"),
+            })
+            .insert(Header {
+                key: PROVENANCE_HEADER,
+                value: Some(b"a/t/0/7"),
+            });
+        assert_eq!(
+            original,
+            digest(&message(Some(b"v"), with_id), Some("a"), &mut h)
+        );
     }
 
     #[test]

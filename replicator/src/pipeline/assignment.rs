@@ -18,6 +18,9 @@ pub(super) struct RebalanceContext {
     pub(super) map: Option<Arc<PersistedMap>>,
     /// This pipeline run's transactional id (`fence = "transactions"`).
     pub(super) transactional_id: Option<String>,
+    /// The ID of each source topic as this pipeline run first saw it; compared with the
+    /// IDs recorded with commits and copies at every assignment.
+    pub(super) source_ids: SourceTopicIds,
     /// Bumped by every rebalance callback: see [`Routes::for_record`].
     pub(super) assignment_changes: AtomicU64,
     /// Where assigned partitions' records go (set once the consumer exists; owned by
@@ -130,6 +133,7 @@ impl RebalanceContext {
         tpl: &mut TopicPartitionList,
     ) -> Result<(), ReplicatorError> {
         let began = std::time::Instant::now();
+        self.check_source_topic_ids(consumer, tpl)?;
         self.learn_target_partitions(consumer, tpl)?;
         let target_partitions: Vec<(String, i32)> = tpl
             .elements()
@@ -198,7 +202,21 @@ impl RebalanceContext {
                 Offset::Offset(o) => Some(o),
                 _ => None,
             };
-            let committed_target = CommitMetadata::decode(elem.metadata()).target_next;
+            let commit_metadata = CommitMetadata::decode(elem.metadata());
+            let committed_target = commit_metadata.target_next;
+            let source_topic_id = self.source_ids.get(&source_topic);
+            let log_start = log_bounds
+                .get(&(source_topic.clone(), partition))
+                .map(|&(low, _)| low);
+            if let Some(next) = committed_next {
+                self.check_commit_is_of_this_topic(
+                    (&source_topic, &target_topic, partition),
+                    next,
+                    commit_metadata.source_topic_id.as_deref(),
+                    source_topic_id.as_ref(),
+                    log_start,
+                )?;
+            }
 
             let (persisted, last_copy) = index.map_or((None, None), |index| {
                 let index = index.lock().unwrap_or_else(|p| p.into_inner());
@@ -232,6 +250,31 @@ impl RebalanceContext {
                     acked,
                 )?;
             }
+            // No commit, while the offset map knows copies: the commits may have gone
+            // with the topic they were made for. The newest anchor on the target says
+            // which topic its copies came from.
+            if let (None, Some(_), Some(scanner), Some(w)) =
+                (committed_next, last_copy, &self.scanner, target_watermarks)
+            {
+                if source_topic_id.is_some() {
+                    let newest = scanner.copies_after_commit(
+                        &target_topic,
+                        &SourcePartition {
+                            cluster: &self.spec.source.name,
+                            topic: &source_topic,
+                            partition,
+                        },
+                        None,
+                        w,
+                    )?;
+                    self.check_copies_are_of_this_topic(
+                        (&source_topic, &target_topic, partition),
+                        &newest,
+                        source_topic_id.as_ref(),
+                        (last_copy.map(|(source, _)| source + 1), log_start),
+                    )?;
+                }
+            }
             let map_confirmed = match (committed_next, last_copy, target_watermarks) {
                 (None, Some(last), Some((_, end))) => self.check_source_is_what_was_copied(
                     (&source_topic, &target_topic, partition),
@@ -262,6 +305,15 @@ impl RebalanceContext {
                 // No scanner, or no target topic yet: nothing was copied.
                 _ => FoundCopies::default(),
             };
+            if committed_next.is_none() && scan_from.is_none() {
+                // Read back from the target's end for the newest anchor: as above.
+                self.check_copies_are_of_this_topic(
+                    (&source_topic, &target_topic, partition),
+                    &copied,
+                    source_topic_id.as_ref(),
+                    (None, log_start),
+                )?;
+            }
             let last_copied = copied.last();
             let resume = resume_point(&Witnesses {
                 committed: committed_next.map(|next| (next, committed_target)),
@@ -291,9 +343,9 @@ impl RebalanceContext {
                 .map_err(|e| ReplicatorError::kafka("setting start offset", e))?;
 
             let mut progress = lock(&self.progress);
-            let p = progress
-                .topic(&target_topic, &source_topic)
-                .partition(partition);
+            let topic_progress = progress.topic(&target_topic, &source_topic);
+            topic_progress.source_topic_id = source_topic_id.map(|id| id.0);
+            let p = topic_progress.partition(partition);
             p.assigned = true;
             p.broken = false;
             p.committed_next = committed_next;
@@ -425,6 +477,7 @@ impl RebalanceContext {
             let metadata = CommitMetadata {
                 target_next: *target_next,
                 owner: owner.clone(),
+                source_topic_id: self.source_ids.get(topic).map(|id| id.0),
             };
             if metadata != CommitMetadata::default() {
                 elem.set_metadata(metadata.encode());
@@ -563,6 +616,125 @@ impl RebalanceContext {
         )
     }
 
+    /// Reads the IDs of the assigned partitions' source topics: one that changed since
+    /// this pipeline run first saw it restarts the pipeline, whose next assignment then
+    /// compares the new ID with those recorded (see the `source_ids` module).
+    fn check_source_topic_ids(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &TopicPartitionList,
+    ) -> Result<(), ReplicatorError> {
+        let mut topics: Vec<String> = tpl
+            .elements()
+            .iter()
+            .map(|e| e.topic().to_string())
+            .collect();
+        topics.dedup();
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        match self
+            .source_ids
+            .refresh(consumer.client(), &names)
+            .into_iter()
+            .next()
+        {
+            Some(changed) => Err(ReplicatorError::SourceTopicIdChanged {
+                topic: changed.topic,
+                was: changed.was.0,
+                now: changed.now.0,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// A commit made for another topic ID than the source topic's now was made for a
+    /// topic deleted since: see [`Self::topic_replaced`].
+    fn check_commit_is_of_this_topic(
+        &self,
+        partition: (&str, &str, i32),
+        committed_next: i64,
+        recorded: Option<&str>,
+        current: Option<&TopicId>,
+        log_start: Option<i64>,
+    ) -> Result<(), ReplicatorError> {
+        if !is_other_topic(recorded, current) {
+            return Ok(());
+        }
+        self.topic_replaced(
+            partition,
+            format!(
+                "the group's commit of offset {committed_next} was made for topic ID {}, and \
+                 the topic's ID is now {}",
+                recorded.unwrap_or_default(),
+                current.map(|c| c.0.as_str()).unwrap_or_default()
+            ),
+            committed_next,
+            log_start,
+        )
+    }
+
+    /// Copies whose newest anchor names another topic ID than the source topic's now
+    /// were made from a topic deleted since: see [`Self::topic_replaced`]. `copied_to`:
+    /// the source offset after the newest copy known (from the offset map, or the copies).
+    fn check_copies_are_of_this_topic(
+        &self,
+        partition: (&str, &str, i32),
+        copies: &FoundCopies,
+        current: Option<&TopicId>,
+        (copied_to, log_start): (Option<i64>, Option<i64>),
+    ) -> Result<(), ReplicatorError> {
+        let Some((recorded, anchor)) = &copies.topic_id else {
+            return Ok(());
+        };
+        if !is_other_topic(Some(recorded), current) {
+            return Ok(());
+        }
+        let copied_to = copied_to
+            .into_iter()
+            .chain(copies.last().map(|(source, _)| source + 1))
+            .max()
+            .unwrap_or(0);
+        let (_, target_topic, partition_number) = partition;
+        self.topic_replaced(
+            partition,
+            format!(
+                "its newest anchor copy, at {target_topic}[{partition_number}] offset \
+                 {anchor}, was made from topic ID {recorded}, and the topic's ID is now {}",
+                current.map(|c| c.0.as_str()).unwrap_or_default()
+            ),
+            copied_to,
+            log_start,
+        )
+    }
+
+    /// The source topic is not the one copied: every record below `copied_to` in it
+    /// would be taken for one already copied. Reported as lost from the source's log
+    /// start (or `from`) to there, and the flow stops whatever `on_data_loss` says.
+    fn topic_replaced(
+        &self,
+        (source_topic, target_topic, partition): (&str, &str, i32),
+        evidence: String,
+        copied_to: i64,
+        log_start: Option<i64>,
+    ) -> Result<(), ReplicatorError> {
+        self.lost(
+            (
+                source_topic,
+                partition,
+                "source",
+                log_start.map_or(0, |s| s.min(copied_to)),
+                copied_to,
+            ),
+            "source_topic_replaced",
+            StopOnLoss::Always(ReplicatorError::SourceTopicReplaced {
+                topic: source_topic.to_string(),
+                partition,
+                target_topic: target_topic.to_string(),
+                evidence,
+                copied_to,
+            }),
+        )
+    }
+
     /// Deleting a topic deletes its group offsets, so a partition the group has no commit
     /// for, while the offset map knows copies of it, may belong to a topic deleted and
     /// created again under the same name. Shorter than what was copied, it is found by
@@ -601,24 +773,14 @@ impl RebalanceContext {
         if same != Some(false) {
             return Ok(same == Some(true));
         }
-        let copied_to = source_offset + 1;
-        self.lost(
-            (
-                source_topic,
-                partition,
-                "source",
-                log_start.min(copied_to),
-                copied_to,
+        self.topic_replaced(
+            (source_topic, target_topic, partition),
+            format!(
+                "its record at offset {source_offset} differs from that record's copy at \
+                 {target_topic}[{partition}] offset {target_offset}"
             ),
-            "source_topic_replaced",
-            StopOnLoss::Always(ReplicatorError::SourceTopicReplaced {
-                topic: source_topic.to_string(),
-                partition,
-                offset: source_offset,
-                target_topic: target_topic.to_string(),
-                target_offset,
-                copied_to,
-            }),
+            source_offset + 1,
+            Some(log_start),
         )?;
         // Not reached: that loss always stops the flow.
         Ok(false)

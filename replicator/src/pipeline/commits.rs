@@ -238,6 +238,7 @@ pub(super) fn commit<C: ConsumerContext>(
                         Claim::Owner(id) => Some(id.to_string()),
                         Claim::Unfenced | Claim::Release => None,
                     },
+                    source_topic_id: topic.source_topic_id.clone(),
                 };
                 if metadata != CommitMetadata::default() {
                     elem.set_metadata(metadata.encode());

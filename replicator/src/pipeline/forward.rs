@@ -13,6 +13,9 @@ pub(super) struct Route {
     pub(super) progress_id: usize,
     /// `<cluster>/<topic>/`: the constant start of this topic's provenance headers.
     pub(super) header_prefix: Vec<u8>,
+    /// The source topic's ID, stamped on anchors next to the provenance header when the
+    /// source names it (see the `source_ids` module).
+    pub(super) topic_id: Option<Vec<u8>>,
     /// Per partition: what this producer has sent there.
     pub(super) sent: Vec<SentRecords>,
 }
@@ -364,6 +367,29 @@ impl Pipeline<'_> {
         }
     }
 
+    /// Reads the IDs of the source topics copied. One that changed since this pipeline
+    /// run first saw it was deleted and created again while copied: the pipeline
+    /// restarts, and the assignment compares the IDs recorded with its commits and copies.
+    fn check_source_topic_ids<'t>(
+        &self,
+        topics: impl Iterator<Item = &'t String>,
+    ) -> Result<(), ReplicatorError> {
+        let names: Vec<&str> = topics.map(String::as_str).collect();
+        let ids = &self.consumer.context().source_ids;
+        match ids
+            .refresh(self.consumer.client(), &names)
+            .into_iter()
+            .next()
+        {
+            Some(changed) => Err(ReplicatorError::SourceTopicIdChanged {
+                topic: changed.topic,
+                was: changed.was.0,
+                now: changed.now.0,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Discovers source topics, subscribes to them, and creates or grows their targets.
     /// Subscribing first lets the group join run while the targets are created; a record
     /// still never arrives for a target partition that does not exist, since partitions
@@ -377,6 +403,7 @@ impl Pipeline<'_> {
     ) -> Result<(), ReplicatorError> {
         let heartbeat_exists = self.heartbeat_exists.take().unwrap_or(false);
         let mut wanted = discover(self.consumer.client(), self.spec)?;
+        self.check_source_topic_ids(wanted.keys())?;
         let selected_heartbeat = self
             .spec
             .heartbeat
@@ -463,6 +490,12 @@ impl Pipeline<'_> {
                     target_topic,
                     target,
                     header_prefix: Provenance::prefix(&self.spec.source.name, t),
+                    topic_id: self
+                        .consumer
+                        .context()
+                        .source_ids
+                        .get(t)
+                        .map(|id| id.0.into_bytes()),
                     sent: old_sent.remove(t).unwrap_or_default(),
                 });
             }
@@ -635,7 +668,8 @@ impl Pipeline<'_> {
         let route = &*route;
         let target_topic = &route.target_topic;
         let source_headers = msg.headers();
-        let count = source_headers.count() + usize::from(stamp);
+        let stamp_id = route.topic_id.as_deref().filter(|_| stamp);
+        let count = source_headers.count() + usize::from(stamp) + usize::from(stamp_id.is_some());
         // A header list costs allocations in librdkafka; build one only when needed.
         let mut headers = None;
         if count > 0 {
@@ -655,6 +689,11 @@ impl Pipeline<'_> {
                     });
                 }
                 list.add(header.0, header.1);
+            }
+            // The topic ID before the provenance header, which stays the last header:
+            // readers of a chain of copies take the last one as the newest hop's.
+            if let Some(id) = stamp_id {
+                list.add(TOPIC_ID_HEADER, Some(id));
             }
             if stamp {
                 Provenance::encode_with_prefix(

@@ -44,7 +44,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 use strait_offset_sync::{
     ensure_compacted_topic, is_connection_trouble, is_leader_settling, offsets_learning_partitions,
-    settling_backoff, FlowIndex, MapUpdate, MapWriter, PartitionOffsetMap,
+    settling_backoff, FlowIndex, MapUpdate, MapWriter, PartitionOffsetMap, TopicId,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -59,6 +59,7 @@ use crate::heartbeat::{OwnTopicsOnTarget, Prepared};
 use crate::produce::{OutgoingHeaders, TargetTopic};
 use crate::provenance::{copied_from, Provenance, SourcePartition, TailScanner, PROVENANCE_HEADER};
 use crate::resume::{resume_point, scan_start, OffsetMap, Witnesses};
+use crate::source_ids::{is_other_topic, SourceTopicIds, TOPIC_ID_HEADER};
 use crate::status::{DataLoss, FlowStatus, PartitionStatus, TopicStatus};
 use crate::telemetry;
 use crate::topics::{apply_cluster, client_config, discover, learn_partitions, TargetTopics};
@@ -169,6 +170,7 @@ pub(crate) fn run(
         topics: topics.clone(),
         map: map.clone(),
         transactional_id: transactional_id.clone(),
+        source_ids: SourceTopicIds::default(),
         assignment_changes: AtomicU64::new(0),
         fetch: OnceLock::new(),
     };

@@ -85,6 +85,9 @@ impl PartitionProgress {
 pub(crate) struct TopicProgress {
     pub source_topic: String,
     pub target_topic: String,
+    /// The ID of the source topic copied, once an assignment checked it: commits carry
+    /// it (see the `source_ids` module).
+    pub source_topic_id: Option<String>,
     pub partitions: Vec<PartitionProgress>,
 }
 
@@ -137,6 +140,7 @@ impl FlowProgress {
         self.topics.push(TopicProgress {
             source_topic: source_topic.to_string(),
             target_topic: target_topic.to_string(),
+            source_topic_id: None,
             partitions: Vec::new(),
         });
         self.ids.insert(target_topic.to_string(), id);
