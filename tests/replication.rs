@@ -902,11 +902,13 @@ fn records_deleted_while_the_flow_is_behind_them_are_reported() {
     assert_eq!(lost, Some((DELETED_BEFORE - from) as f64));
 }
 
-/// A source partition that ends below records already copied from it went back (the
-/// topic deleted and created again, here; or an unclean leader election). That is
-/// reported, never resumed after in silence, and the flow stops even with
-/// `on_data_loss = "continue"`: records the source writes at those offsets again would be
-/// taken for the ones already copied.
+/// A source partition that ends below records already copied from it went back: an
+/// unclean leader election keeps the topic (and its ID) and the group's commit, with a
+/// shorter log. Staged here on one broker by creating the topic again, shorter, and
+/// committing the old position for it under its new topic ID. That is reported, never
+/// resumed after in silence, and the flow stops even with `on_data_loss = "continue"`:
+/// records the source writes at those offsets again would be taken for the ones already
+/// copied.
 #[test]
 fn source_offsets_that_went_back_are_reported_and_stop_the_flow() {
     let topic = unique("went-back");
@@ -916,6 +918,14 @@ fn source_offsets_that_went_back_are_reported_and_stop_the_flow() {
     delete_topic(PRIMARY, &topic);
     create_topic(PRIMARY, &topic, 1, &[]);
     produce_simple(PRIMARY, &topic, 1, 300, "again");
+    let id = source_topic_id(&topic);
+    commit_offsets_with_metadata(
+        PRIMARY,
+        &group_of(&strait),
+        &topic,
+        &[(0, 1_000)],
+        &format!("strait:t=1000;i={id}"),
+    );
     let said = format!(
         "{topic}[0] on the source ends at offset 300, below the 1000 records already copied"
     );
@@ -1533,4 +1543,19 @@ fn without_offset_sync_new_partitions_start_at_the_log_start_or_end() {
         "only records written after the start: {copied:?}\n{}",
         strait.logs()
     );
+}
+
+/// `topic`'s ID on the primary, as Strait records it.
+fn source_topic_id(topic: &str) -> String {
+    let client: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", PRIMARY)
+        .create()
+        .unwrap();
+    let ids = strait_offset_sync::topic_ids(
+        rdkafka::consumer::Consumer::client(&client),
+        &[topic],
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    ids.get(topic).expect("the topic has an ID").0.clone()
 }

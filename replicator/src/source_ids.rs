@@ -94,7 +94,20 @@ impl SourceTopicIds {
 /// topic than the one with ID `current`. Only two known, different IDs say so: an
 /// unknown one on either side says nothing.
 pub(crate) fn is_other_topic(recorded: Option<&str>, current: Option<&TopicId>) -> bool {
-    matches!((recorded, current), (Some(r), Some(c)) if r != c.0)
+    matches!((recorded, current), (Some(r), Some(c)) if url_safe(r) != url_safe(&c.0))
+}
+
+/// An ID in base64's URL-safe alphabet without padding, as Kafka's tools print it:
+/// librdkafka and other clients write the standard alphabet.
+fn url_safe(id: &str) -> String {
+    id.trim_end_matches('=')
+        .chars()
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -112,6 +125,15 @@ mod tests {
         assert!(!is_other_topic(None, Some(&id("a"))));
         assert!(!is_other_topic(Some("a"), None));
         assert!(!is_other_topic(None, None));
+        // One ID in either base64 alphabet, with or without padding.
+        assert!(!is_other_topic(
+            Some("jGT4xD+YT86PGm1Dgfx0Pg=="),
+            Some(&id("jGT4xD-YT86PGm1Dgfx0Pg"))
+        ));
+        assert!(is_other_topic(
+            Some("jGT4xD+YT86PGm1Dgfx0Pg"),
+            Some(&id("jGT4xD-YT86PGm1Dgfx0Ph"))
+        ));
     }
 
     #[test]

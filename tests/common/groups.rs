@@ -5,6 +5,17 @@ use super::*;
 /// Commits `offsets` ((partition, offset) pairs of `topic`) for `group`, as an application
 /// does, without joining the group.
 pub fn commit_offsets(servers: &str, group: &str, topic: &str, offsets: &[(i32, i64)]) {
+    commit_offsets_with_metadata(servers, group, topic, offsets, "");
+}
+
+/// [`commit_offsets`], each with `metadata` (none if empty).
+pub fn commit_offsets_with_metadata(
+    servers: &str,
+    group: &str,
+    topic: &str,
+    offsets: &[(i32, i64)],
+    metadata: &str,
+) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", servers)
         .set("group.id", group)
@@ -14,6 +25,11 @@ pub fn commit_offsets(servers: &str, group: &str, topic: &str, offsets: &[(i32, 
     for (p, o) in offsets {
         tpl.add_partition_offset(topic, *p, Offset::Offset(*o))
             .unwrap();
+        if !metadata.is_empty() {
+            tpl.find_partition(topic, *p)
+                .unwrap()
+                .set_metadata(metadata.to_string());
+        }
     }
     // Right after a broker starts, its group coordinator may still be loading or moving
     // (`NotCoordinator`, seen in CI): those errors pass, anything else fails the test.
