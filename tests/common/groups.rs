@@ -28,7 +28,7 @@ pub fn commit_offsets_with_metadata(
         if !metadata.is_empty() {
             tpl.find_partition(topic, *p)
                 .unwrap()
-                .set_metadata(metadata.to_string());
+                .set_metadata(metadata);
         }
     }
     // Right after a broker starts, its group coordinator may still be loading or moving
