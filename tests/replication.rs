@@ -1069,6 +1069,94 @@ fn a_source_topic_created_again_short_of_the_copies_is_named_by_its_topic_id() {
     continuing_still_stops(&mut strait, &said, &target);
 }
 
+/// With `on_source_topic_recreated = "continue"`, a source topic created again is copied
+/// from its start into the same target topic, after the old topic's copies, and its
+/// offset map starts again there: every new record is copied once (also across a
+/// `kill -9`), and a group of the new topic translates onto its copies, not the old ones.
+#[test]
+fn a_source_topic_created_again_is_copied_after_the_old_copies_when_the_flow_goes_on() {
+    let topic = unique("recreated-on");
+    let target = format!("primary.{topic}");
+    let mut strait = copy_a_thousand_and_stop("recreatedon", &topic);
+
+    delete_topic(PRIMARY, &topic);
+    create_topic(PRIMARY, &topic, 1, &[]);
+    produce_simple(PRIMARY, &topic, 1, 300, "again");
+    let config = std::fs::read_to_string(&strait.config).unwrap();
+    std::fs::write(
+        &strait.config,
+        config.replace(
+            "on_data_loss = \"stop\"",
+            "on_data_loss = \"stop\"\non_source_topic_recreated = \"continue\"",
+        ),
+    )
+    .unwrap();
+    strait.restart();
+    wait_until(Duration::from_secs(60), "the new topic copied", || {
+        end_offsets(SECONDARY, &target) >= 1_300
+    });
+    assert!(
+        strait.logs().contains("source_topic_replaced")
+            && strait.logs().contains("the copy goes on"),
+        "{}",
+        strait.logs()
+    );
+    // A crash, and more records: the new topic's commits and anchors name its ID.
+    strait.kill9();
+    produce_simple(PRIMARY, &topic, 1, 200, "later");
+    strait.restart();
+    wait_until(Duration::from_secs(60), "the later records copied", || {
+        end_offsets(SECONDARY, &target) >= 1_500
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let values: Vec<String> = read_all(SECONDARY, &target)
+        .remove(&0)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    let expected: Vec<String> = (0..1_000)
+        .map(|i| format!("before-{i}"))
+        .chain((0..300).map(|i| format!("again-{i}")))
+        .chain((0..200).map(|i| format!("later-{i}")))
+        .collect();
+    assert_eq!(values.len(), expected.len(), "each record copied once");
+    assert!(
+        values == expected,
+        "the old copies, then the new topic's, in order"
+    );
+
+    // A group of the new topic, at its offset 150, lands on that record's copy.
+    let group = unique("recreated-reader");
+    commit_offsets(PRIMARY, &group, &topic, &[(0, 150)]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_strait"))
+            .args(["offsets", "translate", "--apply", "--config"])
+            .arg(&strait.config)
+            .args(["--flow", "recreatedon", "--group", &group])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "translate: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        committed_offset(SECONDARY, &group, &target, 0),
+        Some(1_150),
+        "offset 150 of the new topic is its copy's, at 1,000 + 150"
+    );
+    assert_eq!(strait.terminate(), Some(0), "{}", strait.logs());
+}
+
 /// A source topic deleted and created again while Strait copies it: the next topic
 /// refresh (or the assignment the new topic brings) sees another topic ID, and the flow
 /// stops on it, with the loss in `/status`, rather than resuming the new topic after the

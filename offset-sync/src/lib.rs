@@ -22,7 +22,7 @@ pub use checkpointer::{
     run_checkpoints, CheckpointSnapshot, CheckpointSpec, CheckpointStatus, GroupSelector,
 };
 pub use error::OffsetSyncError;
-pub use map::{Coverage, MapUpdate, OffsetIndex, PartitionOffsetMap, Segment, Translation};
+pub use map::{Coverage, Epoch, MapUpdate, OffsetIndex, PartitionOffsetMap, Segment, Translation};
 pub use records::{Checkpoint, MapRecord};
 pub use settling::{
     is_connection_trouble, is_leader_settling, offsets_learning_partitions, settled_watermarks,

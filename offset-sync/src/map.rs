@@ -48,12 +48,27 @@ pub struct Coverage {
     pub target_next: i64,
 }
 
+/// The start of a new map for a partition whose source topic was deleted and created
+/// again: what was written for it before describes the old topic's records, and is
+/// dropped. Its copies stay on the target, before `target_from`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Epoch {
+    /// The new source topic's ID, where the source names it.
+    pub topic_id: Option<String>,
+    /// The target offset where the new topic's copies begin.
+    pub target_from: i64,
+}
+
 /// One change to a partition's map, as persisted. Segments are keyed by their source
-/// start, so rewriting a growing segment replaces it under log compaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// start, so rewriting a growing segment replaces it under log compaction. An epoch
+/// (one key per partition) drops what came before it in the map topic: compaction keeps
+/// the order of the records it keeps, so an old segment or coverage it has not replaced
+/// still comes before the epoch, and a reader drops it there.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MapUpdate {
     Segment(Segment),
     Coverage(Coverage),
+    Epoch(Epoch),
 }
 
 /// The writer's map for one partition, fed in delivery order.
@@ -62,6 +77,8 @@ pub enum MapUpdate {
 /// grow), so the replicator's memory does not grow with the number of gaps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartitionOffsetMap {
+    /// A new epoch not yet persisted: written before anything else.
+    epoch: Option<Epoch>,
     /// Oldest first: the newest persisted segment (it may still grow), then new ones.
     segments: Vec<Segment>,
     /// Index of the first segment that changed since the last [`Self::take_updates`].
@@ -129,16 +146,28 @@ impl PartitionOffsetMap {
         self.coverage
     }
 
-    /// Changes since the last call, oldest first, coverage last (so a reader never sees
-    /// coverage before the segments it vouches for). Drops the persisted segments.
-    pub fn take_updates(&mut self) -> Vec<MapUpdate> {
-        let mut updates: Vec<MapUpdate> = match self.dirty_from.take() {
-            Some(from) => self.segments[from..]
-                .iter()
-                .map(|s| MapUpdate::Segment(*s))
-                .collect(),
-            None => Vec::new(),
+    /// Starts the map again for a source topic created again (see [`Epoch`]): nothing
+    /// recorded so far is kept, and the epoch is the next update.
+    pub fn begin_epoch(&mut self, epoch: Epoch) {
+        *self = Self {
+            epoch: Some(epoch),
+            ..Self::default()
         };
+    }
+
+    /// Changes since the last call, oldest first: a new epoch first, coverage last (so
+    /// a reader never sees coverage before the segments it vouches for). Drops the
+    /// persisted segments.
+    pub fn take_updates(&mut self) -> Vec<MapUpdate> {
+        let mut updates: Vec<MapUpdate> = self
+            .epoch
+            .take()
+            .map(MapUpdate::Epoch)
+            .into_iter()
+            .collect();
+        if let Some(from) = self.dirty_from.take() {
+            updates.extend(self.segments[from..].iter().map(|s| MapUpdate::Segment(*s)));
+        }
         let n = self.segments.len();
         if n > 1 {
             self.segments.drain(..n - 1);
@@ -181,6 +210,7 @@ impl OffsetIndex {
     pub fn apply(&mut self, update: MapUpdate) {
         match update {
             MapUpdate::Segment(seg) => self.insert(seg),
+            MapUpdate::Epoch(_) => *self = Self::default(),
             MapUpdate::Coverage(c) => {
                 // Every coverage ever written was true when written (its segments were
                 // persisted before it), so the union of them is true too: a late write
@@ -372,6 +402,53 @@ mod tests {
             index.apply(u);
         }
         index
+    }
+
+    #[test]
+    fn an_epoch_drops_the_old_topics_map_and_the_new_one_starts_after_its_copies() {
+        let mut map = PartitionOffsetMap::default();
+        map.start_at(0, 0);
+        for o in 0..1_000 {
+            map.record(o, o);
+        }
+        map.advance_through(1_000);
+        let mut index = OffsetIndex::default();
+        for u in map.take_updates() {
+            index.apply(u);
+        }
+        assert_eq!(index.translate(500), Translation::Exact(500));
+
+        // The topic created again: its offsets start at 0, its copies at 1,000.
+        map.begin_epoch(Epoch {
+            topic_id: Some("new".into()),
+            target_from: 1_000,
+        });
+        map.start_at(0, 1_000);
+        for o in 0..10 {
+            map.record(o, 1_000 + o);
+        }
+        map.advance_through(10);
+        let updates = map.take_updates();
+        assert!(
+            matches!(updates.first(), Some(MapUpdate::Epoch(e)) if e.target_from == 1_000),
+            "{updates:?}"
+        );
+        for u in updates {
+            index.apply(u);
+        }
+        assert_eq!(index.last_copy(), Some((9, 1_009)));
+        assert_eq!(index.translate(5), Translation::Exact(1_005));
+        assert_eq!(
+            index.coverage(),
+            Some(Coverage {
+                from: 0,
+                through: 10,
+                target_next: 1_010
+            }),
+            "the old coverage is not merged into the new one"
+        );
+        // The old topic's records beyond the new topic's are not vouched for.
+        assert!(!matches!(index.translate(500), Translation::Exact(_)));
     }
 
     #[test]
@@ -611,7 +688,7 @@ mod tests {
                 m.advance_through(s + 1);
             }
             let updates = m.take_updates();
-            updates.iter().for_each(|u| early.apply(*u));
+            updates.iter().for_each(|u| early.apply(u.clone()));
             let mut late = early.clone();
             for (s, t) in &pairs[split..] {
                 prop_assert!(m.record(*s, *t));

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::map::{Coverage, MapUpdate, Segment};
+use crate::map::{MapUpdate, Segment};
 
 /// A map update for one source partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,19 +17,22 @@ pub struct MapRecord {
 
 impl MapRecord {
     /// `<topic>/<partition>/s/<source start>` for a segment, `<topic>/<partition>/c` for
-    /// coverage. Topic names cannot contain '/', so the key is unambiguous.
+    /// coverage, `<topic>/<partition>/e` for an epoch. Topic names cannot contain '/', so
+    /// the key is unambiguous.
     pub fn key(&self) -> String {
         match &self.update {
             MapUpdate::Segment(s) => format!("{}/{}/s/{}", self.topic, self.partition, s.source),
             MapUpdate::Coverage(_) => format!("{}/{}/c", self.topic, self.partition),
+            MapUpdate::Epoch(_) => format!("{}/{}/e", self.topic, self.partition),
         }
     }
 
     pub fn value(&self) -> Vec<u8> {
-        // Serialising plain structs of integers cannot fail.
+        // Serialising plain structs of integers and strings cannot fail.
         match &self.update {
             MapUpdate::Segment(s) => serde_json::to_vec(s),
             MapUpdate::Coverage(c) => serde_json::to_vec(c),
+            MapUpdate::Epoch(e) => serde_json::to_vec(e),
         }
         .unwrap_or_default()
     }
@@ -40,16 +43,20 @@ impl MapRecord {
         let value = value?;
         let mut parts = key.rsplitn(4, '/');
         let last = parts.next()?;
-        if last == "c" {
-            // `<topic>/<partition>/c`
+        if last == "c" || last == "e" {
+            // `<topic>/<partition>/c` or `<topic>/<partition>/e`
             let mut parts = key.rsplitn(3, '/').skip(1);
             let partition = parts.next()?.parse().ok()?;
             let topic = parts.next()?.to_string();
-            let coverage: Coverage = serde_json::from_slice(value).ok()?;
+            let update = if last == "c" {
+                MapUpdate::Coverage(serde_json::from_slice(value).ok()?)
+            } else {
+                MapUpdate::Epoch(serde_json::from_slice(value).ok()?)
+            };
             return Some(Self {
                 topic,
                 partition,
-                update: MapUpdate::Coverage(coverage),
+                update,
             });
         }
         let kind = parts.next()?;
@@ -115,6 +122,7 @@ impl Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::map::{Coverage, Epoch};
 
     #[test]
     fn map_records_round_trip() {
@@ -128,6 +136,10 @@ mod tests {
                 from: 0,
                 through: 30,
                 target_next: 12,
+            }),
+            MapUpdate::Epoch(Epoch {
+                topic_id: Some("q1Vs3yJzQ2-Xb_6QfS0Lbg".into()),
+                target_from: 1_000,
             }),
         ] {
             let r = MapRecord {

@@ -15,6 +15,8 @@
 //! alone begins there ([`FoundCopies::rebuilt_map_start`]): a translation below it would
 //! otherwise skip the unnamed copies.
 
+use crate::source_ids::same_topic_id;
+
 /// Copies of one source partition found on the target.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FoundCopies {
@@ -100,8 +102,18 @@ impl CopyNamer {
     }
 
     /// A record whose header of ours names `source`, with the source topic ID it
-    /// carries, if any.
+    /// carries, if any. An ID other than the previous anchor's starts the naming again:
+    /// the source topic was created again, and its copies (from its own offsets, which
+    /// start again) follow the old topic's, which are not copies of it.
     pub(crate) fn named_with_id(&mut self, source: i64, target: i64, topic_id: Option<&str>) {
+        let another_topic = match (&self.found.topic_id, topic_id) {
+            (Some((previous, _)), Some(id)) => !same_topic_id(previous, id),
+            _ => false,
+        };
+        if another_topic {
+            self.found = FoundCopies::default();
+            self.next_source = None;
+        }
         let before = self.found.pairs.len();
         self.named(source, target);
         if let Some(id) = topic_id.filter(|_| self.found.pairs.len() > before) {
@@ -147,6 +159,20 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use strait_offset_sync::{OffsetIndex, PartitionOffsetMap, Translation};
+
+    #[test]
+    fn an_anchor_of_another_topic_id_starts_the_naming_again() {
+        let mut namer = CopyNamer::new(None);
+        namer.named_with_id(0, 0, Some("old"));
+        namer.named(1, 1);
+        namer.named_with_id(2, 2, Some("old"));
+        // The topic created again, copied after the old one's copies.
+        namer.named_with_id(0, 3, Some("new"));
+        namer.named(1, 4);
+        let found = namer.finish();
+        assert_eq!(found.pairs, vec![(0, 3), (1, 4)]);
+        assert_eq!(found.topic_id, Some(("new".to_string(), 3)));
+    }
 
     #[test]
     fn a_header_naming_an_earlier_record_is_a_duplicate() {

@@ -58,6 +58,19 @@ pub enum OnDataLoss {
     Continue,
 }
 
+/// What a flow does when a source topic it copies was deleted and created again under
+/// the same name (told by its topic ID, or without IDs by its records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnSourceTopicRecreated {
+    /// Stop the flow with an error naming the topic, until the operator decides.
+    #[default]
+    Stop,
+    /// Copy the new topic from its start (`start_from`) into the same target topic, after
+    /// the old topic's copies, with a new offset map epoch; reported either way.
+    Continue,
+}
+
 /// What keeps an instance that lost a partition from writing to it after the next owner
 /// resumed (see docs/guarantees.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
@@ -166,6 +179,7 @@ pub struct FlowSpec {
     pub naming: NamingPolicy,
     pub start_from: StartFrom,
     pub on_data_loss: OnDataLoss,
+    pub on_source_topic_recreated: OnSourceTopicRecreated,
     pub fence: Fence,
     pub refresh_interval: Duration,
     /// Consumer group on the source through which instances share partitions.

@@ -94,7 +94,12 @@ impl SourceTopicIds {
 /// topic than the one with ID `current`. Only two known, different IDs say so: an
 /// unknown one on either side says nothing.
 pub(crate) fn is_other_topic(recorded: Option<&str>, current: Option<&TopicId>) -> bool {
-    matches!((recorded, current), (Some(r), Some(c)) if url_safe(r) != url_safe(&c.0))
+    matches!((recorded, current), (Some(r), Some(c)) if !same_topic_id(r, &c.0))
+}
+
+/// Whether two topic IDs are one, written in either base64 alphabet.
+pub(crate) fn same_topic_id(a: &str, b: &str) -> bool {
+    url_safe(a) == url_safe(b)
 }
 
 /// An ID in base64's URL-safe alphabet without padding, as Kafka's tools print it:

@@ -53,7 +53,8 @@ pub struct DataLoss {
     /// topic is not the one copied: its topic ID is another than the one recorded with
     /// the group's commit or the newest anchor copy, or without IDs its record at the
     /// newest copy's source offset differs from that copy; `[from, to)` are the source
-    /// offsets that would be taken for copies).
+    /// offsets that would be taken for copies, empty when the flow goes on with the new
+    /// topic).
     pub reason: &'static str,
     /// What the flow did: `stopped`, or `continued` from the log start.
     pub action: &'static str,

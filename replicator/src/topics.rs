@@ -645,6 +645,7 @@ pub(crate) mod tests {
             naming: NamingPolicy::Identity,
             start_from: StartFrom::Earliest,
             on_data_loss: crate::OnDataLoss::Stop,
+            on_source_topic_recreated: crate::OnSourceTopicRecreated::Stop,
             fence: crate::Fence::None,
             refresh_interval: Duration::from_secs(1),
             group_id: "mock".into(),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use strait_offset_sync::{CheckpointSpec, GroupSelector};
 use strait_replicator::{
     client_config, is_secret_key, ClusterSpec, Fence, FlowSpec, HeartbeatSpec, NamingPolicy,
-    OnDataLoss, StartFrom, TopicSelector, Tuning,
+    OnDataLoss, OnSourceTopicRecreated, StartFrom, TopicSelector, Tuning,
 };
 
 mod load;
@@ -221,6 +221,10 @@ pub struct FlowConfig {
     /// "stop" the flow (default) or "continue" from the log start; reported either way.
     #[serde(default)]
     pub on_data_loss: OnDataLoss,
+    /// A source topic deleted and created again: "stop" the flow (default) or
+    /// "continue" with the new topic into the same target topic; reported either way.
+    #[serde(default)]
+    pub on_source_topic_recreated: OnSourceTopicRecreated,
     /// What keeps an instance that lost a partition from writing to it after the next
     /// owner resumed: "none" (default) or "transactions" (docs/guarantees.md).
     #[serde(default)]

@@ -109,6 +109,7 @@ impl Config {
                     naming,
                     start_from: flow.start_from,
                     on_data_loss: flow.on_data_loss,
+                    on_source_topic_recreated: flow.on_source_topic_recreated,
                     fence: flow.fence,
                     refresh_interval: flow.refresh_interval,
                     group_id: flow.group_id(name),

@@ -208,15 +208,19 @@ impl RebalanceContext {
             let log_start = log_bounds
                 .get(&(source_topic.clone(), partition))
                 .map(|&(low, _)| low);
-            if let Some(next) = committed_next {
-                self.check_commit_is_of_this_topic(
+            // The source topic was created again, and the flow goes on with it
+            // (`on_source_topic_recreated = "continue"`): what was recorded of the old
+            // one is set aside below, and the new one is copied from its start.
+            let mut recreated = match committed_next {
+                Some(next) => self.check_commit_is_of_this_topic(
                     (&source_topic, &target_topic, partition),
                     next,
                     commit_metadata.source_topic_id.as_deref(),
                     source_topic_id.as_ref(),
                     log_start,
-                )?;
-            }
+                )?,
+                None => false,
+            };
 
             let (persisted, last_copy) = index.map_or((None, None), |index| {
                 let index = index.lock().unwrap_or_else(|p| p.into_inner());
@@ -243,7 +247,9 @@ impl RebalanceContext {
                 Some(scanner) => scanner.watermarks_in(&watermarks, &target_topic, partition)?,
                 None => None,
             };
-            if let (Some(acked), Some((_, end))) = (committed_target, target_watermarks) {
+            if let (false, Some(acked), Some((_, end))) =
+                (recreated, committed_target, target_watermarks)
+            {
                 self.check_target_kept_its_copies(
                     (&source_topic, &target_topic, partition),
                     end,
@@ -256,7 +262,7 @@ impl RebalanceContext {
             if let (None, Some(_), Some(scanner), Some(w)) =
                 (committed_next, last_copy, &self.scanner, target_watermarks)
             {
-                if source_topic_id.is_some() {
+                if source_topic_id.is_some() && !recreated {
                     let newest = scanner.copies_after_commit(
                         &target_topic,
                         &SourcePartition {
@@ -267,7 +273,7 @@ impl RebalanceContext {
                         None,
                         w,
                     )?;
-                    self.check_copies_are_of_this_topic(
+                    recreated = self.check_copies_are_of_this_topic(
                         (&source_topic, &target_topic, partition),
                         &newest,
                         source_topic_id.as_ref(),
@@ -275,15 +281,17 @@ impl RebalanceContext {
                     )?;
                 }
             }
-            let map_confirmed = match (committed_next, last_copy, target_watermarks) {
-                (None, Some(last), Some((_, end))) => self.check_source_is_what_was_copied(
+            let compared = match (recreated, committed_next, last_copy, target_watermarks) {
+                (false, None, Some(last), Some((_, end))) => self.check_source_is_what_was_copied(
                     (&source_topic, &target_topic, partition),
                     last,
                     end,
                     log_bounds.get(&(source_topic.clone(), partition)),
                 )?,
-                _ => false,
+                _ => SameTopic::Unknown,
             };
+            recreated |= compared == SameTopic::Recreated;
+            let map_confirmed = compared == SameTopic::Confirmed;
             // Going on after copies the target lost (`on_data_loss = "continue"`): the
             // next copies land at its end.
             let committed_target = match (committed_target, target_watermarks) {
@@ -292,6 +300,7 @@ impl RebalanceContext {
             };
             // Copies on the target after that position, oldest first.
             let copied = match (&self.scanner, target_watermarks) {
+                _ if recreated => FoundCopies::default(),
                 (Some(scanner), Some(w)) => scanner.copies_after_commit(
                     &target_topic,
                     &SourcePartition {
@@ -305,15 +314,25 @@ impl RebalanceContext {
                 // No scanner, or no target topic yet: nothing was copied.
                 _ => FoundCopies::default(),
             };
-            if committed_next.is_none() && scan_from.is_none() {
+            if committed_next.is_none() && scan_from.is_none() && !recreated {
                 // Read back from the target's end for the newest anchor: as above.
-                self.check_copies_are_of_this_topic(
+                recreated = self.check_copies_are_of_this_topic(
                     (&source_topic, &target_topic, partition),
                     &copied,
                     source_topic_id.as_ref(),
                     (None, log_start),
                 )?;
             }
+            // Going on with a topic created again: nothing recorded of the old one counts.
+            let (committed_next, committed_target, persisted, map, copied) = if recreated {
+                let map = match map {
+                    OffsetMap::Off => OffsetMap::Off,
+                    _ => OffsetMap::Empty,
+                };
+                (None, None, None, map, FoundCopies::default())
+            } else {
+                (committed_next, committed_target, persisted, map, copied)
+            };
             let last_copied = copied.last();
             let resume = resume_point(&Witnesses {
                 committed: committed_next.map(|next| (next, committed_target)),
@@ -328,6 +347,16 @@ impl RebalanceContext {
                     .get(&(source_topic.clone(), partition))
                     .copied()
             });
+            let start = match (
+                recreated,
+                log_bounds.get(&(source_topic.clone(), partition)),
+            ) {
+                (true, Some(&(low, high))) => Some(match self.spec.start_from {
+                    StartFrom::Earliest => low,
+                    StartFrom::Latest => high,
+                }),
+                _ => start,
+            };
             let start = match (start, log_bounds.get(&(source_topic.clone(), partition))) {
                 (Some(start), Some(&(low, high))) => {
                     // The map may know copies of records past the start: a source topic
@@ -344,9 +373,19 @@ impl RebalanceContext {
 
             let mut progress = lock(&self.progress);
             let topic_progress = progress.topic(&target_topic, &source_topic);
-            topic_progress.source_topic_id = source_topic_id.map(|id| id.0);
+            topic_progress.source_topic_id = source_topic_id.as_ref().map(|id| id.0.clone());
             let p = topic_progress.partition(partition);
             p.assigned = true;
+            if let (true, Some((_, end))) = (recreated, target_watermarks) {
+                // The new topic's copies land after the old one's, and its map starts
+                // again there (see `Epoch`).
+                p.acked_target_next = Some(end);
+                p.begin_map_epoch(Epoch {
+                    topic_id: source_topic_id.map(|id| id.0),
+                    target_from: end,
+                });
+                info!(flow = %self.spec.name, topic = %source_topic, partition, start = ?start, target_topic = %target_topic, target_from = end, "copying the source topic created again from its start, after the old topic's copies, with a new offset map epoch");
+            }
             p.broken = false;
             p.committed_next = committed_next;
             if let Some(start) = start {
@@ -647,7 +686,8 @@ impl RebalanceContext {
     }
 
     /// A commit made for another topic ID than the source topic's now was made for a
-    /// topic deleted since: see [`Self::topic_replaced`].
+    /// topic deleted since: see [`Self::topic_replaced`]. `true`: the flow goes on with
+    /// the new topic.
     fn check_commit_is_of_this_topic(
         &self,
         partition: (&str, &str, i32),
@@ -655,9 +695,9 @@ impl RebalanceContext {
         recorded: Option<&str>,
         current: Option<&TopicId>,
         log_start: Option<i64>,
-    ) -> Result<(), ReplicatorError> {
+    ) -> Result<bool, ReplicatorError> {
         if !is_other_topic(recorded, current) {
-            return Ok(());
+            return Ok(false);
         }
         self.topic_replaced(
             partition,
@@ -669,24 +709,26 @@ impl RebalanceContext {
             ),
             committed_next,
             log_start,
-        )
+        )?;
+        Ok(true)
     }
 
     /// Copies whose newest anchor names another topic ID than the source topic's now
     /// were made from a topic deleted since: see [`Self::topic_replaced`]. `copied_to`:
     /// the source offset after the newest copy known (from the offset map, or the copies).
+    /// `true`: the flow goes on with the new topic.
     fn check_copies_are_of_this_topic(
         &self,
         partition: (&str, &str, i32),
         copies: &FoundCopies,
         current: Option<&TopicId>,
         (copied_to, log_start): (Option<i64>, Option<i64>),
-    ) -> Result<(), ReplicatorError> {
+    ) -> Result<bool, ReplicatorError> {
         let Some((recorded, anchor)) = &copies.topic_id else {
-            return Ok(());
+            return Ok(false);
         };
         if !is_other_topic(Some(recorded), current) {
-            return Ok(());
+            return Ok(false);
         }
         let copied_to = copied_to
             .into_iter()
@@ -703,12 +745,17 @@ impl RebalanceContext {
             ),
             copied_to,
             log_start,
-        )
+        )?;
+        Ok(true)
     }
 
     /// The source topic is not the one copied: every record below `copied_to` in it
-    /// would be taken for one already copied. Reported as lost from the source's log
-    /// start (or `from`) to there, and the flow stops whatever `on_data_loss` says.
+    /// would be taken for one already copied. With `on_source_topic_recreated = "stop"`
+    /// (the default), reported as lost from the source's log start to there, and the
+    /// flow stops whatever `on_data_loss` says. With `"continue"`, reported with an empty
+    /// range (nothing of the new topic is taken for a copy; what the old topic held past
+    /// its copies went with it, and how much is not known), and `Ok`: the caller copies
+    /// the new topic from its start, after the old one's copies.
     fn topic_replaced(
         &self,
         (source_topic, target_topic, partition): (&str, &str, i32),
@@ -716,16 +763,14 @@ impl RebalanceContext {
         copied_to: i64,
         log_start: Option<i64>,
     ) -> Result<(), ReplicatorError> {
+        let from = match self.spec.on_source_topic_recreated {
+            OnSourceTopicRecreated::Stop => log_start.map_or(0, |s| s.min(copied_to)),
+            OnSourceTopicRecreated::Continue => copied_to,
+        };
         self.lost(
-            (
-                source_topic,
-                partition,
-                "source",
-                log_start.map_or(0, |s| s.min(copied_to)),
-                copied_to,
-            ),
+            (source_topic, partition, "source", from, copied_to),
             "source_topic_replaced",
-            StopOnLoss::Always(ReplicatorError::SourceTopicReplaced {
+            StopOnLoss::IfRecreatedPolicySays(ReplicatorError::SourceTopicReplaced {
                 topic: source_topic.to_string(),
                 partition,
                 target_topic: target_topic.to_string(),
@@ -749,16 +794,16 @@ impl RebalanceContext {
         (source_offset, target_offset): (i64, i64),
         target_end: i64,
         source_bounds: Option<&(i64, i64)>,
-    ) -> Result<bool, ReplicatorError> {
+    ) -> Result<SameTopic, ReplicatorError> {
         let Some(scanner) = &self.scanner else {
-            return Ok(false);
+            return Ok(SameTopic::Unknown);
         };
         let Some(&(log_start, source_end)) = source_bounds else {
-            return Ok(false);
+            return Ok(SameTopic::Unknown);
         };
         if source_end <= source_offset {
             // Shorter than what was copied: the offsets went back.
-            return Ok(false);
+            return Ok(SameTopic::Unknown);
         }
         let same = scanner.copy_matches_source(
             target_topic,
@@ -770,8 +815,10 @@ impl RebalanceContext {
             (source_offset, target_offset),
             target_end,
         )?;
-        if same != Some(false) {
-            return Ok(same == Some(true));
+        match same {
+            Some(true) => return Ok(SameTopic::Confirmed),
+            None => return Ok(SameTopic::Unknown),
+            Some(false) => {}
         }
         self.topic_replaced(
             (source_topic, target_topic, partition),
@@ -782,8 +829,7 @@ impl RebalanceContext {
             source_offset + 1,
             Some(log_start),
         )?;
-        // Not reached: that loss always stops the flow.
-        Ok(false)
+        Ok(SameTopic::Recreated)
     }
 
     /// Records below `log_start` that are not copied are gone: see [`Self::lost`]. With
@@ -848,6 +894,10 @@ impl RebalanceContext {
         let (stop, stops) = match stop.into() {
             StopOnLoss::Always(error) => (error, true),
             StopOnLoss::IfPolicySays(error) => (error, self.spec.on_data_loss == OnDataLoss::Stop),
+            StopOnLoss::IfRecreatedPolicySays(error) => (
+                error,
+                self.spec.on_source_topic_recreated == OnSourceTopicRecreated::Stop,
+            ),
         };
         error!(
             flow = %self.spec.name, topic = source_topic, partition, on, from, to,
@@ -878,6 +928,18 @@ impl RebalanceContext {
     }
 }
 
+/// What comparing a copy with the source record it was made of tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SameTopic {
+    /// The same record: the source topic is the one copied.
+    Confirmed,
+    /// Not comparable (no access to the source, or a record gone from either side).
+    Unknown,
+    /// Another record: the topic was created again, and the flow goes on with it
+    /// (`on_source_topic_recreated = "continue"`; otherwise the flow stopped).
+    Recreated,
+}
+
 /// (log start, log end) of source partitions.
 pub(super) type LogBounds = HashMap<(String, i32), (i64, i64)>;
 
@@ -885,6 +947,8 @@ pub(super) type LogBounds = HashMap<(String, i32), (i64, i64)>;
 pub(super) enum StopOnLoss {
     /// As `on_data_loss` says.
     IfPolicySays(ReplicatorError),
+    /// As `on_source_topic_recreated` says.
+    IfRecreatedPolicySays(ReplicatorError),
     /// Whatever it says: the copy cannot go on exactly.
     Always(ReplicatorError),
 }

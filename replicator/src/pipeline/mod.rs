@@ -44,7 +44,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 use strait_offset_sync::{
     ensure_compacted_topic, is_connection_trouble, is_leader_settling, offsets_learning_partitions,
-    settling_backoff, FlowIndex, MapUpdate, MapWriter, PartitionOffsetMap, TopicId,
+    settling_backoff, Epoch, FlowIndex, MapUpdate, MapWriter, PartitionOffsetMap, TopicId,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -63,7 +63,10 @@ use crate::source_ids::{is_other_topic, SourceTopicIds, TOPIC_ID_HEADER};
 use crate::status::{DataLoss, FlowStatus, PartitionStatus, TopicStatus};
 use crate::telemetry;
 use crate::topics::{apply_cluster, client_config, discover, learn_partitions, TargetTopics};
-use crate::{offsets_of, ClusterSpec, Fence, FlowSpec, OnDataLoss, ReplicatorError, StartFrom};
+use crate::{
+    offsets_of, ClusterSpec, Fence, FlowSpec, OnDataLoss, OnSourceTopicRecreated, ReplicatorError,
+    StartFrom,
+};
 
 mod assignment;
 mod clients;

@@ -57,6 +57,12 @@ impl PartitionProgress {
         }
     }
 
+    /// Starts this partition's map again for a source topic created again: see
+    /// [`PartitionOffsetMap::begin_epoch`].
+    pub(super) fn begin_map_epoch(&mut self, epoch: Epoch) {
+        self.offsets.begin_epoch(epoch);
+    }
+
     /// An acknowledged copy. `false` if it is not newer than the last one recorded.
     pub(super) fn map_acknowledged(&mut self, source: i64, target: i64) -> bool {
         self.offsets.record(source, target)
