@@ -122,9 +122,9 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {
     (StatusCode::OK, body)
 }
 
-/// Readiness: 200 when every flow is running and both of its clients hold a connection
-/// to their cluster (from librdkafka's statistics, refreshed every 2 s); 503 otherwise,
-/// saying what is missing.
+/// Readiness: 200 when every flow is running, both of its clients hold a connection to
+/// their cluster (from librdkafka's statistics, refreshed every 2 s) and it stopped no
+/// topic; 503 otherwise, saying what is missing.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
     let mut ready = true;
     let mut body = String::new();
@@ -145,6 +145,9 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
         }
         if !s.is_target_connected() {
             missing.push(format!("not connected to target '{}'", flow.target));
+        }
+        for (topic, error) in s.stopped_topics() {
+            missing.push(format!("topic {topic} stopped: {error}"));
         }
         if missing.is_empty() {
             body.push_str(&format!("flow {}: ready\n", flow.name));
@@ -176,6 +179,9 @@ struct FlowBody {
     ready: bool,
     /// The error the flow stopped with for good; the other flows go on.
     failed: Option<String>,
+    /// Source topics the flow stopped copying, each with the error that stopped it; its
+    /// other topics go on.
+    stopped_topics: std::collections::BTreeMap<String, String>,
     source: ClusterBody,
     target: ClusterBody,
     lag_records: i64,
@@ -206,6 +212,7 @@ async fn status(
                 running: f.status.is_up(),
                 ready: f.status.is_ready(),
                 failed: f.status.failure(),
+                stopped_topics: f.status.stopped_topics(),
                 source: ClusterBody {
                     cluster: f.source.clone(),
                     connected: f.status.is_source_connected(),

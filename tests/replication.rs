@@ -760,6 +760,20 @@ fn restart_into_the_loss(strait: &mut Strait, said: &[&str]) {
     }
 }
 
+/// Waits until `/status` lists `topic` among the flow's stopped topics; returns the error
+/// that stopped it.
+fn wait_for_stopped_topic(strait: &Strait, topic: &str) -> String {
+    let stopped = || {
+        status_json(strait)["flows"][0]["stopped_topics"][topic]
+            .as_str()
+            .map(str::to_string)
+    };
+    wait_until(Duration::from_secs(60), "the topic stopped", || {
+        stopped().is_some()
+    });
+    stopped().unwrap_or_default()
+}
+
 /// Restarts Strait with `on_data_loss = "continue"`.
 fn restart_to_continue(strait: &mut Strait) {
     let config = std::fs::read_to_string(&strait.config).unwrap();
@@ -1016,25 +1030,66 @@ fn a_flow_stopped_by_a_data_loss_leaves_the_other_flows_copying() {
 
 /// A source topic deleted, created again and written past the records already copied
 /// from it, all while Strait was stopped: nothing in the offsets tells (deleting a topic
-/// deletes its group offsets, and the new topic ends beyond the copies), but its record
-/// at the newest copy's offset is another one. That is reported and stops the flow, even
-/// with `on_data_loss = "continue"`: the new records below that offset would be taken for
-/// ones already copied.
+/// deletes its group offsets, and the new topic ends beyond the copies), but its topic ID
+/// does. Copying that topic stops, even with `on_data_loss = "continue"` (the new records
+/// below the old copies' offsets would be taken for ones already copied), and the flow's
+/// other topic goes on; `/status` and `/readyz` name the stopped topic, and the process
+/// exits with 1 when stopped.
 #[test]
-fn a_source_topic_created_again_and_written_past_the_copies_is_reported_and_stops_the_flow() {
+fn a_source_topic_created_again_and_written_past_the_copies_is_reported_and_stops_that_topic() {
     let topic = unique("replaced");
-    let target = format!("primary.{topic}");
-    let mut strait = copy_a_thousand_and_stop("replaced", &topic);
+    let other = unique("replaced-other");
+    let (target, other_target) = (format!("primary.{topic}"), format!("primary.{other}"));
+    create_topic(PRIMARY, &topic, 1, &[]);
+    create_topic(PRIMARY, &other, 1, &[]);
+    produce_simple(PRIMARY, &topic, 1, 1_000, "before");
+    produce_simple(PRIMARY, &other, 1, 100, "before");
+    let mut strait = Strait::start(&flow_config(
+        "replaced",
+        &format!("{topic}|{other}"),
+        "prefix",
+        "on_data_loss = \"continue\"",
+    ));
+    wait_until(Duration::from_secs(60), "both topics copied", || {
+        partition_count(SECONDARY, &target).is_some()
+            && partition_count(SECONDARY, &other_target).is_some()
+            && end_offsets(SECONDARY, &target) >= 1_000
+            && end_offsets(SECONDARY, &other_target) >= 100
+    });
+    assert_eq!(strait.terminate(), Some(0), "{}", strait.logs());
 
     delete_topic(PRIMARY, &topic);
     create_topic(PRIMARY, &topic, 1, &[]);
     produce_simple(PRIMARY, &topic, 1, 1_500, "again");
+    strait.restart();
     let said = format!(
         "{topic}[0] on the source is not the partition this flow copied to {target}: its \
          newest anchor copy, at {target}[0] offset 0, was made from topic ID"
     );
-    restart_into_the_loss(&mut strait, &[&said, "source_topic_replaced"]);
-    continuing_still_stops(&mut strait, &said, &target);
+    let error = wait_for_stopped_topic(&strait, &topic);
+    assert!(error.contains(&said), "{error}");
+    assert!(
+        strait.logs().contains("source_topic_replaced"),
+        "{}",
+        strait.logs()
+    );
+    produce_simple(PRIMARY, &other, 1, 100, "after");
+    wait_until(
+        Duration::from_secs(60),
+        "the other topic still copied",
+        || end_offsets(SECONDARY, &other_target) >= 200,
+    );
+    let ready = http_get(strait.port, "/readyz").unwrap_or_default();
+    assert!(
+        ready.contains(" 503 ") && ready.contains(&format!("topic {topic} stopped: ")),
+        "{ready}"
+    );
+    assert_eq!(
+        end_offsets(SECONDARY, &target),
+        1_000,
+        "none of the new records taken for copies or copied"
+    );
+    assert_eq!(strait.terminate(), Some(1), "{}", strait.logs());
 }
 
 /// The same, with the new topic written short of the copies. Its offsets do not tell a
@@ -1053,20 +1108,21 @@ fn a_source_topic_created_again_short_of_the_copies_is_named_by_its_topic_id() {
         "{topic}[0] on the source is not the partition this flow copied to {target}: its \
          newest anchor copy, at {target}[0] offset 0, was made from topic ID"
     );
-    restart_into_the_loss(
-        &mut strait,
-        &[
-            &said,
-            "source_topic_replaced",
-            "offsets [0, 1000) on the source",
-        ],
-    );
+    restart_to_continue(&mut strait);
+    let error = wait_for_stopped_topic(&strait, &topic);
+    assert!(error.contains(&said), "{error}");
+    let logs = strait.logs();
     assert!(
-        !strait.logs().contains("source_offsets_went_back"),
-        "{}",
-        strait.logs()
+        logs.contains("source_topic_replaced") && logs.contains("offsets [0, 1000) on the source"),
+        "{logs}"
     );
-    continuing_still_stops(&mut strait, &said, &target);
+    assert!(!logs.contains("source_offsets_went_back"), "{logs}");
+    assert_eq!(
+        end_offsets(SECONDARY, &target),
+        1_000,
+        "none of the new records taken for copies or copied"
+    );
+    assert_eq!(strait.terminate(), Some(1), "{}", strait.logs());
 }
 
 /// With `on_source_topic_recreated = "continue"`, a source topic created again is copied
@@ -1158,11 +1214,11 @@ fn a_source_topic_created_again_is_copied_after_the_old_copies_when_the_flow_goe
 }
 
 /// A source topic deleted and created again while Strait copies it: the next topic
-/// refresh (or the assignment the new topic brings) sees another topic ID, and the flow
-/// stops on it, with the loss in `/status`, rather than resuming the new topic after the
-/// old one's copies.
+/// refresh (or the assignment the new topic brings) sees another topic ID, and copying
+/// that topic stops, with the loss in `/status`, rather than resuming the new topic after
+/// the old one's copies.
 #[test]
-fn a_source_topic_created_again_while_copied_stops_the_flow() {
+fn a_source_topic_created_again_while_copied_stops_that_topic_alone() {
     let topic = unique("replaced-live");
     let target = format!("primary.{topic}");
     create_topic(PRIMARY, &topic, 1, &[]);
@@ -1179,12 +1235,9 @@ fn a_source_topic_created_again_while_copied_stops_the_flow() {
     delete_topic(PRIMARY, &topic);
     create_topic(PRIMARY, &topic, 1, &[]);
     produce_simple(PRIMARY, &topic, 1, 1_500, "again");
-    assert_eq!(
-        strait.wait_exit(Duration::from_secs(60)),
-        Some(1),
-        "{}",
-        strait.logs()
-    );
+    wait_for_stopped_topic(&strait, &topic);
+    // Time for a copy that should not be made.
+    std::thread::sleep(Duration::from_secs(3));
     let logs = strait.logs();
     assert!(
         logs.contains(&format!(
@@ -1207,6 +1260,7 @@ fn a_source_topic_created_again_while_copied_stops_the_flow() {
         (1_000, 1_000),
         "none of the new topic's records copied after the old one's"
     );
+    assert_eq!(strait.terminate(), Some(1), "{}", strait.logs());
 }
 
 /// Records something else writes into a flow's target partition between its copies (an

@@ -98,13 +98,14 @@ pub enum ReplicatorError {
     },
     /// A source partition holds other records than the ones its copies were made of: the
     /// topic was replaced. `evidence` says how that was found (another topic ID, or
-    /// another record at a copied offset). Stops the flow whatever `on_data_loss` says.
+    /// another record at a copied offset). Stops copying that topic whatever
+    /// `on_data_loss` says, unless `on_source_topic_recreated = "continue"`.
     #[error(
         "{topic}[{partition}] on the source is not the partition this flow copied to \
          {target_topic}: {evidence} (the topic was deleted and created again). Its records \
-         below offset {copied_to} would be taken for ones already copied, and the offset \
-         map could not tell them apart, so the flow stops whatever on_data_loss says \
-         (docs/guarantees.md, \"A source topic created again\")"
+         below offset {copied_to} would be taken for ones already copied, so copying it \
+         stops; set on_source_topic_recreated = \"continue\" on the flow to copy the new \
+         topic after the old one's copies (docs/guarantees.md)"
     )]
     SourceTopicReplaced {
         topic: String,
@@ -113,6 +114,17 @@ pub enum ReplicatorError {
         evidence: String,
         copied_to: i64,
     },
+    /// The flow stopped copying a source topic (see [`crate::FlowStatus::stopped_topics`]):
+    /// the pipeline restarts without it, and the flow's other topics go on.
+    #[error(
+        "stopped copying source topic {topic} (see /status, stopped_topics); restarting \
+         without it"
+    )]
+    SourceTopicStopped { topic: String },
+    /// Source topics the flow stopped copying, reported when it stops: the process exits
+    /// with an error so that they are not missed.
+    #[error("source topics stopped: {0}")]
+    SourceTopicsStopped(String),
     /// A source topic's ID changed while the pipeline copied it: the topic was deleted
     /// and created again. The pipeline restarts, and the assignment compares the IDs
     /// recorded with its copies and commits (the `source_ids` module).
@@ -203,12 +215,14 @@ impl ReplicatorError {
             Self::Timeout(..)
             | Self::OffsetMap(_)
             | Self::Fenced { .. }
-            | Self::SourceTopicIdChanged { .. } => true,
+            | Self::SourceTopicIdChanged { .. }
+            | Self::SourceTopicStopped { .. } => true,
             Self::RecordRefused { .. }
             | Self::CopyLoop { .. }
             | Self::SourceDataLoss { .. }
             | Self::SourceOffsetsWentBack { .. }
             | Self::SourceTopicReplaced { .. }
+            | Self::SourceTopicsStopped(_)
             | Self::TargetDataLoss { .. }
             | Self::ProducerStopped { .. }
             | Self::TargetConflict { .. }

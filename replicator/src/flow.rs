@@ -87,7 +87,18 @@ pub fn run_flow(
     if let Some(handle) = heartbeats {
         let _ = handle.join();
     }
-    result
+    let stopped = status.stopped_topics();
+    match result {
+        // Stopped topics make the stop an error: the process exits with one.
+        Ok(()) if !stopped.is_empty() => Err(ReplicatorError::SourceTopicsStopped(
+            stopped
+                .iter()
+                .map(|(topic, error)| format!("{topic}: {error}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )),
+        result => result,
+    }
 }
 
 /// Runs the pipeline until cancelled or a fatal error, restarting it after retriable ones.

@@ -63,7 +63,8 @@ pub enum OnDataLoss {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum OnSourceTopicRecreated {
-    /// Stop the flow with an error naming the topic, until the operator decides.
+    /// Stop copying that topic, with an error naming it, until the operator decides; the
+    /// flow's other topics go on.
     #[default]
     Stop,
     /// Copy the new topic from its start (`start_from`) into the same target topic, after

@@ -29,6 +29,9 @@ pub struct FlowStatus {
     losses: Mutex<Vec<DataLoss>>,
     /// Why the flow stopped for good, if it did: the error it failed with.
     failure: Mutex<Option<String>>,
+    /// Source topics the flow stopped copying, each with the error that stopped it; its
+    /// other topics go on. Kept across pipeline restarts, for the life of the process.
+    stopped_topics: Mutex<BTreeMap<String, String>>,
     started_changed: Condvar,
 }
 
@@ -137,14 +140,44 @@ impl FlowStatus {
         *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
     }
 
+    /// The source topics this flow stopped copying, with the error that stopped each.
+    pub fn stopped_topics(&self) -> BTreeMap<String, String> {
+        self.stopped_topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn stop_topic(&self, topic: &str, error: &ReplicatorError) {
+        self.stopped_topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(topic.to_string(), error.to_string());
+    }
+
+    pub(crate) fn is_topic_stopped(&self, topic: &str) -> bool {
+        self.stopped_topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(topic)
+    }
+
     /// The pipeline is running (it may still be connecting).
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }
 
-    /// Running, and both clients report a connection to a broker of their cluster.
+    /// Running, both clients report a connection to a broker of their cluster, and no
+    /// topic was stopped.
     pub fn is_ready(&self) -> bool {
-        self.is_up() && self.is_source_connected() && self.is_target_connected()
+        self.is_up()
+            && self.is_source_connected()
+            && self.is_target_connected()
+            && self
+                .stopped_topics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
     }
 
     pub fn is_source_connected(&self) -> bool {

@@ -778,6 +778,13 @@ impl RebalanceContext {
                 copied_to,
             }),
         )
+        .map_err(|error| {
+            // That topic alone: the pipeline restarts without it (see `refresh_topics`).
+            self.status.stop_topic(source_topic, &error);
+            ReplicatorError::SourceTopicStopped {
+                topic: source_topic.to_string(),
+            }
+        })
     }
 
     /// Deleting a topic deletes its group offsets, so a partition the group has no commit
@@ -891,19 +898,24 @@ impl RebalanceContext {
         reason: &'static str,
         stop: impl Into<StopOnLoss>,
     ) -> Result<(), ReplicatorError> {
-        let (stop, stops) = match stop.into() {
-            StopOnLoss::Always(error) => (error, true),
-            StopOnLoss::IfPolicySays(error) => (error, self.spec.on_data_loss == OnDataLoss::Stop),
+        let (stop, stops, what_stops) = match stop.into() {
+            StopOnLoss::Always(error) => (error, true, "the flow stops"),
+            StopOnLoss::IfPolicySays(error) => (
+                error,
+                self.spec.on_data_loss == OnDataLoss::Stop,
+                "the flow stops",
+            ),
             StopOnLoss::IfRecreatedPolicySays(error) => (
                 error,
                 self.spec.on_source_topic_recreated == OnSourceTopicRecreated::Stop,
+                "copying this topic stops; the flow's other topics go on",
             ),
         };
         error!(
             flow = %self.spec.name, topic = source_topic, partition, on, from, to,
-            lost = to - from, reason, on_data_loss = if stops { "stop" } else { "continue" },
+            lost = to - from, reason, action = if stops { "stop" } else { "continue" },
             "records lost to the copy: offsets [{from}, {to}) on the {on} ({reason}); {}",
-            if stops { "the flow stops" } else { "the copy goes on" }
+            if stops { what_stops } else { "the copy goes on" }
         );
         metrics::counter!(telemetry::RECORDS_LOST_TOTAL,
             "flow" => self.spec.name.clone(), "topic" => source_topic.to_string(),

@@ -403,6 +403,8 @@ impl Pipeline<'_> {
     ) -> Result<(), ReplicatorError> {
         let heartbeat_exists = self.heartbeat_exists.take().unwrap_or(false);
         let mut wanted = discover(self.consumer.client(), self.spec)?;
+        // Topics the flow stopped copying stay out of the subscription.
+        wanted.retain(|topic, _| !self.status.is_topic_stopped(topic));
         self.check_source_topic_ids(wanted.keys())?;
         let selected_heartbeat = self
             .spec
@@ -418,6 +420,7 @@ impl Pipeline<'_> {
             while !wanted.contains_key(&heartbeat.topic) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
                 wanted = discover(self.consumer.client(), self.spec)?;
+                wanted.retain(|topic, _| !self.status.is_topic_stopped(topic));
             }
         }
         let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
