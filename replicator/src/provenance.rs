@@ -278,8 +278,39 @@ impl TailScanner {
         }
     }
 
+    /// The end of a target partition's log, past records of transactions still open or
+    /// whose markers are not written yet, which the (log start, end) of
+    /// [`Self::watermarks_in`] leaves out: this scanner reads committed records only, and
+    /// its end is the last stable offset. `None` if the topic does not exist. A client of
+    /// its own, made for the call: it is needed only when the stable end falls short.
+    pub(crate) fn log_end(
+        &self,
+        target: &ClusterSpec,
+        target_topic: &str,
+        partition: i32,
+    ) -> Result<Option<i64>, ReplicatorError> {
+        let context = || {
+            format!(
+                "reading the log end of {target_topic}[{partition}] on '{}'",
+                self.cluster
+            )
+        };
+        let client: BaseConsumer = client_config(target)
+            .set("client.id", "strait-tail-scan-log-end")
+            .set("isolation.level", "read_uncommitted")
+            .create()
+            .map_err(|e| ReplicatorError::kafka(context(), e))?;
+        match settled_watermarks(&client, target_topic, partition, SCAN_STALL) {
+            Ok((_, end)) => Ok(Some(end)),
+            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
+                Ok(None)
+            }
+            Err(e) => Err(ReplicatorError::kafka(context(), e)),
+        }
+    }
+
     /// (log start, end) of one target partition; `None` if the topic does not exist.
-    fn watermarks_of(
+    pub(crate) fn watermarks_of(
         &self,
         target_topic: &str,
         partition: i32,

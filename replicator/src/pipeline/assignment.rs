@@ -191,6 +191,9 @@ impl RebalanceContext {
             _ => watermarks,
         };
         let mut claims = Vec::new();
+        // New map epochs of source topics created again, written before anything is
+        // copied or claimed: see `persist_epochs`.
+        let mut epochs = Vec::new();
         debug!(flow = %self.spec.name, elapsed = ?began.elapsed(), known = watermarks.len(), "assignment: start offsets and target watermarks read");
         for elem in committed.elements() {
             let (source_topic, partition) = (elem.topic().to_string(), elem.partition());
@@ -246,6 +249,12 @@ impl RebalanceContext {
             let target_watermarks = match &self.scanner {
                 Some(scanner) => scanner.watermarks_in(&watermarks, &target_topic, partition)?,
                 None => None,
+            };
+            let target_watermarks = match (recreated, committed_target, target_watermarks) {
+                (false, Some(acked), Some(w)) if w.1 < acked => {
+                    self.wait_for_stable_end((&target_topic, partition), acked, w)?
+                }
+                _ => target_watermarks,
             };
             if let (false, Some(acked), Some((_, end))) =
                 (recreated, committed_target, target_watermarks)
@@ -450,6 +459,9 @@ impl RebalanceContext {
                     .chain(start)
                     .collect();
                 p.start_map(from, target_next, &complete_below);
+                if recreated {
+                    epochs.push((source_topic.clone(), partition, p.map_handled_through(None)));
+                }
             }
             // Per partition at debug: a group of 1,200 partitions would write 1,200 lines
             // at every rebalance. The summary below is the info line.
@@ -460,6 +472,7 @@ impl RebalanceContext {
                 start = ?start, "partition assigned"
             );
         }
+        self.persist_epochs(epochs)?;
         self.claim(consumer, &claims)?;
         let assigned: Vec<(String, i32)> = committed
             .elements()
@@ -668,6 +681,7 @@ impl RebalanceContext {
             .iter()
             .map(|e| e.topic().to_string())
             .collect();
+        topics.sort_unstable();
         topics.dedup();
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         match self
@@ -683,6 +697,82 @@ impl RebalanceContext {
             }),
             None => Ok(()),
         }
+    }
+
+    /// Writes the new map epochs of source topics created again, and waits until the map
+    /// topic holds them. A commit naming the new topic's ID follows (the claim), so a
+    /// crash after it finds the map of the new topic, not the old one's coverage, which
+    /// would have made the new topic's offsets look as if they went back.
+    fn persist_epochs(
+        &self,
+        epochs: Vec<(String, i32, Vec<MapUpdate>)>,
+    ) -> Result<(), ReplicatorError> {
+        if epochs.is_empty() {
+            return Ok(());
+        }
+        let Some(writer) = PersistedMap::writer(self.map.as_deref())? else {
+            return Ok(());
+        };
+        for (topic, partition, updates) in epochs {
+            writer.write(&topic, partition, updates)?;
+        }
+        writer.flush(COMMIT_TIMEOUT)?;
+        Ok(())
+    }
+
+    /// A target partition whose stable end (what committed readers see, the tail scan
+    /// among them) is below the copies the group's commit says were acknowledged, while
+    /// its log holds them: a transaction's markers are not written yet. The transaction
+    /// coordinator writes them after it answered the commit (or the abort a fence made),
+    /// so a new owner that reads right after a fenced hand-over can find the stable end
+    /// behind the previous owner's committed copies; taken for the end, that was reported
+    /// as copies the target lost (seen in CI, a fenced flow with an instance frozen). So
+    /// the stable end is read again until it reaches them, for at most the scan's stall
+    /// limit. A log that ends below them did lose copies: the watermarks are returned as
+    /// they are, for [`Self::check_target_kept_its_copies`].
+    fn wait_for_stable_end(
+        &self,
+        (target_topic, partition): (&str, i32),
+        acked: i64,
+        mut watermarks: (i64, i64),
+    ) -> Result<Option<(i64, i64)>, ReplicatorError> {
+        let Some(scanner) = &self.scanner else {
+            return Ok(Some(watermarks));
+        };
+        let began = std::time::Instant::now();
+        let mut waited = false;
+        while watermarks.1 < acked {
+            let log_end = scanner.log_end(&self.spec.target, target_topic, partition)?;
+            if log_end.is_none_or(|end| end < acked) {
+                break;
+            }
+            if began.elapsed() > STABLE_END_WAIT {
+                return Err(ReplicatorError::Timeout(
+                    STABLE_END_WAIT,
+                    format!(
+                        "waiting for {target_topic}[{partition}] on '{}' to be stable up to \
+                         offset {acked} (it is at {}, its log ends at {}): a transaction on it \
+                         stays open",
+                        self.spec.target.name,
+                        watermarks.1,
+                        log_end.unwrap_or_default()
+                    ),
+                ));
+            }
+            if !waited {
+                debug!(flow = %self.spec.name, topic = target_topic, partition, stable_end = watermarks.1, acked, ?log_end, "waiting for transaction markers on the target");
+                waited = true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            match scanner.watermarks_of(target_topic, partition)? {
+                Some(w) => watermarks = w,
+                None => break,
+            }
+        }
+        if waited {
+            debug!(flow = %self.spec.name, topic = target_topic, partition, waited = ?began.elapsed(), "target stable end reached the acknowledged copies");
+        }
+        Ok(Some(watermarks))
     }
 
     /// A commit made for another topic ID than the source topic's now was made for a
@@ -751,8 +841,9 @@ impl RebalanceContext {
 
     /// The source topic is not the one copied: every record below `copied_to` in it
     /// would be taken for one already copied. With `on_source_topic_recreated = "stop"`
-    /// (the default), reported as lost from the source's log start to there, and the
-    /// flow stops whatever `on_data_loss` says. With `"continue"`, reported with an empty
+    /// (the default), reported as lost from the source's log start to there, and copying
+    /// that topic stops whatever `on_data_loss` says: the pipeline restarts without it,
+    /// and the flow's other topics go on. With `"continue"`, reported with an empty
     /// range (nothing of the new topic is taken for a copy; what the old topic held past
     /// its copies went with it, and how much is not known), and `Ok`: the caller copies
     /// the new topic from its start, after the old one's copies.
@@ -792,7 +883,7 @@ impl RebalanceContext {
     /// created again under the same name. Shorter than what was copied, it is found by
     /// [`Self::check_offsets_did_not_go_back`]; written past it, only the records tell:
     /// the newest copy is compared with the source record at the offset it was copied
-    /// from. A different record there stops the flow (see [`Self::lost`]); the same one
+    /// from. A different record there stops the topic (see [`Self::topic_replaced`]); the same one
     /// confirms the map (`true`: see [`resume_point`]); one that cannot be read (gone from
     /// either side, or no access to the source) leaves the other checks to decide.
     pub(super) fn check_source_is_what_was_copied(
@@ -951,6 +1042,10 @@ pub(super) enum SameTopic {
     /// (`on_source_topic_recreated = "continue"`; otherwise the flow stopped).
     Recreated,
 }
+
+/// How long an assignment waits for a target partition's transaction markers: see
+/// [`RebalanceContext::wait_for_stable_end`].
+const STABLE_END_WAIT: Duration = Duration::from_secs(30);
 
 /// (log start, log end) of source partitions.
 pub(super) type LogBounds = HashMap<(String, i32), (i64, i64)>;
