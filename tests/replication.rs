@@ -774,6 +774,26 @@ fn wait_for_stopped_topic(strait: &Strait, topic: &str) -> String {
     stopped().unwrap_or_default()
 }
 
+/// Checks that `target` still holds only the 1,000 copies of [`copy_a_thousand_and_stop`]
+/// (none of the new topic's records taken for copies or copied), and that Strait, which
+/// stopped copying a topic, exits with 1 when stopped.
+fn stops_with_the_old_copies_alone(strait: &mut Strait, target: &str) {
+    assert_eq!(
+        end_offsets(SECONDARY, target),
+        1_000,
+        "none of the new records taken for copies or copied"
+    );
+    assert_eq!(strait.terminate(), Some(1), "{}", strait.logs());
+}
+
+/// Deletes the one-partition source topic `topic` and creates it again with `records`
+/// records ("again-<n>").
+fn create_again(topic: &str, records: usize) {
+    delete_topic(PRIMARY, topic);
+    create_topic(PRIMARY, topic, 1, &[]);
+    produce_simple(PRIMARY, topic, 1, records, "again");
+}
+
 /// Restarts Strait with `on_data_loss = "continue"`.
 fn restart_to_continue(strait: &mut Strait) {
     let config = std::fs::read_to_string(&strait.config).unwrap();
@@ -985,9 +1005,7 @@ fn source_offsets_that_went_back_are_reported_and_stop_the_flow() {
     let target = format!("primary.{topic}");
     let mut strait = copy_a_thousand_and_stop("wentback", &topic);
 
-    delete_topic(PRIMARY, &topic);
-    create_topic(PRIMARY, &topic, 1, &[]);
-    produce_simple(PRIMARY, &topic, 1, 300, "again");
+    create_again(&topic, 300);
     let id = source_topic_id(&topic);
     commit_offsets_with_metadata(
         PRIMARY,
@@ -1114,9 +1132,7 @@ fn a_source_topic_created_again_and_written_past_the_copies_is_reported_and_stop
     });
     assert_eq!(strait.terminate(), Some(0), "{}", strait.logs());
 
-    delete_topic(PRIMARY, &topic);
-    create_topic(PRIMARY, &topic, 1, &[]);
-    produce_simple(PRIMARY, &topic, 1, 1_500, "again");
+    create_again(&topic, 1_500);
     strait.restart();
     let said = format!(
         "{topic}[0] on the source is not the partition this flow copied to {target}: its \
@@ -1140,12 +1156,7 @@ fn a_source_topic_created_again_and_written_past_the_copies_is_reported_and_stop
         ready.contains(" 503 ") && ready.contains(&format!("topic {topic} stopped: ")),
         "{ready}"
     );
-    assert_eq!(
-        end_offsets(SECONDARY, &target),
-        1_000,
-        "none of the new records taken for copies or copied"
-    );
-    assert_eq!(strait.terminate(), Some(1), "{}", strait.logs());
+    stops_with_the_old_copies_alone(&mut strait, &target);
 }
 
 /// The same, with the new topic written short of the copies. Its offsets do not tell a
@@ -1157,9 +1168,7 @@ fn a_source_topic_created_again_short_of_the_copies_is_named_by_its_topic_id() {
     let target = format!("primary.{topic}");
     let mut strait = copy_a_thousand_and_stop("replacedshort", &topic);
 
-    delete_topic(PRIMARY, &topic);
-    create_topic(PRIMARY, &topic, 1, &[]);
-    produce_simple(PRIMARY, &topic, 1, 500, "again");
+    create_again(&topic, 500);
     let said = format!(
         "{topic}[0] on the source is not the partition this flow copied to {target}: its \
          newest anchor copy, at {target}[0] offset 0, was made from topic ID"
@@ -1173,12 +1182,7 @@ fn a_source_topic_created_again_short_of_the_copies_is_named_by_its_topic_id() {
         "{logs}"
     );
     assert!(!logs.contains("source_offsets_went_back"), "{logs}");
-    assert_eq!(
-        end_offsets(SECONDARY, &target),
-        1_000,
-        "none of the new records taken for copies or copied"
-    );
-    assert_eq!(strait.terminate(), Some(1), "{}", strait.logs());
+    stops_with_the_old_copies_alone(&mut strait, &target);
 }
 
 /// With `on_source_topic_recreated = "continue"`, a source topic created again is copied
@@ -1191,9 +1195,7 @@ fn a_source_topic_created_again_is_copied_after_the_old_copies_when_the_flow_goe
     let target = format!("primary.{topic}");
     let mut strait = copy_a_thousand_and_stop("recreatedon", &topic);
 
-    delete_topic(PRIMARY, &topic);
-    create_topic(PRIMARY, &topic, 1, &[]);
-    produce_simple(PRIMARY, &topic, 1, 300, "again");
+    create_again(&topic, 300);
     let config = std::fs::read_to_string(&strait.config).unwrap();
     std::fs::write(
         &strait.config,
@@ -1288,9 +1290,7 @@ fn a_source_topic_created_again_while_copied_stops_that_topic_alone() {
     wait_until(Duration::from_secs(60), "the first records copied", || {
         partition_count(SECONDARY, &target).is_some() && end_offsets(SECONDARY, &target) >= 1_000
     });
-    delete_topic(PRIMARY, &topic);
-    create_topic(PRIMARY, &topic, 1, &[]);
-    produce_simple(PRIMARY, &topic, 1, 1_500, "again");
+    create_again(&topic, 1_500);
     let error = wait_for_stopped_topic(&strait, &topic);
     // Time for a copy that should not be made.
     std::thread::sleep(Duration::from_secs(3));

@@ -24,6 +24,8 @@ use rdkafka::client::{Client, ClientContext};
 use strait_offset_sync::{topic_ids, TopicId};
 use tracing::debug;
 
+use crate::ReplicatorError;
+
 /// Header on anchor copies: the ID of the source topic the copy was made from.
 pub const TOPIC_ID_HEADER: &str = "strait.source.topic_id";
 
@@ -47,17 +49,31 @@ impl SourceTopicIds {
     /// Asks the source for the IDs of `topics`, keeps those seen for the first time, and
     /// returns the topics whose ID changed since (kept as first seen). IDs the source
     /// cannot give are left unknown: a failed request is logged and changes nothing.
-    pub(crate) fn refresh<C: ClientContext>(
-        &self,
-        client: &Client<C>,
-        topics: &[&str],
-    ) -> Vec<IdChanged> {
+    fn refresh<C: ClientContext>(&self, client: &Client<C>, topics: &[&str]) -> Vec<IdChanged> {
         match topic_ids(client, topics, DESCRIBE_TIMEOUT) {
             Ok(now) => self.update(now),
             Err(e) => {
                 debug!(error = %e, "source topic IDs not read; the record comparison decides");
                 Vec::new()
             }
+        }
+    }
+
+    /// [`Self::refresh`], with a changed ID as the error that restarts the pipeline
+    /// ([`ReplicatorError::SourceTopicIdChanged`]): its next assignment then compares the
+    /// new ID with those recorded.
+    pub(crate) fn check<C: ClientContext>(
+        &self,
+        client: &Client<C>,
+        topics: &[&str],
+    ) -> Result<(), ReplicatorError> {
+        match self.refresh(client, topics).into_iter().next() {
+            Some(changed) => Err(ReplicatorError::SourceTopicIdChanged {
+                topic: changed.topic,
+                was: changed.was.0,
+                now: changed.now.0,
+            }),
+            None => Ok(()),
         }
     }
 

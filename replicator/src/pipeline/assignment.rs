@@ -684,19 +684,7 @@ impl RebalanceContext {
         topics.sort_unstable();
         topics.dedup();
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        match self
-            .source_ids
-            .refresh(consumer.client(), &names)
-            .into_iter()
-            .next()
-        {
-            Some(changed) => Err(ReplicatorError::SourceTopicIdChanged {
-                topic: changed.topic,
-                was: changed.was.0,
-                now: changed.now.0,
-            }),
-            None => Ok(()),
-        }
+        self.source_ids.check(consumer.client(), &names)
     }
 
     /// Writes the new map epochs of source topics created again, and waits until the map

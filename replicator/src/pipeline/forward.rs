@@ -375,19 +375,10 @@ impl Pipeline<'_> {
         topics: impl Iterator<Item = &'t String>,
     ) -> Result<(), ReplicatorError> {
         let names: Vec<&str> = topics.map(String::as_str).collect();
-        let ids = &self.consumer.context().source_ids;
-        match ids
-            .refresh(self.consumer.client(), &names)
-            .into_iter()
-            .next()
-        {
-            Some(changed) => Err(ReplicatorError::SourceTopicIdChanged {
-                topic: changed.topic,
-                was: changed.was.0,
-                now: changed.now.0,
-            }),
-            None => Ok(()),
-        }
+        self.consumer
+            .context()
+            .source_ids
+            .check(self.consumer.client(), &names)
     }
 
     /// Discovers source topics, subscribes to them, and creates or grows their targets.
