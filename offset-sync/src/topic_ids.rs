@@ -23,12 +23,6 @@ use crate::OffsetSyncError;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TopicId(pub String);
 
-impl std::fmt::Display for TopicId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// The all-zero ID: what a cluster without topic IDs answers (Kafka before 2.8, and
 /// Kafka-compatible services that do not keep them). It identifies nothing.
 const NO_ID: &str = "AAAAAAAAAAAAAAAAAAAAAA";

@@ -9,15 +9,17 @@
 //!   target position;
 //! - in a header on each anchor copy ([`TOPIC_ID_HEADER`]), which outlives the commits.
 //!
-//! A different ID stops the flow ([`crate::ReplicatorError::SourceTopicReplaced`]). A
-//! topic created again while the flow runs is found at the next topic refresh, which
-//! restarts the pipeline so that the assignment compares.
+//! A different ID is a topic created again ([`crate::ReplicatorError::SourceTopicReplaced`]):
+//! copying it stops while the flow's other topics go on, or with
+//! `on_source_topic_recreated = "continue"` the new topic is copied after the old one's
+//! copies. A topic created again while the flow runs is found at the next topic refresh,
+//! which restarts the pipeline so that the assignment compares.
 //!
 //! Where no ID is known (a cluster without topic IDs, or copies and commits made before
 //! Strait recorded them), the record comparison in the assignment decides instead.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::client::{Client, ClientContext};
@@ -34,8 +36,8 @@ pub const TOPIC_ID_HEADER: &str = "strait.source.topic_id";
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The ID each source topic had when this pipeline run first saw it.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct SourceTopicIds(Arc<Mutex<HashMap<String, TopicId>>>);
+#[derive(Debug, Default)]
+pub(crate) struct SourceTopicIds(Mutex<HashMap<String, TopicId>>);
 
 /// A source topic whose ID is no longer the one this pipeline run copies from.
 #[derive(Debug, Clone, PartialEq, Eq)]
