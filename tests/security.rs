@@ -552,17 +552,21 @@ producers_idle_for = "2s"
     assert_eq!(read, expected, "read on the target after the migration");
 
     // An operator's command with a wrong password says why it cannot read the state,
-    // where the read itself saw only that no broker answered.
-    let (ok, error, stderr) = strait_with_target_password(
-        &["migrate", "status", "--config"],
-        &strait.config,
-        "wrong-secret",
-    );
-    assert!(
-        !ok && error.contains("logging in failed: sasl_ssl://127.0.0.1:29094/")
-            && error.contains("Invalid username or password"),
-        "migrate status says why it cannot connect: {stderr}"
-    );
+    // where the read itself saw only that no broker answered. `approve` also writes the
+    // state, and the admin client that makes sure its topic exists gets no reason at all.
+    for command in [
+        &["migrate", "status"][..],
+        &["migrate", "approve", "mirror"],
+    ] {
+        let args: Vec<&str> = command.iter().copied().chain(["--config"]).collect();
+        let (ok, error, stderr) =
+            strait_with_target_password(&args, &strait.config, "wrong-secret");
+        assert!(
+            !ok && error.contains("logging in failed: sasl_ssl://127.0.0.1:29094/")
+                && error.contains("Invalid username or password"),
+            "{command:?} says why it cannot connect: {stderr}"
+        );
+    }
 }
 
 /// A consumer of the migrated group on the target (a super user of the test bed's

@@ -18,6 +18,9 @@ pub enum OffsetSyncError {
         code: rdkafka::error::RDKafkaErrorCode,
         reason: String,
     },
+    /// A broker refused the client's login; `reason` is librdkafka's, naming the broker.
+    #[error("{context}: logging in failed: {reason}")]
+    Login { context: String, reason: String },
     #[error("timed out after {0:?} {1}")]
     Timeout(Duration, String),
     #[error("writing to '{topic}' failed: {reason}")]
@@ -29,6 +32,13 @@ impl OffsetSyncError {
         Self::Kafka {
             context: context.into(),
             source,
+        }
+    }
+
+    pub(crate) fn login(context: impl Into<String>, reason: String) -> Self {
+        Self::Login {
+            context: context.into(),
+            reason,
         }
     }
 

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -18,12 +18,16 @@ use tracing::{debug, error, info, warn, Level};
 
 use crate::map::{Coverage, MapUpdate, OffsetIndex};
 use crate::records::MapRecord;
-use crate::settling::{is_connection_trouble, settled_watermarks};
+use crate::settling::{is_connection_trouble, is_leader_settling, settled_watermarks};
 use crate::OffsetSyncError;
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A read that makes no progress for this long has lost its broker.
 const READ_STALL: Duration = Duration::from_secs(30);
+/// How often a reader waiting for its partition's watermarks looks for a refused login.
+const LOGIN_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// At most this many queued events are served at once (each is taken without waiting).
+const MAX_EVENTS_SERVED: usize = 1_000;
 /// How long a reader's seek (which starts its fetch after a resume) may take.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -201,7 +205,7 @@ fn create_missing(
 /// [`TopicReader::read_new`] hands over the records written since the previous one.
 pub struct TopicReader {
     topic: String,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<ReaderContext>,
     /// Offset up to which records have been handed over; `None` before the first read
     /// that found records, which is also when the partition is first assigned.
     read_to: Option<i64>,
@@ -209,7 +213,7 @@ pub struct TopicReader {
 
 impl TopicReader {
     pub fn new(config: &ClientConfig, topic: &str) -> Result<Self, OffsetSyncError> {
-        let consumer: BaseConsumer = config
+        let consumer: BaseConsumer<ReaderContext> = config
             .clone()
             .set("group.id", "strait-internal-reader-unused")
             // Reads run to the end the topic has when they start, so a fetch that waits at
@@ -219,7 +223,7 @@ impl TopicReader {
             .set("fetch.wait.max.ms", "10")
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
-            .create()
+            .create_with_context(ReaderContext::default())
             .map_err(|e| OffsetSyncError::kafka(format!("reading {topic}"), e))?;
         Ok(Self {
             topic: topic.to_string(),
@@ -235,13 +239,11 @@ impl TopicReader {
         mut f: impl FnMut(&[u8], Option<&[u8]>),
     ) -> Result<(), OffsetSyncError> {
         let context = || format!("reading {}", self.topic);
-        // Readers open the topic right after creating it, before its leader is elected
-        // (a migration's first start failed on exactly that in CI).
-        let (low, high) = match settled_watermarks(&self.consumer, &self.topic, 0, READ_STALL) {
+        let (low, high) = match self.watermarks() {
             Ok(w) => w,
-            Err(e)
+            Err(OffsetSyncError::Kafka { source, .. })
                 if matches!(
-                    e.rdkafka_error_code(),
+                    source.rdkafka_error_code(),
                     Some(
                         RDKafkaErrorCode::UnknownTopicOrPartition
                             | RDKafkaErrorCode::UnknownPartition
@@ -250,7 +252,7 @@ impl TopicReader {
             {
                 return Ok(())
             }
-            Err(e) => return Err(OffsetSyncError::kafka(context(), e)),
+            Err(e) => return Err(e),
         };
         if high <= low || self.read_to.is_some_and(|r| r >= high) {
             return Ok(());
@@ -293,6 +295,53 @@ impl TopicReader {
         result
     }
 
+    /// (log start, end) of the topic's partition, waiting up to [`READ_STALL`] for its
+    /// leader (readers open the topic right after creating it, before its leader is
+    /// elected: a migration's first start failed on exactly that in CI) and for brokers
+    /// that cannot be reached. A broker that refuses this client's login ends the wait at
+    /// once, with the broker's reason: the watermark request itself fails only with
+    /// "AllBrokersDown" after its whole timeout, and the reason is an event on the
+    /// client's queue, which nothing else serves while it waits.
+    fn watermarks(&self) -> Result<(i64, i64), OffsetSyncError> {
+        let context = || format!("reading {}", self.topic);
+        self.consumer.context().take_login_failure();
+        let deadline = Instant::now() + READ_STALL;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = settled_watermarks(
+                &self.consumer,
+                &self.topic,
+                0,
+                LOGIN_CHECK_INTERVAL.min(left),
+            );
+            match attempt {
+                Err(e) if is_connection_trouble(&e) || is_leader_settling_error(&e) => {
+                    self.serve_events();
+                    if let Some(reason) = self.consumer.context().take_login_failure() {
+                        return Err(OffsetSyncError::login(context(), reason));
+                    }
+                    if left.is_zero() || Instant::now() >= deadline {
+                        return Err(OffsetSyncError::kafka(context(), e));
+                    }
+                }
+                other => return other.map_err(|e| OffsetSyncError::kafka(context(), e)),
+            }
+        }
+    }
+
+    /// Serves the events queued on this client (its global errors among them), so that
+    /// its context sees them. Nothing is assigned here or the partition is paused, so no
+    /// record is taken from a later read: that read seeks to where it starts.
+    fn serve_events(&self) {
+        for _ in 0..MAX_EVENTS_SERVED {
+            match self.consumer.poll(Duration::ZERO) {
+                None => return,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => debug!(topic = %self.topic, error = %e, "event while waiting"),
+            }
+        }
+    }
+
     fn read_until(
         &mut self,
         high: i64,
@@ -326,6 +375,9 @@ impl TopicReader {
                 // on its own; after an outage many are queued. Wait them out (bounded by
                 // READ_STALL) instead of failing every read until they are drained.
                 Some(Err(e)) if is_connection_trouble(&e) => {
+                    if let Some(reason) = self.consumer.context().take_login_failure() {
+                        return Err(OffsetSyncError::login(context(), reason));
+                    }
                     debug!(topic = %self.topic, error = %e, "transient error while reading; librdkafka retries");
                 }
                 Some(Err(e)) => return Err(OffsetSyncError::kafka(context(), e)),
@@ -423,6 +475,55 @@ impl FlowIndex {
             .map(OffsetIndex::segment_count)
             .sum()
     }
+}
+
+/// A reader's callbacks: its global errors are logged as rdkafka logs them, and the last
+/// refused login (SASL or TLS) is kept with the broker's reason, which the failed request
+/// does not carry.
+#[derive(Default)]
+struct ReaderContext {
+    login_failure: Mutex<Option<String>>,
+}
+
+impl ReaderContext {
+    fn take_login_failure(&self) -> Option<String> {
+        self.login_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
+impl ClientContext for ReaderContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_librdkafka(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        error!(target: "librdkafka", "librdkafka: {error}: {reason}");
+        if is_login_refused(&error) {
+            *self.login_failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(reason.to_string());
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
+
+/// Whether a client's global error says that a broker refused its login.
+fn is_login_refused(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::SSL
+        )
+    )
+}
+
+fn is_leader_settling_error(error: &KafkaError) -> bool {
+    error.rdkafka_error_code().is_some_and(is_leader_settling)
 }
 
 /// Producer callbacks: remember the first failed delivery.
@@ -658,6 +759,29 @@ mod tests {
             .read_new(|_, _| records += 1)
             .expect("the read outlasts the election");
         assert_eq!(records, 0);
+    }
+
+    /// A broker that refuses the reader's login ends the read with the broker's reason,
+    /// not with "AllBrokersDown" after the whole stall: an operator's command with a wrong
+    /// password said only that, and only after 30 s.
+    #[test]
+    fn a_refused_login_ends_a_read_with_the_brokers_reason() {
+        // The mock cluster speaks no SASL, so every SASL login to it fails.
+        let (_cluster, mut config) = mock_topic("state");
+        config
+            .set("security.protocol", "SASL_PLAINTEXT")
+            .set("sasl.mechanism", "PLAIN")
+            .set("sasl.username", "strait")
+            .set("sasl.password", "secret");
+        let mut reader = TopicReader::new(&config, "state").expect("reader");
+        let error = reader
+            .read_new(|_, _| {})
+            .expect_err("the login is refused");
+        assert!(
+            matches!(&error, OffsetSyncError::Login { reason, .. }
+                if reason.starts_with("sasl_plaintext://") && reason.contains("SASL")),
+            "{error}"
+        );
     }
 
     /// Between reads the partition is paused; without a seek after the resume, a read

@@ -100,24 +100,24 @@ impl Store {
         let (m, spec) = migration(config)?;
         let topic = config.migration_state_topic().context("migration")?;
         let target = client_config(&spec.target);
-        if writable {
-            ensure_compacted_topic(&target, &topic, spec.replication_factor)
-                .with_context(|| format!("creating {topic} on '{}'", spec.target.name))?;
-        }
         let mut store = Self {
             reader: TopicReader::new(&target, &topic)?,
-            writer: if writable {
-                Some(TopicWriter::new(&target, &topic, 0)?)
-            } else {
-                None
-            },
+            writer: None,
             state: None,
             approvals: BTreeSet::new(),
             aborts: BTreeSet::new(),
         };
+        // Read first: a read names a refused login (a wrong password) within seconds, where
+        // the admin client that creates the topic fails with only a transport error. A
+        // topic that does not exist yet reads as empty.
         store.refresh().with_context(|| {
             format!("reading migration state of flow '{}' from {topic}", m.flow)
         })?;
+        if writable {
+            ensure_compacted_topic(&target, &topic, spec.replication_factor)
+                .with_context(|| format!("creating {topic} on '{}'", spec.target.name))?;
+            store.writer = Some(TopicWriter::new(&target, &topic, 0)?);
+        }
         Ok(store)
     }
 
