@@ -85,27 +85,39 @@ fn identity_to_the_same_cluster_is_rejected() {
 }
 
 #[test]
-fn identity_flows_in_opposite_directions_are_rejected() {
-    let both = |a_topics: &str, b_topics: &str, b_naming: &str| {
+fn identity_flows_in_opposite_directions_must_stamp_every_copy() {
+    let both = |a_topics: &str, b_topics: &str, b_naming: &str, stamp: &str| {
         format!(
-            "{CLUSTERS}\n[flows.east]\nsource = \"primary\"\ntarget = \"secondary\"\ntopics = {a_topics}\nnaming = \"identity\"\n\
-             [flows.west]\nsource = \"secondary\"\ntarget = \"primary\"\ntopics = {b_topics}\nnaming = \"{b_naming}\""
+            "{CLUSTERS}\n[flows.east]\nsource = \"primary\"\ntarget = \"secondary\"\ntopics = {a_topics}\nnaming = \"identity\"\nprovenance_interval = 1\n\
+             [flows.west]\nsource = \"secondary\"\ntarget = \"primary\"\ntopics = {b_topics}\nnaming = \"{b_naming}\"\n{stamp}"
         )
     };
+    // West would put the header on every 1,000th copy only (the default): east could not
+    // tell the copies in between from the secondary's own records.
     assert_rejected(
-        &both(r#"["orders"]"#, r#"["orders"]"#, "identity"),
+        &both(r#"["orders"]"#, r#"["orders"]"#, "identity", ""),
         &[
+            "flows.west.provenance_interval",
             "'east'",
             "'west'",
-            "opposite directions",
-            "for ever",
+            "both ways",
+            "provenance_interval = 1",
             "prefix",
         ],
     );
-    // A regex could select a topic of the other list: refused, as nothing proves otherwise.
+    // A regex could select a topic of the other list: it counts as the same topics.
     assert_rejected(
-        &both(r#"[".*"]"#, r#"["payments"]"#, "identity"),
-        &["'east'", "'west'"],
+        &both(r#"[".*"]"#, r#"["payments"]"#, "identity", ""),
+        &["flows.west.provenance_interval", "'east'", "'west'"],
+    );
+    assert_rejected(
+        &both(
+            r#"["orders"]"#,
+            r#"["orders"]"#,
+            "identity",
+            "provenance_interval = 1\nprovenance_header = false\n[flows.west.offset_sync]\nenabled = false",
+        ),
+        &["flows.west.provenance_interval", "provenance_header = true"],
     );
     // The same cluster under two names is caught by its bootstrap servers.
     let alias = format!(
@@ -113,10 +125,16 @@ fn identity_flows_in_opposite_directions_are_rejected() {
          [flows.east]\nsource = \"primary\"\ntarget = \"secondary\"\ntopics = [\"orders\"]\nnaming = \"identity\"\n\
          [flows.west]\nsource = \"secondary\"\ntarget = \"again\"\ntopics = [\"orders\"]\nnaming = \"identity\""
     );
-    assert_rejected(&alias, &["opposite directions"]);
+    assert_rejected(&alias, &["both ways"]);
     for fine in [
-        both(r#"["orders"]"#, r#"["payments"]"#, "identity"),
-        both(r#"[".*"]"#, r#"[".*"]"#, "prefix"),
+        both(
+            r#"["orders"]"#,
+            r#"["orders"]"#,
+            "identity",
+            "provenance_interval = 1",
+        ),
+        both(r#"["orders"]"#, r#"["payments"]"#, "identity", ""),
+        both(r#"[".*"]"#, r#"[".*"]"#, "prefix", ""),
     ] {
         let (ok, text) = check(&fine, &[]);
         assert!(ok, "{fine}\n{text}");

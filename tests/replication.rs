@@ -726,6 +726,134 @@ commit_interval = "500ms"
     drop(forward);
 }
 
+/// Two flows with identity naming in opposite directions in one config, each stamping
+/// every copy (`provenance_interval = 1`): applications write the same topic on both
+/// clusters, before Strait starts, while it copies and after a `kill -9`, and each cluster
+/// ends with every record of both exactly once, each application's records in the order
+/// written. Neither flow copies the other's copies back, and neither reports the other
+/// cluster's own records as foreign.
+#[test]
+fn identity_flows_both_ways_copy_each_record_once_to_the_other_cluster() {
+    const PER_ROUND: usize = 600;
+    let topic = unique("twoway");
+    create_topic(PRIMARY, &topic, 3, &[]);
+    create_topic(SECONDARY, &topic, 3, &[]);
+    let config = format!(
+        r#"
+[clusters.primary]
+bootstrap_servers = "{PRIMARY}"
+
+[clusters.secondary]
+bootstrap_servers = "{SECONDARY}"
+
+[flows.east]
+source = "primary"
+target = "secondary"
+topics = ["{topic}"]
+naming = "identity"
+provenance_interval = 1
+refresh_interval = "2s"
+group_id = "{east}"
+
+[flows.west]
+source = "secondary"
+target = "primary"
+topics = ["{topic}"]
+naming = "identity"
+provenance_interval = 1
+refresh_interval = "2s"
+group_id = "{west}"
+
+[tuning]
+commit_interval = "500ms"
+"#,
+        east = unique("strait-test-east"),
+        west = unique("strait-test-west"),
+    );
+    let write_round = |round: &str, records: usize| {
+        produce_simple(PRIMARY, &topic, 3, records, &format!("east-{round}"));
+        produce_simple(SECONDARY, &topic, 3, records, &format!("west-{round}"));
+    };
+    write_round("before", PER_ROUND);
+    let mut strait = Strait::start(&config);
+    for cluster in [PRIMARY, SECONDARY] {
+        wait_until(Duration::from_secs(60), "the first records copied", || {
+            count_all(cluster, &topic) >= 2 * PER_ROUND
+        });
+    }
+    // Written in small rounds while both flows copy, so that each cluster's own records
+    // and the copies coming in land between each other.
+    const WHILE_ROUNDS: usize = 6;
+    for round in 0..WHILE_ROUNDS {
+        write_round(&format!("while{round}"), PER_ROUND / WHILE_ROUNDS);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut logs = strait.logs();
+    strait.kill9();
+    write_round("after-kill", PER_ROUND);
+    strait.restart();
+
+    let total = 2 * 3 * PER_ROUND;
+    for cluster in [PRIMARY, SECONDARY] {
+        wait_until(
+            Duration::from_secs(90),
+            "every record on both clusters",
+            || count_all(cluster, &topic) >= total,
+        );
+    }
+    // Time for a copy going back, or a second copy, to show.
+    std::thread::sleep(Duration::from_secs(3));
+    let metrics = strait.metrics();
+    for cluster in [PRIMARY, SECONDARY] {
+        let records = read_all(cluster, &topic);
+        let mut seen = std::collections::BTreeMap::<String, usize>::new();
+        for (partition, recs) in &records {
+            // Each application's records of a round, in the order written: produce_simple
+            // writes record i of a round to partition i % 3.
+            let mut last: std::collections::BTreeMap<String, usize> = Default::default();
+            for rec in recs {
+                let value = String::from_utf8(rec.value.clone().unwrap()).unwrap();
+                *seen.entry(value.clone()).or_default() += 1;
+                let (round, i) = value.rsplit_once('-').unwrap();
+                let i: usize = i.parse().unwrap();
+                assert_eq!(i % 3, *partition as usize, "{value} on {cluster}");
+                if let Some(before) = last.insert(round.to_string(), i) {
+                    assert!(
+                        before < i,
+                        "{value} after {round}-{before} on {cluster}[{partition}]"
+                    );
+                }
+            }
+        }
+        let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            twice.is_empty(),
+            "records more than once on {cluster}: {twice:?}"
+        );
+        assert_eq!(seen.len(), total, "records on {cluster}");
+    }
+    let not_copied_back = |flow: &str| {
+        metric_value(
+            &metrics,
+            "strait_records_not_copied_back_total",
+            &format!("flow=\"{flow}\""),
+        )
+        .unwrap_or(0.0)
+    };
+    // Each flow met at least the copies the other made after the restart.
+    for flow in ["east", "west"] {
+        assert!(
+            not_copied_back(flow) > 0.0,
+            "{flow} left no copy out:\n{metrics}"
+        );
+    }
+    logs.push_str(&strait.logs());
+    assert!(
+        !logs.contains("did not write") && !logs.contains("copying it back"),
+        "{logs}"
+    );
+}
+
 /// Creates `topic` (one partition) with 1,000 records, copies them with flow `flow`
 /// (prefix naming, `on_data_loss = "stop"`), and stops Strait gracefully.
 fn copy_a_thousand_and_stop(flow: &str, topic: &str) -> Strait {

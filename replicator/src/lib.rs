@@ -195,6 +195,13 @@ pub struct FlowSpec {
     /// since the last one. The copies in between are identified by position and checked
     /// by content against the source (see the `provenance` module).
     pub provenance_interval: u32,
+    /// One of two flows that replicate both ways between the same two clusters under the
+    /// same topic names (configured together, each stamping every copy). A source record
+    /// whose provenance header names this flow's target is the other flow's copy and is
+    /// skipped; in any other flow such a record stops the flow
+    /// ([`ReplicatorError::CopyLoop`]), since a copy without the header could not be told
+    /// apart.
+    pub two_way: bool,
     /// Persist the exact source→target offset map to this compacted topic on the target
     /// (offset sync). `None` turns it off. Requires the provenance header, from which a
     /// map that lost its newest entries in a crash is rebuilt.

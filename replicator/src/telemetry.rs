@@ -18,6 +18,7 @@ pub const TRANSACTION_COMMIT_SECONDS: &str = "strait_transaction_commit_seconds"
 pub const FENCED_OWNERS_TOTAL: &str = "strait_fenced_owners_total";
 pub const TARGET_FOREIGN_RECORDS_TOTAL: &str = "strait_target_foreign_records_total";
 pub const RECORDS_SKIPPED_AS_RESENT_TOTAL: &str = "strait_records_skipped_as_resent_total";
+pub const RECORDS_NOT_COPIED_BACK_TOTAL: &str = "strait_records_not_copied_back_total";
 pub const TARGET_TOPICS_CREATED_TOTAL: &str = "strait_target_topics_created_total";
 pub const TARGET_TOPIC_CONFIG_SYNCS_TOTAL: &str = "strait_target_topic_config_syncs_total";
 pub const PRODUCE_ERRORS_TOTAL: &str = "strait_produce_errors_total";
@@ -96,6 +97,11 @@ pub const METRICS: &[Metric] = &[
         name: RECORDS_SKIPPED_AS_RESENT_TOTAL,
         kind: MetricKind::Counter,
         help: "Source records the consumer handed over again after they were sent (a fetch position that went back), skipped rather than copied twice; now and then a few (at most a batch of 256) at a rebalance are expected (see \"Rebalances while copying\").",
+    },
+    Metric {
+        name: RECORDS_NOT_COPIED_BACK_TOTAL,
+        kind: MetricKind::Counter,
+        help: "Source records of a two-way flow that the other flow of the pair copied from this flow's target (their provenance header says so), left out rather than copied back.",
     },
     Metric {
         name: TARGET_TOPICS_CREATED_TOTAL,

@@ -652,6 +652,7 @@ pub(crate) mod tests {
             replication_factor: None,
             provenance_header: true,
             provenance_interval: 1,
+            two_way: false,
             offset_map_topic: None,
             heartbeat: None,
             partition_metrics: true,

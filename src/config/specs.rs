@@ -70,6 +70,11 @@ impl Config {
 
     /// Resolved, validated specs for the replicator, one per flow.
     pub fn flow_specs(&self) -> Result<Vec<FlowSpec>> {
+        let two_way: Vec<&str> = self
+            .two_way_pairs()
+            .into_iter()
+            .flat_map(|(a, b)| [a, b])
+            .collect();
         self.flows
             .iter()
             .map(|(name, flow)| {
@@ -116,6 +121,7 @@ impl Config {
                     replication_factor: flow.replication_factor,
                     provenance_header: flow.provenance_header,
                     provenance_interval: flow.provenance_interval,
+                    two_way: two_way.contains(&name.as_str()),
                     offset_map_topic: flow.offset_sync.enabled.then(|| flow.map_topic(name)),
                     heartbeat,
                     partition_metrics: self.http.per_partition_metrics,

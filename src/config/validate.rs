@@ -188,7 +188,7 @@ impl Config {
                 }
             }
         }
-        self.refuse_identity_loops()?;
+        self.check_two_way_pairs()?;
         if let Some(m) = &self.migration {
             self.validate_migration(m)?;
         }
@@ -208,31 +208,45 @@ impl Config {
             }
     }
 
-    /// Two flows with identity naming in opposite directions between the same two
-    /// clusters copy each other's copies back for ever (Strait replicates one way per
-    /// pair of clusters), unless they select topics no name could match in both. That is
-    /// proven only for lists of plain topic names; any other regex is refused.
-    pub(super) fn refuse_identity_loops(&self) -> Result<()> {
+    /// Pairs of flows (names) with identity naming in opposite directions between the
+    /// same two clusters that may select the same topic: two-way replication under the
+    /// same names. Only lists of plain topic names are proven apart; any other regex may
+    /// meet the other flow's topics.
+    pub(crate) fn two_way_pairs(&self) -> Vec<(&str, &str)> {
         let identity: Vec<(&String, &FlowConfig)> = self
             .flows
             .iter()
             .filter(|(_, f)| f.naming == Naming::Identity)
             .collect();
+        let mut pairs = Vec::new();
         for (i, (name, flow)) in identity.iter().enumerate() {
             for (other_name, other) in &identity[i + 1..] {
                 let opposite = self.same_cluster(&flow.source, &other.target)
                     && self.same_cluster(&flow.target, &other.source);
                 if opposite && may_select_the_same_topic(&flow.topics, &other.topics) {
+                    pairs.push((name.as_str(), other_name.as_str()));
+                }
+            }
+        }
+        pairs
+    }
+
+    /// The two flows of a two-way pair never copy back a record the other copied: each
+    /// tells such copies by their provenance header, so each must put it on every copy. A
+    /// copy without it would go back as a duplicate.
+    pub(super) fn check_two_way_pairs(&self) -> Result<()> {
+        for (a, b) in self.two_way_pairs() {
+            for name in [a, b] {
+                let flow = &self.flows[name];
+                if !flow.provenance_header || flow.provenance_interval != 1 {
+                    let other = if name == a { b } else { a };
                     bail!(
-                        "flows.{other_name}: flows '{name}' ('{}' → '{}') and '{other_name}' \
-                         ('{}' → '{}') both use identity naming in opposite directions, so each \
-                         would copy the other's copies back, for ever. Two-way replication under \
-                         the same topic names is not supported: use naming = \"prefix\" on one \
-                         of them, or give both flows lists of plain topic names that share none",
-                        flow.source,
-                        flow.target,
-                        other.source,
-                        other.target
+                        "flows.{name}.provenance_interval: flows '{a}' and '{b}' replicate \
+                         both ways under the same topic names, so each must put the \
+                         provenance header on every copy (provenance_header = true, \
+                         provenance_interval = 1): '{other}' tells copies from its own \
+                         cluster's records by it, and would copy one without it back, as a \
+                         duplicate. Set both, or use naming = \"prefix\" on one of them"
                     );
                 }
             }

@@ -62,6 +62,7 @@ pub(super) fn producer(
             ),
             retries: metrics::counter!(telemetry::PRODUCE_RETRIES_TOTAL, "flow" => spec.name.clone()),
             flow: spec.name.clone(),
+            two_way: spec.two_way,
         })
         .map_err(|e| {
             ReplicatorError::kafka(format!("creating producer for '{}'", spec.target.name), e)

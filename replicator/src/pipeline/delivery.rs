@@ -45,6 +45,9 @@ pub(super) struct DeliveryContext {
     /// librdkafka's own produce request retries (from statistics), for this producer.
     pub(super) retries: metrics::Counter,
     pub(super) flow: String,
+    /// The flow is one of a two-way pair ([`FlowSpec::two_way`]): the target cluster's
+    /// own applications write between its copies.
+    pub(super) two_way: bool,
 }
 
 impl ClientContext for DeliveryContext {
@@ -81,6 +84,12 @@ impl DeliveryContext {
         expected: i64,
     ) {
         let (target_topic, partition, at) = (copy.topic(), copy.partition(), copy.offset());
+        if self.two_way {
+            // The target cluster's own records, which the other flow of the pair copies
+            // the other way: what a two-way topic holds. Another copier's duplicates cannot
+            // be told from them here (`fence = "transactions"` keeps those out).
+            return;
+        }
         error!(
             flow = %self.flow, topic = source_topic, target_topic, partition, from = expected, to = at,
             "{target_topic}[{partition}] holds {} record(s) at offsets [{expected}, {at}) that this \

@@ -657,6 +657,22 @@ impl Pipeline<'_> {
             return Ok(true);
         }
         sent.rewound = false;
+        if self.spec.two_way {
+            let target = &self.spec.target.name;
+            if msg
+                .headers()
+                .iter()
+                .any(|h| copied_from(h, target).is_some())
+            {
+                // The other flow of a two-way pair copied it here from this flow's target.
+                // Left out like a transaction marker: the next copy follows a gap, so it
+                // is an anchor, and the commit and the offset map pass over it once a later
+                // copy is acknowledged or the pipeline is idle.
+                metrics::counter!(telemetry::RECORDS_NOT_COPIED_BACK_TOTAL, "flow" => self.spec.name.clone())
+                    .increment(1);
+                return Ok(true);
+            }
+        }
         let anchor = sent.send(source_offset, timestamp, self.spec.provenance_interval);
         let stamp = self.spec.provenance_header && anchor;
         let route = &*route;
