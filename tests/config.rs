@@ -126,13 +126,44 @@ fn identity_flows_in_opposite_directions_must_stamp_every_copy() {
          [flows.west]\nsource = \"secondary\"\ntarget = \"again\"\ntopics = [\"orders\"]\nnaming = \"identity\""
     );
     assert_rejected(&alias, &["both ways"]);
+    // Their groups cannot be translated yet: no group sync, no migration, no translation.
+    let pair = both(
+        r#"["orders"]"#,
+        r#"["orders"]"#,
+        "identity",
+        "provenance_interval = 1",
+    );
+    assert_rejected(
+        &format!("{pair}\n[flows.west.offset_sync]\nsync_group_offsets = true"),
+        &["flows.west.offset_sync.sync_group_offsets", "both ways"],
+    );
+    assert_rejected(
+        &format!("{pair}\n[migration]\nflow = \"east\"\ngroups = [\"app\"]"),
+        &["migration.flow", "'east'", "'west'"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("strait.toml");
+    std::fs::write(&path, &pair).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args([
+            "offsets",
+            "translate",
+            "--flow",
+            "east",
+            "--group",
+            "app",
+            "--config",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("both ways") && stderr.contains("--flow"),
+        "{stderr}"
+    );
     for fine in [
-        both(
-            r#"["orders"]"#,
-            r#"["orders"]"#,
-            "identity",
-            "provenance_interval = 1",
-        ),
+        pair.clone(),
         both(r#"["orders"]"#, r#"["payments"]"#, "identity", ""),
         both(r#"[".*"]"#, r#"[".*"]"#, "prefix", ""),
     ] {

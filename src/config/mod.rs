@@ -279,7 +279,8 @@ pub struct OffsetSyncConfig {
     pub groups_exclude: Vec<String>,
     /// Write translated offsets into the same-named groups on the target. Default: on
     /// for `identity` naming (migrations), off for `prefix` (DR, where it is usually done
-    /// at failover with `strait offsets translate --apply`).
+    /// at failover with `strait offsets translate --apply`) and for two-way flows, whose
+    /// groups cannot be translated yet (validation refuses `true` there).
     pub sync_group_offsets: Option<bool>,
 }
 

@@ -55,7 +55,7 @@ impl Config {
                     groups,
                     sync_group_offsets: o
                         .sync_group_offsets
-                        .unwrap_or(flow.naming == Naming::Identity),
+                        .unwrap_or(flow.naming == Naming::Identity && !spec.two_way),
                     replication_factor: spec.replication_factor,
                     rename: Arc::new(move |topic| naming.target_topic(&source_name, topic)),
                     topics: Arc::new(move |topic| selector.selects(topic)),

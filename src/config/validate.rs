@@ -238,6 +238,21 @@ impl Config {
         for (a, b) in self.two_way_pairs() {
             for name in [a, b] {
                 let flow = &self.flows[name];
+                if flow.offset_sync.sync_group_offsets == Some(true) {
+                    bail!(
+                        "flows.{name}.offset_sync.sync_group_offsets: flows '{a}' and '{b}' \
+                         replicate both ways under the same topic names, whose groups cannot \
+                         be translated yet (a group's position on one cluster covers records \
+                         of both, which lie in another order on the other); leave it unset"
+                    );
+                }
+                if self.migration.as_ref().is_some_and(|m| m.flow == name) {
+                    bail!(
+                        "migration.flow: flow '{name}' replicates both ways with '{}', whose \
+                         groups cannot be translated yet; migrate with a one-way flow",
+                        if name == a { b } else { a }
+                    );
+                }
                 if !flow.provenance_header || flow.provenance_interval != 1 {
                     let other = if name == a { b } else { a };
                     bail!(
