@@ -48,6 +48,7 @@ pub fn specs(config: &Config, flow: Option<&str>, topics: Option<&str>) -> Resul
             naming: s.naming,
             selector: s.selector,
             topics: topics.clone(),
+            two_way: s.two_way,
         })
         .collect();
     if specs.is_empty() {
@@ -107,6 +108,13 @@ pub fn print_text(report: &VerifyReport) {
                 String::new()
             }
         );
+        if p.copies_from_target + p.target_own > 0 {
+            println!(
+                "    both ways: {} source records are copies from the target (left out), {} \
+                 target records are the target's own",
+                p.copies_from_target, p.target_own
+            );
+        }
         if let Some(m) = &p.mismatch {
             println!(
                 "    first difference: source offset {}, target offset {}: {}",

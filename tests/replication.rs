@@ -852,6 +852,40 @@ commit_interval = "500ms"
         !logs.contains("did not write") && !logs.contains("copying it back"),
         "{logs}"
     );
+
+    // `strait verify` compares each flow's copies with the records written on its source,
+    // leaving out the copies from its target there and the target's own records between.
+    for flow in ["east", "west"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_strait"))
+            .args(["verify", "--flow", flow, "--output", "json", "--config"])
+            .arg(&strait.config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("verify printed no JSON ({e}); stderr:\n{stderr}"));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "verify {flow}: {json:#}\n{stderr}"
+        );
+        let sum = |field: &str| -> u64 {
+            json[0]["partitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["topic"] == topic.as_str())
+                .map(|p| p[field].as_u64().unwrap())
+                .sum()
+        };
+        let written = (3 * PER_ROUND) as u64;
+        assert_eq!(sum("records"), written, "verify {flow}: {json:#}");
+        assert_eq!(
+            sum("copies_from_target"),
+            written,
+            "verify {flow}: {json:#}"
+        );
+    }
 }
 
 /// Creates `topic` (one partition) with 1,000 records, copies them with flow `flow`

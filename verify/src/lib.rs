@@ -52,6 +52,10 @@ pub struct VerifySpec {
     pub map_topic: String,
     /// Only source topics matching this (whole name) as well as the flow's selection.
     pub topics: Option<Regex>,
+    /// The flow is one of a two-way pair (`FlowSpec::two_way`): source records that are
+    /// copies from the target are left out by the flow, and the target's own records lie
+    /// between the copies.
+    pub two_way: bool,
 }
 
 /// Told how far verification has come, in source offsets.
@@ -134,6 +138,12 @@ pub struct PartitionReport {
     pub target_only: u64,
     /// Source records whose copies the target's retention has already deleted.
     pub expired_on_target: u64,
+    /// A two-way flow's source records that are copies from its target, which the flow
+    /// leaves out: not compared.
+    pub copies_from_target: u64,
+    /// A two-way flow's target records between its copies that the map names no copy:
+    /// the target's own records, not compared.
+    pub target_own: u64,
     /// xxh3-128 over the digests of the identical records, in order.
     pub digest: String,
     pub mismatch: Option<Mismatch>,
@@ -246,18 +256,20 @@ pub fn verify_flow(
             map,
             (low, high),
             target_marks,
-            (scanned, after_copies_differ),
+            TargetTail {
+                scanned_to: scanned,
+                after_copies_differ,
+                two_way: spec.two_way,
+            },
         ));
     }
     let total: u64 = partitions.iter().map(PartitionRun::span).sum();
     progress.begin(partitions.len(), total);
-    compare(
-        &mut partitions,
-        &source,
-        &target,
-        &spec.source.name,
-        progress,
-    )?;
+    let clusters = Clusters {
+        source: &spec.source.name,
+        left_out_from: spec.two_way.then_some(spec.target.name.as_str()),
+    };
+    compare(&mut partitions, &source, &target, clusters, progress)?;
     for p in &mut partitions {
         p.summarise_mismatch(&source_config, &target_config);
     }
@@ -354,6 +366,16 @@ impl SideKind {
     }
 }
 
+/// What a partition's plan needs to know of the target beyond its watermarks.
+struct TargetTail {
+    /// Where the read-back of the newest copies reached.
+    scanned_to: Option<i64>,
+    /// Records after the newest copy are differences (prefix naming), not applications'.
+    after_copies_differ: bool,
+    /// A two-way flow's: the target's own records lie between the copies.
+    two_way: bool,
+}
+
 /// One side of one partition: where to read, what has been read, and its queue.
 #[derive(Default)]
 struct Reading {
@@ -378,6 +400,8 @@ impl Reading {
 
 struct PartitionRun {
     map: Option<OffsetIndex>,
+    /// A two-way flow's: target records the map names no copy are the target's own.
+    two_way: bool,
     source: Reading,
     target: Reading,
     /// Target log start: copies below it were deleted by the target's retention.
@@ -400,7 +424,11 @@ impl PartitionRun {
         map: Option<OffsetIndex>,
         (source_low, source_high): (i64, i64),
         target_marks: Option<(i64, i64)>,
-        (scanned_to, after_copies_differ): (Option<i64>, bool),
+        TargetTail {
+            scanned_to,
+            after_copies_differ,
+            two_way,
+        }: TargetTail,
     ) -> Self {
         let mut report = PartitionReport {
             topic: topic.to_string(),
@@ -417,6 +445,8 @@ impl PartitionRun {
             records: 0,
             target_only: 0,
             expired_on_target: 0,
+            copies_from_target: 0,
+            target_own: 0,
             digest: String::new(),
             mismatch: None,
         };
@@ -468,6 +498,7 @@ impl PartitionRun {
         }
         let mut run = Self {
             map,
+            two_way,
             source,
             target,
             target_log_start,
@@ -518,6 +549,7 @@ impl PartitionRun {
             if let Some(t) = pass_target_records_before(
                 map,
                 &mut self.target,
+                self.two_way.then_some(&mut self.report.target_own),
                 &mut self.report.target_only,
                 target_offset,
             ) {
@@ -569,6 +601,7 @@ impl PartitionRun {
             let passed = pass_target_records_before(
                 map,
                 &mut self.target,
+                self.two_way.then_some(&mut self.report.target_own),
                 &mut self.report.target_only,
                 i64::MAX,
             );
@@ -653,18 +686,23 @@ impl PartitionRun {
 /// Takes the queued target records before `target_offset` off the queue, counting in
 /// `target_only` those the map names as copies (of source records no longer there, or
 /// the comparison would have reached them); the offset of the first it names no copy.
+/// With `target_own` (a two-way flow), a record the map names no copy is the target's
+/// own, counted there and passed too.
 fn pass_target_records_before(
     map: &OffsetIndex,
     target: &mut Reading,
+    mut target_own: Option<&mut u64>,
     target_only: &mut u64,
     target_offset: i64,
 ) -> Option<i64> {
     while let Some(&(t, _)) = target.queue.front().filter(|(t, _)| *t < target_offset) {
-        if map.source_of(t).is_none() {
-            return Some(t);
-        }
+        let counter = match (map.source_of(t), target_own.as_deref_mut()) {
+            (Some(_), _) => &mut *target_only,
+            (None, Some(own)) => own,
+            (None, None) => return Some(t),
+        };
         target.queue.pop_front();
-        *target_only += 1;
+        *counter += 1;
     }
     None
 }
@@ -681,12 +719,21 @@ impl Mismatch {
     }
 }
 
+/// The clusters' names, as provenance headers give them.
+#[derive(Clone, Copy)]
+struct Clusters<'a> {
+    /// The source's: the target's copies name it.
+    source: &'a str,
+    /// A two-way flow's target: source records naming it are copies the flow leaves out.
+    left_out_from: Option<&'a str>,
+}
+
 /// Reads both sides until every partition is finished.
 fn compare(
     runs: &mut [PartitionRun],
     source: &Side,
     target: &Side,
-    source_cluster: &str,
+    clusters: Clusters<'_>,
     progress: &dyn Progress,
 ) -> Result<(), VerifyError> {
     let mut lookup: HashMap<(SideKind, String, i32), usize> = HashMap::new();
@@ -720,7 +767,10 @@ fn compare(
     while runs.iter().any(|r| !r.finished) {
         let mut received = 0;
         for side in [source, target] {
-            let copy_of = (side.kind == SideKind::Target).then_some(source_cluster);
+            let copy_of = (side.kind == SideKind::Target).then_some(clusters.source);
+            let left_out_from = clusters
+                .left_out_from
+                .filter(|_| side.kind == SideKind::Source);
             let mut batch = 0;
             while batch < 4096 {
                 let msg = match side.consumer.poll(Duration::ZERO) {
@@ -748,8 +798,13 @@ fn compare(
                 if msg.offset() >= reading.to {
                     reading.done = true;
                 } else {
-                    let d = record::digest(&msg, copy_of, &mut hasher);
-                    reading.queue.push_back((msg.offset(), d));
+                    if left_out_from.is_some_and(|c| record::is_copy_from(&msg, c)) {
+                        run.report.copies_from_target += 1;
+                    } else {
+                        let d = record::digest(&msg, copy_of, &mut hasher);
+                        run.reading(side.kind).queue.push_back((msg.offset(), d));
+                    }
+                    let reading = run.reading(side.kind);
                     reading.done = msg.offset() + 1 >= reading.to;
                 }
                 run.pair();

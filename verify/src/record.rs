@@ -35,6 +35,19 @@ impl Digest {
     }
 }
 
+/// Whether a record is a copy from `cluster`: one of its provenance headers (of any hop)
+/// names it.
+pub(crate) fn is_copy_from<M: Message>(msg: &M, cluster: &str) -> bool {
+    msg.headers().is_some_and(|headers| {
+        headers.iter().any(|h| {
+            h.key == PROVENANCE_HEADER
+                && h.value
+                    .and_then(Provenance::decode)
+                    .is_some_and(|p| p.cluster == cluster)
+        })
+    })
+}
+
 /// xxh3-128 over key, value and headers (in order), with null kept distinct from empty
 /// everywhere, and the timestamp beside it. On a copy from `copy_of` (the source
 /// cluster's name), a last provenance header naming that cluster is Strait's own stamp
@@ -227,6 +240,27 @@ mod tests {
             original,
             digest(&message(Some(b"v"), with_id), Some("a"), &mut h)
         );
+    }
+
+    #[test]
+    fn a_copy_from_a_cluster_is_told_by_any_of_its_provenance_headers() {
+        let hop = |cluster: &'static [u8]| Header {
+            key: PROVENANCE_HEADER,
+            value: Some(cluster),
+        };
+        let from_b = message(Some(b"v"), OwnedHeaders::new().insert(hop(b"b/t/0/7")));
+        assert!(is_copy_from(&from_b, "b"));
+        assert!(!is_copy_from(&from_b, "a"));
+        // Copied from b to c, then on: still a copy from b.
+        let chain = OwnedHeaders::new()
+            .insert(hop(b"b/t/0/7"))
+            .insert(hop(b"c/t/0/9"));
+        assert!(is_copy_from(&message(Some(b"v"), chain), "b"));
+        let plain = OwnedHeaders::new().insert(Header {
+            key: "strait.sourcex",
+            value: Some(b"b/t/0/7"),
+        });
+        assert!(!is_copy_from(&message(Some(b"v"), plain), "b"));
     }
 
     #[test]
