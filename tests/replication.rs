@@ -739,22 +739,7 @@ fn identity_flows_both_ways_copy_each_record_once_to_the_other_cluster() {
     create_topic(PRIMARY, &topic, 3, &[]);
     create_topic(SECONDARY, &topic, 3, &[]);
     let config = format!(
-        r#"
-[clusters.primary]
-bootstrap_servers = "{PRIMARY}"
-
-[clusters.secondary]
-bootstrap_servers = "{SECONDARY}"
-
-[flows.east]
-source = "primary"
-target = "secondary"
-topics = ["{topic}"]
-naming = "identity"
-provenance_interval = 1
-refresh_interval = "2s"
-group_id = "{east}"
-
+        r#"{}
 [flows.west]
 source = "secondary"
 target = "primary"
@@ -762,13 +747,10 @@ topics = ["{topic}"]
 naming = "identity"
 provenance_interval = 1
 refresh_interval = "2s"
-group_id = "{west}"
-
-[tuning]
-commit_interval = "500ms"
+group_id = "{}"
 "#,
-        east = unique("strait-test-east"),
-        west = unique("strait-test-west"),
+        flow_config("east", &topic, "identity", "provenance_interval = 1"),
+        unique("strait-test-west"),
     );
     let write_round = |round: &str, records: usize| {
         produce_simple(PRIMARY, &topic, 3, records, &format!("east-{round}"));
