@@ -97,7 +97,7 @@ impl<'a> Provenance<'a> {
 /// record was copied from: proof that the record came from `cluster` (a record copied
 /// along a chain carries a header per hop), so copying it to `cluster` would bring it
 /// back where it started, and two such flows would copy it back and forth for ever.
-pub(crate) fn copied_from<'h>(
+pub fn copied_from<'h>(
     (name, value): (&[u8], Option<&'h [u8]>),
     cluster: &str,
 ) -> Option<Provenance<'h>> {

@@ -236,7 +236,7 @@ impl Config {
     /// copy without it would go back as a duplicate.
     pub(super) fn check_two_way_pairs(&self) -> Result<()> {
         for (a, b) in self.two_way_pairs() {
-            for name in [a, b] {
+            for (name, other) in [(a, b), (b, a)] {
                 let flow = &self.flows[name];
                 if flow.offset_sync.sync_group_offsets == Some(true) {
                     bail!(
@@ -248,13 +248,11 @@ impl Config {
                 }
                 if self.migration.as_ref().is_some_and(|m| m.flow == name) {
                     bail!(
-                        "migration.flow: flow '{name}' replicates both ways with '{}', whose \
-                         groups cannot be translated yet; migrate with a one-way flow",
-                        if name == a { b } else { a }
+                        "migration.flow: flow '{name}' replicates both ways with '{other}', whose \
+                         groups cannot be translated yet; migrate with a one-way flow"
                     );
                 }
                 if !flow.provenance_header || flow.provenance_interval != 1 {
-                    let other = if name == a { b } else { a };
                     bail!(
                         "flows.{name}.provenance_interval: flows '{a}' and '{b}' replicate \
                          both ways under the same topic names, so each must put the \

@@ -3,7 +3,7 @@
 
 use rdkafka::message::{Headers, Message, Timestamp};
 use serde::Serialize;
-use strait_replicator::{Provenance, PROVENANCE_HEADER, TOPIC_ID_HEADER};
+use strait_replicator::{copied_from, Provenance, PROVENANCE_HEADER, TOPIC_ID_HEADER};
 use xxhash_rust::xxh3::Xxh3;
 
 /// What is compared of a record: its timestamp, and a hash of the rest.
@@ -39,12 +39,9 @@ impl Digest {
 /// names it.
 pub(crate) fn is_copy_from<M: Message>(msg: &M, cluster: &str) -> bool {
     msg.headers().is_some_and(|headers| {
-        headers.iter().any(|h| {
-            h.key == PROVENANCE_HEADER
-                && h.value
-                    .and_then(Provenance::decode)
-                    .is_some_and(|p| p.cluster == cluster)
-        })
+        headers
+            .iter()
+            .any(|h| copied_from((h.key.as_bytes(), h.value), cluster).is_some())
     })
 }
 
