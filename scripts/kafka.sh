@@ -14,10 +14,11 @@
 # (All below 32768, where Linux picks no ephemeral ports: a client connection could
 # otherwise hold a stopped node's port and keep it from starting again.)
 #
-# Usage: scripts/kafka.sh fetch | start [primary|secondary|all] | stop [..] | restart [..] | reset | status | classpath | tls-ca
+# Usage: scripts/kafka.sh fetch | start [primary|secondary|all] | stop [..] | kill [..] | restart [..] | reset | status | classpath | tls-ca
 #        scripts/kafka.sh replicated start|stop|reset|status
 #        scripts/kafka.sh node start|stop|kill|pause|resume|pid rprimary|rsecondary N
-# `node stop` is a clean shutdown, `kill` a SIGKILL, `pause`/`resume` SIGSTOP/SIGCONT.
+# `stop` and `node stop` are clean shutdowns, `kill` and `node kill` a SIGKILL, `pause`/`resume`
+# SIGSTOP/SIGCONT.
 # Jars come from Maven Central (testbed/pom.xml) and are cached outside git in $STRAIT_KAFKA_CACHE.
 set -euo pipefail
 
@@ -192,6 +193,15 @@ wait_up() {
 
 stop_one() { stop_dir "$1" "$STATE/$1"; }
 
+# SIGKILL: the broker dies as in a crash or power loss of its process.
+kill_one() {
+  local dir="$STATE/$1"
+  [ -f "$dir/pid" ] || return 0
+  kill -9 "$(cat "$dir/pid")" 2>/dev/null || true
+  rm -f "$dir/pid"
+  log "$1 killed"
+}
+
 stop_dir() {
   local name=$1 dir=$2 pid
   [ -f "$dir/pid" ] || return 0
@@ -299,6 +309,7 @@ case "$cmd" in
   fetch) fetch ;;
   start) fetch; for n in $(names "${1:-all}"); do start_one "$n"; done; for n in $(names "${1:-all}"); do wait_ready "$n"; done ;;
   stop) for n in $(names "${1:-all}"); do stop_one "$n"; done ;;
+  kill) for n in $(names "${1:-all}"); do kill_one "$n"; done ;;
   restart) for n in $(names "${1:-all}"); do stop_one "$n"; start_one "$n"; wait_ready "$n"; done ;;
   reset) for n in primary secondary; do stop_one "$n"; done; replicated stop; rm -rf "$STATE" ;;
   replicated) replicated "$@" ;;
@@ -306,5 +317,5 @@ case "$cmd" in
   status) for n in primary secondary; do if is_up "$(port_of $n)"; then echo "$n up"; else echo "$n down"; fi; done ;;
   classpath) fetch; echo "$LIBS/*" ;;
   tls-ca) write_tls "$STATE/tls"; echo "$STATE/tls/ca.pem" ;;
-  *) sed -n '2,19p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,21p' "$0" >&2; exit 2 ;;
 esac

@@ -2,10 +2,12 @@
 
 mod config;
 mod demo;
+mod failback;
 mod http;
 mod login_failures;
 mod migrate;
 mod offsets;
+mod progress;
 mod telemetry;
 mod verify;
 
@@ -69,6 +71,9 @@ enum Command {
     /// Consumer-group offsets on the target.
     #[command(subcommand)]
     Offsets(OffsetsCommand),
+    /// Going back to the primary after a failover to the secondary.
+    #[command(subcommand)]
+    Failback(FailbackCommand),
     /// A staged migration driven by the config's [migration] section.
     #[command(subcommand)]
     Migrate(MigrateCommand),
@@ -106,6 +111,22 @@ enum OffsetsCommand {
         /// With --apply: also move partitions backwards.
         #[arg(long, requires = "apply")]
         force: bool,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum FailbackCommand {
+    /// What the primary holds that never reached the secondary: per partition, the
+    /// offset ranges past the flow's copies, their record counts and when they were
+    /// written. Reads both clusters and writes nothing.
+    Plan {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The flow from the primary to the secondary.
+        #[arg(long)]
+        flow: String,
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
@@ -168,6 +189,12 @@ fn main() -> ExitCode {
             Config::load(&config).and_then(|c| migrate::abort(&c))
         }
         Command::CheckConfig { config, offline } => check_config(config, offline),
+        Command::Failback(FailbackCommand::Plan {
+            config,
+            flow,
+            output,
+        }) => Config::load(&config)
+            .and_then(|config| failback::plan(&config, &failback::PlanArgs { flow, output })),
         Command::Verify {
             config,
             flow,

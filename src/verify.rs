@@ -1,15 +1,13 @@
 //! `strait verify`: compares each flow's copy with its source, record by record.
 
-use std::io::IsTerminal;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use regex::Regex;
 use strait_verify::{verify_flow, Progress, Status, VerifyReport, VerifySpec};
 
 use crate::config::Config;
+use crate::progress::OffsetProgress;
 use crate::OutputFormat;
 
 pub struct VerifyArgs {
@@ -147,89 +145,32 @@ pub fn print_text(report: &VerifyReport) {
     );
 }
 
-/// A progress bar on a terminal; plain lines every 5 s otherwise (logs, CI).
-struct Reporter {
-    flow: String,
-    bar: Option<ProgressBar>,
-    plain: Mutex<PlainProgress>,
-}
-
-#[derive(Default)]
-struct PlainProgress {
-    total: u64,
-    done: u64,
-    last_line: Option<Instant>,
-}
+/// Verification's progress, on stderr.
+struct Reporter(OffsetProgress);
 
 impl Reporter {
     fn new(flow: &str) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::new(0);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix} [{bar:40}] {pos}/{len} source offsets ({per_sec}, eta {eta})",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar.set_prefix(format!("verify {flow}"));
-            bar
-        });
-        Self {
-            flow: flow.to_string(),
-            bar,
-            plain: Mutex::new(PlainProgress::default()),
-        }
+        Self(OffsetProgress::new(&format!("verify {flow}")))
     }
 
     fn finish(&self, report: &VerifyReport, took: Duration) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-        eprintln!(
-            "verify {}: {} records compared in {:.1} s",
-            self.flow,
+        self.0.finish(&format!(
+            "{} records compared in {:.1} s",
             report.records(),
             took.as_secs_f64()
-        );
+        ));
     }
 }
 
 impl Progress for Reporter {
     fn begin(&self, partitions: usize, source_offsets: u64) {
-        match &self.bar {
-            Some(bar) => bar.set_length(source_offsets),
-            None => {
-                eprintln!(
-                    "verify {}: {partitions} partitions, {source_offsets} source offsets",
-                    self.flow
-                );
-                if let Ok(mut p) = self.plain.lock() {
-                    p.total = source_offsets;
-                    p.last_line = Some(Instant::now());
-                }
-            }
-        }
+        self.0.begin(
+            source_offsets,
+            &format!("{partitions} partitions, {source_offsets} source offsets"),
+        );
     }
 
     fn advance(&self, source_offsets: u64) {
-        if let Some(bar) = &self.bar {
-            bar.inc(source_offsets);
-            return;
-        }
-        let Ok(mut p) = self.plain.lock() else { return };
-        p.done += source_offsets;
-        if p.last_line
-            .is_none_or(|t| t.elapsed() > Duration::from_secs(5))
-        {
-            p.last_line = Some(Instant::now());
-            eprintln!(
-                "verify {}: {}/{} source offsets ({:.0}%)",
-                self.flow,
-                p.done,
-                p.total,
-                100.0 * p.done as f64 / p.total.max(1) as f64
-            );
-        }
+        self.0.advance(source_offsets);
     }
 }

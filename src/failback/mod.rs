@@ -1,0 +1,264 @@
+//! `strait failback`: going back to the primary after a failover. `plan` reads what the
+//! primary holds that never reached the secondary.
+
+mod primary;
+mod unshipped;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use strait_offset_sync::FlowIndex;
+use strait_replicator::{client_config, copies_on_target, plan as topic_plan, FlowSpec, MapEnd};
+
+use self::primary::{rfc3339, PrimaryReader, RangeRecords};
+use self::unshipped::{OffsetRange, PrimaryLog, Shipment};
+use crate::config::Config;
+use crate::progress::OffsetProgress;
+use crate::OutputFormat;
+
+pub struct PlanArgs {
+    pub flow: String,
+    pub output: OutputFormat,
+}
+
+#[derive(Serialize)]
+struct PlanReport {
+    flow: String,
+    primary: String,
+    secondary: String,
+    partitions: Vec<PartitionPlan>,
+    /// Records the primary holds that never reached the secondary, in all partitions.
+    not_shipped_records: u64,
+}
+
+#[derive(Serialize)]
+struct PartitionPlan {
+    topic: String,
+    partition: i32,
+    secondary_topic: String,
+    primary_log: PrimaryLog,
+    #[serde(flatten)]
+    shipment: Shipment,
+    /// The records of `not_shipped`, counted.
+    not_shipped_records: Option<RangeRecords>,
+}
+
+impl PartitionPlan {
+    fn is_settled(&self) -> bool {
+        let s = &self.shipment;
+        s.not_shipped.is_none()
+            && s.deleted_before_copied.is_none()
+            && s.copied_but_gone_from_primary.is_none()
+            && s.open_transactions.is_none()
+    }
+}
+
+/// `strait failback plan`: for each partition the flow copies, what the primary holds
+/// past its copy on the secondary. Reads both clusters; writes nothing.
+pub fn plan(config: &Config, args: &PlanArgs) -> Result<()> {
+    let spec = flow_spec(config, &args.flow)?;
+    let report = plan_flow(config, &spec)?;
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Text => print_text(&report),
+    }
+    Ok(())
+}
+
+fn flow_spec(config: &Config, name: &str) -> Result<FlowSpec> {
+    if !config.flows.contains_key(name) {
+        bail!(
+            "--flow: no flow '{name}' in the config (flows: {})",
+            config.flows.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    config
+        .flow_specs()?
+        .into_iter()
+        .find(|s| s.name == name)
+        .context("flow spec")
+}
+
+fn plan_flow(config: &Config, spec: &FlowSpec) -> Result<PlanReport> {
+    let (primary, secondary) = (&spec.source, &spec.target);
+    let flow = &config.flows[&spec.name];
+    let topics = topic_plan(spec)
+        .with_context(|| format!("listing the topics flow '{}' copies", spec.name))?;
+    if !flow.offset_sync.enabled {
+        bail!(
+            "flows.{}.offset_sync.enabled is false: failback needs the flow's offset map",
+            spec.name
+        );
+    }
+    let map_topic = flow.map_topic(&spec.name);
+    let mut index = FlowIndex::load(&client_config(secondary), &map_topic)
+        .with_context(|| format!("reading the offset map {map_topic} on '{}'", secondary.name))?;
+    // Where each partition's copies end: the persisted map, then the copies after it read
+    // back from the secondary (the map trails the copies by up to a commit interval, and
+    // more after a crash). A partition the map does not cover is read from its start.
+    let ends: Vec<MapEnd> = topics
+        .iter()
+        .flat_map(|t| (0..t.source_partitions).map(move |p| (t.source_topic.as_str(), p)))
+        .map(|(topic, partition)| {
+            let coverage = index.partition(topic, partition).and_then(|m| m.coverage());
+            MapEnd {
+                source_topic: topic.to_string(),
+                partition,
+                target_next: coverage.map_or(0, |c| c.target_next),
+                source_next: coverage.map_or(0, |c| c.through),
+            }
+        })
+        .collect();
+    let copies = copies_on_target((primary, secondary, &spec.naming), true, &ends)
+        .with_context(|| format!("reading the copies on '{}'", secondary.name))?;
+
+    let reader = PrimaryReader::new(primary)?;
+    let mut partitions = Vec::with_capacity(ends.len());
+    for (end, copies) in ends.iter().zip(copies) {
+        let (topic, partition) = (end.source_topic.as_str(), end.partition);
+        index.add_copies(topic, partition, &copies.pairs);
+        let from_map = index
+            .partition(topic, partition)
+            .and_then(|m| m.handled_through());
+        let from_copies = copies.last().map(|(source, _)| source + 1);
+        let shipped_through = from_map.max(from_copies);
+        let primary_log = reader.log(topic, partition)?;
+        partitions.push(PartitionPlan {
+            topic: topic.to_string(),
+            partition,
+            secondary_topic: spec.naming.target_topic(&primary.name, topic),
+            primary_log,
+            shipment: Shipment::new(shipped_through, primary_log),
+            not_shipped_records: None,
+        });
+    }
+
+    let to_read: Vec<(usize, OffsetRange)> = partitions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.shipment.not_shipped.map(|r| (i, r)))
+        .collect();
+    let total: i64 = to_read.iter().map(|(_, r)| r.len()).sum();
+    let progress = OffsetProgress::new(&format!("failback plan {}", spec.name));
+    progress.begin(
+        total.unsigned_abs(),
+        &format!(
+            "reading {total} offsets in {} partition(s) of '{}' never copied to '{}'",
+            to_read.len(),
+            primary.name,
+            secondary.name
+        ),
+    );
+    for (i, range) in to_read {
+        let p = &mut partitions[i];
+        let mut passed = 0;
+        let records = reader.records(&p.topic, p.partition, range, &mut |at| {
+            progress.advance((at - passed).unsigned_abs());
+            passed = at;
+        })?;
+        progress.advance((range.len() - passed).unsigned_abs());
+        p.not_shipped_records = Some(records);
+    }
+    let not_shipped_records = partitions
+        .iter()
+        .filter_map(|p| p.not_shipped_records.map(|r| r.records))
+        .sum();
+    progress.finish(&format!("{not_shipped_records} records never copied"));
+    Ok(PlanReport {
+        flow: spec.name.clone(),
+        primary: primary.name.clone(),
+        secondary: secondary.name.clone(),
+        partitions,
+        not_shipped_records,
+    })
+}
+
+fn print_text(report: &PlanReport) {
+    let (primary, secondary) = (&report.primary, &report.secondary);
+    println!(
+        "flow {} ({primary} → {secondary}): what '{primary}' holds that never reached '{secondary}'",
+        report.flow
+    );
+    let range = |r: Option<OffsetRange>| r.map(|r| format!("[{}, {})", r.from, r.to));
+    let mut rows = Vec::new();
+    for p in report.partitions.iter().filter(|p| !p.is_settled()) {
+        let s = &p.shipment;
+        let records = p.not_shipped_records;
+        let written = records
+            .and_then(|r| Some((r.first_timestamp_ms?, r.last_timestamp_ms?)))
+            .map(|(first, last)| format!("{} … {}", rfc3339(first), rfc3339(last)));
+        rows.push([
+            format!("{}[{}]", p.topic, p.partition),
+            s.shipped_through.map_or("-".into(), |o| o.to_string()),
+            p.primary_log.stable_end.to_string(),
+            range(s.not_shipped).unwrap_or_else(|| "-".into()),
+            records.map_or("0".into(), |r| r.records.to_string()),
+            written.unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let header = [
+        "PARTITION",
+        "SHIPPED TO",
+        "PRIMARY END",
+        "NOT SHIPPED",
+        "RECORDS",
+        "WRITTEN",
+    ];
+    print_table(&header, &rows);
+    for p in &report.partitions {
+        let s = &p.shipment;
+        let name = format!("{}[{}]", p.topic, p.partition);
+        if let Some(r) = s.deleted_before_copied {
+            println!(
+                "  {name}: offsets [{}, {}) were deleted on '{primary}' (retention) before \
+                 they were copied: they are on neither cluster",
+                r.from, r.to
+            );
+        }
+        if let Some(r) = s.copied_but_gone_from_primary {
+            println!(
+                "  {name}: '{secondary}' holds copies of offsets [{}, {}), which '{primary}' no \
+                 longer has (it lost acknowledged records): their only copy is on '{secondary}'",
+                r.from, r.to
+            );
+        }
+        if let Some(r) = s.open_transactions {
+            println!(
+                "  {name}: offsets [{}, {}) are in transactions still open on '{primary}': \
+                 run the plan again once they end",
+                r.from, r.to
+            );
+        }
+    }
+    let affected = report
+        .partitions
+        .iter()
+        .filter(|p| p.not_shipped_records.is_some_and(|r| r.records > 0))
+        .count();
+    println!(
+        "{} records in {affected} of {} partitions never reached '{secondary}'",
+        report.not_shipped_records,
+        report.partitions.len()
+    );
+}
+
+fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (cell, w) in cells.iter().zip(widths) {
+            let pad = w.saturating_sub(cell.chars().count());
+            out.push_str(cell);
+            out.push_str(&" ".repeat(pad + 2));
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}

@@ -1,0 +1,198 @@
+//! Failback after a disaster: the primary dies (SIGKILL of its broker) while the flow is
+//! behind, applications go on writing on the secondary, the primary comes back, and
+//! `strait failback plan` lists exactly what the primary holds that never reached the
+//! secondary.
+//!
+//! This kills the primary broker, so it lives in a test binary of its own (cargo runs
+//! test binaries one after another) and starts the primary again when done, even on
+//! failure.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const PARTITIONS: i32 = 3;
+
+#[test]
+fn failback_plan_lists_exactly_the_records_the_primary_never_shipped() {
+    let topic = unique("fb-orders");
+    create_topic(PRIMARY, &topic, PARTITIONS, &[]);
+    produce_simple(PRIMARY, &topic, PARTITIONS, 1_500, "before");
+
+    // Identity naming: after the failover the applications write into the same topic on
+    // the secondary, after the copies, and the plan must tell those from copies.
+    // Little fetched ahead of the target, so that a slow target leaves records behind
+    // on the primary.
+    let config = flow_config("fb", &topic, "identity", "provenance_interval = 50").replace(
+        r#"commit_interval = "500ms""#,
+        "commit_interval = \"500ms\"\nconsumer_queue_kbytes = 1024\n\
+         producer_queue_kbytes = 1024\ndrain_timeout = \"5s\"",
+    );
+    let mut strait = Strait::start(&config);
+    wait_until(Duration::from_secs(60), "the first records copied", || {
+        partition_count(SECONDARY, &topic).is_some() && count_all(SECONDARY, &topic) >= 1_500
+    });
+
+    // The target slows down, the primary takes 3,000 more records (3 MB), and dies while
+    // the flow is behind them.
+    let quota = ProducerQuota::set(SECONDARY, "strait-fb", 100 * 1024);
+    produce_sized(PRIMARY, &topic, PARTITIONS, 3_000, 1024);
+    wait_until(Duration::from_secs(60), "copying under way", || {
+        count_all(SECONDARY, &topic) >= 1_700
+    });
+    let _primary_back = ClusterBack("primary");
+    kafka_sh(&["kill", "primary"]);
+    // The operator stops the flow (SIGKILL: with the source gone, a SIGTERM waits for
+    // the source's group coordinator), and the applications move to the secondary.
+    std::thread::sleep(Duration::from_secs(2));
+    strait.kill9();
+    drop(quota);
+    // Produce requests the throttled broker had received but not yet read are still
+    // appended after the process died, once the client's throttle ends (at most the
+    // quota's window, 11 s): wait until the copies stop arriving.
+    let mut last = (end_offsets(SECONDARY, &topic), std::time::Instant::now());
+    wait_until(Duration::from_secs(90), "the secondary to settle", || {
+        let end = end_offsets(SECONDARY, &topic);
+        if end != last.0 {
+            last = (end, std::time::Instant::now());
+        }
+        last.1.elapsed() > Duration::from_secs(12)
+    });
+    produce_simple(SECONDARY, &topic, PARTITIONS, 600, "after-failover");
+    kafka_sh(&["start", "primary"]);
+
+    // What reached the secondary, read with a plain client: every record there but the
+    // applications' own.
+    let copies: BTreeMap<i32, Vec<Rec>> = read_all(SECONDARY, &topic)
+        .into_iter()
+        .map(|(p, records)| {
+            let copies = records
+                .into_iter()
+                .filter(|r| {
+                    !r.value
+                        .as_ref()
+                        .is_some_and(|v| v.starts_with(b"after-failover-"))
+                })
+                .collect();
+            (p, copies)
+        })
+        .collect();
+    let primary = read_all(PRIMARY, &topic);
+    let mut expected = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let held = &primary[&p];
+        let copied = copies.get(&p).map_or(&[][..], Vec::as_slice);
+        // The copies are the primary's records from offset 0 on, in order.
+        assert!(copied.len() <= held.len(), "partition {p}");
+        for (copy, original) in copied.iter().zip(held) {
+            assert_eq!(
+                copy.without_provenance(),
+                original.without_provenance(),
+                "partition {p}, copy at {}",
+                copy.offset
+            );
+        }
+        let shipped = copied.len() as i64;
+        let end = held.last().map_or(0, |r| r.offset + 1);
+        let unshipped: Vec<&Rec> = held.iter().filter(|r| r.offset >= shipped).collect();
+        expected.insert(p, (shipped, end, unshipped));
+    }
+    let never_shipped: usize = expected.values().map(|(_, _, u)| u.len()).sum();
+    assert!(
+        never_shipped > 0,
+        "the flow caught up before the primary died: nothing to report"
+    );
+
+    let out = failback_plan(&strait.config, "json");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let checked: Vec<(i32, i64, i64, usize)> = expected
+        .iter()
+        .map(|(p, (shipped, end, unshipped))| (*p, *shipped, *end, unshipped.len()))
+        .collect();
+    assert_eq!(
+        report["not_shipped_records"], never_shipped,
+        "the checker's (partition, shipped, end, records): {checked:?}\n{report:#}"
+    );
+    let partitions = report["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), PARTITIONS as usize, "{report:#}");
+    for plan in partitions {
+        let p = plan["partition"].as_i64().unwrap() as i32;
+        assert_eq!(plan["topic"], topic.as_str());
+        let (shipped, end, unshipped) = &expected[&p];
+        assert_eq!(plan["shipped_through"], *shipped, "partition {p}: {plan:#}");
+        for nothing in [
+            "deleted_before_copied",
+            "copied_but_gone_from_primary",
+            "open_transactions",
+        ] {
+            assert!(plan[nothing].is_null(), "partition {p}: {plan:#}");
+        }
+        if unshipped.is_empty() {
+            assert!(plan["not_shipped"].is_null(), "partition {p}: {plan:#}");
+            continue;
+        }
+        assert_eq!(
+            plan["not_shipped"]["from"], *shipped,
+            "partition {p}: {plan:#}"
+        );
+        assert_eq!(plan["not_shipped"]["to"], *end, "partition {p}: {plan:#}");
+        let records = &plan["not_shipped_records"];
+        assert_eq!(
+            records["records"],
+            unshipped.len(),
+            "partition {p}: {plan:#}"
+        );
+        assert_eq!(
+            records["first_timestamp_ms"],
+            unshipped[0].timestamp.unwrap(),
+            "partition {p}: {plan:#}"
+        );
+        assert_eq!(
+            records["last_timestamp_ms"],
+            unshipped.last().unwrap().timestamp.unwrap(),
+            "partition {p}: {plan:#}"
+        );
+    }
+
+    let text = failback_plan(&strait.config, "text");
+    let affected = expected.values().filter(|(_, _, u)| !u.is_empty()).count();
+    assert!(
+        text.contains(&format!(
+            "{never_shipped} records in {affected} of {PARTITIONS} partitions never reached 'secondary'"
+        )),
+        "{text}"
+    );
+    for (p, (shipped, end, unshipped)) in &expected {
+        if !unshipped.is_empty() {
+            assert!(
+                text.contains(&format!("{topic}[{p}]"))
+                    && text.contains(&format!("[{shipped}, {end})")),
+                "partition {p}:\n{text}"
+            );
+        }
+    }
+}
+
+/// `strait failback plan` for flow `fb`, its standard output.
+fn failback_plan(config: &std::path::Path, output: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args(["failback", "plan", "--config"])
+        .arg(config)
+        .args(["--flow", "fb", "--output", output])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "failback plan failed:\n{stdout}\n{stderr}"
+    );
+    stdout.into_owned()
+}
