@@ -130,6 +130,23 @@ enum FailbackCommand {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
+    /// Copy what `plan` lists into side topics on the secondary (`<prefix><topic>`, same
+    /// partitions, each record with a header naming its primary offset). Safe to run
+    /// again after an interruption: it copies on from where the side topics end.
+    Keep {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The flow from the primary to the secondary.
+        #[arg(long)]
+        flow: String,
+        /// Side topics are named <prefix><primary topic> (default "<primary>.unshipped.").
+        #[arg(long)]
+        topic_prefix: Option<String>,
+        /// Records per transaction: what an interrupted run loses, and the next run
+        /// copies again.
+        #[arg(long, default_value_t = 1_000)]
+        records_per_transaction: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -195,6 +212,21 @@ fn main() -> ExitCode {
             output,
         }) => Config::load(&config)
             .and_then(|config| failback::plan(&config, &failback::PlanArgs { flow, output })),
+        Command::Failback(FailbackCommand::Keep {
+            config,
+            flow,
+            topic_prefix,
+            records_per_transaction,
+        }) => Config::load(&config).and_then(|config| {
+            failback::keep(
+                &config,
+                &failback::KeepArgs {
+                    flow,
+                    topic_prefix,
+                    records_per_transaction,
+                },
+            )
+        }),
         Command::Verify {
             config,
             flow,

@@ -1,7 +1,8 @@
 //! Failback after a disaster: the primary dies (SIGKILL of its broker) while the flow is
 //! behind, applications go on writing on the secondary, the primary comes back, and
 //! `strait failback plan` lists exactly what the primary holds that never reached the
-//! secondary.
+//! secondary, and `strait failback keep` copies exactly those records into side topics
+//! there, even when interrupted by SIGKILL and run again.
 //!
 //! This kills the primary broker, so it lives in a test binary of its own (cargo runs
 //! test binaries one after another) and starts the primary again when done, even on
@@ -19,7 +20,7 @@ use common::*;
 const PARTITIONS: i32 = 3;
 
 #[test]
-fn failback_plan_lists_exactly_the_records_the_primary_never_shipped() {
+fn failback_lists_and_keeps_exactly_the_records_the_primary_never_shipped() {
     let topic = unique("fb-orders");
     create_topic(PRIMARY, &topic, PARTITIONS, &[]);
     produce_simple(PRIMARY, &topic, PARTITIONS, 1_500, "before");
@@ -159,6 +160,64 @@ fn failback_plan_lists_exactly_the_records_the_primary_never_shipped() {
         );
     }
 
+    // Keeping them: a run killed part-way through (the secondary made slow), then run
+    // again, leaves each of them once in the side topic, in order, with its primary offset.
+    let side = format!("primary.unshipped.{topic}");
+    let quota = ProducerQuota::set(SECONDARY, "strait-failback-keep", 20 * 1024);
+    // The broker applies a new quota moments after the tool returns.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut interrupted = Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args(["failback", "keep", "--config"])
+        .arg(&strait.config)
+        .args(["--flow", "fb", "--records-per-transaction", "10"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(60), "some records kept", || {
+        partition_count(SECONDARY, &side).is_some() && count_all(SECONDARY, &side) >= 40
+    });
+    interrupted.kill().unwrap();
+    interrupted.wait().unwrap();
+    drop(quota);
+    let kept_before = count_all(SECONDARY, &side);
+    assert!(
+        kept_before < never_shipped,
+        "the first run was not interrupted"
+    );
+    let kept = failback_keep(&strait.config);
+    assert!(kept.contains(&format!("→ {side}[")), "{kept}");
+    let again = failback_keep(&strait.config);
+    let rows: Vec<&str> = again
+        .lines()
+        .filter(|l| l.contains("records copied"))
+        .collect();
+    assert!(
+        !rows.is_empty() && rows.iter().all(|l| l.contains(": 0 records copied")),
+        "a second run copied again:\n{again}"
+    );
+    let side_records = read_all(SECONDARY, &side);
+    for (p, (_, _, unshipped)) in &expected {
+        let got = side_records.get(p).map_or(&[][..], Vec::as_slice);
+        assert_eq!(
+            got.len(),
+            unshipped.len(),
+            "side partition {p}: {kept}\n{again}"
+        );
+        for (copy, original) in got.iter().zip(unshipped) {
+            assert_eq!(
+                copy.without_provenance(),
+                original.without_provenance(),
+                "side partition {p}"
+            );
+            assert_eq!(
+                copy.provenance_offset(),
+                Some(original.offset),
+                "side partition {p}"
+            );
+        }
+    }
+
     let text = failback_plan(&strait.config, "text");
     let affected = expected.values().filter(|(_, _, u)| !u.is_empty()).count();
     assert!(
@@ -176,6 +235,25 @@ fn failback_plan_lists_exactly_the_records_the_primary_never_shipped() {
             );
         }
     }
+}
+
+/// `strait failback keep` for flow `fb`, its standard output.
+fn failback_keep(config: &std::path::Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args(["failback", "keep", "--config"])
+        .arg(config)
+        .args(["--flow", "fb"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "failback keep failed:\n{stdout}\n{stderr}"
+    );
+    stdout.into_owned()
 }
 
 /// `strait failback plan` for flow `fb`, its standard output.

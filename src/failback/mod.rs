@@ -1,6 +1,8 @@
 //! `strait failback`: going back to the primary after a failover. `plan` reads what the
-//! primary holds that never reached the secondary.
+//! primary holds that never reached the secondary; `keep` copies those records into side
+//! topics on the secondary.
 
+mod keep;
 mod primary;
 mod unshipped;
 
@@ -14,6 +16,8 @@ use self::unshipped::{OffsetRange, PrimaryLog, Shipment};
 use crate::config::Config;
 use crate::progress::OffsetProgress;
 use crate::OutputFormat;
+
+pub use self::keep::{keep, KeepArgs};
 
 pub struct PlanArgs {
     pub flow: String,

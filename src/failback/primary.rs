@@ -1,11 +1,11 @@
-//! Reads the primary for `strait failback plan`: each partition's log bounds, and the
-//! records of a range, counted as a `read_committed` consumer would read them.
+//! Reads partitions for failback: the primary's log bounds, the records of a range as a
+//! `read_committed` consumer reads them, and a range read record by record.
 
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use strait_offset_sync::{is_connection_trouble, settled_watermarks};
@@ -86,71 +86,77 @@ impl PrimaryReader {
         range: OffsetRange,
         on_progress: &mut dyn FnMut(i64),
     ) -> Result<RangeRecords> {
-        let context = || {
-            format!(
-                "reading {topic}[{partition}] offsets [{}, {}) on '{}'",
-                range.from, range.to, self.cluster
-            )
-        };
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Offset(range.from))
-            .with_context(context)?;
-        self.committed.assign(&tpl).with_context(context)?;
         let mut found = RangeRecords {
             records: 0,
             first_timestamp_ms: None,
             last_timestamp_ms: None,
         };
-        let mut position = range.from;
-        let mut last_progress = Instant::now();
-        // The position, not the last record, ends the read: the range may end in
-        // transaction markers, which are never delivered.
-        while position < range.to {
-            match self.committed.poll(Duration::from_millis(100)) {
-                Some(Ok(msg)) if msg.topic() == topic && msg.partition() == partition => {
-                    if msg.offset() >= range.to {
-                        break;
-                    }
-                    position = msg.offset() + 1;
-                    last_progress = Instant::now();
-                    found.records += 1;
-                    let timestamp = msg.timestamp().to_millis();
-                    found.first_timestamp_ms = found.first_timestamp_ms.or(timestamp);
-                    found.last_timestamp_ms = timestamp.or(found.last_timestamp_ms);
-                    on_progress(position - range.from);
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) if is_connection_trouble(&e) => {}
-                Some(Err(e)) => return Err(e).with_context(context),
-                None => {
-                    if let Some(moved) = self.fetch_position(topic, partition) {
-                        if moved > position {
-                            position = moved;
-                            last_progress = Instant::now();
-                            on_progress(position - range.from);
-                        }
-                    }
-                }
-            }
-            if last_progress.elapsed() > READ_STALL {
-                bail!(
-                    "{}: no progress for {READ_STALL:?} at offset {position}",
-                    context()
-                );
-            }
-        }
-        self.committed.unassign().with_context(context)?;
+        read_range(&self.committed, topic, partition, range, &mut |msg| {
+            found.records += 1;
+            let timestamp = msg.timestamp().to_millis();
+            found.first_timestamp_ms = found.first_timestamp_ms.or(timestamp);
+            found.last_timestamp_ms = timestamp.or(found.last_timestamp_ms);
+            on_progress(msg.offset() + 1 - range.from);
+            Ok(())
+        })
+        .with_context(|| {
+            format!(
+                "reading {topic}[{partition}] offsets [{}, {}) on '{}'",
+                range.from, range.to, self.cluster
+            )
+        })?;
         Ok(found)
     }
+}
 
-    /// The consumer's fetch position in the partition: past markers it read no record for.
-    fn fetch_position(&self, topic: &str, partition: i32) -> Option<i64> {
-        let positions = self.committed.position().ok()?;
-        match positions.find_partition(topic, partition)?.offset() {
-            Offset::Offset(o) => Some(o),
-            _ => None,
+/// Reads `range` of a partition with `consumer`, calling `each` for every record it
+/// delivers. The position, not the last record, ends the read: the range may end in
+/// transaction markers, which are never delivered.
+pub fn read_range(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    range: OffsetRange,
+    each: &mut dyn FnMut(&BorrowedMessage<'_>) -> Result<()>,
+) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(range.from))?;
+    consumer.assign(&tpl)?;
+    let mut position = range.from;
+    let mut last_progress = Instant::now();
+    while position < range.to {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(msg)) if msg.topic() == topic && msg.partition() == partition => {
+                if msg.offset() >= range.to {
+                    break;
+                }
+                position = msg.offset() + 1;
+                last_progress = Instant::now();
+                each(&msg)?;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) if is_connection_trouble(&e) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => {
+                // Past markers, which deliver no record.
+                let moved = consumer
+                    .position()
+                    .ok()
+                    .and_then(|p| p.find_partition(topic, partition).map(|e| e.offset()));
+                if let Some(Offset::Offset(o)) = moved {
+                    if o > position {
+                        position = o;
+                        last_progress = Instant::now();
+                    }
+                }
+            }
+        }
+        if last_progress.elapsed() > READ_STALL {
+            bail!("no progress for {READ_STALL:?} at offset {position}");
         }
     }
+    consumer.unassign()?;
+    Ok(())
 }
 
 /// A timestamp in ms as RFC 3339, for the text report.
