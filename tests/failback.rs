@@ -19,24 +19,45 @@ use common::*;
 
 const PARTITIONS: i32 = 3;
 
+/// Both tests kill the primary: one at a time.
+static PRIMARY_IN_USE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Under identity naming the applications write into the same topic on the secondary
+/// after the failover, after the copies, and the plan must tell those from copies.
 #[test]
-fn failback_lists_and_keeps_exactly_the_records_the_primary_never_shipped() {
+fn failback_lists_and_keeps_exactly_what_the_primary_never_shipped_under_identity_naming() {
+    let _primary = PRIMARY_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+    drill("identity");
+}
+
+/// Under prefix naming the copies are in `primary.<topic>` on the secondary, and the
+/// applications write into the secondary's own `<topic>` after the failover.
+#[test]
+fn failback_lists_and_keeps_exactly_what_the_primary_never_shipped_under_prefix_naming() {
+    let _primary = PRIMARY_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+    drill("prefix");
+}
+
+fn drill(naming: &str) {
     let topic = unique("fb-orders");
+    let copy_topic = match naming {
+        "prefix" => format!("primary.{topic}"),
+        _ => topic.clone(),
+    };
     create_topic(PRIMARY, &topic, PARTITIONS, &[]);
     produce_simple(PRIMARY, &topic, PARTITIONS, 1_500, "before");
 
-    // Identity naming: after the failover the applications write into the same topic on
-    // the secondary, after the copies, and the plan must tell those from copies.
     // Little fetched ahead of the target, so that a slow target leaves records behind
     // on the primary.
-    let config = flow_config("fb", &topic, "identity", "provenance_interval = 50").replace(
+    let config = flow_config("fb", &topic, naming, "provenance_interval = 50").replace(
         r#"commit_interval = "500ms""#,
         "commit_interval = \"500ms\"\nconsumer_queue_kbytes = 1024\n\
          producer_queue_kbytes = 1024\ndrain_timeout = \"5s\"",
     );
     let mut strait = Strait::start(&config);
     wait_until(Duration::from_secs(60), "the first records copied", || {
-        partition_count(SECONDARY, &topic).is_some() && count_all(SECONDARY, &topic) >= 1_500
+        partition_count(SECONDARY, &copy_topic).is_some()
+            && count_all(SECONDARY, &copy_topic) >= 1_500
     });
 
     // The target slows down, the primary takes 3,000 more records (3 MB), and dies while
@@ -44,7 +65,7 @@ fn failback_lists_and_keeps_exactly_the_records_the_primary_never_shipped() {
     let quota = ProducerQuota::set(SECONDARY, "strait-fb", 100 * 1024);
     produce_sized(PRIMARY, &topic, PARTITIONS, 3_000, 1024);
     wait_until(Duration::from_secs(60), "copying under way", || {
-        count_all(SECONDARY, &topic) >= 1_700
+        count_all(SECONDARY, &copy_topic) >= 1_700
     });
     let _primary_back = ClusterBack("primary");
     kafka_sh(&["kill", "primary"]);
@@ -56,9 +77,12 @@ fn failback_lists_and_keeps_exactly_the_records_the_primary_never_shipped() {
     // Produce requests the throttled broker had received but not yet read are still
     // appended after the process died, once the client's throttle ends (at most the
     // quota's window, 11 s): wait until the copies stop arriving.
-    let mut last = (end_offsets(SECONDARY, &topic), std::time::Instant::now());
+    let mut last = (
+        end_offsets(SECONDARY, &copy_topic),
+        std::time::Instant::now(),
+    );
     wait_until(Duration::from_secs(90), "the secondary to settle", || {
-        let end = end_offsets(SECONDARY, &topic);
+        let end = end_offsets(SECONDARY, &copy_topic);
         if end != last.0 {
             last = (end, std::time::Instant::now());
         }
@@ -69,7 +93,7 @@ fn failback_lists_and_keeps_exactly_the_records_the_primary_never_shipped() {
 
     // What reached the secondary, read with a plain client: every record there but the
     // applications' own.
-    let copies: BTreeMap<i32, Vec<Rec>> = read_all(SECONDARY, &topic)
+    let copies: BTreeMap<i32, Vec<Rec>> = read_all(SECONDARY, &copy_topic)
         .into_iter()
         .map(|(p, records)| {
             let copies = records
@@ -124,6 +148,7 @@ fn failback_lists_and_keeps_exactly_the_records_the_primary_never_shipped() {
     for plan in partitions {
         let p = plan["partition"].as_i64().unwrap() as i32;
         assert_eq!(plan["topic"], topic.as_str());
+        assert_eq!(plan["secondary_topic"], copy_topic.as_str());
         let (shipped, end, unshipped) = &expected[&p];
         assert_eq!(plan["shipped_through"], *shipped, "partition {p}: {plan:#}");
         for nothing in [

@@ -85,8 +85,14 @@ fn flow_spec(config: &Config, name: &str) -> Result<FlowSpec> {
 fn plan_flow(config: &Config, spec: &FlowSpec) -> Result<PlanReport> {
     let (primary, secondary) = (&spec.source, &spec.target);
     let flow = &config.flows[&spec.name];
-    let topics = topic_plan(spec)
-        .with_context(|| format!("listing the topics flow '{}' copies", spec.name))?;
+    // The flow's heartbeats are Strait's own records, not the applications': one not
+    // copied is nothing to keep.
+    let heartbeats = spec.heartbeat.as_ref().map(|h| h.topic.as_str());
+    let topics: Vec<_> = topic_plan(spec)
+        .with_context(|| format!("listing the topics flow '{}' copies", spec.name))?
+        .into_iter()
+        .filter(|t| Some(t.source_topic.as_str()) != heartbeats)
+        .collect();
     if !flow.offset_sync.enabled {
         bail!(
             "flows.{}.offset_sync.enabled is false: failback needs the flow's offset map",
