@@ -255,7 +255,14 @@ impl GroupClient {
         &self,
         group: &str,
     ) -> Result<Option<group_offsets::GroupDescription>, OffsetSyncError> {
-        group_offsets::describe(self.consumer.client(), group, REQUEST_TIMEOUT)
+        // As for commits: a coordinator that moved, or is still loading its groups after
+        // a restart, answers NotCoordinator or CoordinatorLoadInProgress until librdkafka
+        // has found it again.
+        (|| group_offsets::describe(self.consumer.client(), group, REQUEST_TIMEOUT))
+            .retry(settling_backoff(REQUEST_TIMEOUT))
+            .sleep(std::thread::sleep)
+            .when(|e| coordinator_moving(e.code))
+            .call()
             .map_err(|e| OffsetSyncError::admin(format!("describing group '{group}'"), e))
     }
 

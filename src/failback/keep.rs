@@ -24,7 +24,7 @@ use strait_replicator::{client_config, ClusterSpec, FlowSpec, Provenance, PROVEN
 
 use super::primary::read_range;
 use super::unshipped::OffsetRange;
-use super::{flow_spec, plan_flow};
+use super::{flow_members, flow_spec, plan_flow, still_running};
 use crate::config::Config;
 use crate::progress::OffsetProgress;
 
@@ -47,6 +47,10 @@ pub fn keep(config: &Config, args: &KeepArgs) -> Result<()> {
         .topic_prefix
         .clone()
         .unwrap_or_else(|| format!("{}.unshipped.", primary.name));
+    // Records the flow copies on its own must not be kept as well.
+    if let Some(members) = flow_members(&spec)?.filter(|m| *m > 0) {
+        bail!("{}", still_running(&spec, members));
+    }
     let plan = plan_flow(config, &spec)?;
     let mut partitions_of: BTreeMap<&str, i32> = BTreeMap::new();
     for p in &plan.partitions {

@@ -8,6 +8,7 @@ mod unshipped;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
+use strait_offset_sync::groups::GroupClient;
 use strait_offset_sync::FlowIndex;
 use strait_replicator::{client_config, copies_on_target, plan as topic_plan, FlowSpec, MapEnd};
 
@@ -32,6 +33,10 @@ struct PlanReport {
     partitions: Vec<PartitionPlan>,
     /// Records the primary holds that never reached the secondary, in all partitions.
     not_shipped_records: u64,
+    /// Members the flow's group has on the primary: a running flow ships these records
+    /// itself, after what the applications wrote on the secondary since the failover.
+    /// `None` where the primary cannot describe groups.
+    flow_members: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -61,11 +66,31 @@ impl PartitionPlan {
 pub fn plan(config: &Config, args: &PlanArgs) -> Result<()> {
     let spec = flow_spec(config, &args.flow)?;
     let report = plan_flow(config, &spec)?;
+    if let Some(members) = report.flow_members.filter(|m| *m > 0) {
+        eprintln!("warning: {}", still_running(&spec, members));
+    }
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         OutputFormat::Text => print_text(&report),
     }
     Ok(())
+}
+
+/// Members of the flow's group on the primary (see [`PlanReport::flow_members`]).
+fn flow_members(spec: &FlowSpec) -> Result<Option<usize>> {
+    GroupClient::new(&client_config(&spec.source))?
+        .members(&spec.group_id)
+        .with_context(|| format!("is flow '{}' running", spec.name))
+}
+
+fn still_running(spec: &FlowSpec, members: usize) -> String {
+    format!(
+        "flow '{}' is running: its group '{}' has {members} member(s) on '{}', so it copies \
+         the records listed here to '{}' itself, after what the applications wrote there \
+         since the failover. Stop every `strait run` with this flow first (the member of \
+         a process that died leaves once its session times out)",
+        spec.name, spec.group_id, spec.source.name, spec.target.name
+    )
 }
 
 fn flow_spec(config: &Config, name: &str) -> Result<FlowSpec> {
@@ -174,6 +199,7 @@ fn plan_flow(config: &Config, spec: &FlowSpec) -> Result<PlanReport> {
         .sum();
     progress.finish(&format!("{not_shipped_records} records never copied"));
     Ok(PlanReport {
+        flow_members: flow_members(spec)?,
         flow: spec.name.clone(),
         primary: primary.name.clone(),
         secondary: secondary.name.clone(),
