@@ -162,6 +162,17 @@ fn identity_flows_in_opposite_directions_must_stamp_every_copy() {
         !out.status.success() && stderr.contains("both ways") && stderr.contains("--flow"),
         "{stderr}"
     );
+    // Nor failed back: the primary's partitions hold the secondary's records too.
+    let out = Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args(["failback", "plan", "--flow", "east", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("both ways") && stderr.contains("failback"),
+        "{stderr}"
+    );
     for fine in [
         pair.clone(),
         both(r#"["orders"]"#, r#"["payments"]"#, "identity", ""),
@@ -518,4 +529,25 @@ pub struct Section {
             ("Section".to_string(), "wire_name".to_string()),
         ]
     );
+}
+
+#[test]
+fn failback_needs_the_flows_offset_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("strait.toml");
+    let config =
+        flow("topics = [\"orders\"]\nnaming = \"prefix\"\n[flows.dr.offset_sync]\nenabled = false");
+    std::fs::write(&path, config).unwrap();
+    for command in ["plan", "keep"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_strait"))
+            .args(["failback", command, "--flow", "dr", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("flows.dr.offset_sync.enabled is false"),
+            "failback {command}: {stderr}"
+        );
+    }
 }

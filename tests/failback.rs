@@ -281,38 +281,13 @@ fn drill(naming: &str) {
 
 /// `strait failback keep` for flow `fb`, its standard output.
 fn failback_keep(config: &std::path::Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_strait"))
-        .args(["failback", "keep", "--config"])
-        .arg(config)
-        .args(["--flow", "fb"])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success(),
-        "failback keep failed:\n{stdout}\n{stderr}"
-    );
-    stdout.into_owned()
+    strait_ok(&["failback", "keep", "--flow", "fb"], config)
 }
 
 /// `strait failback plan` for flow `fb`, its standard output.
 fn failback_plan(config: &std::path::Path, output: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_strait"))
-        .args(["failback", "plan", "--config"])
-        .arg(config)
-        .args(["--flow", "fb", "--output", output])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success(),
-        "failback plan failed:\n{stdout}\n{stderr}"
-    );
-    stdout.into_owned()
+    strait_ok(
+        &["failback", "plan", "--flow", "fb", "--output", output],
+        config,
+    )
 }

@@ -60,19 +60,17 @@ fn failover_translates_from_the_secondary_alone() {
     let _primary_back = ClusterBack("primary");
     kafka_sh(&["stop", "primary"]);
 
-    let out = Command::new(env!("CARGO_BIN_EXE_strait"))
-        .args(["offsets", "translate", "--config"])
-        .arg(&config)
-        .args(["--flow", "dr", "--group", &group, "--apply"])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success(),
-        "translate --apply failed:\n{stdout}\n{stderr}"
+    let stdout = strait_ok(
+        &[
+            "offsets",
+            "translate",
+            "--flow",
+            "dr",
+            "--group",
+            &group,
+            "--apply",
+        ],
+        &config,
     );
     assert!(
         stdout.contains("last checkpoints"),

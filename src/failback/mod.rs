@@ -100,11 +100,23 @@ fn flow_spec(config: &Config, name: &str) -> Result<FlowSpec> {
             config.flows.keys().cloned().collect::<Vec<_>>().join(", ")
         );
     }
-    config
+    if !config.flows[name].offset_sync.enabled {
+        bail!("flows.{name}.offset_sync.enabled is false: failback needs the flow's offset map");
+    }
+    let spec = config
         .flow_specs()?
         .into_iter()
         .find(|s| s.name == name)
-        .context("flow spec")
+        .context("flow spec")?;
+    if spec.two_way {
+        // The primary's partitions hold the secondary's records too, which this flow
+        // never copies back: they are not records the primary failed to ship.
+        bail!(
+            "--flow: '{name}' is one of two flows that replicate both ways under the same \
+             topic names, whose failback is not done yet"
+        );
+    }
+    Ok(spec)
 }
 
 fn plan_flow(config: &Config, spec: &FlowSpec) -> Result<PlanReport> {
@@ -118,12 +130,6 @@ fn plan_flow(config: &Config, spec: &FlowSpec) -> Result<PlanReport> {
         .into_iter()
         .filter(|t| Some(t.source_topic.as_str()) != heartbeats)
         .collect();
-    if !flow.offset_sync.enabled {
-        bail!(
-            "flows.{}.offset_sync.enabled is false: failback needs the flow's offset map",
-            spec.name
-        );
-    }
     let map_topic = flow.map_topic(&spec.name);
     let mut index = FlowIndex::load(&client_config(secondary), &map_topic)
         .with_context(|| format!("reading the offset map {map_topic} on '{}'", secondary.name))?;

@@ -26,6 +26,26 @@ pub struct Strait {
     _dir: tempfile::TempDir,
 }
 
+/// `strait <args> --config <config>` run to completion, which must succeed (else the
+/// test fails with both of its streams); its standard output.
+pub fn strait_ok(args: &[&str], config: &std::path::Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "strait {args:?} failed:\n{stdout}\n{stderr}"
+    );
+    stdout.into_owned()
+}
+
 /// A one-flow config between the test clusters. `extra` goes into the flow section.
 pub fn flow_config(flow: &str, topics: &str, naming: &str, extra: &str) -> String {
     // A fresh group per test run: a killed run's member would otherwise hold partitions
