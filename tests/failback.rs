@@ -230,12 +230,12 @@ fn drill(naming: &str) {
     let kept = failback_keep(&strait.config);
     assert!(kept.contains(&format!("→ {side}[")), "{kept}");
     let again = failback_keep(&strait.config);
-    let rows: Vec<&str> = again
-        .lines()
-        .filter(|l| l.contains("records copied"))
-        .collect();
+    let rows: Vec<&str> = again.lines().filter(|l| l.contains(" → ")).collect();
     assert!(
-        !rows.is_empty() && rows.iter().all(|l| l.contains(": 0 records copied")),
+        !rows.is_empty()
+            && rows
+                .iter()
+                .all(|l| l.ends_with(": all kept by an earlier run")),
         "a second run copied again:\n{again}"
     );
     let side_records = read_all(SECONDARY, &side);
@@ -261,6 +261,8 @@ fn drill(naming: &str) {
     }
 
     let text = failback_plan(&strait.config, "text");
+    // What docs/operations.md shows (with --nocapture).
+    println!("$ strait failback plan\n{text}\n$ strait failback keep (after one killed part-way)\n{kept}\n$ strait failback keep\n{again}");
     let affected = expected.values().filter(|(_, _, u)| !u.is_empty()).count();
     assert!(
         text.contains(&format!(

@@ -103,15 +103,16 @@ pub fn keep(config: &Config, args: &KeepArgs) -> Result<()> {
             &side,
             &progress,
         )?;
+        let what = if from == range.from {
+            format!("{copied} records copied")
+        } else if from == range.to {
+            "all kept by an earlier run".to_string()
+        } else {
+            format!("{copied} records copied from offset {from} on, the ones before kept by an earlier run")
+        };
         rows.push(format!(
-            "  {topic}[{partition}] offsets [{}, {}) → {side}[{partition}]: {copied} records copied{}",
-            range.from,
-            range.to,
-            if from > range.from {
-                format!(", those before offset {from} were kept before")
-            } else {
-                String::new()
-            }
+            "  {topic}[{partition}] offsets [{}, {}) → {side}[{partition}]: {what}",
+            range.from, range.to
         ));
     }
     progress.finish("done");
