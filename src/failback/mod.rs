@@ -49,6 +49,12 @@ struct PartitionPlan {
     shipment: Shipment,
     /// The records of `not_shipped`, counted.
     not_shipped_records: Option<RangeRecords>,
+    /// Whether the secondary holds records that may be copies of some of
+    /// `deleted_before_copied`: copies between provenance anchors carry no header and are
+    /// named by comparing them with their originals, which are gone. `shipped_through`
+    /// is then where the named copies end, and the true end may lie further on, before
+    /// the primary's log start.
+    deleted_may_include_copies: bool,
 }
 
 impl PartitionPlan {
@@ -170,6 +176,8 @@ fn plan_flow(config: &Config, spec: &FlowSpec) -> Result<PlanReport> {
             primary_log,
             shipment: Shipment::new(shipped_through, primary_log),
             not_shipped_records: None,
+            deleted_may_include_copies: copies.named_from.is_some()
+                && shipped_through.is_some_and(|s| s < primary_log.log_start),
         });
     }
 
@@ -249,10 +257,21 @@ fn print_text(report: &PlanReport) {
     for p in &report.partitions {
         let s = &p.shipment;
         let name = format!("{}[{}]", p.topic, p.partition);
-        if let Some(r) = s.deleted_before_copied {
+        if let Some(r) = s
+            .deleted_before_copied
+            .filter(|_| p.deleted_may_include_copies)
+        {
             println!(
-                "  {name}: offsets [{}, {}) were deleted on '{primary}' (retention) before \
-                 they were copied: they are on neither cluster",
+                "  {name}: offsets [{}, {}) were deleted on '{primary}' (retention, or records \
+                 deleted by hand) before they could be checked against their copies: \
+                 '{secondary}' may hold copies of the first of them (copies between \
+                 provenance anchors carry no header), and the rest are on neither cluster",
+                r.from, r.to
+            );
+        } else if let Some(r) = s.deleted_before_copied {
+            println!(
+                "  {name}: offsets [{}, {}) were deleted on '{primary}' (retention, or records \
+                 deleted by hand) before they were copied: they are on neither cluster",
                 r.from, r.to
             );
         }
