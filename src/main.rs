@@ -144,7 +144,7 @@ enum FailbackCommand {
         topic_prefix: Option<String>,
         /// Records per transaction: what an interrupted run loses, and the next run
         /// copies again.
-        #[arg(long, default_value_t = 1_000)]
+        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
         records_per_transaction: u64,
     },
 }

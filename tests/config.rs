@@ -550,4 +550,22 @@ fn failback_needs_the_flows_offset_map() {
             "failback {command}: {stderr}"
         );
     }
+    let out = Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args([
+            "failback",
+            "keep",
+            "--flow",
+            "dr",
+            "--records-per-transaction",
+            "0",
+        ])
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--records-per-transaction"),
+        "{stderr}"
+    );
 }

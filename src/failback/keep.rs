@@ -76,9 +76,6 @@ pub fn keep(config: &Config, args: &KeepArgs) -> Result<()> {
         .collect();
     ensure_topics(secondary, &side_topics)?;
 
-    if args.records_per_transaction == 0 {
-        bail!("--records-per-transaction: must be at least 1");
-    }
     let keeper = Keeper::new(&spec, args.records_per_transaction)?;
     let total: i64 = todo.iter().map(|(_, _, r)| r.len()).sum();
     let progress = OffsetProgress::new(&format!("failback keep {}", spec.name));
