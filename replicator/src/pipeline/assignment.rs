@@ -23,6 +23,8 @@ pub(super) struct RebalanceContext {
     pub(super) source_ids: SourceTopicIds,
     /// Bumped by every rebalance callback: see [`Routes::for_record`].
     pub(super) assignment_changes: AtomicU64,
+    /// Set once the pipeline has made its last commit and leaves the group.
+    pub(super) leaving: AtomicBool,
     /// Where assigned partitions' records go (set once the consumer exists; owned by
     /// [`run`], which destroys it before the consumer).
     pub(super) fetch: OnceLock<Weak<FetchQueue<RebalanceContext>>>,
@@ -91,6 +93,21 @@ impl ConsumerContext for RebalanceContext {
     ) {
         self.assignment_changes.fetch_add(1, Ordering::Relaxed);
         match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS
+                if self.leaving.load(Ordering::Relaxed) =>
+            {
+                // Assigned while the consumer closes: nothing will be read from these
+                // partitions, and reading where they start (the group's commits on the
+                // source) waited for a coordinator the closing consumer no longer
+                // serves, holding a SIGTERM past a minute. Taken paused, uncommitted, and
+                // handed on at the revoke that follows.
+                self.status.mark_started();
+                if let Err(e) = consumer.incremental_assign(tpl) {
+                    debug!(flow = %self.spec.name, error = %e, "assignment while leaving the group not taken");
+                    return;
+                }
+                let _ = consumer.pause(tpl);
+            }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let resolved = self.choose_start_offsets(consumer, tpl);
                 // Whatever the outcome, the start-up work waiting for this may go ahead.

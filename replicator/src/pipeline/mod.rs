@@ -175,6 +175,7 @@ pub(crate) fn run(
         transactional_id: transactional_id.clone(),
         source_ids: SourceTopicIds::default(),
         assignment_changes: AtomicU64::new(0),
+        leaving: AtomicBool::new(false),
         fetch: OnceLock::new(),
     };
     let consumer: Arc<BaseConsumer<RebalanceContext>> = Arc::new(
@@ -257,6 +258,7 @@ pub(crate) fn run(
     );
     // Everything was flushed above, so these figures are final.
     pipeline.publish_status();
+    consumer.context().leaving.store(true, Ordering::Relaxed);
     consumer.unsubscribe();
     drop(fetch);
     drop(consumer);
