@@ -89,20 +89,8 @@ pub fn translate_group(
     group: &str,
     allow_checkpoints: bool,
 ) -> Result<Translated> {
-    let flow = config.flows.get(flow_name).with_context(|| {
-        format!(
-            "--flow: no flow '{flow_name}' in the config (flows: {})",
-            config.flows.keys().cloned().collect::<Vec<_>>().join(", ")
-        )
-    })?;
-    if !flow.offset_sync.enabled {
-        bail!("flows.{flow_name}.offset_sync.enabled is false: this flow keeps no offset map");
-    }
-    let spec = config
-        .flow_specs()?
-        .into_iter()
-        .find(|s| s.name == flow_name)
-        .context("flow spec")?;
+    let spec = config.mapped_flow_spec(flow_name, "translation")?;
+    let flow = &config.flows[flow_name];
     if spec.two_way {
         bail!(
             "--flow: '{flow_name}' is one of two flows that replicate both ways under the same \

@@ -22,21 +22,12 @@ pub fn specs(config: &Config, flow: Option<&str>, topics: Option<&str>) -> Resul
         .map(|t| Regex::new(&format!("^(?:{t})$")))
         .transpose()
         .context("--topics: invalid regex")?;
-    if let Some(name) = flow {
-        if !config.flows.contains_key(name) {
-            bail!(
-                "--flow: no flow '{name}' in the config (flows: {})",
-                config.flows.keys().cloned().collect::<Vec<_>>().join(", ")
-            );
-        }
-        if !config.flows[name].offset_sync.enabled {
-            bail!("flows.{name}.offset_sync.enabled is false: verification needs the flow's offset map");
-        }
-    }
-    let specs: Vec<VerifySpec> = config
-        .flow_specs()?
+    let flows = match flow {
+        Some(name) => vec![config.mapped_flow_spec(name, "verification")?],
+        None => config.flow_specs()?,
+    };
+    let specs: Vec<VerifySpec> = flows
         .into_iter()
-        .filter(|s| flow.is_none_or(|f| f == s.name))
         .filter(|s| config.flows[&s.name].offset_sync.enabled)
         .map(|s| VerifySpec {
             map_topic: config.flows[&s.name].map_topic(&s.name),

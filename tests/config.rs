@@ -4,6 +4,9 @@
 
 use std::process::Command;
 
+mod common;
+use common::strait_err;
+
 fn check(config: &str, env: &[(&str, &str)]) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("strait.toml");
@@ -144,33 +147,18 @@ fn identity_flows_in_opposite_directions_must_stamp_every_copy() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("strait.toml");
     std::fs::write(&path, &pair).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_strait"))
-        .args([
-            "offsets",
-            "translate",
-            "--flow",
-            "east",
-            "--group",
-            "app",
-            "--config",
-        ])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = strait_err(
+        &["offsets", "translate", "--flow", "east", "--group", "app"],
+        &path,
+    );
     assert!(
-        !out.status.success() && stderr.contains("both ways") && stderr.contains("--flow"),
+        stderr.contains("both ways") && stderr.contains("--flow"),
         "{stderr}"
     );
     // Nor failed back: the primary's partitions hold the secondary's records too.
-    let out = Command::new(env!("CARGO_BIN_EXE_strait"))
-        .args(["failback", "plan", "--flow", "east", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = strait_err(&["failback", "plan", "--flow", "east"], &path);
     assert!(
-        !out.status.success() && stderr.contains("both ways") && stderr.contains("failback"),
+        stderr.contains("both ways") && stderr.contains("failback"),
         "{stderr}"
     );
     for fine in [
@@ -539,33 +527,22 @@ fn failback_needs_the_flows_offset_map() {
         flow("topics = [\"orders\"]\nnaming = \"prefix\"\n[flows.dr.offset_sync]\nenabled = false");
     std::fs::write(&path, config).unwrap();
     for command in ["plan", "keep"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_strait"))
-            .args(["failback", command, "--flow", "dr", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = strait_err(&["failback", command, "--flow", "dr"], &path);
         assert!(
-            !out.status.success() && stderr.contains("flows.dr.offset_sync.enabled is false"),
+            stderr.contains("flows.dr.offset_sync.enabled is false"),
             "failback {command}: {stderr}"
         );
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_strait"))
-        .args([
+    let stderr = strait_err(
+        &[
             "failback",
             "keep",
             "--flow",
             "dr",
             "--records-per-transaction",
             "0",
-        ])
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("--records-per-transaction"),
-        "{stderr}"
+        ],
+        &path,
     );
+    assert!(stderr.contains("--records-per-transaction"), "{stderr}");
 }

@@ -68,6 +68,27 @@ impl Config {
         self.clusters.keys().cloned().collect::<Vec<_>>().join(", ")
     }
 
+    /// The spec of the flow an operator named with `--flow`, which `purpose` (a command's
+    /// work) reads the offset map of: an unknown name lists the flows there are, and a flow
+    /// without the map names the setting.
+    pub fn mapped_flow_spec(&self, name: &str, purpose: &str) -> Result<FlowSpec> {
+        let Some(flow) = self.flows.get(name) else {
+            bail!(
+                "--flow: no flow '{name}' in the config (flows: {})",
+                self.flows.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        };
+        if !flow.offset_sync.enabled {
+            bail!(
+                "flows.{name}.offset_sync.enabled is false: {purpose} needs the flow's offset map"
+            );
+        }
+        self.flow_specs()?
+            .into_iter()
+            .find(|s| s.name == name)
+            .context("flow spec")
+    }
+
     /// Resolved, validated specs for the replicator, one per flow.
     pub fn flow_specs(&self) -> Result<Vec<FlowSpec>> {
         let two_way: Vec<&str> = self

@@ -100,20 +100,7 @@ fn still_running(spec: &FlowSpec, members: usize) -> String {
 }
 
 fn flow_spec(config: &Config, name: &str) -> Result<FlowSpec> {
-    if !config.flows.contains_key(name) {
-        bail!(
-            "--flow: no flow '{name}' in the config (flows: {})",
-            config.flows.keys().cloned().collect::<Vec<_>>().join(", ")
-        );
-    }
-    if !config.flows[name].offset_sync.enabled {
-        bail!("flows.{name}.offset_sync.enabled is false: failback needs the flow's offset map");
-    }
-    let spec = config
-        .flow_specs()?
-        .into_iter()
-        .find(|s| s.name == name)
-        .context("flow spec")?;
+    let spec = config.mapped_flow_spec(name, "failback")?;
     if spec.two_way {
         // The primary's partitions hold the secondary's records too, which this flow
         // never copies back: they are not records the primary failed to ship.

@@ -46,6 +46,24 @@ pub fn strait_ok(args: &[&str], config: &std::path::Path) -> String {
     stdout.into_owned()
 }
 
+/// `strait <args> --config <config>` run to completion, which must fail (else the test
+/// fails with its output); its standard error.
+pub fn strait_err(args: &[&str], config: &std::path::Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "strait {args:?} succeeded:\n{}\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stderr
+}
+
 /// A one-flow config between the test clusters. `extra` goes into the flow section.
 pub fn flow_config(flow: &str, topics: &str, naming: &str, extra: &str) -> String {
     // A fresh group per test run: a killed run's member would otherwise hold partitions
