@@ -130,6 +130,17 @@ enum FailbackCommand {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
+    /// Copy back to the primary, under its own topic names, only what the applications
+    /// wrote on the secondary since the failover: a flow secondary → primary that starts
+    /// after the secondary's copies of the primary's records. Runs until stopped, like
+    /// `strait run`, and resumes where it stopped.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The flow from the primary to the secondary.
+        #[arg(long)]
+        flow: String,
+    },
     /// Copy what `plan` lists into side topics on the secondary (`<prefix><topic>`, same
     /// partitions, each record with a header naming its primary offset). Safe to run
     /// again after an interruption: it copies on from where the side topics end.
@@ -189,7 +200,9 @@ fn main() -> ExitCode {
     // Daemons log what they do; one-shot commands print results and log only problems.
     let daemon = matches!(
         cli.command,
-        Command::Run { .. } | Command::Migrate(MigrateCommand::Run { .. })
+        Command::Run { .. }
+            | Command::Migrate(MigrateCommand::Run { .. })
+            | Command::Failback(FailbackCommand::Run { .. })
     );
     init_logging(cli.log_format, daemon);
     let result = match cli.command {
@@ -212,6 +225,7 @@ fn main() -> ExitCode {
             output,
         }) => Config::load(&config)
             .and_then(|config| failback::plan(&config, &failback::PlanArgs { flow, output })),
+        Command::Failback(FailbackCommand::Run { config, flow }) => failback::run(&config, &flow),
         Command::Failback(FailbackCommand::Keep {
             config,
             flow,
@@ -357,23 +371,30 @@ fn check_config(path: PathBuf, offline: bool) -> Result<()> {
 /// migration controller, which stops everything when the migration is done.
 pub(crate) fn run(path: PathBuf, migrating: bool) -> Result<()> {
     let config = Config::load(&path)?;
-    let specs = config.flow_specs()?;
-    let mut checkpointers = config.checkpoint_specs()?;
     let controller = if migrating {
-        let flow = config
+        config
             .migration
             .as_ref()
-            .map(|m| m.flow.clone())
             .context("migrate run: the config has no [migration] section")?;
-        // The migration writes the groups' offsets once, at its translate_offsets
-        // stage; a periodic sync would write them before that.
-        for c in checkpointers.iter_mut().filter(|c| c.flow == flow) {
-            c.sync_group_offsets = false;
-        }
         Some(migrate::Controller::start(Config::load(&path)?)?)
     } else {
         None
     };
+    run_flows(config, controller)
+}
+
+/// Replicates every flow of `config` (and walks the migration's stages, with a
+/// `controller`) until a signal or a flow's failure, serving the HTTP endpoints.
+pub(crate) fn run_flows(config: Config, controller: Option<migrate::Controller>) -> Result<()> {
+    let specs = config.flow_specs()?;
+    let mut checkpointers = config.checkpoint_specs()?;
+    if let (Some(m), Some(_)) = (&config.migration, &controller) {
+        // The migration writes the groups' offsets once, at its translate_offsets
+        // stage; a periodic sync would write them before that.
+        for c in checkpointers.iter_mut().filter(|c| c.flow == m.flow) {
+            c.sync_group_offsets = false;
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

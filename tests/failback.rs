@@ -2,7 +2,9 @@
 //! behind, applications go on writing on the secondary, the primary comes back, and
 //! `strait failback plan` lists exactly what the primary holds that never reached the
 //! secondary, and `strait failback keep` copies exactly those records into side topics
-//! there, even when interrupted by SIGKILL and run again.
+//! there, even when interrupted by SIGKILL and run again. `strait failback run` then
+//! copies back to the primary exactly what the applications wrote on the secondary, and
+//! nothing of the secondary's copies, across a SIGKILL too.
 //!
 //! This kills the primary broker, so it lives in a test binary of its own (cargo runs
 //! test binaries one after another) and starts the primary again when done, even on
@@ -134,13 +136,25 @@ fn drill(naming: &str) {
     }
     // Records deleted on the primary before they were copied are on neither cluster:
     // the plan names them apart, and keep cannot keep them.
-    let deleted_to = expected[&0].0 + 100;
+    // In the partition furthest behind.
+    let (deleted_in, (shipped, end, _)) = expected
+        .iter()
+        .max_by_key(|(_, (shipped, end, _))| end - shipped)
+        .map(|(p, e)| (*p, e.clone()))
+        .unwrap();
+    let deleted_to = shipped + 100;
     assert!(
-        deleted_to < expected[&0].1,
-        "partition 0 was copied too far"
+        deleted_to < end,
+        "every partition was copied to within 100 records of its end"
     );
-    delete_records_before(PRIMARY, &topic, &[(0, deleted_to)]);
-    let still_held = |p: i32, shipped: i64| if p == 0 { deleted_to } else { shipped };
+    delete_records_before(PRIMARY, &topic, &[(deleted_in, deleted_to)]);
+    let still_held = |p: i32, shipped: i64| {
+        if p == deleted_in {
+            deleted_to
+        } else {
+            shipped
+        }
+    };
     for (p, (shipped, _, unshipped)) in expected.iter_mut() {
         let from = still_held(*p, *shipped);
         unshipped.extend(primary[p].iter().filter(|r| r.offset >= from));
@@ -166,15 +180,15 @@ fn drill(naming: &str) {
         report["not_shipped_records"], never_shipped,
         "the checker's (partition, shipped, end, records): {checked:?}\n{report:#}"
     );
-    let partitions = report["partitions"].as_array().unwrap();
+    let partitions = report["partitions"].as_array().unwrap().clone();
     assert_eq!(partitions.len(), PARTITIONS as usize, "{report:#}");
-    for plan in partitions {
+    for plan in &partitions {
         let p = plan["partition"].as_i64().unwrap() as i32;
         assert_eq!(plan["topic"], topic.as_str());
         assert_eq!(plan["secondary_topic"], copy_topic.as_str());
         let (shipped, end, unshipped) = &expected[&p];
         let deleted = &plan["deleted_before_copied"];
-        if p == 0 {
+        if p == deleted_in {
             // The copies after the last anchor before the deletion carry no header, and
             // their originals are gone: the plan names the copies up to that anchor, and
             // says the deleted range may hold copies. What is still held is exact.
@@ -198,6 +212,11 @@ fn drill(naming: &str) {
             );
             assert!(deleted.is_null(), "partition {p}: {plan:#}");
         }
+        // The secondary's copies sit at the primary's offsets, from 0 on.
+        assert_eq!(
+            plan["secondary_copies_end"], plan["shipped_through"],
+            "partition {p}: {plan:#}"
+        );
         for nothing in ["copied_but_gone_from_primary", "open_transactions"] {
             assert!(plan[nothing].is_null(), "partition {p}: {plan:#}");
         }
@@ -298,7 +317,7 @@ fn drill(naming: &str) {
         "{text}"
     );
     assert!(
-        text.contains(&format!("{topic}[0]: offsets ["))
+        text.contains(&format!("{topic}[{deleted_in}]: offsets ["))
             && text.contains(&format!(", {deleted_to}) were deleted on 'primary'")),
         "{text}"
     );
@@ -308,6 +327,79 @@ fn drill(naming: &str) {
                 text.contains(&format!("{topic}[{p}]"))
                     && text.contains(&format!("[{}, {end})", still_held(*p, *shipped))),
                 "partition {p}:\n{text}"
+            );
+        }
+    }
+
+    // Copying back: what the applications wrote on the secondary since the failover
+    // reaches the primary's own topic after the primary's records, each once and in
+    // order, and nothing else does: under identity naming the copies before it in the
+    // same partitions never go back. One run is killed part-way (the primary made slow)
+    // and started again, and the applications write more meanwhile.
+    let came_back_from: BTreeMap<i32, i64> = partitions
+        .iter()
+        .map(|plan| {
+            let p = plan["partition"].as_i64().unwrap() as i32;
+            let from = match naming {
+                "identity" => plan["secondary_copies_end"].as_i64().unwrap(),
+                _ => 0,
+            };
+            (p, from)
+        })
+        .collect();
+    let primary_own = read_all(PRIMARY, &topic);
+    let own_count: usize = primary_own.values().map(Vec::len).sum();
+    let quota = ProducerQuota::set(PRIMARY, "strait-fb-failback", 5 * 1024);
+    std::thread::sleep(Duration::from_secs(2));
+    let mut back = Strait::spawn_command(&config, &["failback", "run", "--flow", "fb"]);
+    wait_until(Duration::from_secs(90), "some records copied back", || {
+        count_all(PRIMARY, &topic) >= own_count + 100
+    });
+    back.restart();
+    drop(quota);
+    produce_simple(SECONDARY, &topic, PARTITIONS, 300, "after-failover-more");
+    let secondary_now = read_all(SECONDARY, &topic);
+    let to_come_back: BTreeMap<i32, Vec<&Rec>> = (0..PARTITIONS)
+        .map(|p| {
+            let records = secondary_now.get(&p).map_or(&[][..], Vec::as_slice);
+            let from = came_back_from[&p];
+            (p, records.iter().filter(|r| r.offset >= from).collect())
+        })
+        .collect();
+    let expected_total = own_count + to_come_back.values().map(Vec::len).sum::<usize>();
+    wait_until(
+        Duration::from_secs(120),
+        "everything new copied back",
+        || count_all(PRIMARY, &topic) >= expected_total,
+    );
+    // Anything copied twice would arrive within moments.
+    std::thread::sleep(Duration::from_secs(3));
+    let primary_after = read_all(PRIMARY, &topic);
+    for p in 0..PARTITIONS {
+        let own = primary_own.get(&p).map_or(&[][..], Vec::as_slice);
+        let got = primary_after.get(&p).map_or(&[][..], Vec::as_slice);
+        let expected = &to_come_back[&p];
+        assert_eq!(
+            got.len(),
+            own.len() + expected.len(),
+            "partition {p}: the primary's {} records and {} copied back ({})",
+            own.len(),
+            expected.len(),
+            back.logs()
+        );
+        assert_eq!(&got[..own.len()], own, "partition {p}");
+        for (copy, original) in got[own.len()..].iter().zip(expected) {
+            assert_eq!(
+                copy.without_provenance(),
+                original.without_provenance(),
+                "partition {p}, copy at {}",
+                copy.offset
+            );
+            assert_eq!(
+                copy.provenance_offset(),
+                Some(original.offset),
+                "partition {p}, copy at {}",
+                copy.offset
             );
         }
     }

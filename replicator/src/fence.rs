@@ -156,7 +156,7 @@ pub(crate) fn transactional_id(flow: &str) -> String {
 
 /// What a flow's source commit carries besides the offset.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct CommitMetadata {
+pub struct CommitMetadata {
     /// The target offset after the committed prefix's last copy.
     pub target_next: Option<i64>,
     /// The transactional id of the partition's owner, while it owns the partition.

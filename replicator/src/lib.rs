@@ -25,6 +25,7 @@ mod topics;
 
 pub use copies::FoundCopies;
 pub use error::ReplicatorError;
+pub use fence::CommitMetadata;
 pub use flow::{run_flow, TargetClaims, START_WAIT};
 pub use heartbeat::HeartbeatSpec;
 pub use naming::{NamingPolicy, TopicSelector};

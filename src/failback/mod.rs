@@ -2,6 +2,7 @@
 //! primary holds that never reached the secondary; `keep` copies those records into side
 //! topics on the secondary.
 
+mod back;
 mod keep;
 mod primary;
 mod unshipped;
@@ -18,6 +19,7 @@ use crate::config::Config;
 use crate::progress::OffsetProgress;
 use crate::OutputFormat;
 
+pub use self::back::run;
 pub use self::keep::{keep, KeepArgs};
 
 pub struct PlanArgs {
@@ -47,6 +49,11 @@ struct PartitionPlan {
     primary_log: PrimaryLog,
     #[serde(flatten)]
     shipment: Shipment,
+    /// The offset on the secondary after its newest copy of a primary record in this
+    /// partition (0: it holds none): under `identity` naming, what the applications wrote
+    /// on the secondary since the failover begins here, and `failback run` copies back
+    /// from here.
+    secondary_copies_end: i64,
     /// The records of `not_shipped`, counted.
     not_shipped_records: Option<RangeRecords>,
     /// Whether the secondary holds records that may be copies of some of
@@ -155,6 +162,11 @@ fn plan_flow(config: &Config, spec: &FlowSpec) -> Result<PlanReport> {
             .and_then(|m| m.handled_through());
         let from_copies = copies.last().map(|(source, _)| source + 1);
         let shipped_through = from_map.max(from_copies);
+        let secondary_copies_end = index
+            .partition(topic, partition)
+            .and_then(|m| m.last_copy())
+            .max(copies.last())
+            .map_or(0, |(_, target)| target + 1);
         let primary_log = reader.log(topic, partition)?;
         partitions.push(PartitionPlan {
             topic: topic.to_string(),
@@ -162,6 +174,7 @@ fn plan_flow(config: &Config, spec: &FlowSpec) -> Result<PlanReport> {
             secondary_topic: spec.naming.target_topic(&primary.name, topic),
             primary_log,
             shipment: Shipment::new(shipped_through, primary_log),
+            secondary_copies_end,
             not_shipped_records: None,
             deleted_may_include_copies: copies.named_from.is_some()
                 && shipped_through.is_some_and(|s| s < primary_log.log_start),
