@@ -141,6 +141,27 @@ enum FailbackCommand {
         #[arg(long)]
         flow: String,
     },
+    /// Translate a group's committed offsets on the secondary to the primary, exactly,
+    /// and with --apply write them to the same group on the primary: inside the copies of
+    /// the primary's records, to their originals; past them, with `failback run`'s map.
+    Translate {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The flow from the primary to the secondary.
+        #[arg(long)]
+        flow: String,
+        #[arg(long)]
+        group: String,
+        /// Write the translated offsets to the group on the primary (refused while the
+        /// group has members there, and for partitions where it would move backwards).
+        #[arg(long)]
+        apply: bool,
+        /// With --apply: also move partitions backwards.
+        #[arg(long, requires = "apply")]
+        force: bool,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
     /// Copy what `plan` lists into side topics on the secondary (`<prefix><topic>`, same
     /// partitions, each record with a header naming its primary offset). Safe to run
     /// again after an interruption: it copies on from where the side topics end.
@@ -226,6 +247,23 @@ fn main() -> ExitCode {
         }) => Config::load(&config)
             .and_then(|config| failback::plan(&config, &failback::PlanArgs { flow, output })),
         Command::Failback(FailbackCommand::Run { config, flow }) => failback::run(&config, &flow),
+        Command::Failback(FailbackCommand::Translate {
+            config,
+            flow,
+            group,
+            apply,
+            force,
+            output,
+        }) => failback::translate(
+            &config,
+            &failback::TranslateArgs {
+                flow,
+                group,
+                apply,
+                force,
+                output,
+            },
+        ),
         Command::Failback(FailbackCommand::Keep {
             config,
             flow,

@@ -19,14 +19,14 @@ pub struct TranslateArgs {
 }
 
 #[derive(Serialize)]
-struct Report<'a> {
-    flow: &'a str,
-    group: &'a str,
+pub(crate) struct Report<'a> {
+    pub flow: &'a str,
+    pub group: &'a str,
     /// "source" when the committed offsets were read from the source cluster,
     /// "checkpoints" when the source was unreachable and the last checkpoints were used.
-    offsets_from: &'static str,
-    applied: bool,
-    partitions: &'a [PartitionResult],
+    pub offsets_from: &'static str,
+    pub applied: bool,
+    pub partitions: &'a [PartitionResult],
 }
 
 pub fn translate(config: &Config, args: &TranslateArgs) -> Result<()> {
@@ -43,7 +43,6 @@ pub fn translate(config: &Config, args: &TranslateArgs) -> Result<()> {
     if args.apply {
         apply(spec, &args.group, &mut results, args.force)?;
     }
-
     let report = Report {
         flow: &args.flow,
         group: &args.group,
@@ -51,11 +50,22 @@ pub fn translate(config: &Config, args: &TranslateArgs) -> Result<()> {
         applied: args.apply,
         partitions: &results,
     };
-    match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Text => print_text(&report, &spec.source.name, &spec.target.name),
+    print_report(&report, spec, args.output)
+}
+
+/// Prints a translation (`output`), and fails if any partition is not in the state asked
+/// for.
+pub(crate) fn print_report(
+    report: &Report<'_>,
+    spec: &FlowSpec,
+    output: OutputFormat,
+) -> Result<()> {
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(report)?),
+        OutputFormat::Text => print_text(report, &spec.source.name, &spec.target.name),
     }
-    let failed: Vec<String> = results
+    let failed: Vec<String> = report
+        .partitions
         .iter()
         .filter(|r| !r.outcome.is_ok())
         .map(|r| format!("{}[{}]", r.topic, r.partition))
@@ -64,7 +74,11 @@ pub fn translate(config: &Config, args: &TranslateArgs) -> Result<()> {
         bail!(
             "{} partition(s) not {}: {}",
             failed.len(),
-            if args.apply { "applied" } else { "translated" },
+            if report.applied {
+                "applied"
+            } else {
+                "translated"
+            },
             failed.join(", ")
         );
     }

@@ -96,6 +96,10 @@ fn drill(naming: &str) {
         }
         last.1.elapsed() > Duration::from_secs(12)
     });
+    if naming == "prefix" {
+        // The applications' own topic on the secondary, made like the primary's.
+        create_topic(SECONDARY, &topic, PARTITIONS, &[]);
+    }
     produce_simple(SECONDARY, &topic, PARTITIONS, 600, "after-failover");
     kafka_sh(&["start", "primary"]);
 
@@ -403,6 +407,112 @@ fn drill(naming: &str) {
             );
         }
     }
+
+    // Moving a group back: from where it stands on the secondary to the same place on
+    // the primary. One partition inside the copies (it goes on with the originals, then
+    // the records never shipped), one at their end and one inside the applications'
+    // records (each goes on with the copy back of its next record, and the records never
+    // shipped are passed over). The checker finds each answer by the records' contents
+    // and the copies' provenance on the primary.
+    let others: Vec<i32> = (0..PARTITIONS).filter(|p| *p != deleted_in).collect();
+    let (mid_copies, at_end) = (others[0], others[1]);
+    let group = unique("fb-app");
+    let copies_end = |p: i32| came_back_from_copies(&partitions, p);
+    let position = |p: i32| -> (i64, Option<i64>) {
+        // (offset in the copies' partition, offset in the applications' partition)
+        let end = copies_end(p);
+        match (naming, p) {
+            (_, p) if p == mid_copies => (end / 2, None),
+            (_, p) if p == at_end => (end, None),
+            ("identity", _) => (end + 10, None),
+            _ => (end, Some(10)),
+        }
+    };
+    let copies_secondary = read_all(SECONDARY, &copy_topic);
+    let mut wanted = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let (in_copies, in_applications) = position(p);
+        commit_offsets(SECONDARY, &group, &copy_topic, &[(p, in_copies)]);
+        if let Some(a) = in_applications {
+            commit_offsets(SECONDARY, &group, &topic, &[(p, a)]);
+        }
+        let on_primary = &primary_after[&p];
+        let expected = if p == mid_copies {
+            let copy = copies_secondary[&p]
+                .iter()
+                .find(|r| r.offset == in_copies)
+                .unwrap();
+            on_primary
+                .iter()
+                .find(|r| r.without_provenance() == copy.without_provenance())
+                .map(|r| r.offset)
+        } else {
+            // The applications' record the group reads next on the secondary: under
+            // prefix naming, in the applications' own topic (from its start if the group
+            // has read none).
+            let next = match naming {
+                "identity" => in_copies,
+                _ => in_applications.unwrap_or(0),
+            };
+            on_primary
+                .iter()
+                .find(|r| r.provenance_offset() == Some(next))
+                .map(|r| r.offset)
+        };
+        let expected = expected.unwrap_or_else(|| {
+            panic!(
+                "partition {p}: no record on the primary for the group's position \
+                 ({in_copies}, {in_applications:?}); provenance of the copies back: {:?}",
+                on_primary
+                    .iter()
+                    .filter_map(Rec::provenance_offset)
+                    .take(5)
+                    .collect::<Vec<_>>()
+            )
+        });
+        wanted.insert(p, expected);
+    }
+    let moved = strait_ok(
+        &[
+            "failback",
+            "translate",
+            "--flow",
+            "fb",
+            "--group",
+            &group,
+            "--apply",
+        ],
+        &strait.config,
+    );
+    println!("$ strait failback translate --group G --apply\n{moved}");
+    for p in 0..PARTITIONS {
+        assert_eq!(
+            committed_offset(PRIMARY, &group, &topic, p),
+            Some(wanted[&p]),
+            "partition {p}:\n{moved}"
+        );
+    }
+    if naming == "prefix" {
+        // A group that read the applications' records before it finished the copies has
+        // no one place on the primary: refused, and nothing is written.
+        let torn = unique("fb-torn");
+        commit_offsets(SECONDARY, &torn, &copy_topic, &[(mid_copies, 5)]);
+        commit_offsets(SECONDARY, &torn, &topic, &[(mid_copies, 5)]);
+        let stderr = strait_err(
+            &[
+                "failback",
+                "translate",
+                "--flow",
+                "fb",
+                "--group",
+                &torn,
+                "--apply",
+            ],
+            &strait.config,
+        );
+        assert!(stderr.contains("not applied"), "{stderr}");
+        assert_eq!(committed_offset(PRIMARY, &torn, &topic, mid_copies), None);
+    }
 }
 
 /// `strait failback keep` for flow `fb`, its standard output.
@@ -416,4 +526,14 @@ fn failback_plan(config: &std::path::Path, output: &str) -> String {
         &["failback", "plan", "--flow", "fb", "--output", output],
         config,
     )
+}
+
+/// Where the secondary's copies of the primary's records end in partition `p`, as the
+/// plan reported it (checked against the copies themselves above).
+fn came_back_from_copies(partitions: &[serde_json::Value], p: i32) -> i64 {
+    partitions
+        .iter()
+        .find(|plan| plan["partition"] == p)
+        .and_then(|plan| plan["secondary_copies_end"].as_i64())
+        .unwrap()
 }

@@ -383,6 +383,10 @@ pub enum Outcome {
     /// a member). Also reported after a write that someone else's commit overtook.
     /// `strait offsets translate --apply` takes the group over.
     CommittedElsewhere,
+    /// The group read records of two source partitions that lie apart on the target, and
+    /// no one target offset continues both (`strait failback translate`: the copies and
+    /// the applications' own records on the secondary under prefix naming).
+    ReadBoth,
     /// The target group already has exactly this offset.
     Unchanged,
     /// Written to the target group.
@@ -408,6 +412,7 @@ impl Outcome {
             Self::GroupActive => "group_active",
             Self::WouldRewind => "would_rewind",
             Self::CommittedElsewhere => "committed_elsewhere",
+            Self::ReadBoth => "read_both",
             Self::Unchanged => "unchanged",
             Self::Applied => "applied",
         }

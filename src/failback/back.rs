@@ -24,7 +24,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use strait_replicator::{client_config, CommitMetadata, FlowSpec, NamingPolicy, StartFrom};
 use tracing::{info, warn};
 
-use super::{flow_members, flow_spec, plan_flow, still_running};
+use super::{flow_members, flow_spec, shipped, still_running};
 use crate::config::{Config, FlowConfig, Naming, OffsetSyncConfig};
 
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,20 +42,8 @@ pub fn run(path: &Path, forward: &str) -> Result<()> {
     if let Some(members) = flow_members(&spec)?.filter(|m| *m > 0) {
         bail!("{}", still_running(&spec, members));
     }
-    // A config of the reverse flow alone: `Config` is read again rather than cloned, as
-    // it holds what was read from the file and the environment once.
-    let mut reverse = Config::load(path)?;
-    let forward_flow = reverse.flows.remove(forward).context("the forward flow")?;
-    let name = reverse_name(forward);
-    reverse.flows = BTreeMap::from([(name.clone(), reverse_flow(forward, forward_flow))]);
-    reverse.migration = None;
-    reverse
-        .validate()
-        .with_context(|| format!("the reverse flow '{name}'"))?;
-    let reverse_spec = reverse
-        .flow_specs()?
-        .pop()
-        .context("the reverse flow's spec")?;
+    let (reverse, reverse_spec) = reverse_config(path, forward)?;
+    let name = reverse_spec.name.clone();
     if spec.naming == NamingPolicy::Identity {
         start_after_copies(&config, &spec, &reverse_spec)?;
     }
@@ -65,6 +53,24 @@ pub fn run(path: &Path, forward: &str) -> Result<()> {
         reverse_spec.source.name
     );
     crate::run_flows(reverse, None)
+}
+
+/// A config of the reverse of flow `forward` alone, and its spec. `Config` is read again
+/// rather than cloned, as it holds what was read from the file and the environment once.
+pub(crate) fn reverse_config(path: &Path, forward: &str) -> Result<(Config, FlowSpec)> {
+    let mut reverse = Config::load(path)?;
+    let forward_flow = reverse.flows.remove(forward).context("the forward flow")?;
+    let name = reverse_name(forward);
+    reverse.flows = BTreeMap::from([(name.clone(), reverse_flow(forward, forward_flow))]);
+    reverse.migration = None;
+    reverse
+        .validate()
+        .with_context(|| format!("the reverse flow '{name}'"))?;
+    let spec = reverse
+        .flow_specs()?
+        .pop()
+        .context("the reverse flow's spec")?;
+    Ok((reverse, spec))
 }
 
 /// The flow from the forward flow's target back to its source, under the source's topic
@@ -127,7 +133,7 @@ pub(crate) fn reverse_flow(forward_name: &str, forward: FlowConfig) -> FlowConfi
 /// where its copies go: the flow then reads only what came after the copies. Partitions
 /// it has committed to (an earlier run) keep their position.
 fn start_after_copies(config: &Config, forward: &FlowSpec, reverse: &FlowSpec) -> Result<()> {
-    let plan = plan_flow(config, forward)?;
+    let (_, partitions) = shipped(config, forward)?;
     let secondary = &reverse.source.name;
     let consumer: BaseConsumer = client_config(&reverse.source)
         .set("group.id", &reverse.group_id)
@@ -135,7 +141,7 @@ fn start_after_copies(config: &Config, forward: &FlowSpec, reverse: &FlowSpec) -
         .create()
         .context("creating a client of the reverse flow's group")?;
     let mut wanted = TopicPartitionList::new();
-    for p in &plan.partitions {
+    for p in &partitions {
         wanted.add_partition(&p.secondary_topic, p.partition);
     }
     let committed = consumer
@@ -147,7 +153,7 @@ fn start_after_copies(config: &Config, forward: &FlowSpec, reverse: &FlowSpec) -
             )
         })?;
     let mut start = TopicPartitionList::new();
-    for p in &plan.partitions {
+    for p in &partitions {
         let name = format!("{}[{}]", p.secondary_topic, p.partition);
         let earlier = committed
             .find_partition(&p.secondary_topic, p.partition)

@@ -4,7 +4,9 @@
 
 mod back;
 mod keep;
+mod placement;
 mod primary;
+mod translate;
 mod unshipped;
 
 use anyhow::{bail, Context, Result};
@@ -21,6 +23,7 @@ use crate::OutputFormat;
 
 pub use self::back::run;
 pub use self::keep::{keep, KeepArgs};
+pub use self::translate::{translate, TranslateArgs};
 
 pub struct PlanArgs {
     pub flow: String,
@@ -119,7 +122,10 @@ fn flow_spec(config: &Config, name: &str) -> Result<FlowSpec> {
     Ok(spec)
 }
 
-fn plan_flow(config: &Config, spec: &FlowSpec) -> Result<PlanReport> {
+/// Where the flow's copies of each partition end on the secondary, and what the primary
+/// holds, without reading the records: the forward flow's map with the copies after it
+/// added, and each partition's plan but for `not_shipped_records`.
+fn shipped(config: &Config, spec: &FlowSpec) -> Result<(FlowIndex, Vec<PartitionPlan>)> {
     let (primary, secondary) = (&spec.source, &spec.target);
     let flow = &config.flows[&spec.name];
     // The flow's heartbeats are Strait's own records, not the applications': one not
@@ -180,7 +186,13 @@ fn plan_flow(config: &Config, spec: &FlowSpec) -> Result<PlanReport> {
                 && shipped_through.is_some_and(|s| s < primary_log.log_start),
         });
     }
+    Ok((index, partitions))
+}
 
+fn plan_flow(config: &Config, spec: &FlowSpec) -> Result<PlanReport> {
+    let (primary, secondary) = (&spec.source, &spec.target);
+    let (_, mut partitions) = shipped(config, spec)?;
+    let reader = PrimaryReader::new(primary)?;
     let to_read: Vec<(usize, OffsetRange)> = partitions
         .iter()
         .enumerate()

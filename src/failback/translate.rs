@@ -1,0 +1,158 @@
+//! `strait failback translate`: a consumer group's position on the secondary, translated
+//! exactly to the primary (see the `placement` module for where it lands), and with
+//! `--apply` written to the same-named group there.
+//!
+//! It reads the group's commits on the secondary, the forward flow's map and copies (for
+//! a group still inside the copies), and the reverse flow's (`strait failback run`) for a
+//! group past them. Like `strait offsets translate`, it never guesses: a position the
+//! reverse flow has not copied back yet is `pending`.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use strait_offset_sync::groups::{self, GroupClient, Outcome, PartitionResult};
+use strait_offset_sync::FlowIndex;
+use strait_replicator::{client_config, copies_on_target, MapEnd};
+
+use super::back::reverse_config;
+use super::placement::{place, OnSecondary, Placement, Runs};
+use super::{flow_spec, shipped};
+use crate::config::Config;
+use crate::offsets::{print_report, Report};
+use crate::OutputFormat;
+
+pub struct TranslateArgs {
+    pub flow: String,
+    pub group: String,
+    pub apply: bool,
+    pub force: bool,
+    pub output: OutputFormat,
+}
+
+pub fn translate(path: &Path, args: &TranslateArgs) -> Result<()> {
+    let config = Config::load(path)?;
+    let forward = flow_spec(&config, &args.flow)?;
+    let (reverse_config, reverse) = reverse_config(path, &args.flow)?;
+    let (primary, secondary) = (&forward.source, &forward.target);
+    let (forward_index, partitions) = shipped(&config, &forward)?;
+
+    let map_topic = reverse_config.flows[&reverse.name].map_topic(&reverse.name);
+    let mut reverse_index = FlowIndex::load(&client_config(primary), &map_topic)
+        .with_context(|| format!("reading the offset map {map_topic} on '{}'", primary.name))?;
+    // The map trails the copies: the copies after it are read back from the primary.
+    let ends: Vec<MapEnd> = reverse_index
+        .partitions()
+        .filter_map(|(topic, partition, m)| {
+            m.coverage().map(|c| MapEnd {
+                source_topic: topic.to_string(),
+                partition,
+                target_next: c.target_next,
+                source_next: c.through,
+            })
+        })
+        .collect();
+    let copies = copies_on_target((secondary, primary, &reverse.naming), true, &ends)
+        .with_context(|| format!("reading the copies back on '{}'", primary.name))?;
+    for (end, copies) in ends.iter().zip(copies) {
+        reverse_index.add_copies(&end.source_topic, end.partition, &copies.pairs);
+    }
+
+    // The copies' and the applications' partitions on the secondary: under identity
+    // naming the same ones.
+    let mut wanted: Vec<(String, i32)> = partitions
+        .iter()
+        .flat_map(|p| {
+            [
+                (p.secondary_topic.clone(), p.partition),
+                (p.topic.clone(), p.partition),
+            ]
+        })
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    let committed = GroupClient::new(&client_config(secondary))?
+        .committed(&args.group, &wanted, &|_| false)
+        .with_context(|| {
+            format!(
+                "reading group '{}''s offsets on '{}'",
+                args.group, secondary.name
+            )
+        })?;
+    if committed.is_empty() {
+        bail!(
+            "group '{}' has no committed offsets on '{}' on the topics of flow '{}'",
+            args.group,
+            secondary.name,
+            args.flow
+        );
+    }
+    // Topics the group never committed on are left out, as `offsets translate` does.
+    let read = |topic: &str| committed.keys().any(|(t, _)| t == topic);
+    let mut results: Vec<PartitionResult> = partitions
+        .iter()
+        .filter(|p| read(&p.secondary_topic) || read(&p.topic))
+        .map(|p| {
+            let at = OnSecondary {
+                copies: committed
+                    .get(&(p.secondary_topic.clone(), p.partition))
+                    .copied(),
+                applications: committed.get(&(p.topic.clone(), p.partition)).copied(),
+            };
+            let reverse_map = reverse_index.partition(&p.topic, p.partition);
+            let runs = Runs {
+                copies_end: p.secondary_copies_end,
+                applications_start: if p.secondary_topic == p.topic {
+                    p.secondary_copies_end
+                } else {
+                    reverse_map.and_then(|m| m.coverage()).map_or(0, |c| c.from)
+                },
+            };
+            let forward_map = forward_index.partition(&p.topic, p.partition);
+            let placement = place(at, runs, forward_map, reverse_map);
+            // The secondary partition the answer comes from.
+            let (topic, offset) = match placement {
+                Placement::Exact {
+                    in_copies: true, ..
+                } => (&p.secondary_topic, at.copies),
+                _ if at.applications.is_some() => (&p.topic, at.applications),
+                _ => (&p.secondary_topic, at.copies),
+            };
+            let (target_offset, outcome) = match placement {
+                Placement::Exact { offset, .. } => (Some(offset), Outcome::Exact),
+                Placement::Pending => (None, Outcome::Pending),
+                Placement::BeforeMap => (None, Outcome::BeforeMap),
+                Placement::NoCommit => (None, Outcome::NoCommit),
+                Placement::ReadBoth => (None, Outcome::ReadBoth),
+            };
+            PartitionResult {
+                topic: topic.clone(),
+                partition: p.partition,
+                source_offset: offset,
+                source_log_start: None,
+                target_topic: p.topic.clone(),
+                target_offset,
+                target_committed: None,
+                outcome,
+            }
+        })
+        .collect();
+    if args.apply {
+        let client = GroupClient::new(&client_config(primary))?;
+        groups::apply(&client, &args.group, &mut results, args.force, false).with_context(
+            || {
+                format!(
+                    "writing offsets of group '{}' on '{}'",
+                    args.group, primary.name
+                )
+            },
+        )?;
+    }
+    let report = Report {
+        flow: &reverse.name,
+        group: &args.group,
+        offsets_from: "source",
+        applied: args.apply,
+        partitions: &results,
+    };
+    print_report(&report, &reverse, args.output)
+}
