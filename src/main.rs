@@ -162,6 +162,16 @@ enum FailbackCommand {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
+    /// Set the flow's position on the primary to right after `failback run`'s copies back,
+    /// so that the next `strait run` copies only what is written on the primary from then
+    /// on. Run it once `failback run` has copied everything back and is stopped.
+    Finish {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The flow from the primary to the secondary.
+        #[arg(long)]
+        flow: String,
+    },
     /// Copy what `plan` lists into side topics on the secondary (`<prefix><topic>`, same
     /// partitions, each record with a header naming its primary offset). Safe to run
     /// again after an interruption: it copies on from where the side topics end.
@@ -264,6 +274,9 @@ fn main() -> ExitCode {
                 output,
             },
         ),
+        Command::Failback(FailbackCommand::Finish { config, flow }) => {
+            failback::finish(&config, &flow)
+        }
         Command::Failback(FailbackCommand::Keep {
             config,
             flow,

@@ -513,6 +513,58 @@ fn drill(naming: &str) {
         assert!(stderr.contains("not applied"), "{stderr}");
         assert_eq!(committed_offset(PRIMARY, &torn, &topic, mid_copies), None);
     }
+
+    // The original direction again: refused while the copy back runs; then, with it
+    // stopped, the flow resumes after the copies back, and copies to the secondary
+    // exactly what the applications write on the primary from then on: no copy back
+    // and no record never shipped goes forward again.
+    let stderr = strait_err(&["failback", "finish", "--flow", "fb"], &strait.config);
+    assert!(
+        stderr.contains("failback run --flow fb` is running"),
+        "{stderr}"
+    );
+    assert_eq!(back.terminate(), Some(0), "{}", back.logs());
+    let finished = strait_ok(&["failback", "finish", "--flow", "fb"], &strait.config);
+    println!("$ strait failback finish\n{finished}");
+    let secondary_before = read_all(SECONDARY, &copy_topic);
+    produce_simple(PRIMARY, &topic, PARTITIONS, 300, "after-failback");
+    let primary_final = read_all(PRIMARY, &topic);
+    let mut forward_again = Strait::start(&config);
+    let new_on_primary: BTreeMap<i32, Vec<&Rec>> = (0..PARTITIONS)
+        .map(|p| {
+            let before = primary_after.get(&p).map_or(0, Vec::len);
+            (p, primary_final[&p].iter().skip(before).collect())
+        })
+        .collect();
+    let want = secondary_before.values().map(Vec::len).sum::<usize>() + 300;
+    wait_until(
+        Duration::from_secs(90),
+        "the new records copied forward",
+        || count_all(SECONDARY, &copy_topic) >= want,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let secondary_final = read_all(SECONDARY, &copy_topic);
+    for p in 0..PARTITIONS {
+        let before = secondary_before.get(&p).map_or(&[][..], Vec::as_slice);
+        let got = &secondary_final[&p];
+        let new = &new_on_primary[&p];
+        assert_eq!(
+            got.len(),
+            before.len() + new.len(),
+            "partition {p}: {finished}\n{}",
+            forward_again.logs()
+        );
+        assert_eq!(&got[..before.len()], before, "partition {p}");
+        for (copy, original) in got[before.len()..].iter().zip(new) {
+            assert_eq!(
+                copy.without_provenance(),
+                original.without_provenance(),
+                "partition {p}, copy at {}",
+                copy.offset
+            );
+        }
+    }
+    forward_again.kill9();
 }
 
 /// `strait failback keep` for flow `fb`, its standard output.

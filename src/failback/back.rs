@@ -21,7 +21,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
-use strait_replicator::{client_config, CommitMetadata, FlowSpec, NamingPolicy, StartFrom};
+use strait_offset_sync::FlowIndex;
+use strait_replicator::{
+    client_config, copies_on_target, CommitMetadata, FlowSpec, MapEnd, NamingPolicy, StartFrom,
+};
 use tracing::{info, warn};
 
 use super::{flow_members, flow_spec, shipped, still_running};
@@ -71,6 +74,32 @@ pub(crate) fn reverse_config(path: &Path, forward: &str) -> Result<(Config, Flow
         .pop()
         .context("the reverse flow's spec")?;
     Ok((reverse, spec))
+}
+
+/// The reverse flow's offset map (on the primary) with the copies after it, read back
+/// from the primary: the map trails the copies.
+pub(crate) fn reverse_index(reverse_config: &Config, reverse: &FlowSpec) -> Result<FlowIndex> {
+    let (secondary, primary) = (&reverse.source, &reverse.target);
+    let map_topic = reverse_config.flows[&reverse.name].map_topic(&reverse.name);
+    let mut index = FlowIndex::load(&client_config(primary), &map_topic)
+        .with_context(|| format!("reading the offset map {map_topic} on '{}'", primary.name))?;
+    let ends: Vec<MapEnd> = index
+        .partitions()
+        .filter_map(|(topic, partition, m)| {
+            m.coverage().map(|c| MapEnd {
+                source_topic: topic.to_string(),
+                partition,
+                target_next: c.target_next,
+                source_next: c.through,
+            })
+        })
+        .collect();
+    let copies = copies_on_target((secondary, primary, &reverse.naming), true, &ends)
+        .with_context(|| format!("reading the copies back on '{}'", primary.name))?;
+    for (end, copies) in ends.iter().zip(copies) {
+        index.add_copies(&end.source_topic, end.partition, &copies.pairs);
+    }
+    Ok(index)
 }
 
 /// The flow from the forward flow's target back to its source, under the source's topic

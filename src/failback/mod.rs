@@ -3,6 +3,7 @@
 //! topics on the secondary.
 
 mod back;
+mod finish;
 mod keep;
 mod placement;
 mod primary;
@@ -22,6 +23,7 @@ use crate::progress::OffsetProgress;
 use crate::OutputFormat;
 
 pub use self::back::run;
+pub use self::finish::finish;
 pub use self::keep::{keep, KeepArgs};
 pub use self::translate::{translate, TranslateArgs};
 

@@ -11,10 +11,9 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use strait_offset_sync::groups::{self, GroupClient, Outcome, PartitionResult};
-use strait_offset_sync::FlowIndex;
-use strait_replicator::{client_config, copies_on_target, MapEnd};
+use strait_replicator::client_config;
 
-use super::back::reverse_config;
+use super::back::{reverse_config, reverse_index};
 use super::placement::{place, OnSecondary, Placement, Runs};
 use super::{flow_spec, shipped};
 use crate::config::Config;
@@ -36,26 +35,7 @@ pub fn translate(path: &Path, args: &TranslateArgs) -> Result<()> {
     let (primary, secondary) = (&forward.source, &forward.target);
     let (forward_index, partitions) = shipped(&config, &forward)?;
 
-    let map_topic = reverse_config.flows[&reverse.name].map_topic(&reverse.name);
-    let mut reverse_index = FlowIndex::load(&client_config(primary), &map_topic)
-        .with_context(|| format!("reading the offset map {map_topic} on '{}'", primary.name))?;
-    // The map trails the copies: the copies after it are read back from the primary.
-    let ends: Vec<MapEnd> = reverse_index
-        .partitions()
-        .filter_map(|(topic, partition, m)| {
-            m.coverage().map(|c| MapEnd {
-                source_topic: topic.to_string(),
-                partition,
-                target_next: c.target_next,
-                source_next: c.through,
-            })
-        })
-        .collect();
-    let copies = copies_on_target((secondary, primary, &reverse.naming), true, &ends)
-        .with_context(|| format!("reading the copies back on '{}'", primary.name))?;
-    for (end, copies) in ends.iter().zip(copies) {
-        reverse_index.add_copies(&end.source_topic, end.partition, &copies.pairs);
-    }
+    let reverse_index = reverse_index(&reverse_config, &reverse)?;
 
     // The copies' and the applications' partitions on the secondary: under identity
     // naming the same ones.
