@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use strait_offset_sync::groups::GroupClient;
-use strait_offset_sync::OffsetIndex;
+use strait_offset_sync::{OffsetIndex, Translation};
 use strait_replicator::{client_config, plan as topic_plan, CommitMetadata};
 
 use super::back::{reverse_config, reverse_index};
@@ -167,15 +167,30 @@ pub fn finish(path: &Path, forward_name: &str) -> Result<()> {
                 .encode(),
             );
         }
+        // The copies back begin where the reverse flow's map places its first record.
+        let copied_back_from = reverse_map
+            .and_then(|m| match m.translate(applications_start) {
+                Translation::Exact(first) => Some(first.min(start)),
+                _ => None,
+            })
+            .unwrap_or(start);
+        let range = |from: i64, to: i64| {
+            if from < to {
+                format!("[{from}, {to})")
+            } else {
+                "-".into()
+            }
+        };
         let not_shipped = p
             .shipment
             .not_shipped
-            .map_or("-".into(), |r| format!("[{}, {})", r.from, r.to));
+            .map_or("-".into(), |r| range(r.from, r.to.min(copied_back_from)));
         rows.push([
             name,
+            not_shipped,
+            range(copied_back_from, start),
             start.to_string(),
             format!("{}[{}] at {target_next}", p.secondary_topic, p.partition),
-            not_shipped,
         ]);
     }
     if !refused.is_empty() {
@@ -199,15 +214,17 @@ pub fn finish(path: &Path, forward_name: &str) -> Result<()> {
             )
         })?;
     println!(
-        "flow {forward_name} ({} → {}) resumes after the copies back; start it with `strait run`",
-        primary.name, secondary.name
+        "flow {forward_name} ({} → {}) resumes after the copies back: neither they nor the \
+         records never shipped go to '{}'. Start it with `strait run`",
+        primary.name, secondary.name, secondary.name
     );
     print_table(
         &[
             "PARTITION",
+            "NEVER SHIPPED",
+            "COPIED BACK",
             "RESUMES AT",
-            "NEXT COPY",
-            "NEVER SHIPPED (LEFT OUT)",
+            "NEXT COPY TO",
         ],
         &rows,
     );
