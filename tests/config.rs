@@ -526,11 +526,23 @@ fn failback_needs_the_flows_offset_map() {
     let config =
         flow("topics = [\"orders\"]\nnaming = \"prefix\"\n[flows.dr.offset_sync]\nenabled = false");
     std::fs::write(&path, config).unwrap();
-    for command in ["plan", "keep"] {
-        let stderr = strait_err(&["failback", command, "--flow", "dr"], &path);
+    for command in [
+        &["plan"][..],
+        &["keep"],
+        &["run"],
+        &["translate", "--group", "app"],
+        &["finish"],
+    ] {
+        let args: Vec<&str> = ["failback"]
+            .iter()
+            .chain(command)
+            .chain(&["--flow", "dr"])
+            .copied()
+            .collect();
+        let stderr = strait_err(&args, &path);
         assert!(
             stderr.contains("flows.dr.offset_sync.enabled is false"),
-            "failback {command}: {stderr}"
+            "failback {command:?}: {stderr}"
         );
     }
     let stderr = strait_err(

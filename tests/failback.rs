@@ -4,7 +4,11 @@
 //! secondary, and `strait failback keep` copies exactly those records into side topics
 //! there, even when interrupted by SIGKILL and run again. `strait failback run` then
 //! copies back to the primary exactly what the applications wrote on the secondary, and
-//! nothing of the secondary's copies, across a SIGKILL too.
+//! nothing of the secondary's copies, across a SIGKILL too; `strait failback translate`
+//! puts groups on the primary exactly where they stood on the secondary; and `strait
+//! failback finish` lets the original flow resume after the copies back. An application
+//! group reads through it all and reads every record exactly once, but those the plan
+//! listed.
 //!
 //! This kills the primary broker, so it lives in a test binary of its own (cargo runs
 //! test binaries one after another) and starts the primary again when done, even on
@@ -51,7 +55,13 @@ fn drill(naming: &str) {
 
     // Little fetched ahead of the target, so that a slow target leaves records behind
     // on the primary.
-    let config = flow_config("fb", &topic, naming, "provenance_interval = 50").replace(
+    let config = flow_config(
+        "fb",
+        &topic,
+        naming,
+        "provenance_interval = 50\n[flows.fb.offset_sync]\ncheckpoint_interval = \"1s\"",
+    )
+    .replace(
         r#"commit_interval = "500ms""#,
         "commit_interval = \"500ms\"\nconsumer_queue_kbytes = 1024\n\
          producer_queue_kbytes = 1024\ndrain_timeout = \"5s\"",
@@ -61,6 +71,16 @@ fn drill(naming: &str) {
         partition_count(SECONDARY, &copy_topic).is_some()
             && count_all(SECONDARY, &copy_topic) >= 1_500
     });
+    // An application group reads through the whole drill, moved by the commands: first
+    // part of the primary's records, and its position reaches the secondary's
+    // checkpoints before the primary dies.
+    let app = unique("fb-live-app");
+    let on_secondary: Vec<&str> = match naming {
+        "prefix" => vec![&copy_topic, &topic],
+        _ => vec![&topic],
+    };
+    let mut app_read = consume(PRIMARY, &app, &[&topic], 600);
+    std::thread::sleep(Duration::from_secs(4));
 
     // The target slows down, the primary takes 3,000 more records (3 MB), and dies while
     // the flow is behind them.
@@ -101,6 +121,21 @@ fn drill(naming: &str) {
         create_topic(SECONDARY, &topic, PARTITIONS, &[]);
     }
     produce_simple(SECONDARY, &topic, PARTITIONS, 600, "after-failover");
+    // The application group fails over from the checkpoints (the primary is down), and
+    // reads everything on the secondary.
+    strait_ok(
+        &[
+            "offsets",
+            "translate",
+            "--flow",
+            "fb",
+            "--group",
+            &app,
+            "--apply",
+        ],
+        &strait.config,
+    );
+    app_read.extend(consume(SECONDARY, &app, &on_secondary, usize::MAX));
     kafka_sh(&["start", "primary"]);
 
     // What reached the secondary, read with a plain client: every record there but the
@@ -201,11 +236,20 @@ fn drill(naming: &str) {
                 named <= *shipped && named > *shipped - 50,
                 "partition {p}: copies end at {shipped}: {plan:#}"
             );
-            assert_eq!(
-                plan["deleted_may_include_copies"],
-                named < *shipped,
-                "partition {p}: copies end at {shipped}: {plan:#}"
-            );
+            // Records after the named copies whose originals would be gone cannot be told
+            // from copies: copies between anchors, and under identity naming the
+            // applications' records after the copies.
+            if named < *shipped {
+                assert_eq!(
+                    plan["deleted_may_include_copies"], true,
+                    "partition {p}: copies end at {shipped}: {plan:#}"
+                );
+            } else if naming == "prefix" {
+                assert_eq!(
+                    plan["deleted_may_include_copies"], false,
+                    "partition {p}: copies end at {shipped}: {plan:#}"
+                );
+            }
             assert_eq!(deleted["from"], named, "partition {p}: {plan:#}");
             assert_eq!(deleted["to"], deleted_to, "partition {p}: {plan:#}");
         } else {
@@ -379,6 +423,8 @@ fn drill(naming: &str) {
     // Anything copied twice would arrive within moments.
     std::thread::sleep(Duration::from_secs(3));
     let primary_after = read_all(PRIMARY, &topic);
+    // The application group reads what was written on the secondary since.
+    app_read.extend(consume(SECONDARY, &app, &on_secondary, usize::MAX));
     for p in 0..PARTITIONS {
         let own = primary_own.get(&p).map_or(&[][..], Vec::as_slice);
         let got = primary_after.get(&p).map_or(&[][..], Vec::as_slice);
@@ -472,6 +518,18 @@ fn drill(naming: &str) {
         });
         wanted.insert(p, expected);
     }
+    strait_ok(
+        &[
+            "failback",
+            "translate",
+            "--flow",
+            "fb",
+            "--group",
+            &app,
+            "--apply",
+        ],
+        &strait.config,
+    );
     let moved = strait_ok(
         &[
             "failback",
@@ -544,6 +602,7 @@ fn drill(naming: &str) {
     );
     std::thread::sleep(Duration::from_secs(3));
     let secondary_final = read_all(SECONDARY, &copy_topic);
+    app_read.extend(consume(PRIMARY, &app, &[&topic], usize::MAX));
     for p in 0..PARTITIONS {
         let before = secondary_before.get(&p).map_or(&[][..], Vec::as_slice);
         let got = &secondary_final[&p];
@@ -564,7 +623,58 @@ fn drill(naming: &str) {
             );
         }
     }
-    forward_again.kill9();
+    // Over the whole drill the application group read every record written exactly
+    // once, on one cluster or the other, but those the plan listed (never shipped, or
+    // deleted before they were copied). The primary's records are named by partition and
+    // offset (their copies on the secondary sit at the same offsets), the applications'
+    // by their values.
+    let name = |r: &Rec| match r.value.as_deref() {
+        Some(v) if v.starts_with(b"after-") => String::from_utf8_lossy(v).into_owned(),
+        _ => format!("{}@{}", r.partition, r.offset),
+    };
+    let mut read_count: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, r) in &app_read {
+        *read_count.entry(name(r)).or_default() += 1;
+    }
+    let twice: Vec<&String> = read_count
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(k, _)| k)
+        .collect();
+    assert!(twice.is_empty(), "read more than once: {twice:?}");
+    let mut written: Vec<String> = expected
+        .iter()
+        .flat_map(|(p, (shipped, _, _))| (0..*shipped).map(move |o| format!("{p}@{o}")))
+        .collect();
+    for (tag, count) in [
+        ("after-failover", 600),
+        ("after-failover-more", 300),
+        ("after-failback", 300),
+    ] {
+        written.extend((0..count).map(|i| format!("{tag}-{i}")));
+    }
+    let written: std::collections::BTreeSet<String> = written.into_iter().collect();
+    let read: std::collections::BTreeSet<String> = read_count.into_keys().collect();
+    let missed: Vec<&String> = written.difference(&read).take(10).collect();
+    let unexpected: Vec<&String> = read.difference(&written).take(10).collect();
+    assert!(
+        missed.is_empty() && unexpected.is_empty(),
+        "the application group missed {missed:?} and read {unexpected:?}, which are not \
+         expected"
+    );
+
+    // Finish run again once the flow copied on never moves it back.
+    assert_eq!(
+        forward_again.terminate(),
+        Some(0),
+        "{}",
+        forward_again.logs()
+    );
+    let again = strait_ok(&["failback", "finish", "--flow", "fb"], &strait.config);
+    assert!(
+        again.contains("every partition already resumes after the copies back"),
+        "{again}"
+    );
 }
 
 /// `strait failback keep` for flow `fb`, its standard output.

@@ -59,18 +59,24 @@ pub(crate) fn forward_start(reverse: Option<&OffsetIndex>, at: CopiedBack) -> Re
             to: end,
         });
     }
-    let Some((reverse, coverage)) = reverse.and_then(|r| Some((r, r.coverage()?))) else {
-        return Ok(at.primary_end);
-    };
-    let after_copies = reverse
-        .last_copy()
-        .map_or(coverage.target_next, |(_, target)| {
-            (target + 1).max(coverage.target_next)
-        });
-    match reverse.foreign_below(after_copies) {
+    let after_copies = after_copies_back(reverse, at.primary_end);
+    match reverse.map_or(0, |r| r.foreign_below(after_copies)) {
         0 => Ok(after_copies),
         records => Err(NotYet::Interleaved { records }),
     }
+}
+
+/// The primary offset after the reverse flow's last copy back, or the primary's end where
+/// it has no map of the partition.
+pub(crate) fn after_copies_back(reverse: Option<&OffsetIndex>, primary_end: i64) -> i64 {
+    let Some((reverse, coverage)) = reverse.and_then(|r| Some((r, r.coverage()?))) else {
+        return primary_end;
+    };
+    reverse
+        .last_copy()
+        .map_or(coverage.target_next, |(_, target)| {
+            (target + 1).max(coverage.target_next)
+        })
 }
 
 /// `strait failback finish --flow FORWARD`.
@@ -110,6 +116,21 @@ pub fn finish(path: &Path, forward_name: &str) -> Result<()> {
         .flat_map(|t| (0..t.source_partitions).map(move |p| (t.source_topic.clone(), p)))
         .collect();
     let secondary_reader = PrimaryReader::new(secondary)?;
+    // Where the forward flow's group stands: a partition already past its start (a finish
+    // that ran before, then the flow copied on) is left there, so running finish again is
+    // safe at any time.
+    let wanted: Vec<(String, i32)> = partitions
+        .iter()
+        .map(|p| (p.topic.clone(), p.partition))
+        .collect();
+    let forward_committed = GroupClient::new(&client_config(primary))?
+        .committed(&forward.group_id, &wanted, &|_| false)
+        .with_context(|| {
+            format!(
+                "reading group '{}''s offsets on '{}'",
+                forward.group_id, primary.name
+            )
+        })?;
 
     let mut starts = TopicPartitionList::new();
     let mut rows = Vec::new();
@@ -132,6 +153,23 @@ pub fn finish(path: &Path, forward_name: &str) -> Result<()> {
             applications_start,
             primary_end: p.primary_log.log_end,
         };
+        // A forward flow already past the copies back (a finish before this one, then
+        // the flow copied on, which also lengthened the secondary's partition) stays.
+        let committed = forward_committed
+            .get(&(p.topic.clone(), p.partition))
+            .copied();
+        if let Some(committed) =
+            committed.filter(|&c| c >= after_copies_back(reverse_map, at.primary_end))
+        {
+            rows.push([
+                name,
+                "-".into(),
+                "-".into(),
+                format!("{committed} (already)"),
+                "-".into(),
+            ]);
+            continue;
+        }
         let start = match forward_start(reverse_map, at) {
             Ok(start) => start,
             Err(NotYet::NotCopiedBack { from, to }) => {
@@ -199,6 +237,10 @@ pub fn finish(path: &Path, forward_name: &str) -> Result<()> {
             refused.len(),
             refused.join("\n  ")
         );
+    }
+    if starts.count() == 0 {
+        println!("flow {forward_name}: every partition already resumes after the copies back");
+        return Ok(());
     }
     let consumer: BaseConsumer = client_config(primary)
         .set("group.id", &forward.group_id)

@@ -160,3 +160,56 @@ pub fn resume_on_secondary(
     }
     read
 }
+
+/// What an application in `group` reads from every partition of `topics` on `servers`:
+/// from the group's committed offsets (from the start where it has none), up to the
+/// partitions' ends when it starts, or `limit` records. Commits what it read, and returns
+/// the records with their topics.
+pub fn consume(servers: &str, group: &str, topics: &[&str], limit: usize) -> Vec<(String, Rec)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut high = BTreeMap::new();
+    for topic in topics {
+        for p in 0..partition_count(servers, topic).unwrap_or(0) {
+            tpl.add_partition_offset(topic, p, Offset::Stored).unwrap();
+            let start = committed_offset(servers, group, topic, p)
+                .unwrap_or_else(|| watermarks(servers, topic, p).0);
+            next.insert((topic.to_string(), p), start);
+            high.insert((topic.to_string(), p), watermarks(servers, topic, p).1);
+        }
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut read = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read.len() < limit && next.iter().any(|(k, n)| *n < high[k]) {
+        assert!(
+            Instant::now() < deadline,
+            "group {group} did not reach the end of {topics:?}"
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+                read.push((m.topic().to_string(), Rec::of(&m)));
+            }
+            Some(Err(e)) => panic!("group {group} reading {topics:?}: {e}"),
+            None => {}
+        }
+    }
+    let mut commit = TopicPartitionList::new();
+    for ((topic, p), offset) in &next {
+        commit
+            .add_partition_offset(topic, *p, Offset::Offset(*offset))
+            .unwrap();
+    }
+    consumer
+        .commit(&commit, rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
+    read
+}
