@@ -100,19 +100,8 @@ enum OffsetsCommand {
     Translate {
         #[arg(long, short)]
         config: PathBuf,
-        #[arg(long)]
-        flow: String,
-        #[arg(long)]
-        group: String,
-        /// Write the translated offsets to the group on the target (refused while the
-        /// group has members there, and for partitions where it would move backwards).
-        #[arg(long)]
-        apply: bool,
-        /// With --apply: also move partitions backwards.
-        #[arg(long, requires = "apply")]
-        force: bool,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-        output: OutputFormat,
+        #[command(flatten)]
+        args: offsets::TranslateArgs,
     },
 }
 
@@ -147,20 +136,8 @@ enum FailbackCommand {
     Translate {
         #[arg(long, short)]
         config: PathBuf,
-        /// The flow from the primary to the secondary.
-        #[arg(long)]
-        flow: String,
-        #[arg(long)]
-        group: String,
-        /// Write the translated offsets to the group on the primary (refused while the
-        /// group has members there, and for partitions where it would move backwards).
-        #[arg(long)]
-        apply: bool,
-        /// With --apply: also move partitions backwards.
-        #[arg(long, requires = "apply")]
-        force: bool,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-        output: OutputFormat,
+        #[command(flatten)]
+        args: offsets::TranslateArgs,
     },
     /// Set the flow's position on the primary to right after `failback run`'s copies back,
     /// so that the next `strait run` copies only what is written on the primary from then
@@ -257,23 +234,9 @@ fn main() -> ExitCode {
         }) => Config::load(&config)
             .and_then(|config| failback::plan(&config, &failback::PlanArgs { flow, output })),
         Command::Failback(FailbackCommand::Run { config, flow }) => failback::run(&config, &flow),
-        Command::Failback(FailbackCommand::Translate {
-            config,
-            flow,
-            group,
-            apply,
-            force,
-            output,
-        }) => failback::translate(
-            &config,
-            &failback::TranslateArgs {
-                flow,
-                group,
-                apply,
-                force,
-                output,
-            },
-        ),
+        Command::Failback(FailbackCommand::Translate { config, args }) => {
+            failback::translate(&config, &args)
+        }
         Command::Failback(FailbackCommand::Finish { config, flow }) => {
             failback::finish(&config, &flow)
         }
@@ -307,25 +270,9 @@ fn main() -> ExitCode {
                 },
             )
         }),
-        Command::Offsets(OffsetsCommand::Translate {
-            config,
-            flow,
-            group,
-            apply,
-            force,
-            output,
-        }) => Config::load(&config).and_then(|config| {
-            offsets::translate(
-                &config,
-                &offsets::TranslateArgs {
-                    flow,
-                    group,
-                    apply,
-                    force,
-                    output,
-                },
-            )
-        }),
+        Command::Offsets(OffsetsCommand::Translate { config, args }) => {
+            Config::load(&config).and_then(|config| offsets::translate(&config, &args))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

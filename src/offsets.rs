@@ -10,11 +10,24 @@ use strait_replicator::{client_config, copies_on_target, FlowSpec, MapEnd};
 use crate::config::Config;
 use crate::OutputFormat;
 
+/// What to translate, and whether to write it: `offsets translate` and `failback
+/// translate` take the same arguments.
+#[derive(clap::Args)]
 pub struct TranslateArgs {
+    /// The flow (for `failback translate`, the one from the primary to the secondary).
+    #[arg(long)]
     pub flow: String,
+    #[arg(long)]
     pub group: String,
+    /// Write the translated offsets to the same group on the cluster translated to
+    /// (refused while the group has members there, and for partitions where it would move
+    /// backwards).
+    #[arg(long)]
     pub apply: bool,
+    /// With --apply: also move partitions backwards.
+    #[arg(long, requires = "apply")]
     pub force: bool,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
 

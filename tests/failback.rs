@@ -90,7 +90,7 @@ fn drill(naming: &str) {
         count_all(SECONDARY, &copy_topic) >= 1_700
     });
     // Keeping what the running flow is about to copy would copy it twice: refused.
-    let stderr = strait_err(&["failback", "keep", "--flow", "fb"], &strait.config);
+    let stderr = failback_err(&["keep"], &strait.config);
     assert!(
         stderr.contains("flow 'fb' is running: its group"),
         "{stderr}"
@@ -518,30 +518,8 @@ fn drill(naming: &str) {
         });
         wanted.insert(p, expected);
     }
-    strait_ok(
-        &[
-            "failback",
-            "translate",
-            "--flow",
-            "fb",
-            "--group",
-            &app,
-            "--apply",
-        ],
-        &strait.config,
-    );
-    let moved = strait_ok(
-        &[
-            "failback",
-            "translate",
-            "--flow",
-            "fb",
-            "--group",
-            &group,
-            "--apply",
-        ],
-        &strait.config,
-    );
+    failback(&["translate", "--group", &app, "--apply"], &strait.config);
+    let moved = failback(&["translate", "--group", &group, "--apply"], &strait.config);
     println!("$ strait failback translate --group G --apply\n{moved}");
     for p in 0..PARTITIONS {
         assert_eq!(
@@ -556,18 +534,7 @@ fn drill(naming: &str) {
         let torn = unique("fb-torn");
         commit_offsets(SECONDARY, &torn, &copy_topic, &[(mid_copies, 5)]);
         commit_offsets(SECONDARY, &torn, &topic, &[(mid_copies, 5)]);
-        let stderr = strait_err(
-            &[
-                "failback",
-                "translate",
-                "--flow",
-                "fb",
-                "--group",
-                &torn,
-                "--apply",
-            ],
-            &strait.config,
-        );
+        let stderr = failback_err(&["translate", "--group", &torn, "--apply"], &strait.config);
         assert!(stderr.contains("not applied"), "{stderr}");
         assert_eq!(committed_offset(PRIMARY, &torn, &topic, mid_copies), None);
     }
@@ -576,13 +543,13 @@ fn drill(naming: &str) {
     // stopped, the flow resumes after the copies back, and copies to the secondary
     // exactly what the applications write on the primary from then on: no copy back
     // and no record never shipped goes forward again.
-    let stderr = strait_err(&["failback", "finish", "--flow", "fb"], &strait.config);
+    let stderr = failback_err(&["finish"], &strait.config);
     assert!(
         stderr.contains("failback run --flow fb` is running"),
         "{stderr}"
     );
     assert_eq!(back.terminate(), Some(0), "{}", back.logs());
-    let finished = strait_ok(&["failback", "finish", "--flow", "fb"], &strait.config);
+    let finished = failback(&["finish"], &strait.config);
     println!("$ strait failback finish\n{finished}");
     let secondary_before = read_all(SECONDARY, &copy_topic);
     produce_simple(PRIMARY, &topic, PARTITIONS, 300, "after-failback");
@@ -641,7 +608,12 @@ fn drill(naming: &str) {
         .filter(|(_, n)| **n > 1)
         .map(|(k, _)| k)
         .collect();
-    assert!(twice.is_empty(), "read more than once: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "{} records read more than once, among them {:?}",
+        twice.len(),
+        &twice[..twice.len().min(10)]
+    );
     let mut written: Vec<String> = expected
         .iter()
         .flat_map(|(p, (shipped, _, _))| (0..*shipped).map(move |o| format!("{p}@{o}")))
@@ -670,24 +642,38 @@ fn drill(naming: &str) {
         "{}",
         forward_again.logs()
     );
-    let again = strait_ok(&["failback", "finish", "--flow", "fb"], &strait.config);
+    let again = failback(&["finish"], &strait.config);
     assert!(
         again.contains("every partition already resumes after the copies back"),
         "{again}"
     );
 }
 
+/// `strait failback <command> --flow fb`, which must succeed; its standard output.
+fn failback(command: &[&str], config: &std::path::Path) -> String {
+    strait_ok(&failback_args(command), config)
+}
+
+/// `strait failback <command> --flow fb`, which must fail; its standard error.
+fn failback_err(command: &[&str], config: &std::path::Path) -> String {
+    strait_err(&failback_args(command), config)
+}
+
+fn failback_args<'a>(command: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["failback"];
+    args.extend(command);
+    args.extend(["--flow", "fb"]);
+    args
+}
+
 /// `strait failback keep` for flow `fb`, its standard output.
 fn failback_keep(config: &std::path::Path) -> String {
-    strait_ok(&["failback", "keep", "--flow", "fb"], config)
+    failback(&["keep"], config)
 }
 
 /// `strait failback plan` for flow `fb`, its standard output.
 fn failback_plan(config: &std::path::Path, output: &str) -> String {
-    strait_ok(
-        &["failback", "plan", "--flow", "fb", "--output", output],
-        config,
-    )
+    failback(&["plan", "--output", output], config)
 }
 
 /// Where the secondary's copies of the primary's records end in partition `p`, as the

@@ -25,7 +25,7 @@ use crate::OutputFormat;
 pub use self::back::run;
 pub use self::finish::finish;
 pub use self::keep::{keep, KeepArgs};
-pub use self::translate::{translate, TranslateArgs};
+pub use self::translate::translate;
 
 pub struct PlanArgs {
     pub flow: String,

@@ -17,16 +17,7 @@ use super::back::{reverse_config, reverse_index};
 use super::placement::{place, OnSecondary, Placement, Runs};
 use super::{flow_spec, shipped};
 use crate::config::Config;
-use crate::offsets::{print_report, Report};
-use crate::OutputFormat;
-
-pub struct TranslateArgs {
-    pub flow: String,
-    pub group: String,
-    pub apply: bool,
-    pub force: bool,
-    pub output: OutputFormat,
-}
+use crate::offsets::{print_report, Report, TranslateArgs};
 
 pub fn translate(path: &Path, args: &TranslateArgs) -> Result<()> {
     let config = Config::load(path)?;

@@ -29,39 +29,33 @@ pub struct Strait {
 /// `strait <args> --config <config>` run to completion, which must succeed (else the
 /// test fails with both of its streams); its standard output.
 pub fn strait_ok(args: &[&str], config: &std::path::Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_strait"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success(),
-        "strait {args:?} failed:\n{stdout}\n{stderr}"
-    );
-    stdout.into_owned()
+    let (ok, stdout, stderr) = strait_once(args, config);
+    assert!(ok, "strait {args:?} failed:\n{stdout}\n{stderr}");
+    stdout
 }
 
 /// `strait <args> --config <config>` run to completion, which must fail (else the test
 /// fails with its output); its standard error.
 pub fn strait_err(args: &[&str], config: &std::path::Path) -> String {
+    let (ok, stdout, stderr) = strait_once(args, config);
+    assert!(!ok, "strait {args:?} succeeded:\n{stdout}\n{stderr}");
+    stderr
+}
+
+/// `strait <args> --config <config>` run to completion: whether it succeeded, and its
+/// standard output and error.
+fn strait_once(args: &[&str], config: &std::path::Path) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_strait"))
         .args(args)
         .arg("--config")
         .arg(config)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !out.status.success(),
-        "strait {args:?} succeeded:\n{}\n{stderr}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    stderr
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A one-flow config between the test clusters. `extra` goes into the flow section.
