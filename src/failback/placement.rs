@@ -47,8 +47,9 @@ pub(crate) enum Placement {
     Exact { offset: i64, in_copies: bool },
     /// The reverse flow has not copied back far enough yet.
     Pending,
-    /// The group's position on the secondary is below where the reverse flow's map
-    /// begins.
+    /// The group's position on the secondary is below where the map that would place it
+    /// begins: the forward flow's for a position inside the copies, the reverse flow's
+    /// past them.
     BeforeMap,
     /// The group never committed on this partition.
     NoCommit,
@@ -74,10 +75,24 @@ pub(crate) fn place(
         if read_applications.is_some() {
             return Placement::ReadBoth;
         }
+        // Copies below the map's first one are not named by it (the map began after
+        // them): their originals are not known.
+        let Some(forward) = forward else {
+            return Placement::BeforeMap;
+        };
+        let first_copy = forward
+            .coverage()
+            .and_then(|c| match forward.translate(c.from) {
+                Translation::Exact(target) => Some(target),
+                _ => None,
+            });
+        if first_copy.is_none_or(|first| next < first) {
+            return Placement::BeforeMap;
+        }
         // The original of the first copy at or after the group's position. Target
         // offsets between copies that are no copy (the forward flow's transaction
         // markers) are passed over.
-        let original = forward.and_then(|f| (next..runs.copies_end).find_map(|t| f.source_of(t)));
+        let original = (next..runs.copies_end).find_map(|t| forward.source_of(t));
         if let Some(offset) = original {
             return Placement::Exact {
                 offset,
@@ -201,6 +216,29 @@ mod tests {
         assert_eq!(
             place(at(120), runs, Some(&forward), None),
             Placement::Pending
+        );
+    }
+
+    #[test]
+    fn a_position_below_the_forward_maps_first_copy_is_not_guessed() {
+        // The map began at primary offset 50, copied to 50: copies below it are not named.
+        let copies: Vec<(i64, i64)> = (50..100).map(|o| (o, o)).collect();
+        let forward = map((50, 50), &copies);
+        let (runs, _, reverse) = identity();
+        assert_eq!(
+            place(at(10), runs, Some(&forward), Some(&reverse)),
+            Placement::BeforeMap
+        );
+        assert_eq!(
+            place(at(10), runs, None, Some(&reverse)),
+            Placement::BeforeMap
+        );
+        assert_eq!(
+            place(at(60), runs, Some(&forward), Some(&reverse)),
+            Placement::Exact {
+                offset: 60,
+                in_copies: true
+            }
         );
     }
 
