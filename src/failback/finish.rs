@@ -143,11 +143,7 @@ pub fn finish(path: &Path, forward_name: &str) -> Result<()> {
         } else {
             None
         };
-        let applications_start = if p.secondary_topic == p.topic {
-            p.secondary_copies_end
-        } else {
-            reverse_map.and_then(|m| m.coverage()).map_or(0, |c| c.from)
-        };
+        let applications_start = p.applications_start(reverse_map);
         let at = CopiedBack {
             secondary_end,
             applications_start,

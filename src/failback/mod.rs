@@ -70,6 +70,17 @@ struct PartitionPlan {
 }
 
 impl PartitionPlan {
+    /// Where the applications' records begin on the secondary, which `failback run` copies
+    /// back: after the copies under identity naming (one partition holds both), else where
+    /// the reverse flow's map (`reverse`) begins in the applications' own topic.
+    fn applications_start(&self, reverse: Option<&strait_offset_sync::OffsetIndex>) -> i64 {
+        if self.secondary_topic == self.topic {
+            self.secondary_copies_end
+        } else {
+            reverse.and_then(|m| m.coverage()).map_or(0, |c| c.from)
+        }
+    }
+
     fn is_settled(&self) -> bool {
         let s = &self.shipment;
         s.not_shipped.is_none()

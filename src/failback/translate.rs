@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use strait_offset_sync::groups::{self, GroupClient, Outcome, PartitionResult};
+use strait_offset_sync::groups::{GroupClient, Outcome, PartitionResult};
 use strait_replicator::client_config;
 
 use super::back::{reverse_config, reverse_index};
@@ -23,7 +23,7 @@ pub fn translate(path: &Path, args: &TranslateArgs) -> Result<()> {
     let config = Config::load(path)?;
     let forward = flow_spec(&config, &args.flow)?;
     let (reverse_config, reverse) = reverse_config(path, &args.flow)?;
-    let (primary, secondary) = (&forward.source, &forward.target);
+    let secondary = &forward.target;
     let (forward_index, partitions) = shipped(&config, &forward)?;
 
     let reverse_index = reverse_index(&reverse_config, &reverse)?;
@@ -72,11 +72,7 @@ pub fn translate(path: &Path, args: &TranslateArgs) -> Result<()> {
             let reverse_map = reverse_index.partition(&p.topic, p.partition);
             let runs = Runs {
                 copies_end: p.secondary_copies_end,
-                applications_start: if p.secondary_topic == p.topic {
-                    p.secondary_copies_end
-                } else {
-                    reverse_map.and_then(|m| m.coverage()).map_or(0, |c| c.from)
-                },
+                applications_start: p.applications_start(reverse_map),
             };
             let forward_map = forward_index.partition(&p.topic, p.partition);
             let placement = place(at, runs, forward_map, reverse_map);
@@ -108,15 +104,8 @@ pub fn translate(path: &Path, args: &TranslateArgs) -> Result<()> {
         })
         .collect();
     if args.apply {
-        let client = GroupClient::new(&client_config(primary))?;
-        groups::apply(&client, &args.group, &mut results, args.force, false).with_context(
-            || {
-                format!(
-                    "writing offsets of group '{}' on '{}'",
-                    args.group, primary.name
-                )
-            },
-        )?;
+        // The reverse flow's target is the primary.
+        crate::offsets::apply(&reverse, &args.group, &mut results, args.force)?;
     }
     let report = Report {
         flow: &reverse.name,
